@@ -1,0 +1,75 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable text context tokens in front of the class name.
+
+Trainable: a context of `n_ctx` token embeddings (text width each) that replaces the embeddings
+of placeholder tokens right after the start token: "SOT [ctx_1..ctx_n] {class}. EOT".
+`coop` holds one context per task, `coop-mt` one context shared by all tasks.
+ViT-B/16: 16 tokens x 512 = 8,192 parameters per context (the paper's 0.01 M per task).
+
+Init: N(0, 0.02), or `ctx_init` = a phrase such as "a photo of a", whose token embeddings become
+the context (and whose token count sets `n_ctx`); an untrained CoOp so initialised equals
+zero-shot with the template "a photo of a {class}.".
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from petl_bench.config import MethodConfig
+from petl_bench.errors import UserError
+from petl_bench.module import PetlModule
+from petl_bench.registry import register_method
+
+
+@dataclass
+class CoOpConfig(MethodConfig):
+    n_ctx: int = 16  # learnable context tokens (ignored when ctx_init is set)
+    ctx_init: str = ""  # phrase whose embeddings initialise the context, e.g. "a photo of a"
+
+
+@register_method("coop", CoOpConfig)
+class CoOp(PetlModule):
+    """CoOp: learnable text context, one per task."""
+
+    shared = False  # one context for all tasks (coop-mt)
+
+    def __init__(self, cfg: CoOpConfig, backbone, tasks, optim=None):
+        super().__init__(cfg, backbone, tasks, optim)
+        n_sets = 1 if self.shared else len(self.tasks)
+        if cfg.ctx_init:
+            init = self._phrase_embeddings(cfg.ctx_init)
+            self.ctx = nn.Parameter(init.unsqueeze(0).repeat(n_sets, 1, 1))
+        else:
+            self.ctx = nn.Parameter(torch.randn(n_sets, cfg.n_ctx, backbone.text_width) * 0.02)
+        self.n_ctx = self.ctx.shape[1]
+        self._check_fits()
+
+    def _phrase_embeddings(self, phrase: str) -> torch.Tensor:
+        tokens = self.backbone.tokenize([phrase])[0]
+        n = int((tokens > 0).sum()) - 2  # drop SOT and EOT
+        return self.backbone.model.token_embedding.weight[tokens[1:1 + n]].detach().clone()
+
+    def _check_fits(self) -> None:
+        for task in self.task_names:
+            tokens = self.tokens(task)
+            # A cut prompt ends in EOT at the last position, which the class name should not reach.
+            if bool((tokens[:, -1] != 0).any()):
+                raise UserError(f"{self.method_name}: {self.n_ctx} context tokens plus a class name of "
+                                f"task {task!r} exceed the model's context length "
+                                f"{self.backbone.context_length}")
+
+    def prompts(self, task: str) -> list[str]:
+        context = self.cfg.ctx_init or " ".join(["X"] * self.n_ctx)
+        return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
+
+    def text_embed(self, emb, tokens, task):
+        ctx = self.ctx[0 if self.shared else self.task_names.index(task)]
+        ctx = ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
+        return torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx:]], dim=1)
+
+
+@register_method("coop-mt", CoOpConfig)
+class CoOpMT(CoOp):
+    """CoOp-MT: one learnable text context shared by all tasks."""
+
+    shared = True

@@ -1,0 +1,19 @@
+"""Zero-shot CLIP: the template "a photo of a {class}." and nothing trained."""
+
+from dataclasses import dataclass
+
+from petl_bench.config import MethodConfig
+from petl_bench.module import PetlModule
+from petl_bench.registry import register_method
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    pass
+
+
+@register_method("zeroshot", ZeroShotConfig)
+class ZeroShot(PetlModule):
+    """Zero-shot CLIP with the template "a photo of a {class}."; no trainable parameters."""
+
+    text_frozen = True

@@ -1,0 +1,252 @@
+"""The frozen open_clip CLIP, wrapped once, with hooks where tuning methods insert prompts.
+
+`ClipBackbone.encode_image` / `encode_text` spell out open_clip's forward passes as explicit loops
+over the residual blocks, reusing open_clip's own modules, and call a `Hooks` object between them.
+With the identity hooks the features equal `open_clip.CLIP.encode_image` / `encode_text`
+(tests/test_backbone.py guards this). The backbone knows no method: methods are `Hooks`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from open_clip.transformer import VisionTransformer, text_global_pool
+from torch import nn
+
+from .errors import UserError
+
+# A tiny CLIP for tests and the demo (vision 64 wide x 3 layers on 32 px images, text 48 wide x 3
+# layers). The context of 32 tokens leaves room for 16 learnable context tokens plus a class name.
+TINY_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 3},
+}
+TINY = "tiny"
+
+
+class Hooks:
+    """Where a method may change the forward pass. Every default is the identity.
+
+    `task` is the task (domain) name the batch belongs to; a single-task method picks its
+    parameters by it, a multi-task method may ignore it.
+    """
+
+    def text_embed(self, emb: torch.Tensor, tokens: torch.Tensor, task: str) -> torch.Tensor:
+        """Token embeddings [classes, context, width] before the positional embedding."""
+        return emb
+
+    def text_layer(self, i: int, x: torch.Tensor, task: str) -> torch.Tensor:
+        """Text tokens [classes, context, width] before residual block i."""
+        return x
+
+    def vision_embed(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        """Image tokens [batch, 1 + patches, width] after the positional embedding, before ln_pre."""
+        return x
+
+    def vision_layer(self, i: int, x: torch.Tensor, task: str) -> torch.Tensor:
+        """Image tokens before residual block i."""
+        return x
+
+    def vision_post(self, x: torch.Tensor) -> torch.Tensor:
+        """Image tokens after the last block: strip appended prompts before pooling."""
+        return x
+
+    def head(self, image_feat: torch.Tensor, text_feat: torch.Tensor, task: str):
+        """Projected features, before normalisation."""
+        return image_feat, text_feat
+
+
+IDENTITY = Hooks()
+
+
+class ClipBackbone(nn.Module):
+    """An open_clip CLIP (ViT image tower, standard text tower), frozen, with method hooks."""
+
+    def __init__(self, model: open_clip.CLIP, tokenizer, name: str, pretrained: str | None):
+        super().__init__()
+        if type(model) is not open_clip.CLIP or not isinstance(model.visual, VisionTransformer):
+            raise UserError(f"model {name!r}: petl-bench supports open_clip CLIP models with a ViT "
+                            "image tower and the standard text tower")
+        if model.visual.attn_pool is not None:
+            raise UserError(f"model {name!r}: attentional pooling is not supported")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretrained = pretrained
+        self.requires_grad_(False)
+        preprocess = dict(open_clip.get_model_preprocess_cfg(model))
+        self.preprocess_cfg = PreprocessCfg(**preprocess)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict, name: str = TINY) -> "ClipBackbone":
+        """A random-init CLIP from an open_clip model config dict (e.g. `TINY_CONFIG`)."""
+        model = open_clip.CLIP(**copy.deepcopy(config))
+        context = config.get("text_cfg", {}).get("context_length", 77)
+        return cls(model, open_clip.SimpleTokenizer(context_length=context), name, None)
+
+    @classmethod
+    def from_pretrained(cls, arch: str, pretrained: str | None = "openai") -> "ClipBackbone":
+        """`arch` is an open_clip architecture or `tiny`; `pretrained` an open_clip tag, a local
+        checkpoint file, or None for random init."""
+        if arch == TINY:
+            config, tokenizer = TINY_CONFIG, open_clip.SimpleTokenizer(context_length=32)
+        else:
+            if arch not in open_clip.list_models():
+                raise UserError(f"unknown model {arch!r}: use 'tiny' or an open_clip architecture "
+                                f"such as ViT-B-16 (open_clip.list_models() lists them)")
+            config, tokenizer = open_clip.get_model_config(arch), open_clip.get_tokenizer(arch)
+        config = copy.deepcopy(config)
+        weights, extra = _resolve_weights(arch, pretrained)
+        if extra.get("quick_gelu"):
+            config["quick_gelu"] = True
+        model = open_clip.CLIP(**config)
+        if weights is not None:
+            try:
+                open_clip.load_checkpoint(model, weights, weights_only=False)
+            except (RuntimeError, KeyError, ValueError, OSError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise UserError(f"could not load weights {weights} into {arch}: {first}") from None
+        if extra.get("mean"):
+            open_clip.set_model_preprocess_cfg(model, {
+                **open_clip.get_model_preprocess_cfg(model),
+                **{k: extra[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in extra},
+            })
+        return cls(model, tokenizer, arch, pretrained)
+
+    # -- sizes, all read from the model ---------------------------------------------------------
+    @property
+    def text_width(self) -> int:
+        return self.model.transformer.width
+
+    @property
+    def vision_width(self) -> int:
+        return self.model.visual.transformer.width
+
+    @property
+    def text_depth(self) -> int:
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def vision_depth(self) -> int:
+        return len(self.model.visual.transformer.resblocks)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg.size
+        return size if isinstance(size, int) else size[0]
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts)
+
+    def preprocess_val(self):
+        """open_clip's validation transform for this model."""
+        return image_transform_v2(self.preprocess_cfg, is_train=False)
+
+    # -- forward passes -------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
+        visual = self.model.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [batch, patches, width]
+        cls_token = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        x = hooks.vision_embed(x, task)
+        x = visual.ln_pre(x)
+        for i, block in enumerate(visual.transformer.resblocks):
+            x = block(hooks.vision_layer(i, x, task))
+        x = hooks.vision_post(x)
+        pooled, _ = visual._pool(x)
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    def encode_text(self, tokens: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
+        model = self.model
+        dtype = model.transformer.get_cast_dtype()
+        x = hooks.text_embed(model.token_embedding(tokens).to(dtype), tokens, task)
+        x = x + model.positional_embedding.to(dtype)
+        for i, block in enumerate(model.transformer.resblocks):
+            x = block(hooks.text_layer(i, x, task), attn_mask=model.attn_mask)
+        x = model.ln_final(x)
+        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
+        projection = model.text_projection
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def _resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, dict]:
+    """Map `pretrained` to a local file and the tag's extras (quick_gelu, mean/std, ...).
+
+    Looks in the local caches first so that no network is touched when the weights are there, and
+    fails in one line, quickly, when they cannot be had.
+    """
+    if pretrained is None or pretrained in ("", "none"):
+        return None, {}
+    path = Path(pretrained).expanduser()
+    if path.suffix or os.sep in pretrained:
+        if not path.is_file():
+            raise UserError(f"checkpoint file not found: {path}")
+        # OpenAI's released ViT files were trained with QuickGELU; open_clip tags record this.
+        openai_url = open_clip.get_pretrained_cfg(arch, "openai").get("url", "") if arch != TINY else ""
+        return str(path), {"quick_gelu": bool(openai_url) and Path(openai_url).name == path.name}
+    if arch == TINY:
+        raise UserError(f"the tiny model has no pretrained tag {pretrained!r}: pass a checkpoint "
+                        "file from `petl-bench data tiny-clip`")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise UserError(f"unknown pretrained tag {pretrained!r} for {arch} (tags: {tags}); "
+                        "or pass a local checkpoint file")
+    local = _cached_weights(cfg)
+    if local is None:
+        local = _download_weights(arch, pretrained, cfg)
+    return local, cfg
+
+
+def _cached_weights(cfg: dict) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub)
+        names = [filename] if filename else [open_clip.constants.HF_SAFE_WEIGHTS_NAME,
+                                              open_clip.constants.HF_WEIGHTS_NAME]
+        for name in names:
+            found = try_to_load_from_cache(repo_id=repo, filename=name)
+            if isinstance(found, str):
+                return found
+    url = cfg.get("url", "")
+    if url:
+        candidate = Path("~/.cache/clip").expanduser() / Path(url).name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _download_weights(arch: str, tag: str, cfg: dict) -> str:
+    hint = (f"weights for {arch}/{tag} are not in the local cache and cannot be downloaded"
+            " ({why}); download them where there is network, or pass a local file with "
+            "--pretrained PATH")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise UserError(hint.format(why="HF_HUB_OFFLINE is set"))
+    try:
+        local = open_clip.pretrained.download_pretrained(cfg)
+    except Exception as err:  # the hub and urllib raise many types; all mean "no weights"
+        raise UserError(hint.format(why=type(err).__name__)) from None
+    if not local:
+        raise UserError(hint.format(why="no download source"))
+    return local

@@ -1,0 +1,248 @@
+"""`petl-bench`: run methods, evaluate checkpoints, list methods, check and make data.
+
+Bad input ends in one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import DataConfig, ModelConfig, RunConfig, apply_overrides
+from .errors import UserError
+
+DATASETS = ("officehome", "minidomainnet", "folder")
+# Expected images per domain for the official Office-Home release (15,588 in all).
+OFFICEHOME_COUNTS = {"Art": 2427, "Clipart": 4365, "Product": 4439, "Real World": 4357}
+
+
+# -- run / eval ------------------------------------------------------------------------------------
+def build_run_config(args: argparse.Namespace) -> RunConfig:
+    from .registry import get_method
+
+    entry = get_method(args.method)
+    pretrained = args.pretrained
+    if pretrained is None:
+        pretrained = None if args.model == "tiny" else "openai"
+    cfg = RunConfig(
+        method=args.method, params=entry.config_cls(),
+        data=DataConfig(dataset=args.dataset, root=args.root, split=args.split, seed=args.seed),
+        model=ModelConfig(arch=args.model, pretrained=None if pretrained == "none" else pretrained),
+        out=args.out)
+    if args.precision:
+        cfg.train.precision = args.precision
+    return apply_overrides(cfg, args.set)
+
+
+def format_accuracy(record: dict) -> str:
+    lines = [f"{record['run_name']} on {record['dataset']} {record['split']} seed {record['seed']} "
+             f"({record['trainable_params']:,} trainable parameters)",
+             f"  {'task':<14}{'accuracy %':>11}"]
+    for task, value in record["accuracy"].items():
+        lines.append(f"  {task:<14}{value:>11.2f}")
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .datamodules import parse_shots
+    from .run import execute, read_record, record_path
+
+    cfg = build_run_config(args)
+    parse_shots(cfg.data.dataset, cfg.data.split)
+    path = record_path(cfg)
+    existing = read_record(path)
+    if existing and not args.force:
+        if existing.get("config_sha256") == cfg.sha256():
+            print(format_accuracy(existing))
+            print(f"already done: {path} (--force to run again)")
+            return 0
+        raise UserError(f"{path} holds a run with a different config (config_sha256 "
+                        f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
+                        "--force replaces it")
+    record = execute(cfg, progress=not args.no_progress)
+    print(format_accuracy(record))
+    print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import lightning as L
+    import torch
+
+    from .registry import get_method
+    from .run import build, quiet_lightning
+
+    quiet_lightning()
+    path = Path(args.ckpt)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        saved = checkpoint["petl_bench"]["run_config"]
+    except Exception:
+        raise UserError(f"{path} is not a petl-bench checkpoint") from None
+    entry = get_method(saved["method"])
+    cfg = RunConfig(method=saved["method"], params=entry.config_cls(**saved["params"]),
+                    data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]), out=saved["out"])
+    if args.root:
+        cfg.data = dataclasses.replace(cfg.data, root=args.root)
+    module, data = build(cfg)
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
+        module, datamodule=data, verbose=False)
+    print(format_accuracy({"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split,
+                           "seed": cfg.data.seed, "trainable_params": module.num_trainable,
+                           "accuracy": module.test_accuracy}))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .registry import get_method, method_names
+
+    for name in method_names():
+        print(f"{name:<16}{get_method(name).summary}")
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------------------
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .datamodules import read_manifest
+
+    manifest = read_manifest(args.dataset, args.root)
+    unreadable = list(manifest.skipped)
+    for record in tqdm(manifest.records, desc="decoding images", unit="img", disable=args.no_progress):
+        try:
+            with Image.open(manifest.root / record.path) as image:
+                image.load()
+        except OSError:
+            unreadable.append(record.path)
+    counts = Counter((r.domain, r.label) for r in manifest.records)
+    print(f"{'class':<24}" + "".join(f"{d[:12]:>13}" for d in manifest.domains))
+    for label, name in enumerate(manifest.classnames):
+        print(f"{name[:24]:<24}" + "".join(f"{counts[(d, label)]:>13}" for d in manifest.domains))
+    totals = {d: sum(counts[(d, label)] for label in range(len(manifest.classnames))) for d in manifest.domains}
+    print(f"{'total':<24}" + "".join(f"{totals[d]:>13}" for d in manifest.domains))
+    expected = _expected_counts(args.dataset, manifest)
+    if expected:
+        print(f"{'expected':<24}" + "".join(f"{expected.get(d, 0):>13}" for d in manifest.domains))
+    print(f"{len(manifest.records):,} readable images, {len(unreadable)} unreadable")
+    for rel in unreadable:
+        print(f"  unreadable: {manifest.root / rel}")
+    return 0
+
+
+def _expected_counts(dataset: str, manifest) -> dict[str, int]:
+    from collections import Counter
+
+    if dataset == "officehome":
+        return OFFICEHOME_COUNTS
+    if dataset == "minidomainnet":  # every image the splits_mini lists name
+        return dict(Counter(r.domain for r in manifest.records) + Counter(p.split("/")[0] for p in manifest.skipped))
+    return {}
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .datamodules.synth import write_synthetic
+
+    n = write_synthetic(Path(args.out), args.layout, per_class=args.per_class, n_classes=args.classes,
+                        seed=args.seed)
+    print(f"wrote {n:,} images in the {args.layout} layout to {args.out}")
+    return 0
+
+
+def cmd_data_tiny_clip(args: argparse.Namespace) -> int:
+    from . import tinyclip
+    from .datamodules import read_manifest
+
+    manifest = read_manifest(args.dataset or _guess_layout(Path(args.data)), args.data)
+    backbone = tinyclip.pretrain(manifest, steps=args.steps, seed=args.seed)
+    tinyclip.save(backbone, Path(args.out))
+    chance = 100.0 / len(manifest.classnames)
+    print(f"zero-shot accuracy of the tiny CLIP (chance {chance:.2f}%):")
+    for task, value in tinyclip.zero_shot_accuracy(backbone, manifest).items():
+        print(f"  {task:<14}{value:>8.2f}")
+    print(f"saved: {args.out} (use --model tiny --pretrained {args.out})")
+    return 0
+
+
+def _guess_layout(root: Path) -> str:
+    if (root / "splits_mini").is_dir():
+        return "minidomainnet"
+    names = {p.name.lower().replace("_", " ") for p in root.iterdir()} if root.is_dir() else set()
+    return "officehome" if {"art", "clipart", "product", "real world"} <= names else "folder"
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="petl-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and test one method on one dataset split and seed")
+    run.add_argument("--method", required=True)
+    run.add_argument("--dataset", required=True, choices=DATASETS)
+    run.add_argument("--root", required=True, help="dataset folder")
+    run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--model", default="ViT-B-16", help="open_clip architecture, or 'tiny'")
+    run.add_argument("--pretrained", default=None,
+                     help="open_clip tag or checkpoint file (default: openai; none for 'tiny')")
+    run.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a config field (sections: method, data, model, optim, train)")
+    run.add_argument("--out", default="results")
+    run.add_argument("--force", action="store_true", help="run even if a record exists, replacing it")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
+    ev.add_argument("--ckpt", required=True)
+    ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
+    ev.set_defaults(func=cmd_eval)
+
+    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
+
+    data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="count images per domain and class; list unreadable files")
+    check.add_argument("--dataset", required=True, choices=DATASETS)
+    check.add_argument("--root", required=True)
+    check.add_argument("--no-progress", action="store_true")
+    check.set_defaults(func=cmd_data_check)
+    synth = data.add_parser("synth", help="write a small learnable synthetic image set in a real layout")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--layout", required=True, choices=DATASETS)
+    synth.add_argument("--per-class", type=int, default=10, help="images per class per domain")
+    synth.add_argument("--classes", type=int, default=10, help="classes for the folder layout (at most 16)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_data_synth)
+    tiny = data.add_parser("tiny-clip", help="pre-train the tiny CLIP for the demo and tests")
+    tiny.add_argument("--data", required=True, help="a synthetic dataset from `data synth`")
+    tiny.add_argument("--dataset", default=None, choices=DATASETS, help="its layout (default: guessed)")
+    tiny.add_argument("--out", required=True)
+    tiny.add_argument("--steps", type=int, default=700)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_data_tiny_clip)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"petl-bench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("petl-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Typed run configuration. The CLI and the sweep driver build the same `RunConfig`.
+
+Precedence: dataclass defaults < YAML grid values < `--set section.key=value` on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+
+from .errors import UserError
+
+DEFAULT_ARCH = "ViT-B-16"
+DEFAULT_PRETRAINED = "openai"
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; a method adds its own fields."""
+
+    def tag(self) -> str:
+        """Run-name suffix for non-default fields, e.g. `-n_ctx8`; empty for the defaults."""
+        default = type(self)()
+        return "".join(f"-{f.name}{getattr(self, f.name)}" for f in dataclasses.fields(self)
+                       if getattr(self, f.name) != getattr(default, f.name))
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "officehome"  # officehome | minidomainnet | folder
+    root: str = ""  # dataset folder in the layout of its reader
+    split: str = "6shot"  # Nshot, or a paper alias such as 10pct
+    seed: int = 0  # seeds the split draw and training
+    batch_size: int = 0  # images per task per step; 0 = the dataset's paper value (16 / 4)
+    eval_batch_size: int = 64
+    num_workers: int = 4  # data loader workers per loader
+    crop_scale_min: float = 0.08  # RandomResizedCrop lower scale for training images (CoOp's)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = DEFAULT_ARCH  # open_clip architecture, or `tiny`
+    pretrained: str | None = DEFAULT_PRETRAINED  # open_clip tag, local checkpoint file, or None
+
+
+@dataclass
+class OptimConfig:
+    """The paper's recipe: SGD, lr 0.0035, cosine schedule after one warm-up epoch."""
+
+    lr: float = 0.0035
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0  # linear warm-up from 0, then cosine decay to 0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    precision: str = "32-true"  # passed to Lightning, e.g. bf16-mixed on GPU
+    accelerator: str = "auto"
+    limit_train_batches: float = 1.0  # fraction (<=1.0) or number of batches per epoch
+    fast_dev_run: bool = False
+
+
+@dataclass
+class RunConfig:
+    method: str
+    params: MethodConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = "results"
+
+    @property
+    def run_name(self) -> str:
+        """The method plus a tag for any non-default variant, e.g. `coop-mt@ViT-S-32`."""
+        name = self.method + self.params.tag()
+        if (self.model.arch, self.model.pretrained) != (DEFAULT_ARCH, DEFAULT_PRETRAINED):
+            name += f"@{self.model.arch}"
+            if self.model.pretrained not in (None, DEFAULT_PRETRAINED):
+                name += f"-{_short_weights(self.model.pretrained)}"
+        return name
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "params": dataclasses.asdict(self.params),
+                **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
+                "out": self.out}
+
+    def sha256(self) -> str:
+        return self.sha256_of(self.to_dict())
+
+    @staticmethod
+    def sha256_of(config: dict) -> str:
+        """Hash of what decides the result: not where files live, nor loader settings."""
+        d = json.loads(json.dumps(config))
+        d.pop("out", None)
+        for key in ("root", "num_workers", "eval_batch_size"):
+            d.get("data", {}).pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+SECTIONS = ("params", "data", "model", "optim", "train")
+
+
+def _short_weights(pretrained: str) -> str:
+    from pathlib import Path
+
+    return Path(pretrained).stem if ("/" in pretrained or "." in pretrained) else pretrained
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply `section.key=value` strings (section: params|method, data, model, optim, train)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        section = "params" if section == "method" else section
+        if not sep or not dot or section not in SECTIONS:
+            raise UserError(f"--set {item!r}: expected section.key=value with section one of "
+                            "method, data, model, optim, train")
+        target = getattr(cfg, section)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            valid = ", ".join(f"{key.partition('.')[0]}.{f}" for f in fields) or "none"
+            raise UserError(f"--set {item!r}: unknown key {name!r} (valid: {valid})")
+        value = parse_value(raw.strip(), _field_type(type(target), name), item)
+        setattr(cfg, section, dataclasses.replace(target, **{name: value}))
+    return cfg
+
+
+def _field_type(cls, name):
+    return typing.get_type_hints(cls)[name]
+
+
+def parse_value(raw: str, annotation, context: str):
+    """Parse a command-line string into the field's declared type."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if type(None) in options and raw.lower() in ("none", "null", ""):
+        return None
+    for kind in (t for t in options if t is not type(None)):
+        try:
+            if kind is bool:
+                if raw.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if raw.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(raw)
+            return kind(raw)
+        except ValueError:
+            continue
+    names = "/".join(getattr(t, "__name__", str(t)) for t in options)
+    raise UserError(f"--set {context!r}: {raw!r} is not a valid {names}")

@@ -1,0 +1,175 @@
+"""`PetlModule`: the LightningModule every tuning method subclasses.
+
+It owns the frozen backbone and all training and evaluation logic: logits, the per-task loss, SGD
+with warm-up + cosine, per-task accuracy, and checkpoints that hold only trainable parameters. A
+method builds its parameters in `__init__` and overrides the `Hooks` it needs:
+
+    @register_method("coop-mt", CoOpConfig)
+    class CoOpMT(PetlModule):
+        def __init__(self, cfg, backbone, tasks, optim=None): ...
+        def text_embed(self, emb, tokens, task): ...
+
+    Trainer(max_epochs=5).fit(CoOpMT(cfg, backbone, tasks), datamodule)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .datamodules.records import Task
+
+from .backbone import ClipBackbone, Hooks
+from .config import MethodConfig, OptimConfig
+
+TEMPLATE = "a photo of a {}."
+
+
+class PetlModule(Hooks, L.LightningModule):
+    """Trains a method's parameters over a frozen CLIP on several tasks at once."""
+
+    method_name = "base"  # set by @register_method
+    # True when no trainable parameter changes the class text features: they are then computed
+    # once per task instead of every step.
+    text_frozen = False
+
+    def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
+                 optim: OptimConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.tasks = list(tasks)
+        self.task_names = [task.name for task in self.tasks]
+        self.optim = optim or OptimConfig()
+        self.accuracy = nn.ModuleList(
+            MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks)
+        self.test_accuracy: dict[str, float] = {}
+        self.checkpoint_meta: dict = {}  # the run config, filled by the runner
+        self._tokens: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}
+        # A partial state dict (trainable parameters only) is the checkpoint format.
+        self.strict_loading = False
+
+    # -- what trains ----------------------------------------------------------------------------
+    def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The parameters this method trains. Default: its own, i.e. all outside the backbone."""
+        return ((n, p) for n, p in self.named_parameters() if not n.startswith("backbone."))
+
+    def apply_trainable(self) -> list[nn.Parameter]:
+        """The one place that sets `requires_grad`: on exactly the parameters of `trainable()`."""
+        self.requires_grad_(False)
+        params = [p for _, p in self.trainable()]
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(p.numel() for _, p in self.trainable())
+
+    # -- features and logits --------------------------------------------------------------------
+    def prompts(self, task: str) -> list[str]:
+        """The text fed to the tokenizer for each class of the task."""
+        return [TEMPLATE.format(name) for name in self.tasks[self.task_names.index(task)].classnames]
+
+    def tokens(self, task: str) -> torch.Tensor:
+        if task not in self._tokens:
+            self._tokens[task] = self.backbone.tokenize(self.prompts(task))
+        return self._tokens[task].to(self.device)
+
+    def class_text_features(self, task: str) -> torch.Tensor:
+        """Text features of the task's classes; cached while nothing trainable can change them."""
+        cacheable = self.text_frozen or not torch.is_grad_enabled()
+        if cacheable and task in self._text_cache:
+            return self._text_cache[task]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
+            features = self.backbone.encode_text(self.tokens(task), self, task)
+        if cacheable:
+            self._text_cache[task] = features
+        return features
+
+    def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
+        """Logits over the task's classes: logit_scale.exp() * cos(image, class text)."""
+        image = self.backbone.encode_image(images, self, task)
+        image, text = self.head(image, self.class_text_features(task), task)
+        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        return self.backbone.logit_scale.exp() * image @ text.t()
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy per task, summed over the tasks of the step."""
+        losses = {task: F.cross_entropy(self(images, task), labels)
+                  for task, (images, labels) in batch.items()}
+        loss = torch.stack(list(losses.values())).sum()
+        batch_size = sum(len(labels) for _, labels in batch.values())
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for task, task_loss in losses.items():
+            self.log(f"train/loss/{task}", task_loss, batch_size=len(batch[task][1]))
+        return loss
+
+    def configure_optimizers(self):
+        params = self.apply_trainable()
+        optimizer = torch.optim.SGD(params, lr=self.optim.lr, momentum=self.optim.momentum,
+                                    weight_decay=self.optim.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(self.optim.warmup_epochs * total / epochs))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        count = len(self.apply_trainable())
+        if stage == "fit" and count:
+            self.print(f"{self.method_name}: {self.num_trainable:,} trainable parameters")
+
+    def on_train_epoch_start(self) -> None:
+        # Features cached under inference mode during evaluation cannot enter autograd graphs.
+        self._text_cache.clear()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def on_test_epoch_start(self) -> None:
+        self._text_cache.clear()
+        for metric in self.accuracy:
+            metric.reset()
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        logits = self(images, self.task_names[dataloader_idx])
+        self.accuracy[dataloader_idx].update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        scores = {name: 100.0 * metric.compute().item() for name, metric in zip(self.task_names, self.accuracy)}
+        scores["average"] = sum(scores.values()) / len(self.task_names)
+        self.test_accuracy = scores
+        for name, value in scores.items():
+            self.log(f"test/acc/{name}", value, add_dataloader_idx=False)
+
+    # -- checkpoints: trainable parameters and the config, never the frozen backbone --------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {n for n, _ in self.trainable()}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = self.trainable_state_dict()
+        checkpoint["petl_bench"] = {"method": self.method_name, "params": dataclasses.asdict(self.cfg),
+                                    **self.checkpoint_meta}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = {n for n, _ in self.trainable()} - set(checkpoint["state_dict"])
+        if missing:
+            raise KeyError(f"checkpoint lacks trainable parameters: {sorted(missing)[:3]}")
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
