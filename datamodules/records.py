@@ -92,7 +92,7 @@ def is_readable(path: Path) -> bool:
 
 def _check_root(root: Path) -> Path:
     root = Path(root).expanduser()
-    if not str(root) or not root.is_dir():
+    if not root.is_dir():
         raise UserError(f"dataset root not found: {root}")
     return root
 
@@ -184,4 +184,6 @@ READERS = {"officehome": read_officehome, "minidomainnet": read_minidomainnet, "
 def read_manifest(dataset: str, root: str | Path) -> Manifest:
     if dataset not in READERS:
         raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(READERS)})")
+    if not str(root).strip():  # Path("") would silently mean the working directory
+        raise UserError("no dataset root given (--root DIR)")
     return READERS[dataset](Path(root))

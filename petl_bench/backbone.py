@@ -110,7 +110,7 @@ class ClipBackbone(nn.Module):
         if weights is not None:
             try:
                 open_clip.load_checkpoint(model, weights, weights_only=False)
-            except (RuntimeError, KeyError, ValueError, OSError) as err:
+            except Exception as err:  # torch.load and state-dict loading raise many types for bad files
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise UserError(f"could not load weights {weights} into {arch}: {first}") from None
         if extra.get("mean"):

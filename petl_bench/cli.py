@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.root:
         cfg.data = dataclasses.replace(cfg.data, root=args.root)
     module, data = build(cfg)
-    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    module.load_trainable_state(checkpoint["state_dict"])
     L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
         module, datamodule=data, verbose=False)
     print(format_accuracy({"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split,

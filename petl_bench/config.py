@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ class MethodConfig:
     def tag(self) -> str:
         """Run-name suffix for non-default fields, e.g. `-n_ctx8`; empty for the defaults."""
         default = type(self)()
-        return "".join(f"-{f.name}{getattr(self, f.name)}" for f in dataclasses.fields(self)
+        return "".join(f"-{f.name}{_path_safe(getattr(self, f.name))}" for f in dataclasses.fields(self)
                        if getattr(self, f.name) != getattr(default, f.name))
 
 
@@ -105,6 +106,10 @@ class RunConfig:
 
 
 SECTIONS = ("params", "data", "model", "optim", "train")
+
+
+def _path_safe(value) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(value)).strip("_")
 
 
 def _short_weights(pretrained: str) -> str:

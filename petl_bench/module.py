@@ -28,6 +28,7 @@ from .datamodules.records import Task
 
 from .backbone import ClipBackbone, Hooks
 from .config import MethodConfig, OptimConfig
+from .errors import UserError
 
 TEMPLATE = "a photo of a {}."
 
@@ -53,7 +54,8 @@ class PetlModule(Hooks, L.LightningModule):
         self.test_accuracy: dict[str, float] = {}
         self.checkpoint_meta: dict = {}  # the run config, filled by the runner
         self._tokens: dict[str, torch.Tensor] = {}
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict = {}  # text_key -> features, while they cannot change
+        self._step_text: dict | None = None  # text_key -> features, within one training step
         # A partial state dict (trainable parameters only) is the checkpoint format.
         self.strict_loading = False
 
@@ -84,16 +86,24 @@ class PetlModule(Hooks, L.LightningModule):
             self._tokens[task] = self.backbone.tokenize(self.prompts(task))
         return self._tokens[task].to(self.device)
 
+    def text_key(self, task: str):
+        """What the class text features depend on. Methods whose text side ignores the task
+        (shared prompts) return the class names, so tasks with the same classes share one pass."""
+        return task
+
     def class_text_features(self, task: str) -> torch.Tensor:
-        """Text features of the task's classes; cached while nothing trainable can change them."""
-        cacheable = self.text_frozen or not torch.is_grad_enabled()
-        if cacheable and task in self._text_cache:
-            return self._text_cache[task]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
-            features = self.backbone.encode_text(self.tokens(task), self, task)
-        if cacheable:
-            self._text_cache[task] = features
-        return features
+        """Text features of the task's classes: computed once while nothing trainable can change
+        them (frozen text side, or evaluation), else once per training step and `text_key`."""
+        frozen = self.text_frozen or not torch.is_grad_enabled()
+        cache = self._text_cache if frozen else self._step_text
+        key = self.text_key(task)
+        if cache is None or key not in cache:
+            with torch.set_grad_enabled(not frozen):
+                features = self.backbone.encode_text(self.tokens(task), self, task)
+            if cache is None:
+                return features
+            cache[key] = features
+        return cache[key]
 
     def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
         """Logits over the task's classes: logit_scale.exp() * cos(image, class text)."""
@@ -105,8 +115,12 @@ class PetlModule(Hooks, L.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """Cross-entropy per task, summed over the tasks of the step."""
-        losses = {task: F.cross_entropy(self(images, task), labels)
-                  for task, (images, labels) in batch.items()}
+        self._step_text = {}
+        try:
+            losses = {task: F.cross_entropy(self(images, task), labels)
+                      for task, (images, labels) in batch.items()}
+        finally:
+            self._step_text = None
         loss = torch.stack(list(losses.values())).sum()
         batch_size = sum(len(labels) for _, labels in batch.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -162,9 +176,20 @@ class PetlModule(Hooks, L.LightningModule):
                                     **self.checkpoint_meta}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        missing = {n for n, _ in self.trainable()} - set(checkpoint["state_dict"])
-        if missing:
-            raise KeyError(f"checkpoint lacks trainable parameters: {sorted(missing)[:3]}")
+        self.check_trainable_state(checkpoint["state_dict"])
+
+    def check_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """A saved state must hold every trainable parameter, each of the shape this module has."""
+        expected = {n: p.shape for n, p in self.trainable()}
+        missing = sorted(set(expected) - set(state))
+        wrong = sorted(n for n in set(expected) & set(state) if state[n].shape != expected[n])
+        if missing or wrong:
+            what = f"lacks {missing[:3]}" if missing else f"has other shapes for {wrong[:3]}"
+            raise UserError(f"checkpoint does not fit {self.method_name}: it {what}")
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.check_trainable_state(state)
+        self.load_state_dict(state, strict=False)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -33,7 +33,8 @@ _METHODS: dict[str, MethodEntry] = {}
 def register_method(name: str, config_cls: type):
     if not _NAME.match(name):
         raise ValueError(f"method name {name!r} must be lower-case words joined by '-'")
-    if not (dataclasses.is_dataclass(config_cls) and issubclass(config_cls, MethodConfig)):
+    # `vars` and not `is_dataclass`: a subclass that forgot @dataclass inherits the base's fields.
+    if not ("__dataclass_fields__" in vars(config_cls) and issubclass(config_cls, MethodConfig)):
         raise TypeError(f"method {name!r}: its config must be a dataclass subclassing MethodConfig")
 
     def add(cls):

@@ -82,6 +82,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule]:
     entry = get_method(cfg.method)
     if not isinstance(cfg.params, entry.config_cls):
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
+    L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights and prompts
     backbone = ClipBackbone.from_pretrained(cfg.model.arch, cfg.model.pretrained)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
     module = entry.cls(cfg.params, backbone, data.tasks, cfg.optim)
@@ -93,7 +94,6 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     """Train (unless nothing is trainable) and test; write and return the run record."""
     started = time.time()
     quiet_lightning()
-    L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     module, data = build(cfg)
     path = record_path(cfg)
     work_dir = path.with_suffix("")
@@ -104,7 +104,7 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
         logger=CSVLogger(work_dir, name="logs", version=""), callbacks=[throughput, checkpoints],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, default_root_dir=work_dir)
+        limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     data.setup("fit")

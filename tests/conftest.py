@@ -1,0 +1,89 @@
+"""Shared fixtures: the tiny random-init CLIP and small synthetic datasets in every layout.
+
+Session-scoped fixtures are shared by many tests and must not be modified: a test that needs to
+change a dataset copies it first (`copy_tree`).
+"""
+
+import os
+
+# No test may touch the network; set before anything imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+PER_CLASS = 3  # images per class per domain in the synthetic sets
+FOLDER_CLASSES = 4  # classes of the synthetic `folder` set
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    import torch
+
+    from petl_bench.backbone import TINY_CONFIG, ClipBackbone
+
+    torch.manual_seed(0)
+    return ClipBackbone.from_config(TINY_CONFIG).eval()
+
+
+def _synth(tmp_path_factory, layout: str, **kwargs) -> Path:
+    from petl_bench.datamodules.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp(f"synth-{layout}")
+    written = write_synthetic(root, layout, **kwargs)
+    assert written > 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def officehome_root(tmp_path_factory) -> Path:
+    return _synth(tmp_path_factory, "officehome", per_class=PER_CLASS)
+
+
+@pytest.fixture(scope="session")
+def minidomainnet_root(tmp_path_factory) -> Path:
+    return _synth(tmp_path_factory, "minidomainnet", per_class=PER_CLASS)
+
+
+@pytest.fixture(scope="session")
+def folder_root(tmp_path_factory) -> Path:
+    """Domains art, clipart, product, real world; classes anchor, bicycle, candle, dolphin."""
+    return _synth(tmp_path_factory, "folder", per_class=PER_CLASS, n_classes=FOLDER_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny CLIP saved as an open_clip checkpoint, for `--model tiny --pretrained PATH`."""
+    import torch
+
+    from petl_bench import tinyclip
+    from petl_bench.backbone import TINY_CONFIG, ClipBackbone
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    tinyclip.save(ClipBackbone.from_config(TINY_CONFIG), path)
+    return path
+
+
+@pytest.fixture
+def copy_tree(tmp_path):
+    """copy_tree(src) -> a private copy of a (session) dataset folder that the test may change."""
+
+    def copy(src: Path, name: str = "copy") -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
+
+
+@pytest.fixture
+def empty_weight_caches(tmp_path, monkeypatch):
+    """No cached weights anywhere (fresh Hugging Face cache and ~/.cache/clip), offline."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))

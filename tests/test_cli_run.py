@@ -1,0 +1,185 @@
+"""End to end through `petl_bench.cli.main`, in-process, on the tiny CLIP and the synthetic folder set:
+records, re-runs, config clashes, checkpoints and `eval`."""
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from petl_bench.backbone import ClipBackbone
+from petl_bench.cli import main
+from petl_bench.datamodules import read_manifest
+
+TASKS = ["art", "clipart", "product", "real world"]
+ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")
+
+
+def run_argv(method, root, out, *extra):
+    return ["run", "--method", method, "--dataset", "folder", "--root", str(root), "--split", "2shot",
+            "--model", "tiny", "--out", str(out), "--no-progress", "--set", "data.num_workers=0", *extra]
+
+
+def call(argv):
+    """main(argv) with stdout and stderr captured; -> (code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def accuracy_table(stdout: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) for m in map(ACCURACY_LINE.match, stdout.splitlines()) if m}
+
+
+# -- zero-shot: the record ------------------------------------------------------------------------
+def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    code, stdout, stderr = call(argv)
+    assert code == 0, stderr
+    path = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
+    assert f"record: {path}" in stdout
+    assert "zeroshot@tiny-tiny on folder 2shot seed 0 (0 trainable parameters)" in stdout
+    record = json.loads(path.read_text())
+
+    assert (record["method"], record["dataset"], record["split"], record["seed"]) == ("zeroshot", "folder", "2shot", 0)
+    assert (record["model"], record["pretrained"]) == ("tiny", str(tiny_checkpoint))
+    assert record["tasks"] == TASKS
+    assert (record["train_images"], record["test_images"], record["trainable_params"]) == (32, 16, 0)
+    assert record["skipped_images"] == []
+    split = out / "splits" / "folder" / "2shot" / "seed0.csv"
+    assert record["split_file"] == str(split)
+    assert record["split_sha256"] == hashlib.sha256(split.read_bytes()).hexdigest()
+    assert record["config"]["params"] == {} and record["config"]["model"]["arch"] == "tiny"
+    assert len(record["config_sha256"]) == 64
+    backbone = ClipBackbone.from_pretrained("tiny", str(tiny_checkpoint))
+    assert record["total_params"] == sum(p.numel() for p in backbone.parameters())
+
+    # The accuracy per task, recomputed here from the split file with the raw open_clip model.
+    rows = list(csv.DictReader(io.StringIO(split.read_text())))
+    manifest = read_manifest("folder", folder_root)
+    transform, model = backbone.preprocess_val(), backbone.model
+    with torch.no_grad():
+        tokens = backbone.tokenize([f"a photo of a {c}." for c in manifest.classnames])
+        text = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
+        expected = {}
+        for task in TASKS:
+            test = [r for r in rows if r["subset"] == "test" and r["domain"] == task]
+            images = torch.stack([transform(Image.open(folder_root / r["path"]).convert("RGB")) for r in test])
+            predicted = (model.encode_image(images) @ text.T).argmax(-1)
+            labels = torch.tensor([int(r["label"]) for r in test])
+            expected[task] = 100.0 * (predicted == labels).float().mean().item()
+    expected["average"] = sum(expected.values()) / len(TASKS)
+    assert record["accuracy"] == pytest.approx(expected, abs=1e-3)
+    assert accuracy_table(stdout) == {k: f"{v:.2f}" for k, v in record["accuracy"].items()}
+
+    # Same config again: nothing runs, the record is reported.
+    code, stdout, _ = call(argv)
+    assert code == 0 and "already done" in stdout
+    # Settings outside the config hash do not count as a different config.
+    code, stdout, _ = call([*argv, "--set", "data.eval_batch_size=5"])
+    assert code == 0 and "already done" in stdout
+    # A different config for the same record path is refused...
+    code, stdout, stderr = call([*argv, "--set", "optim.lr=0.1"])
+    assert code == 2 and stderr.count("\n") == 1
+    assert stderr.startswith("petl-bench: error: ") and "different config" in stderr and "--force" in stderr
+    assert json.loads(path.read_text())["config_sha256"] == record["config_sha256"]
+    # ...unless forced.
+    code, stdout, _ = call([*argv, "--set", "optim.lr=0.1", "--force"])
+    assert code == 0 and f"record: {path}" in stdout
+    forced = json.loads(path.read_text())
+    assert forced["config"]["optim"]["lr"] == 0.1 and forced["config_sha256"] != record["config_sha256"]
+    assert forced["accuracy"] == record["accuracy"]  # zero-shot trains nothing
+
+
+def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    code, stdout, stderr = call(run_argv("coop", folder_root, out, "--pretrained", tiny_checkpoint,
+                                         "--set", "train.fast_dev_run=true", "--set", "method.n_ctx=4"))
+    assert code == 0, stderr
+    assert "fast_dev_run: no record written" in stdout
+    assert "coop-n_ctx4@tiny-tiny" in stdout
+    assert not list(out.rglob("*.json"))
+
+
+# -- CoOp-MT: training, checkpoint, eval ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def coop_run(folder_root, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coop-run")
+    code, stdout, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
+                                         "--set", "train.epochs=1", "--set", "data.batch_size=8"))
+    assert code == 0, stderr
+    work = out / "runs" / "folder" / "2shot" / "coop-mt@tiny-tiny" / "seed0"
+    return {"out": out, "stdout": stdout, "record": json.loads(work.with_suffix(".json").read_text()),
+            "ckpt": work / "checkpoints" / "last.ckpt"}
+
+
+def test_coop_mt_run_trains_the_shared_context_only(coop_run):
+    record = coop_run["record"]
+    assert record["trainable_params"] == 16 * 48  # one shared context of 16 tokens, text width 48
+    assert "coop-mt: 768 trainable parameters" in coop_run["stdout"]
+    assert record["train_images_per_s"] and record["train_images_per_s"] > 0
+    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=False)
+    assert list(checkpoint["state_dict"]) == ["ctx"]
+    assert checkpoint["state_dict"]["ctx"].shape == (1, 16, 48)
+    assert checkpoint["petl_bench"]["method"] == "coop-mt"
+    assert checkpoint["petl_bench"]["run_config"] == record["config"]
+
+
+def test_eval_reproduces_the_run(coop_run, capsys):
+    code = main(["eval", "--ckpt", str(coop_run["ckpt"])])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "coop-mt@tiny-tiny on folder 2shot seed 0 (768 trainable parameters)" in stdout
+    assert accuracy_table(stdout) == accuracy_table(coop_run["stdout"])
+    assert accuracy_table(stdout) == {k: f"{v:.2f}" for k, v in coop_run["record"]["accuracy"].items()}
+
+
+def _tampered(coop_run, tmp_path, change):
+    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=False)
+    change(checkpoint["state_dict"])
+    path = tmp_path / "tampered.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_eval_rejects_a_checkpoint_without_the_trained_parameters(coop_run, tmp_path):
+    # BUG: cli.cmd_eval loads with load_state_dict(strict=False) and never checks that the
+    # trainable parameters are there (PetlModule.on_load_checkpoint does, but eval bypasses it), so
+    # it silently evaluates the method's fresh random init and reports it as the run's accuracy.
+    path = _tampered(coop_run, tmp_path, lambda state: state.pop("ctx"))
+    code, _, stderr = call(["eval", "--ckpt", path])
+    assert code == 2
+    assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1
+
+
+def test_eval_rejects_a_checkpoint_with_mismatched_shapes_in_one_line(coop_run, tmp_path):
+    # BUG: a shape mismatch raises RuntimeError from load_state_dict in cli.cmd_eval: a traceback.
+    path = _tampered(coop_run, tmp_path, lambda state: state.update(ctx=torch.zeros(1, 5, 48)))
+    try:
+        code, _, stderr = call(["eval", "--ckpt", path])
+    except RuntimeError as err:
+        pytest.fail(f"traceback instead of a one-line error: {str(err).splitlines()[0]}")
+    assert code == 2
+    assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1
+
+
+def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
+    # BUG (minor): with `--model tiny` and no --pretrained the backbone is random init, seeded by
+    # L.seed_everything(seed) in run.execute; cli.cmd_eval builds it without seeding, so `eval`
+    # scores a different backbone than the run did.
+    out = tmp_path / "results"
+    code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1",
+                                          "--set", "method.n_ctx=2"))
+    assert code == 0, stderr
+    ckpt = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    torch.manual_seed(1)  # whatever state the global RNG is in when eval starts
+    code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
+    assert code == 0, stderr
+    assert accuracy_table(eval_out) == accuracy_table(run_out)

@@ -1,0 +1,123 @@
+"""RunConfig: `--set` overrides, run names and the config hash."""
+
+import json
+
+import pytest
+
+from petl_bench.config import RunConfig, apply_overrides
+from petl_bench.errors import UserError
+from petl_bench.methods.coop import CoOpConfig
+from petl_bench.methods.zeroshot import ZeroShotConfig
+
+
+def coop_mt(*overrides: str) -> RunConfig:
+    return apply_overrides(RunConfig(method="coop-mt", params=CoOpConfig()), list(overrides))
+
+
+# -- overrides ------------------------------------------------------------------------------------
+def test_defaults():
+    cfg = coop_mt()
+    assert (cfg.model.arch, cfg.model.pretrained) == ("ViT-B-16", "openai")
+    assert (cfg.train.epochs, cfg.optim.lr, cfg.train.fast_dev_run) == (5, 0.0035, False)
+    assert (cfg.data.dataset, cfg.data.split, cfg.params.n_ctx) == ("officehome", "6shot", 16)
+
+
+@pytest.mark.parametrize("item, section, name, value", [
+    ("train.epochs=2", "train", "epochs", 2),
+    ("optim.lr=0.1", "optim", "lr", 0.1),
+    ("optim.lr=1e-3", "optim", "lr", 0.001),
+    ("optim.warmup_epochs=2", "optim", "warmup_epochs", 2.0),
+    ("train.fast_dev_run=true", "train", "fast_dev_run", True),
+    ("train.fast_dev_run=1", "train", "fast_dev_run", True),
+    ("train.fast_dev_run=off", "train", "fast_dev_run", False),
+    ("model.pretrained=none", "model", "pretrained", None),
+    ("model.pretrained=null", "model", "pretrained", None),
+    ("model.pretrained=laion2b_s34b_b88k", "model", "pretrained", "laion2b_s34b_b88k"),
+    ("model.arch=tiny", "model", "arch", "tiny"),
+    ("data.split=10pct", "data", "split", "10pct"),
+    (" data.seed = 3 ", "data", "seed", 3),
+    ("train.precision=bf16-mixed", "train", "precision", "bf16-mixed"),
+    ("method.n_ctx=4", "params", "n_ctx", 4),
+    ("params.n_ctx=8", "params", "n_ctx", 8),
+    ("method.ctx_init=a photo of a", "params", "ctx_init", "a photo of a"),
+])
+def test_override_parses_the_field_type(item, section, name, value):
+    cfg = coop_mt(item)
+    got = getattr(getattr(cfg, section), name)
+    assert got == value and type(got) is type(value)
+
+
+def test_override_keeps_other_fields_and_last_wins():
+    cfg = coop_mt("train.epochs=2", "method.n_ctx=4", "train.epochs=3")
+    assert cfg.train.epochs == 3 and cfg.params.n_ctx == 4
+    assert cfg.train.precision == "32-true" and cfg.params.ctx_init == ""
+    assert isinstance(cfg.params, CoOpConfig)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(UserError) as info:
+        coop_mt("train.epoch=2")
+    message = str(info.value)
+    assert "'epoch'" in message
+    for key in ("train.epochs", "train.precision", "train.fast_dev_run"):
+        assert key in message
+    with pytest.raises(UserError, match="method.n_ctx, method.ctx_init"):
+        coop_mt("method.nctx=2")
+
+
+def test_method_without_fields():
+    cfg = RunConfig(method="zeroshot", params=ZeroShotConfig())
+    with pytest.raises(UserError, match=r"unknown key 'n_ctx' \(valid: none\)"):
+        apply_overrides(cfg, ["method.n_ctx=4"])
+
+
+@pytest.mark.parametrize("item", ["epochs=2", "train.epochs", "train=2", "foo.bar=1", ".epochs=2", "out.x=1"])
+def test_malformed_item(item):
+    with pytest.raises(UserError, match="expected section.key=value"):
+        coop_mt(item)
+
+
+@pytest.mark.parametrize("item", ["train.epochs=abc", "train.epochs=2.5", "optim.lr=fast",
+                                  "train.fast_dev_run=maybe", "method.n_ctx="])
+def test_bad_value(item):
+    with pytest.raises(UserError, match="is not a valid"):
+        coop_mt(item)
+
+
+# -- run names ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, name", [
+    ((), "coop-mt"),
+    (("method.n_ctx=4",), "coop-mt-n_ctx4"),
+    (("method.n_ctx=16",), "coop-mt"),
+    (("model.arch=ViT-S-32",), "coop-mt@ViT-S-32"),
+    (("model.arch=ViT-S-32", "method.n_ctx=8"), "coop-mt-n_ctx8@ViT-S-32"),
+    (("model.pretrained=laion2b_s34b_b88k",), "coop-mt@ViT-B-16-laion2b_s34b_b88k"),
+    (("model.pretrained=none",), "coop-mt@ViT-B-16"),
+    (("model.arch=tiny", "model.pretrained=/w/tiny-clip.pt"), "coop-mt@tiny-tiny-clip"),
+    (("optim.lr=0.1", "train.epochs=1", "data.seed=2"), "coop-mt"),
+])
+def test_run_name(overrides, name):
+    assert coop_mt(*overrides).run_name == name
+
+
+# -- config hash ----------------------------------------------------------------------------------
+def test_sha256_ignores_where_files_live_and_loader_settings():
+    base = coop_mt().sha256()
+    assert len(base) == 64
+    same = coop_mt("data.root=/elsewhere", "data.num_workers=0", "data.eval_batch_size=7")
+    same.out = "/another/results"
+    assert same.sha256() == base
+
+
+@pytest.mark.parametrize("item", ["optim.lr=0.1", "data.seed=1", "method.n_ctx=4", "data.split=12shot",
+                                  "model.arch=tiny", "train.epochs=1", "data.batch_size=8"])
+def test_sha256_changes_with_what_decides_the_result(item):
+    assert coop_mt(item).sha256() != coop_mt().sha256()
+
+
+def test_to_dict_is_json_and_hashes_like_the_config():
+    cfg = coop_mt("method.n_ctx=4", "optim.lr=0.01")
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["method"] == "coop-mt" and d["params"] == {"n_ctx": 4, "ctx_init": ""}
+    assert set(d) == {"method", "params", "data", "model", "optim", "train", "out"}
+    assert RunConfig.sha256_of(d) == cfg.sha256()
