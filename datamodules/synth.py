@@ -55,16 +55,16 @@ def pretrain_style(rng: random.Random) -> tuple[Style, str]:
     return style, " ".join(["a", *words, noun, "of", "a"])
 
 
-# Every benchmark domain is noisy (a shift shared by all tasks, which a multi-task prompt can
-# learn) and adds a look of its own (which task-specific parameters can learn).
+# Every benchmark domain is noisy and blurred (a shift shared by all tasks, which a multi-task
+# prompt can learn) and adds a look of its own (which task-specific parameters can learn).
 STYLES = {
-    "art": Style(background=(200, 180, 150), stripes=True, noise=16),
-    "clipart": Style(background=(255, 255, 255), outline=True, noise=16),
-    "product": Style(background=(240, 240, 240), noise=20),
-    "real world": Style(background=(90, 110, 90), noise=20, blur=0.6),
-    "painting": Style(background=(170, 150, 120), stripes=True, blur=1.0, noise=16),
-    "real": Style(background=(90, 110, 90), noise=20, blur=0.6),
-    "sketch": Style(background=(255, 255, 255), outline=True, grey=True, noise=16),
+    "art": Style(background=(200, 180, 150), stripes=True, noise=16, blur=0.8),
+    "clipart": Style(background=(255, 255, 255), outline=True, noise=16, blur=0.8),
+    "product": Style(background=(240, 240, 240), noise=20, blur=0.8),
+    "real world": Style(background=(90, 110, 90), noise=20, blur=0.8),
+    "painting": Style(background=(170, 150, 120), stripes=True, noise=16, blur=1.0),
+    "real": Style(background=(90, 110, 90), noise=20, blur=0.8),
+    "sketch": Style(background=(255, 255, 255), outline=True, grey=True, noise=16, blur=0.8),
 }
 
 
@@ -75,7 +75,7 @@ def style_for(domain: str) -> Style:
         return STYLES[key]
     rng = random.Random(zlib.crc32(key.encode()))
     return Style(background=tuple(rng.randrange(60, 240) for _ in range(3)), stripes=rng.random() < 0.5,
-                 outline=rng.random() < 0.3, noise=16)
+                 outline=rng.random() < 0.3, noise=16, blur=0.8)
 
 
 def class_look(label: int) -> tuple[str, tuple[int, int, int]]:

@@ -98,7 +98,9 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     path = record_path(cfg)
     work_dir = path.with_suffix("")
     throughput = Throughput()
-    checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", save_last=True, save_top_k=0)
+    # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
+    checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=cfg.train.precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,

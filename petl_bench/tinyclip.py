@@ -46,16 +46,20 @@ def pretrain(manifest: Manifest, steps: int = 600, batch: int = 64, lr: float = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
-    width = min(batch, n_classes)
+    # Each class appears twice per batch, in two styles: captions must then tell styles apart,
+    # so the text tower learns what style words mean and a prompt can describe a domain's look.
+    width = min(batch // 2, n_classes)
     for _ in tqdm(range(steps), desc="tiny-clip pre-training", unit="step"):
-        labels = torch.randperm(n_classes, generator=generator)[:width]  # distinct: no false negatives
-        picks = torch.randint(per_class, (width,), generator=generator)
+        labels = torch.randperm(n_classes, generator=generator)[:width].repeat(2)
+        first = torch.randint(per_class, (width,), generator=generator)
+        second = (first + torch.randint(1, per_class, (width,), generator=generator)) % per_class
+        picks = torch.cat([first, second])
         x = images[labels, picks]
-        x = torch.where(torch.rand(width, 1, 1, 1, generator=generator) < 0.5, x, x.flip(-1))
+        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=generator) < 0.5, x, x.flip(-1))
         image = F.normalize(model.encode_image(x), dim=-1)
         text = F.normalize(model.encode_text(captions[labels, picks]), dim=-1)
         logits = model.logit_scale.exp() * image @ text.t()
-        target = torch.arange(width)
+        target = torch.arange(len(x))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
         optimizer.zero_grad()
         loss.backward()
