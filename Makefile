@@ -24,7 +24,7 @@ demo:  ## synthetic data + tiny CLIP, then zeroshot and coop-mt on it (CPU, a fe
 	@test -d $(DEMO)/data || $(BIN)/petl-bench data synth --out $(DEMO)/data --layout officehome --per-class 16
 	@test -f $(DEMO)/tiny-clip.pt || $(BIN)/petl-bench data tiny-clip --data $(DEMO)/data --out $(DEMO)/tiny-clip.pt
 	$(BIN)/petl-bench run --method zeroshot $(DEMO_RUN)
-	$(BIN)/petl-bench run --method coop-mt $(DEMO_RUN)
+	$(BIN)/petl-bench run --method coop-mt $(DEMO_RUN) --set "method.ctx_init=a photo of a"
 
 clean-demo:  ## remove the demo's data, model and results
 	rm -rf $(DEMO)

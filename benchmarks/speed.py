@@ -13,9 +13,9 @@ import resource
 import time
 
 import torch
+from petl_bench.datamodules import Task
 
 from petl_bench.backbone import ClipBackbone
-from petl_bench.datamodules import Task
 from petl_bench.registry import get_method
 
 

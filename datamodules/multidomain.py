@@ -89,7 +89,10 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.split_file = path
 
     def _loader(self, records: list[Record], transform, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = min(self.cfg.num_workers, os.cpu_count() or 1)
+        # One budget for all per-task loaders: every worker process imports torch, and N workers
+        # for each of four loaders would swamp a small machine.
+        budget = min(self.cfg.num_workers, os.cpu_count() or 1)
+        workers = budget // len(self.tasks)
         return DataLoader(ImageRecords(self.manifest.root, records, transform), batch_size=batch_size,
                           shuffle=shuffle, num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0)

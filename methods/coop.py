@@ -62,11 +62,6 @@ class CoOp(PetlModule):
         context = self.cfg.ctx_init or " ".join(["X"] * self.n_ctx)
         return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
 
-    def text_key(self, task):
-        if self.shared:  # one context: tasks with the same classes have the same text features
-            return self.tasks[self.task_names.index(task)].classnames
-        return task
-
     def text_embed(self, emb, tokens, task):
         ctx = self.ctx[0 if self.shared else self.task_names.index(task)]
         ctx = ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
@@ -78,3 +73,4 @@ class CoOpMT(CoOp):
     """CoOp-MT: one learnable text context shared by all tasks."""
 
     shared = True
+    text_depends_on_task = False

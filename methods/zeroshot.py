@@ -17,3 +17,4 @@ class ZeroShot(PetlModule):
     """Zero-shot CLIP with the template "a photo of a {class}."; no trainable parameters."""
 
     text_frozen = True
+    text_depends_on_task = False

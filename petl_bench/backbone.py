@@ -138,6 +138,14 @@ class ClipBackbone(nn.Module):
         return len(self.model.visual.transformer.resblocks)
 
     @property
+    def embed_dim(self) -> int:
+        """Width of the projected image and text features, where the two towers meet."""
+        projection = self.model.text_projection
+        if isinstance(projection, nn.Linear):
+            return projection.out_features
+        return self.text_width if projection is None else projection.shape[1]
+
+    @property
     def context_length(self) -> int:
         return self.model.context_length
 

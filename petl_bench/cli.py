@@ -107,6 +107,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    from .params import count_rows, format_rows
+
+    print(format_rows(count_rows(args.model, args.dataset), args.format))
+    return 0
+
+
 # -- data ------------------------------------------------------------------------------------------
 def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
@@ -208,6 +215,12 @@ def make_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
+
+    params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")
+    params.add_argument("--model", default="ViT-B-16", help="built without weights")
+    params.add_argument("--dataset", default="officehome", choices=["officehome", "minidomainnet"])
+    params.add_argument("--format", default="md", choices=["md", "csv"])
+    params.set_defaults(func=cmd_params)
 
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images per domain and class; list unreadable files")

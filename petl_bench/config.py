@@ -38,7 +38,7 @@ class DataConfig:
     seed: int = 0  # seeds the split draw and training
     batch_size: int = 0  # images per task per step; 0 = the dataset's paper value (16 / 4)
     eval_batch_size: int = 64
-    num_workers: int = 4  # data loader workers per loader
+    num_workers: int = 4  # data loader worker processes in all, shared by the per-task loaders
     crop_scale_min: float = 0.08  # RandomResizedCrop lower scale for training images (CoOp's)
 
 

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .datamodules.records import Task
-
 from .backbone import ClipBackbone, Hooks
 from .config import MethodConfig, OptimConfig
+from .datamodules.records import Task
 from .errors import UserError
 
 TEMPLATE = "a photo of a {}."
@@ -40,6 +39,8 @@ class PetlModule(Hooks, L.LightningModule):
     # True when no trainable parameter changes the class text features: they are then computed
     # once per task instead of every step.
     text_frozen = False
+    # False when the text side is the same for every task (shared prompts, a shared tower).
+    text_depends_on_task = True
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
@@ -48,6 +49,8 @@ class PetlModule(Hooks, L.LightningModule):
         self.backbone = backbone
         self.tasks = list(tasks)
         self.task_names = [task.name for task in self.tasks]
+        if any(len(task.classnames) < 2 for task in self.tasks):
+            raise UserError("every task needs at least two classes to classify")
         self.optim = optim or OptimConfig()
         self.accuracy = nn.ModuleList(
             MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks)
@@ -77,6 +80,10 @@ class PetlModule(Hooks, L.LightningModule):
         return sum(p.numel() for _, p in self.trainable())
 
     # -- features and logits --------------------------------------------------------------------
+    def encoder(self, task: str) -> ClipBackbone:
+        """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
+        return self.backbone
+
     def prompts(self, task: str) -> list[str]:
         """The text fed to the tokenizer for each class of the task."""
         return [TEMPLATE.format(name) for name in self.tasks[self.task_names.index(task)].classnames]
@@ -87,9 +94,9 @@ class PetlModule(Hooks, L.LightningModule):
         return self._tokens[task].to(self.device)
 
     def text_key(self, task: str):
-        """What the class text features depend on. Methods whose text side ignores the task
-        (shared prompts) return the class names, so tasks with the same classes share one pass."""
-        return task
+        """What the class text features depend on: the task, or only its classes when the text
+        side ignores the task, so that tasks with the same classes share one text pass."""
+        return task if self.text_depends_on_task else self.tasks[self.task_names.index(task)].classnames
 
     def class_text_features(self, task: str) -> torch.Tensor:
         """Text features of the task's classes: computed once while nothing trainable can change
@@ -99,7 +106,7 @@ class PetlModule(Hooks, L.LightningModule):
         key = self.text_key(task)
         if cache is None or key not in cache:
             with torch.set_grad_enabled(not frozen):
-                features = self.backbone.encode_text(self.tokens(task), self, task)
+                features = self.encoder(task).encode_text(self.tokens(task), self, task)
             if cache is None:
                 return features
             cache[key] = features
@@ -107,10 +114,12 @@ class PetlModule(Hooks, L.LightningModule):
 
     def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
         """Logits over the task's classes: logit_scale.exp() * cos(image, class text)."""
-        image = self.backbone.encode_image(images, self, task)
+        encoder = self.encoder(task)
+        image = encoder.encode_image(images, self, task)
         image, text = self.head(image, self.class_text_features(task), task)
         image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-        return self.backbone.logit_scale.exp() * image @ text.t()
+        # Capped at 100 as in CLIP's training: full fine-tuning trains the scale too.
+        return encoder.logit_scale.exp().clamp(max=100) * image @ text.t()
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

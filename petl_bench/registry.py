@@ -5,7 +5,6 @@ Plugins are loaded by one explicit import list (`petl_bench.methods`), never by 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 

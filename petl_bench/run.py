@@ -75,6 +75,7 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
 
 
 def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule]:

@@ -21,6 +21,7 @@ from .backbone import TINY, TINY_CONFIG, ClipBackbone
 from .datamodules.records import Manifest
 from .datamodules.synth import pretrain_style, render
 
+
 def _pretrain_pairs(backbone: ClipBackbone, classnames: list[str], per_class: int, seed: int):
     """Images [classes, per_class, 3, H, W] (model's validation transform) and their captions'
     tokens [classes, per_class, context], each caption naming the class and its image's style."""

@@ -87,3 +87,31 @@ def empty_weight_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+
+
+@pytest.fixture(scope="session")
+def vit_b16():
+    """The ViT-B/16 architecture with random weights: sizes and equivalences need no download.
+    Shared: tests must not train it (copy.deepcopy it first)."""
+    from petl_bench.backbone import ClipBackbone
+
+    return ClipBackbone.from_pretrained("ViT-B-16", None).eval()
+
+
+@pytest.fixture
+def folder_data(folder_root, tiny_backbone, tmp_path):
+    """The synthetic folder set, 2-shot, batches of 4 per task, split drawn and written."""
+    from petl_bench.datamodules import MultiDomainDataModule
+
+    from petl_bench.config import DataConfig
+
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path)
+    data.setup()
+    return data
+
+
+@pytest.fixture
+def batch(folder_data):
+    """One training batch: task name -> (images, labels), all four tasks."""
+    return next(iter(folder_data.train_dataloader()))[0]

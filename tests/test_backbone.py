@@ -12,13 +12,6 @@ from petl_bench.errors import UserError
 PROMPTS = ["a photo of a dog.", "a drawing of an alarm clock.", "sketch"]
 
 
-@pytest.fixture(scope="module")
-def vit_b16():
-    """ViT-B/16 architecture, random init (no weights needed)."""
-    torch.manual_seed(0)
-    return ClipBackbone.from_pretrained("ViT-B-16", None).eval()
-
-
 def _images(n: int, size: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 

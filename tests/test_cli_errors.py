@@ -3,6 +3,7 @@
 Also: `petl-bench methods`, and the method registry's own checks.
 """
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -110,7 +111,8 @@ def test_methods_command_lists_the_methods(capsys):
     code, out, err = run_cli(capsys, ["methods"])
     assert code == 0 and err == ""
     rows = {line.split()[0]: line for line in out.splitlines()}
-    assert list(rows) == ["coop", "coop-mt", "zeroshot"]
+    assert list(rows) == registry.method_names()
+    assert {"coop", "coop-mt", "zeroshot"} <= set(rows)
     assert "one per task" in rows["coop"]
     assert "shared by all tasks" in rows["coop-mt"]
     assert "a photo of a" in rows["zeroshot"]
@@ -174,10 +176,12 @@ def test_registry_adds_a_good_method(scratch_registry):
     entry = registry.get_method("my-method2")
     assert (entry.cls, entry.config_cls, entry.summary) == (MyMethod, ThrowawayConfig, "My method: a test.")
     assert MyMethod.method_name == "my-method2"
-    assert registry.method_names() == ["coop", "coop-mt", "my-method2", "zeroshot"]
+    names = registry.method_names()
+    assert "my-method2" in names and names == sorted(names)
     assert ThrowawayConfig(depth=5).tag() == "-depth5" and ThrowawayConfig().tag() == ""
 
 
 def test_registry_unknown_method_lists_known():
-    with pytest.raises(UserError, match=r"unknown method 'nope' \(known: coop, coop-mt, zeroshot\)"):
+    known = ", ".join(registry.method_names())
+    with pytest.raises(UserError, match=re.escape(f"unknown method 'nope' (known: {known})")):
         registry.get_method("nope")

@@ -10,11 +10,11 @@ import re
 
 import pytest
 import torch
+from petl_bench.datamodules import read_manifest
 from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
-from petl_bench.datamodules import read_manifest
 
 TASKS = ["art", "clipart", "product", "real world"]
 ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")

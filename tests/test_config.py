@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from petl_bench.methods.coop import CoOpConfig
+from petl_bench.methods.zeroshot import ZeroShotConfig
 
 from petl_bench.config import RunConfig, apply_overrides
 from petl_bench.errors import UserError
-from petl_bench.methods.coop import CoOpConfig
-from petl_bench.methods.zeroshot import ZeroShotConfig
 
 
 def coop_mt(*overrides: str) -> RunConfig:

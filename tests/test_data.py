@@ -12,9 +12,6 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
-from petl_bench.config import DataConfig
 from petl_bench.datamodules import (
     Manifest,
     MultiDomainDataModule,
@@ -26,6 +23,9 @@ from petl_bench.datamodules import (
 )
 from petl_bench.datamodules.records import canonical_classes
 from petl_bench.datamodules.splits import split_csv, split_path
+from PIL import Image
+
+from petl_bench.config import DataConfig
 from petl_bench.errors import UserError
 
 PER_CLASS, FOLDER_CLASSES = 3, 4  # as written by the fixtures in conftest.py

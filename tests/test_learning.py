@@ -9,13 +9,13 @@ import re
 
 import pytest
 import torch
+from petl_bench.datamodules import MultiDomainDataModule, read_manifest
+from petl_bench.methods.coop import CoOpConfig, CoOpMT
+from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
-from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.config import DataConfig
-from petl_bench.methods.coop import CoOpConfig, CoOpMT
-from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 pytestmark = pytest.mark.slow
 PER_CLASS = 16  # 6 train + 10 test images per class and domain: 2,600 test images in all

@@ -4,20 +4,11 @@ import json
 
 import pytest
 import torch
+from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 
 from petl_bench.cli import main
-from petl_bench.config import DataConfig, OptimConfig
-from petl_bench.datamodules import MultiDomainDataModule
-from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
+from petl_bench.config import OptimConfig
 from petl_bench.module import PetlModule, warmup_cosine
-
-
-@pytest.fixture
-def folder_data(folder_root, tiny_backbone, tmp_path):
-    data = MultiDomainDataModule.for_backbone(
-        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path)
-    data.setup()
-    return data
 
 
 @pytest.mark.parametrize("method", [CoOp, CoOpMT])

@@ -1,0 +1,115 @@
+"""MaPLe (Khattak et al., CVPR 2023): deep text prompts coupled to deep visual prompts.
+
+Trainable, for each of the first `depth` layers k of both towers: text context tokens P_k
+[n_ctx, text width] and a coupling Linear(text width -> vision width, with bias) that makes the
+layer's visual prompts from P_k. Text: the prompts read "X X .. X {class}." (n_ctx placeholders);
+`text_embed` puts P_0 in place of the placeholders' embeddings and before block k (1 <= k < depth)
+the same positions are replaced by P_k. Vision: `vision_embed` appends coupling_0(P_0) after
+[CLS + patches] (before ln_pre), before block k the appended tokens are replaced by
+coupling_k(P_k), and `vision_post` strips them before pooling. As in the official code.
+`maple` holds one set per task, `maple-mt` one set shared by all tasks.
+ViT-B/16 (text 512, vision 768), depth 12: per layer n_ctx x 512 + 512 x 768 + 768; with
+n_ctx = 4, 12 x (2,048 + 393,984) = 4,752,384 = 4.75 M per set, printed 4.8 M by the paper for
+MaPLe-MT; MaPLe is 4 x 4,752,384 = 19.0 M, printed 19.2 M because the paper rounds per task first
+(4 x 4.8). With n_ctx = 2 a set is 4,740,096 (4.74 M), which would not round to 4.8.
+
+Init: P_k ~ N(0, 0.02), or P_0 from the token embeddings of `ctx_init` (e.g. "a photo of a";
+prompts "{ctx_init} {class}.", n_ctx = its token count). Couplings as nn.Linear; the deeper ones
+(k >= 1) start as copies of one Linear, as the official code clones them.
+Untrained MaPLe is not zero-shot (the image attends to the visual prompts), but `n_ctx = 0`
+(no ctx_init) means no prompts anywhere, the zero-shot template, and exactly zero-shot logits.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from petl_bench.config import MethodConfig
+from petl_bench.errors import UserError
+from petl_bench.module import PetlModule
+from petl_bench.registry import register_method
+
+from .coop import CoOp
+
+
+@dataclass
+class MaPLeConfig(MethodConfig):
+    n_ctx: int = 4  # context tokens per layer (ignored when ctx_init is set)
+    depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
+    ctx_init: str = ""  # phrase whose embeddings initialise P_0, e.g. "a photo of a"
+
+
+@register_method("maple", MaPLeConfig)
+class MaPLe(PetlModule):
+    """MaPLe: deep text prompts coupled to deep visual prompts, one set per task."""
+
+    shared = False  # one set for all tasks (maple-mt)
+
+    def __init__(self, cfg: MaPLeConfig, backbone, tasks, optim=None):
+        super().__init__(cfg, backbone, tasks, optim)
+        if cfg.n_ctx < 0 or cfg.depth < 1:
+            raise UserError(f"{self.method_name}: depth must be >= 1 and n_ctx >= 0; "
+                            f"got depth {cfg.depth}, n_ctx {cfg.n_ctx}")
+        # CoOp's helpers read only what every PetlModule has, plus n_ctx: compose, don't copy.
+        phrase = CoOp._phrase_embeddings(self, cfg.ctx_init) if cfg.ctx_init else None
+        self.n_ctx = cfg.n_ctx if phrase is None else phrase.shape[0]
+        # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
+        self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
+        n_sets = 1 if self.shared else len(self.tasks)
+        text_ctx = torch.randn(n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
+        if phrase is not None:
+            text_ctx[:, 0] = phrase
+        self.text_ctx = nn.Parameter(text_ctx)
+        self.coupling = nn.ModuleList(self._couplings() for _ in range(n_sets if self.depth else 0))
+        CoOp._check_fits(self)
+
+    def _couplings(self) -> nn.ModuleList:
+        first, deeper = (nn.Linear(self.backbone.text_width, self.backbone.vision_width) for _ in range(2))
+        # The official code clones one Linear for every deeper layer, so those start equal.
+        return nn.ModuleList([first] + [copy.deepcopy(deeper) for _ in range(self.depth - 1)])
+
+    def prompts(self, task: str) -> list[str]:
+        if not self.n_ctx:
+            return super().prompts(task)  # the zero-shot template
+        context = self.cfg.ctx_init or " ".join(["X"] * self.n_ctx)
+        return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
+
+    def _set(self, task: str) -> int:
+        return 0 if self.shared else self.task_names.index(task)
+
+    def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
+        ctx = self.text_ctx[self._set(task), layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, :1], ctx, x[:, 1 + self.n_ctx:]], dim=1)
+
+    def _visual_prompts(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
+        s = self._set(task)
+        prompts = self.coupling[s][layer](self.text_ctx[s, layer]).to(x.dtype)
+        return prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+
+    def text_embed(self, emb, tokens, task):
+        return self._with_text_ctx(0, emb, task) if self.depth else emb
+
+    def text_layer(self, i, x, task):
+        # Layer 0's context came in through text_embed; blocks past `depth` keep their input.
+        return self._with_text_ctx(i, x, task) if 1 <= i < self.depth else x
+
+    def vision_embed(self, x, task):
+        return torch.cat([x, self._visual_prompts(0, x, task)], dim=1) if self.depth else x
+
+    def vision_layer(self, i, x, task):
+        if not 1 <= i < self.depth:
+            return x
+        return torch.cat([x[:, :-self.n_ctx], self._visual_prompts(i, x, task)], dim=1)
+
+    def vision_post(self, x):
+        return x[:, :-self.n_ctx] if self.depth else x
+
+
+@register_method("maple-mt", MaPLeConfig)
+class MaPLeMT(MaPLe):
+    """MaPLe-MT: one set of coupled deep prompts shared by all tasks."""
+
+    shared = True
+    text_depends_on_task = False

@@ -1,0 +1,86 @@
+"""VPT-deep (Jia et al., ECCV 2022): learnable tokens appended to the image tokens of every layer.
+
+Trainable: `n_prompts` visual prompt tokens (vision width each) for each of the first `depth`
+residual blocks of the image tower (`depth` is capped at the tower's depth). `vision_embed`
+appends layer 0's prompts after [CLS + patches] (after the positional embedding, before ln_pre);
+before each deeper block i < depth the appended tokens are replaced by layer i's prompts (deeper
+blocks keep what the block before produced); `vision_post` strips them before pooling, so the
+image feature is still read from CLS. The text side is untouched: class features come from the
+zero-shot template "a photo of a {class}." and are computed once.
+`vpt` holds one prompt set per task, `vpt-mt` one set shared by all tasks.
+ViT-B/16: 18 tokens x 768 x 12 layers = 165,888 parameters per set (the paper's 0.17 M for
+VPT-MT, and 4 x 0.17 = 0.68 M for VPT).
+
+Init: uniform(-v, v) with v = sqrt(6 / (3 * patch_h * patch_w + width)), VPT's Xavier-style
+bound from the patch embedding's fan-in. `n_prompts = 0` appends nothing: exactly zero-shot.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from petl_bench.config import MethodConfig
+from petl_bench.errors import UserError
+from petl_bench.module import PetlModule
+from petl_bench.registry import register_method
+
+
+@dataclass
+class VPTConfig(MethodConfig):
+    n_prompts: int = 18  # visual prompt tokens per layer
+    depth: int = 12  # layers that get their own prompts (capped at the image tower's depth)
+
+
+@register_method("vpt", VPTConfig)
+class VPT(PetlModule):
+    """VPT-deep: learnable visual prompt tokens in every image layer, one set per task."""
+
+    shared = False  # one prompt set for all tasks (vpt-mt)
+    text_frozen = True
+    text_depends_on_task = False  # the text side is the zero-shot template for every task
+
+    def __init__(self, cfg: VPTConfig, backbone, tasks, optim=None):
+        super().__init__(cfg, backbone, tasks, optim)
+        if cfg.n_prompts < 0 or cfg.depth < 0:
+            raise UserError(f"{self.method_name}: n_prompts ({cfg.n_prompts}) and depth ({cfg.depth}) "
+                            "must be >= 0")
+        self.n_prompts = cfg.n_prompts
+        self.depth = min(cfg.depth, backbone.vision_depth)
+        n_sets = 1 if self.shared else len(self.tasks)
+        width = backbone.vision_width
+        patch_h, patch_w = backbone.model.visual.conv1.kernel_size
+        bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
+        self.visual_prompts = nn.Parameter(
+            torch.empty(n_sets, self.depth, self.n_prompts, width).uniform_(-bound, bound))
+
+    @property
+    def active(self) -> bool:
+        """False when no token is appended: every hook is then the identity (zero-shot)."""
+        return self.n_prompts > 0 and self.depth > 0
+
+    def _layer_prompts(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
+        prompts = self.visual_prompts[0 if self.shared else self.task_names.index(task), layer]
+        return prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+
+    def vision_embed(self, x, task):
+        if not self.active:
+            return x
+        return torch.cat([x, self._layer_prompts(0, x, task)], dim=1)
+
+    def vision_layer(self, i, x, task):
+        # Layer 0's prompts were appended by vision_embed; blocks past `depth` keep their input.
+        if not self.active or i == 0 or i >= self.depth:
+            return x
+        return torch.cat([x[:, :-self.n_prompts], self._layer_prompts(i, x, task)], dim=1)
+
+    def vision_post(self, x):
+        return x[:, :-self.n_prompts] if self.active else x
+
+
+@register_method("vpt-mt", VPTConfig)
+class VPTMT(VPT):
+    """VPT-MT: one set of deep visual prompts shared by all tasks."""
+
+    shared = True

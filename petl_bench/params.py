@@ -1,0 +1,75 @@
+"""Trainable parameters of every registered method against the paper's Table 1 row.
+
+The paper counts all four tasks together and prints single-task figures as 4 x (per-task count,
+rounded): CoOp's 0.04 M is 4 x 0.01 M although 4 x 8,192 = 32,768. So our count agrees when, per
+task for single-task methods, rounded to the paper's printed digits (then times the task count),
+it equals the paper's figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from importlib import resources
+
+from .backbone import ClipBackbone
+from .datamodules import Task
+from .datamodules.records import canonical_classes, prompt_name
+from .registry import get_method, method_names
+
+N_TASKS = 4  # both of the paper's datasets have four domains
+
+
+@dataclass(frozen=True)
+class PaperFigure:
+    text: str  # as printed, e.g. "0.04"; "-" for none
+    single_task: bool
+
+    @property
+    def digits(self) -> int:
+        return len(self.text.partition(".")[2])
+
+
+def paper_figures() -> dict[str, PaperFigure]:
+    text = resources.files("petl_bench").joinpath("data", "paper_params.csv").read_text()
+    return {row["method"]: PaperFigure(row["paper_params_m"], row["single_task"] == "yes")
+            for row in csv.DictReader(io.StringIO(text))}
+
+
+def agrees(count: int, figure: PaperFigure, n_tasks: int = N_TASKS) -> bool:
+    if figure.text == "-":
+        return count == 0
+    per_set = count / n_tasks if figure.single_task else count
+    ours = round(round(per_set / 1e6, figure.digits) * (n_tasks if figure.single_task else 1), figure.digits)
+    return ours == float(figure.text)
+
+
+def count_rows(arch: str, dataset: str) -> list[dict]:
+    backbone = ClipBackbone.from_pretrained(arch, None)  # sizes only: no weights needed
+    classes = tuple(prompt_name(c) for c in canonical_classes(dataset))
+    tasks = [Task(f"task{i}", classes) for i in range(N_TASKS)]
+    figures = paper_figures()
+    rows = []
+    for name in method_names():
+        entry = get_method(name)
+        count = entry.cls(entry.config_cls(), backbone, tasks).num_trainable
+        figure = figures.get(name)
+        rows.append({"method": name, "trainable": count, "trainable_m": f"{count / 1e6:.2f}",
+                     "paper_m": figure.text if figure else "", "agrees": (
+                         "yes" if figure and agrees(count, figure) else "no" if figure else "")})
+    return rows
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    columns = ["method", "trainable", "trainable_m", "paper_m", "agrees"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    lines = ["| method | trainable | M | paper (M) | agrees |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {r['method']} | {r['trainable']:,} | {r['trainable_m']} | {r['paper_m']} | {r['agrees']} |"
+              for r in rows]
+    return "\n".join(lines)

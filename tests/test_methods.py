@@ -1,0 +1,100 @@
+"""Registry-driven: every registered method is tested here the moment it registers.
+
+On the tiny CLIP: a few SGD steps change only the parameters the method declares, each of which
+gets a gradient; training lowers the loss on a fixed batch; `petl-bench run` goes through with
+`fast_dev_run`. On ViT-B-16 built without weights: the trainable count agrees with the paper.
+"""
+
+import contextlib
+import copy
+import io
+
+import pytest
+import torch
+from petl_bench.datamodules import MultiDomainDataModule
+
+from petl_bench.cli import main
+from petl_bench.config import DataConfig
+from petl_bench.params import agrees, count_rows, paper_figures
+from petl_bench.registry import get_method, method_names
+
+TRAINED = [name for name in method_names() if name != "zeroshot"]
+
+
+@pytest.fixture(scope="module")
+def batch_and_tasks(folder_root, tiny_backbone, tmp_path_factory):
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone,
+        out=tmp_path_factory.mktemp("methods"))
+    data.setup()
+    return next(iter(data.train_dataloader()))[0], data.tasks
+
+
+def build(name, backbone, tasks):
+    torch.manual_seed(0)
+    entry = get_method(name)
+    # A copy: BitFit and full fine-tuning train the backbone they are given.
+    module = entry.cls(entry.config_cls(), copy.deepcopy(backbone), tasks)
+    module.log = lambda *args, **kwargs: None  # no Trainer attached
+    return module
+
+
+def sgd_steps(module, batch, steps: int, lr: float) -> list[float]:
+    optimizer = torch.optim.SGD(module.apply_trainable(), lr=lr, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_only_declared_parameters_change_and_all_get_gradients(name, tiny_backbone, batch_and_tasks):
+    batch, tasks = batch_and_tasks
+    module = build(name, tiny_backbone, tasks)
+    declared = {n for n, _ in module.trainable()}
+    assert declared and module.num_trainable > 0
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    sgd_steps(module, batch, steps=2, lr=0.05)
+    changed = {k for k, v in module.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= declared, sorted(changed - declared)[:5]
+    without_grad = [n for n, p in module.trainable() if p.grad is None]
+    assert not without_grad, without_grad[:5]
+    assert all(not p.requires_grad for n, p in module.named_parameters() if n not in declared)
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_training_lowers_the_loss(name, tiny_backbone, batch_and_tasks):
+    batch, tasks = batch_and_tasks
+    losses = sgd_steps(build(name, tiny_backbone, tasks), batch, steps=8, lr=0.01)
+    assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_fast_dev_run_through_the_cli(name, folder_root, tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["run", "--method", name, "--dataset", "folder", "--root", str(folder_root), "--split",
+                     "2shot", "--model", "tiny", "--out", str(tmp_path), "--no-progress",
+                     "--set", "data.num_workers=0", "--set", "train.fast_dev_run=true"])
+    assert code == 0, err.getvalue()
+
+
+def test_vit_b16_counts_agree_with_the_paper():
+    rows = {row["method"]: row for row in count_rows("ViT-B-16", "officehome")}
+    figures = paper_figures()
+    for name, row in rows.items():
+        if name in figures and name != "mmap":
+            assert row["agrees"] == "yes", row
+
+
+def test_the_agreement_rule_counts_single_task_figures_per_task():
+    figures = paper_figures()
+    assert agrees(4 * 8_192, figures["coop"])  # 4 x round(0.008192, 2) = 0.04, not 0.03
+    assert agrees(8_192, figures["coop-mt"])
+    assert agrees(149_620_737, figures["fullft-mt"]) and agrees(4 * 149_620_737, figures["fullft"])
+    assert not agrees(4 * 4_740_096, figures["maple"])  # 2 MaPLe tokens: 4 x 4.7 != 19.2
+    assert not agrees(1, figures["zeroshot"]) and agrees(0, figures["zeroshot"])
