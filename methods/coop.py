@@ -18,6 +18,7 @@ from torch import nn
 from petl_bench.config import MethodConfig
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
+from petl_bench.prompts import with_text_context
 from petl_bench.registry import register_method
 
 
@@ -63,9 +64,7 @@ class CoOp(PetlModule):
         return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
 
     def text_embed(self, emb, tokens, task):
-        ctx = self.ctx[0 if self.shared else self.task_names.index(task)]
-        ctx = ctx.to(emb.dtype).unsqueeze(0).expand(emb.shape[0], -1, -1)
-        return torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx:]], dim=1)
+        return with_text_context(emb, self.ctx[0 if self.shared else self.task_names.index(task)])
 
 
 @register_method("coop-mt", CoOpConfig)

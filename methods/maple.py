@@ -29,6 +29,7 @@ from torch import nn
 from petl_bench.config import MethodConfig
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
+from petl_bench.prompts import DeepVisualPrompts, with_text_context
 from petl_bench.registry import register_method
 
 from .coop import CoOp
@@ -42,7 +43,7 @@ class MaPLeConfig(MethodConfig):
 
 
 @register_method("maple", MaPLeConfig)
-class MaPLe(PetlModule):
+class MaPLe(DeepVisualPrompts, PetlModule):
     """MaPLe: deep text prompts coupled to deep visual prompts, one set per task."""
 
     shared = False  # one set for all tasks (maple-mt)
@@ -57,6 +58,7 @@ class MaPLe(PetlModule):
         self.n_ctx = cfg.n_ctx if phrase is None else phrase.shape[0]
         # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
+        self.n_visual, self.visual_depth = self.n_ctx, self.depth  # one visual token per text token
         n_sets = 1 if self.shared else len(self.tasks)
         text_ctx = torch.randn(n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
         if phrase is not None:
@@ -80,13 +82,11 @@ class MaPLe(PetlModule):
         return 0 if self.shared else self.task_names.index(task)
 
     def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
-        ctx = self.text_ctx[self._set(task), layer].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-        return torch.cat([x[:, :1], ctx, x[:, 1 + self.n_ctx:]], dim=1)
+        return with_text_context(x, self.text_ctx[self._set(task), layer])
 
-    def _visual_prompts(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
+    def visual_prompts_at(self, layer, task):
         s = self._set(task)
-        prompts = self.coupling[s][layer](self.text_ctx[s, layer]).to(x.dtype)
-        return prompts.unsqueeze(0).expand(x.shape[0], -1, -1)
+        return self.coupling[s][layer](self.text_ctx[s, layer])
 
     def text_embed(self, emb, tokens, task):
         return self._with_text_ctx(0, emb, task) if self.depth else emb
@@ -94,17 +94,6 @@ class MaPLe(PetlModule):
     def text_layer(self, i, x, task):
         # Layer 0's context came in through text_embed; blocks past `depth` keep their input.
         return self._with_text_ctx(i, x, task) if 1 <= i < self.depth else x
-
-    def vision_embed(self, x, task):
-        return torch.cat([x, self._visual_prompts(0, x, task)], dim=1) if self.depth else x
-
-    def vision_layer(self, i, x, task):
-        if not 1 <= i < self.depth:
-            return x
-        return torch.cat([x[:, :-self.n_ctx], self._visual_prompts(i, x, task)], dim=1)
-
-    def vision_post(self, x):
-        return x[:, :-self.n_ctx] if self.depth else x
 
 
 @register_method("maple-mt", MaPLeConfig)

@@ -24,6 +24,7 @@ from torch import nn
 from petl_bench.config import MethodConfig
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
+from petl_bench.prompts import DeepVisualPrompts
 from petl_bench.registry import register_method
 
 
@@ -34,7 +35,7 @@ class VPTConfig(MethodConfig):
 
 
 @register_method("vpt", VPTConfig)
-class VPT(PetlModule):
+class VPT(DeepVisualPrompts, PetlModule):
     """VPT-deep: learnable visual prompt tokens in every image layer, one set per task."""
 
     shared = False  # one prompt set for all tasks (vpt-mt)
@@ -46,37 +47,17 @@ class VPT(PetlModule):
         if cfg.n_prompts < 0 or cfg.depth < 0:
             raise UserError(f"{self.method_name}: n_prompts ({cfg.n_prompts}) and depth ({cfg.depth}) "
                             "must be >= 0")
-        self.n_prompts = cfg.n_prompts
-        self.depth = min(cfg.depth, backbone.vision_depth)
+        self.n_visual = cfg.n_prompts
+        self.visual_depth = min(cfg.depth, backbone.vision_depth)
         n_sets = 1 if self.shared else len(self.tasks)
         width = backbone.vision_width
         patch_h, patch_w = backbone.model.visual.conv1.kernel_size
         bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
         self.visual_prompts = nn.Parameter(
-            torch.empty(n_sets, self.depth, self.n_prompts, width).uniform_(-bound, bound))
+            torch.empty(n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
 
-    @property
-    def active(self) -> bool:
-        """False when no token is appended: every hook is then the identity (zero-shot)."""
-        return self.n_prompts > 0 and self.depth > 0
-
-    def _layer_prompts(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
-        prompts = self.visual_prompts[0 if self.shared else self.task_names.index(task), layer]
-        return prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
-
-    def vision_embed(self, x, task):
-        if not self.active:
-            return x
-        return torch.cat([x, self._layer_prompts(0, x, task)], dim=1)
-
-    def vision_layer(self, i, x, task):
-        # Layer 0's prompts were appended by vision_embed; blocks past `depth` keep their input.
-        if not self.active or i == 0 or i >= self.depth:
-            return x
-        return torch.cat([x[:, :-self.n_prompts], self._layer_prompts(i, x, task)], dim=1)
-
-    def vision_post(self, x):
-        return x[:, :-self.n_prompts] if self.active else x
+    def visual_prompts_at(self, layer, task):
+        return self.visual_prompts[0 if self.shared else self.task_names.index(task), layer]
 
 
 @register_method("vpt-mt", VPTConfig)

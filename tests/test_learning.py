@@ -11,6 +11,7 @@ import pytest
 import torch
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.methods.coop import CoOpConfig, CoOpMT
+from petl_bench.methods.maple import MaPLeConfig, MaPLeMT
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import ClipBackbone
@@ -43,11 +44,11 @@ def pretrained(tmp_path_factory):
 
 
 def run(pretrained, method, *extra):
-    call(["run", "--method", method, "--root", pretrained["root"], "--pretrained", pretrained["weights"],
-          "--out", pretrained["out"], *RUN, *extra])
-    (record,) = [json.loads(p.read_text()) for p in (pretrained["out"] / "runs").rglob("seed0.json")
-                 if p.parent.name.startswith(method + ("@" if not extra else "-"))]
-    return record
+    """Run (or find done) one method; -> its record, read from the path the CLI prints."""
+    stdout = call(["run", "--method", method, "--root", pretrained["root"], "--pretrained", pretrained["weights"],
+                   "--out", pretrained["out"], *RUN, *extra])
+    path = re.search(r"^(?:record|already done): (.+?\.json)", stdout, re.M).group(1)
+    return json.loads(open(path).read())
 
 
 def test_tiny_clip_zero_shot_is_above_twice_chance_and_below_80(pretrained):
@@ -87,3 +88,21 @@ def test_coop_mt_beats_its_zero_shot_start_by_more_than_the_standard_error(pretr
 def test_manifest_matches_the_canonical_lists(pretrained):
     manifest = read_manifest("officehome", pretrained["root"])
     assert len(manifest.records) == 4 * 65 * PER_CLASS and not manifest.skipped
+
+
+def test_fullft_beats_zero_shot(pretrained):
+    zeroshot = run(pretrained, "zeroshot")  # already on disk from the CoOp test when run together
+    fullft = run(pretrained, "fullft")
+    assert fullft["trainable_params"] == 4 * zeroshot["total_params"]
+    assert fullft["accuracy"]["average"] > zeroshot["accuracy"]["average"] + 5
+
+
+def test_template_initialised_maple_text_side_equals_zero_shot(pretrained):
+    """Its visual prompts are seen by attention whatever their values, so an untrained MaPLe is not
+    zero-shot; its text side at depth 1 is."""
+    backbone = ClipBackbone.from_pretrained("tiny", str(pretrained["weights"]))
+    tasks = read_manifest("officehome", pretrained["root"]).tasks
+    zeroshot = ZeroShot(ZeroShotConfig(), backbone, tasks).eval()
+    maple = MaPLeMT(MaPLeConfig(ctx_init="a photo of a", depth=1), backbone, tasks).eval()
+    with torch.no_grad():
+        assert torch.allclose(maple.class_text_features("Art"), zeroshot.class_text_features("Art"), atol=1e-5)
