@@ -85,11 +85,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except Exception:
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
     entry = get_method(saved["method"])
-    cfg = RunConfig(method=saved["method"], params=entry.config_cls(**saved["params"]),
+    # The module's own config as trained: what `prepare` resolved (e.g. MmAP's groups) included.
+    params = entry.config_cls(**checkpoint["petl_bench"]["params"])
+    cfg = RunConfig(method=saved["method"], params=params,
                     data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]), out=saved["out"])
     if args.root:
         cfg.data = dataclasses.replace(cfg.data, root=args.root)
-    module, data = build(cfg)
+    module, data, _ = build(cfg)
     module.load_trainable_state(checkpoint["state_dict"])
     L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
         module, datamodule=data, verbose=False)

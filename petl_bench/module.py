@@ -62,6 +62,13 @@ class PetlModule(Hooks, L.LightningModule):
         # A partial state dict (trainable parameters only) is the checkpoint format.
         self.strict_loading = False
 
+    @classmethod
+    def prepare(cls, cfg: MethodConfig, backbone: ClipBackbone, data, work_dir) -> tuple[MethodConfig, dict]:
+        """Settle data-dependent choices before the module is built, e.g. MmAP's task groups from
+        gradients. Returns the resolved config and facts for the run record (files go in
+        `work_dir`). It must return a config that needs no further preparing."""
+        return cfg, {}
+
     # -- what trains ----------------------------------------------------------------------------
     def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The parameters this method trains. Default: its own, i.e. all outside the backbone."""

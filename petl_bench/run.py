@@ -7,6 +7,7 @@ epoch checkpoints live beside it in `seed{K}/`; a killed run resumes from its la
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -78,24 +79,27 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
 
 
-def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule]:
-    """The method module and its data module, as `Trainer.fit(module, datamodule)` takes them."""
+def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
+    """The method module and its data module, as `Trainer.fit(module, datamodule)` takes them, and
+    what the method's `prepare` found (e.g. MmAP's task groups) for the run record."""
     entry = get_method(cfg.method)
     if not isinstance(cfg.params, entry.config_cls):
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights and prompts
     backbone = ClipBackbone.from_pretrained(cfg.model.arch, cfg.model.pretrained)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
-    module = entry.cls(cfg.params, backbone, data.tasks, cfg.optim)
+    data.setup("fit")
+    params, prepared = entry.cls.prepare(cfg.params, backbone, data, record_path(cfg).with_suffix(""))
+    module = entry.cls(params, backbone, data.tasks, cfg.optim)
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
-    return module, data
+    return module, data, prepared
 
 
 def execute(cfg: RunConfig, progress: bool = True) -> dict:
     """Train (unless nothing is trainable) and test; write and return the run record."""
     started = time.time()
     quiet_lightning()
-    module, data = build(cfg)
+    module, data, prepared = build(cfg)
     path = record_path(cfg)
     work_dir = path.with_suffix("")
     throughput = Throughput()
@@ -110,7 +114,6 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    data.setup("fit")
     if module.num_trainable:
         trainer.fit(module, datamodule=data, ckpt_path=resumable_checkpoint(work_dir, cfg))
     trainer.test(module, datamodule=data, verbose=False)
@@ -137,6 +140,8 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         "peak_memory_mb": _peak_memory_mb(),
         "git": _git_revision(),
         "versions": _versions(),
+        "prepared": prepared,
+        "resolved_params": dataclasses.asdict(module.cfg),
         "config": cfg.to_dict(),
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
