@@ -240,7 +240,7 @@ def test_checkpoint_of_another_model_is_a_user_error(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"\xfb not a checkpoint at all " * 8], ids=["empty", "garbage"])
 def test_unreadable_checkpoint_file_is_a_user_error(tmp_path, content):
-    # BUG: torch.load raises pickle.UnpicklingError / EOFError here, which from_pretrained does not
+    # Regression (fixed): torch.load raises pickle.UnpicklingError / EOFError here, which from_pretrained does not
     # catch (it catches RuntimeError, KeyError, ValueError, OSError): the CLI shows a traceback.
     path = tmp_path / "broken.pt"
     path.write_bytes(content)

@@ -70,12 +70,12 @@ CASES = [
     ("default-weights-offline", [*RUN, "--method", "zeroshot", "--dataset", "folder", "--root", "{folder}"],
      ["ViT-B-16", "openai", "--pretrained"]),
     ("context-too-long", [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
-                          "--root", "{folder}", "--set", "method.n_ctx=40"], ["context length 32"]),
+                          "--root", "{folder}", "--split", "2shot", "--set", "method.n_ctx=40"],
+     ["context length 32"]),
     ("data-check-missing-root", ["data", "check", "--no-progress", "--dataset", "officehome",
                                  "--root", "{tmp}/absent"], ["dataset root not found"]),
     ("eval-missing-ckpt", ["eval", "--ckpt", "{tmp}/absent.ckpt"], ["checkpoint not found", "absent.ckpt"]),
     ("eval-not-a-checkpoint", ["eval", "--ckpt", "{garbage}"], ["is not a petl-bench checkpoint"]),
-    # BUG: torch.load's UnpicklingError escapes ClipBackbone.from_pretrained (see test_backbone.py).
     ("garbage-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{garbage}", "--method", "zeroshot",
                               "--dataset", "folder", "--root", "{folder}"], ["could not load weights"]),
 ]
@@ -158,7 +158,7 @@ def test_registry_rejects_a_config_that_is_not_a_method_config(scratch_registry)
 
 
 def test_registry_rejects_a_method_config_subclass_without_dataclass(scratch_registry):
-    # BUG (minor): `dataclasses.is_dataclass` is true for any subclass of the MethodConfig dataclass,
+    # Regression (fixed): `dataclasses.is_dataclass` is true for any subclass of the MethodConfig dataclass,
     # so a config that forgot @dataclass is accepted; its fields are then invisible to `--set`,
     # `tag()` (run names) and `to_dict()` (the config hash).
     class Undecorated(MethodConfig):

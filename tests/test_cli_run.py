@@ -150,7 +150,7 @@ def _tampered(coop_run, tmp_path, change):
 
 
 def test_eval_rejects_a_checkpoint_without_the_trained_parameters(coop_run, tmp_path):
-    # BUG: cli.cmd_eval loads with load_state_dict(strict=False) and never checks that the
+    # Regression (fixed): cli.cmd_eval loads with load_state_dict(strict=False) and never checks that the
     # trainable parameters are there (PetlModule.on_load_checkpoint does, but eval bypasses it), so
     # it silently evaluates the method's fresh random init and reports it as the run's accuracy.
     path = _tampered(coop_run, tmp_path, lambda state: state.pop("ctx"))
@@ -160,7 +160,7 @@ def test_eval_rejects_a_checkpoint_without_the_trained_parameters(coop_run, tmp_
 
 
 def test_eval_rejects_a_checkpoint_with_mismatched_shapes_in_one_line(coop_run, tmp_path):
-    # BUG: a shape mismatch raises RuntimeError from load_state_dict in cli.cmd_eval: a traceback.
+    # Regression (fixed): a shape mismatch raises RuntimeError from load_state_dict in cli.cmd_eval: a traceback.
     path = _tampered(coop_run, tmp_path, lambda state: state.update(ctx=torch.zeros(1, 5, 48)))
     try:
         code, _, stderr = call(["eval", "--ckpt", path])
@@ -171,7 +171,7 @@ def test_eval_rejects_a_checkpoint_with_mismatched_shapes_in_one_line(coop_run, 
 
 
 def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
-    # BUG (minor): with `--model tiny` and no --pretrained the backbone is random init, seeded by
+    # Regression (fixed): with `--model tiny` and no --pretrained the backbone is random init, seeded by
     # L.seed_everything(seed) in run.execute; cli.cmd_eval builds it without seeding, so `eval`
     # scores a different backbone than the run did.
     out = tmp_path / "results"

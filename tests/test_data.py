@@ -137,7 +137,7 @@ def test_missing_root(tmp_path, dataset):
 
 
 def test_empty_root_string_is_not_the_working_directory(folder_root, monkeypatch):
-    # BUG: records._check_root tests `not str(root)` after Path(""), which is "." - never empty -
+    # Regression (fixed): records._check_root tests `not str(root)` after Path(""), which is "." - never empty -
     # so an empty root (DataConfig.root's default) silently reads the current directory.
     monkeypatch.chdir(folder_root)
     with pytest.raises(UserError):
