@@ -7,10 +7,10 @@ DEMO ?= demo
 DEMO_RUN := --dataset officehome --root $(DEMO)/data --split 10pct --model tiny \
 	--pretrained $(DEMO)/tiny-clip.pt --out $(DEMO)/results --set data.crop_scale_min=1.0
 
-.PHONY: help install test demo clean-demo
+.PHONY: help install test demo clean-demo table1 table2 ablation kshot demo-sweep
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install:  ## create $(VENV) and install petl-bench with its pinned torch pair
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,49 @@ install:  ## create $(VENV) and install petl-bench with its pinned torch pair
 test:  ## run the test suite (the command README and CI use)
 	$(BIN)/pytest
 
-demo:  ## synthetic data + tiny CLIP, then zeroshot and coop-mt on it (CPU, a few minutes)
+demo:  ## synthetic data + tiny CLIP, then zeroshot, coop-mt and mmap on it (CPU, a few minutes)
 	@test -d $(DEMO)/data || $(BIN)/petl-bench data synth --out $(DEMO)/data --layout officehome --per-class 16
 	@test -f $(DEMO)/tiny-clip.pt || $(BIN)/petl-bench data tiny-clip --data $(DEMO)/data --out $(DEMO)/tiny-clip.pt
 	$(BIN)/petl-bench run --method zeroshot $(DEMO_RUN)
 	$(BIN)/petl-bench run --method coop-mt $(DEMO_RUN) --set "method.ctx_init=a photo of a"
+	$(BIN)/petl-bench run --method mmap $(DEMO_RUN)
 
 clean-demo:  ## remove the demo's data, model and results
 	rm -rf $(DEMO)
+
+# -- benchmarks: sweep a grid (runs already done are skipped), then its table and figure -----------
+RESULTS ?= results
+SWEEP_FLAGS ?=  # e.g. --launcher slurm, --gpus 4, --rerun-stale
+need-data = $(if $(DATA),,$(error make $@ needs the dataset folder: make $@ DATA=$(1)))
+sweep = $(BIN)/petl-bench sweep benchmarks/$(1).yaml --out $(RESULTS) --set data.root=$(DATA) $(SWEEP_FLAGS)
+
+table1:  ## Table 1 + Figure 1: Office-Home sweep (DATA=its folder), then table and plot
+	$(call need-data,~/data/OfficeHomeDataset_10072016)
+	$(call sweep,table1)
+	$(BIN)/petl-bench table table1 --out $(RESULTS)
+	$(BIN)/petl-bench plot fig1 --grid table1 --out-dir $(RESULTS)
+
+table2:  ## Table 2: MiniDomainNet sweep (DATA=its folder), then the table
+	$(call need-data,~/data/domainnet)
+	$(call sweep,table2)
+	$(BIN)/petl-bench table table2 --out $(RESULTS)
+
+ablation:  ## Table 3 + Figure 4: MmAP ablations on Office-Home (DATA=its folder)
+	$(call need-data,~/data/OfficeHomeDataset_10072016)
+	$(call sweep,ablation)
+	$(BIN)/petl-bench table ablation --out $(RESULTS)
+	$(BIN)/petl-bench plot fig4 --grid ablation --out-dir $(RESULTS)
+
+kshot:  ## Figure 5: 1/3/6/12-shot Office-Home sweep (DATA=its folder), table and curves
+	$(call need-data,~/data/OfficeHomeDataset_10072016)
+	$(call sweep,kshot)
+	$(BIN)/petl-bench table kshot --out $(RESULTS)
+	$(BIN)/petl-bench plot fig5 --grid kshot --out-dir $(RESULTS)
+
+demo-sweep:  ## benchmarks/demo.yaml on synthetic data and the tiny CLIP (CPU, a few minutes): table + fig1
+	@test -d $(DEMO)/data || $(BIN)/petl-bench data synth --out $(DEMO)/data --layout officehome --per-class 16
+	@test -f $(DEMO)/tiny-clip.pt || $(BIN)/petl-bench data tiny-clip --data $(DEMO)/data --out $(DEMO)/tiny-clip.pt
+	$(BIN)/petl-bench sweep benchmarks/demo.yaml --out $(DEMO)/results --set data.root=$(DEMO)/data \
+		--set model.pretrained=$(DEMO)/tiny-clip.pt $(SWEEP_FLAGS)
+	$(BIN)/petl-bench table demo --out $(DEMO)/results --set model.pretrained=$(DEMO)/tiny-clip.pt
+	$(BIN)/petl-bench plot fig1 --grid demo --out-dir $(DEMO)/results --set model.pretrained=$(DEMO)/tiny-clip.pt

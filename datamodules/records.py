@@ -51,6 +51,11 @@ class Manifest:
     def tasks(self) -> list[Task]:
         return [Task(domain, tuple(self.classnames)) for domain in self.domains]
 
+    @property
+    def synthetic(self) -> bool:
+        """Made by `petl-bench data synth`: results on it say nothing about the paper's numbers."""
+        return (self.root / SYNTHETIC_MARKER).is_file()
+
 
 def prompt_name(folder_name: str) -> str:
     return folder_name.replace("_", " ").replace("-", " ").lower()
@@ -63,6 +68,7 @@ def canonical_classes(dataset: str) -> list[str]:
 
 
 OFFICEHOME_DOMAINS = ["Art", "Clipart", "Product", "Real World"]
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # `petl-bench data synth` leaves it in the root it writes
 MINIDOMAINNET_DOMAINS = ["clipart", "painting", "real", "sketch"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import random
 import re
 from collections import defaultdict
@@ -82,7 +83,7 @@ def write_split(path: Path, train: list[Record], test: list[Record]) -> str:
     """Write the split atomically; return its SHA-256."""
     text = split_csv(train, test)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent runs of one split must not share it
     tmp.write_text(text)
     tmp.replace(path)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, canonical_classes
+from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, SYNTHETIC_MARKER, canonical_classes
 
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond",
           "star", "dots", "frame", "wedge"]
@@ -83,8 +83,14 @@ def class_look(label: int) -> tuple[str, tuple[int, int, int]]:
     return SHAPES[label % len(SHAPES)], COLOURS[(5 * label) % len(COLOURS)]
 
 
-def render(label: int, style: Style, rng: random.Random) -> Image.Image:
-    shape, colour = class_look(label)
+def permuted_look(label: int, n_classes: int) -> int:
+    """The look the second pair of related domains draws class `label` in: another class's."""
+    return (label + n_classes // 2) % n_classes
+
+
+def render(look: int, style: Style, rng: random.Random) -> Image.Image:
+    """An image of class look `look` (a shape in a colour) in `style`."""
+    shape, colour = class_look(look)
     if style.hue_shift:
         colour = colour[style.hue_shift:] + colour[:style.hue_shift]
     image = Image.new("RGB", (SIZE, SIZE), style.background)
@@ -160,25 +166,38 @@ def layout_classes(layout: str, n_classes: int) -> list[str]:
 
 
 def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int = 10,
-                    domains: list[str] | None = None, seed: int = 0) -> int:
-    """Write the image set under `out` in `layout`; return the number of images written."""
+                    domains: list[str] | None = None, seed: int = 0, related_pairs: bool = False) -> int:
+    """Write the image set under `out` in `layout`; return the number of images written.
+
+    `related_pairs`: the domains form two halves (e.g. Art+Clipart, Product+Real World), each in
+    one style. The first half draws each class in its own look, the second in another class's
+    (`permuted_look`), so that tasks agree within a half and their gradients conflict across
+    halves: a known answer for task grouping."""
     out = Path(out)
     classes = layout_classes(layout, n_classes)
     domains = domains or {"officehome": OFFICEHOME_DOMAINS, "minidomainnet": MINIDOMAINNET_DOMAINS,
                           "folder": ["art", "clipart", "product", "real world"]}[layout]
     rng = random.Random(seed)
     lists: dict[str, list[str]] = {d: [] for d in domains}
-    for domain in domains:
-        style = style_for(domain)
+    half = len(domains) // 2
+    for index, domain in enumerate(domains):
+        permuted = related_pairs and index >= half
+        # Related domains share their half's first style: they differ only in the images drawn.
+        style = style_for(domains[half if permuted else 0] if related_pairs else domain)
         for label, cls in enumerate(classes):
             folder = out / domain / cls
             folder.mkdir(parents=True, exist_ok=True)
+            look = permuted_look(label, len(classes)) if permuted else label
             for k in range(per_class):
                 name = f"{cls.lower()}_{k:03d}.jpg"
-                render(label, style, rng).save(folder / name, quality=95)
+                render(look, style, rng).save(folder / name, quality=95)
                 lists[domain].append(f"{domain}/{cls}/{name} {label}")
     if layout == "minidomainnet":
         _write_mini_lists(out, lists)
+    pairs = f"; related pairs {domains[:len(domains) // 2]} / {domains[len(domains) // 2:]}" if related_pairs else ""
+    (out / SYNTHETIC_MARKER).write_text(
+        f"Synthetic images from `petl-bench data synth` (layout {layout}, {per_class} per class, "
+        f"seed {seed}{pairs}). Accuracies on them are not comparable with the paper's.\n")
     return sum(len(v) for v in lists.values())
 
 

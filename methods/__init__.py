@@ -1,3 +1,3 @@
 """Every tuning method, one file each. This explicit list is how plugins load: add yours here."""
 
-from . import bitfit, clip_adapter, coop, fullft, maple, vpt, zeroshot  # noqa: F401
+from . import bitfit, clip_adapter, coop, fullft, maple, mmap, vpt, zeroshot  # noqa: F401

@@ -32,6 +32,7 @@ def build_run_config(args: argparse.Namespace) -> RunConfig:
         out=args.out)
     if args.precision:
         cfg.train.precision = args.precision
+    cfg.logging.wandb = args.wandb
     return apply_overrides(cfg, args.set)
 
 
@@ -116,6 +117,46 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sweeps ----------------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import expand_grid, grid_file, sweep
+
+    overrides = [*args.set, *(["logging.wandb=true"] if args.wandb else [])]
+    grid = expand_grid(grid_file(args.file), overrides, args.out)
+    return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale)
+
+
+# -- tables and figures ----------------------------------------------------------------------------
+def _summary(name: str, overrides: list[str], out: str | None):
+    from .report import summarize
+    from .sweep import expand_grid, grid_file
+
+    return summarize(expand_grid(grid_file(name), overrides, out))
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .report import render, save_table
+
+    summary = _summary(args.grid, args.set, args.out)
+    text = render(summary, args.format)
+    if args.format == "csv":  # stdout stays plain CSV; the banner and the footer go to stderr
+        print(text, end="")
+        for line in filter(None, [summary.banner(), *summary.footer()]):
+            print(line, file=sys.stderr)
+    else:
+        print(text)
+    print(f"saved: {save_table(summary, args.format)}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import default_figure, draw
+
+    summary = _summary(args.grid or default_figure(args.figure)[0], args.set, args.out_dir)
+    print(f"figure: {draw(args.figure, summary, args.split, args.out)}")
+    return 0
+
+
 # -- data ------------------------------------------------------------------------------------------
 def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
@@ -162,7 +203,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from .datamodules.synth import write_synthetic
 
     n = write_synthetic(Path(args.out), args.layout, per_class=args.per_class, n_classes=args.classes,
-                        seed=args.seed)
+                        seed=args.seed, related_pairs=args.related_pairs)
     print(f"wrote {n:,} images in the {args.layout} layout to {args.out}")
     return 0
 
@@ -205,10 +246,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="open_clip tag or checkpoint file (default: openai; none for 'tiny')")
     run.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a config field (sections: method, data, model, optim, train)")
+                     help="override a config field (sections: method, data, model, optim, train, logging)")
     run.add_argument("--out", default="results")
     run.add_argument("--force", action="store_true", help="run even if a record exists, replacing it")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     run.set_defaults(func=cmd_run)
 
     ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
@@ -224,6 +266,39 @@ def make_parser() -> argparse.ArgumentParser:
     params.add_argument("--format", default="md", choices=["md", "csv"])
     params.set_defaults(func=cmd_params)
 
+    sweep = sub.add_parser("sweep", help="run a grid of methods x splits x seeds (benchmarks/*.yaml), "
+                                         "skipping runs already done")
+    sweep.add_argument("file", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
+    sweep.add_argument("--out", default=None, help="results folder (default: results)")
+    sweep.add_argument("--launcher", default="local", choices=["local", "slurm"])
+    sweep.add_argument("--gpus", type=int, default=None,
+                       help="local runs at once, one GPU each (default: every visible GPU; none: one at a time on CPU)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are done, stale or to do")
+    sweep.add_argument("--rerun-stale", action="store_true", help="run again runs whose record has another config")
+    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a field of every run (as `run --set`; data.root=DIR for the dataset), "
+                            "or of the Slurm jobs (slurm.partition=..., slurm.time_min=...)")
+    sweep.add_argument("--wandb", action="store_true", help="also log every run to W&B")
+    sweep.set_defaults(func=cmd_sweep)
+
+    table = sub.add_parser("table", help="a paper-style table from a grid's run records")
+    table.add_argument("grid", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
+    table.add_argument("--out", default=None, help="results folder (default: the grid's, results/)")
+    table.add_argument("--format", default="md", choices=["md", "latex", "csv"])
+    table.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="the overrides the sweep ran with (they decide which records count)")
+    table.set_defaults(func=cmd_table)
+
+    plot = sub.add_parser("plot", help="the paper's Figure 1, 4 or 5 from a grid's run records")
+    plot.add_argument("figure", choices=["fig1", "fig4", "fig5"])
+    plot.add_argument("--grid", default=None, help="default: table1 (fig1), ablation (fig4), kshot (fig5)")
+    plot.add_argument("--split", default=None, help="fig1, fig4: the split (default: the grid's first)")
+    plot.add_argument("--out", default=None, help="PNG file (default: {results}/figures/FIG-DATASET[-SPLIT].png)")
+    plot.add_argument("--out-dir", default=None, help="results folder (default: the grid's, results/)")
+    plot.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="the overrides the sweep ran with (they decide which records count)")
+    plot.set_defaults(func=cmd_plot)
+
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images per domain and class; list unreadable files")
     check.add_argument("--dataset", required=True, choices=DATASETS)
@@ -236,6 +311,9 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--per-class", type=int, default=10, help="images per class per domain")
     synth.add_argument("--classes", type=int, default=10, help="classes for the folder layout (at most 16)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--related-pairs", action="store_true",
+                       help="the second half of the domains draws every class as another class looks "
+                            "(a known answer for task grouping)")
     synth.set_defaults(func=cmd_data_synth)
     tiny = data.add_parser("tiny-clip", help="pre-train the tiny CLIP for the demo and tests")
     tiny.add_argument("--data", required=True, help="a synthetic dataset from `data synth`")

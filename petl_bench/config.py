@@ -68,6 +68,15 @@ class TrainConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where a run is also reported. It never changes a result, so it is left out of `to_dict`,
+    the config hash and the run name: turning W&B on does not make finished runs stale."""
+
+    wandb: bool = False  # add a W&B run beside the CSV log
+    project: str = "petl-bench"  # W&B project
+
+
+@dataclass
 class RunConfig:
     method: str
     params: MethodConfig
@@ -76,6 +85,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "results"
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @property
     def run_name(self) -> str:
@@ -97,15 +107,27 @@ class RunConfig:
 
     @staticmethod
     def sha256_of(config: dict) -> str:
-        """Hash of what decides the result: not where files live, nor loader settings."""
+        """Hash of what decides the result: not where files live, nor loader settings. Two spellings
+        of one run hash alike (`10pct` and `6shot`; batch size 0 and the dataset's paper value), so
+        a k-shot sweep finds the runs a 10pct/20pct sweep already made."""
+        from .datamodules.multidomain import PAPER_BATCH_SIZE  # datamodules import this module
+        from .datamodules.splits import PAPER_SPLITS, canonical_split
+
         d = json.loads(json.dumps(config))
         d.pop("out", None)
+        data = d.get("data", {})
         for key in ("root", "num_workers", "eval_batch_size"):
-            d.get("data", {}).pop(key, None)
+            data.pop(key, None)
+        dataset = data.get("dataset")
+        if data.get("split") in PAPER_SPLITS.get(dataset, {}):
+            data["split"] = canonical_split(dataset, data["split"])
+        if data.get("batch_size") == 0 and dataset in PAPER_BATCH_SIZE:
+            data["batch_size"] = PAPER_BATCH_SIZE[dataset]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 SECTIONS = ("params", "data", "model", "optim", "train")
+SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones plus logging
 
 
 def _path_safe(value) -> str:
@@ -119,14 +141,15 @@ def _short_weights(pretrained: str) -> str:
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply `section.key=value` strings (section: params|method, data, model, optim, train)."""
+    """Apply `section.key=value` strings (section: params|method, data, model, optim, train,
+    logging)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
         section = "params" if section == "method" else section
-        if not sep or not dot or section not in SECTIONS:
+        if not sep or not dot or section not in SETTABLE:
             raise UserError(f"--set {item!r}: expected section.key=value with section one of "
-                            "method, data, model, optim, train")
+                            "method, data, model, optim, train, logging")
         target = getattr(cfg, section)
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields:

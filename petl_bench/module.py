@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .backbone import ClipBackbone, Hooks
-from .config import MethodConfig, OptimConfig
+from .config import MethodConfig, OptimConfig, RunConfig
 from .datamodules.records import Task
 from .errors import UserError
 
@@ -63,11 +64,12 @@ class PetlModule(Hooks, L.LightningModule):
         self.strict_loading = False
 
     @classmethod
-    def prepare(cls, cfg: MethodConfig, backbone: ClipBackbone, data, work_dir) -> tuple[MethodConfig, dict]:
+    def prepare(cls, run: RunConfig, backbone: ClipBackbone, data, work_dir: Path) -> tuple[MethodConfig, dict]:
         """Settle data-dependent choices before the module is built, e.g. MmAP's task groups from
-        gradients. Returns the resolved config and facts for the run record (files go in
-        `work_dir`). It must return a config that needs no further preparing."""
-        return cfg, {}
+        gradients. Returns the resolved method config (`run.params` by default) and facts for the
+        run record (files go in `work_dir`). It must return a config that needs no further
+        preparing."""
+        return run.params, {}
 
     # -- what trains ----------------------------------------------------------------------------
     def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -129,14 +131,18 @@ class PetlModule(Hooks, L.LightningModule):
         return encoder.logit_scale.exp().clamp(max=100) * image @ text.t()
 
     # -- training -------------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """Cross-entropy per task, summed over the tasks of the step."""
+    def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Cross-entropy of each task in a step's batch (task -> (images, labels))."""
         self._step_text = {}
         try:
-            losses = {task: F.cross_entropy(self(images, task), labels)
-                      for task, (images, labels) in batch.items()}
+            return {task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
+                    for task, (images, labels) in batch.items()}
         finally:
             self._step_text = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """Cross-entropy per task, summed over the tasks of the step."""
+        losses = self.task_losses(batch)
         loss = torch.stack(list(losses.values())).sum()
         batch_size = sum(len(labels) for _, labels in batch.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)

@@ -77,6 +77,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
+    warnings.filterwarnings("ignore", ".*`srun` command is available.*")  # one process per run is meant
 
 
 def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
@@ -89,7 +90,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     backbone = ClipBackbone.from_pretrained(cfg.model.arch, cfg.model.pretrained)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
     data.setup("fit")
-    params, prepared = entry.cls.prepare(cfg.params, backbone, data, record_path(cfg).with_suffix(""))
+    params, prepared = entry.cls.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
     module = entry.cls(params, backbone, data.tasks, cfg.optim)
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
     return module, data, prepared
@@ -106,10 +107,16 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
+    loggers = [CSVLogger(work_dir, name="logs", version="")]
+    wandb = cfg.logging.wandb and not cfg.train.fast_dev_run  # a smoke test logs nowhere
+    if wandb:
+        from .tracking import wandb_logger
+
+        loggers.append(wandb_logger(cfg, work_dir))
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=cfg.train.precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=CSVLogger(work_dir, name="logs", version=""), callbacks=[throughput, checkpoints],
+        logger=loggers, callbacks=[throughput, checkpoints],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
     if torch.cuda.is_available():
@@ -134,6 +141,7 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         "split_file": str(data.split_file),
         "split_sha256": data.split_sha256,
         "skipped_images": data.manifest.skipped,
+        "synthetic": data.manifest.synthetic,
         "wall_s": round(time.time() - started, 2),
         "device": _device_name(),
         "train_images_per_s": throughput.per_second,
@@ -149,6 +157,12 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     if cfg.train.fast_dev_run:
         return record  # a smoke test: nothing to keep
     write_json_atomic(path, record)
+    if wandb:
+        from .tracking import finish_wandb
+
+        hint = finish_wandb(loggers[-1], record)
+        if hint:
+            print(hint)
     return record
 
 

@@ -106,3 +106,40 @@ def test_template_initialised_maple_text_side_equals_zero_shot(pretrained):
     maple = MaPLeMT(MaPLeConfig(ctx_init="a photo of a", depth=1), backbone, tasks).eval()
     with torch.no_grad():
         assert torch.allclose(maple.class_text_features("Art"), zeroshot.class_text_features("Art"), atol=1e-5)
+
+
+def standard_error(record: dict) -> float:
+    p = record["accuracy"]["average"] / 100
+    return 100 * math.sqrt(p * (1 - p) / record["test_images"])
+
+
+def test_mmap_beats_its_untrained_start_and_records_its_groups(pretrained, tmp_path):
+    untrained = run({**pretrained, "out": tmp_path}, "mmap", "--set", "train.epochs=0")
+    mmap = run(pretrained, "mmap")
+    zeroshot = run(pretrained, "zeroshot")
+    for key in ("groups", "cosine"):  # the same seeded grouping search
+        assert mmap["prepared"]["grouping"][key] == untrained["prepared"]["grouping"][key]
+    gain = mmap["accuracy"]["average"] - untrained["accuracy"]["average"]
+    print(f"mmap: untrained {untrained['accuracy']['average']:.2f}, trained {mmap['accuracy']['average']:.2f} "
+          f"(gain {gain:.2f} vs standard error {standard_error(untrained):.2f}); "
+          f"zero-shot {zeroshot['accuracy']['average']:.2f}; groups {mmap['prepared']['grouping']['groups']}")
+    assert gain > standard_error(untrained)
+    grouping = mmap["prepared"]["grouping"]
+    assert grouping["method"] == "gradient" and len(grouping["cosine"]) == 4
+    assert sorted(t for g in grouping["groups"] for t in g) == sorted(mmap["tasks"])
+    assert mmap["resolved_params"]["groups"] == "|".join(",".join(g) for g in grouping["groups"])
+    assert open(grouping["heatmap"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gradient_grouping_pairs_the_related_domains(pretrained, tmp_path):
+    """Art+Clipart draw every class in its own look, Product+Real World in another class's: the
+    gradients agree within a pair and conflict across, so the search must find the two pairs."""
+    root = tmp_path / "pairs"
+    call(["data", "synth", "--out", root, "--layout", "officehome", "--per-class", 6, "--related-pairs"])
+    for seed in (0, 1):
+        record = run({**pretrained, "root": root, "out": tmp_path / "results"}, "mmap",
+                     "--set", "train.epochs=0", "--set", f"data.seed={seed}", "--split", "3shot")
+        assert record["synthetic"]
+        found = record["prepared"]["grouping"]
+        print(f"seed {seed}: groups {found['groups']}, cosine {found['cosine']}")
+        assert sorted(map(sorted, found["groups"])) == [["Art", "Clipart"], ["Product", "Real World"]]

@@ -1,0 +1,189 @@
+"""The paper's figures from run records: `petl-bench plot fig1|fig4|fig5`.
+
+- fig1: average accuracy vs trainable parameters for one split (the table1/table2 grids)
+- fig4: joint train vs MLP prompt vs MmAP per task (the ablation grid)
+- fig5: accuracy vs shots per class, one panel per task (the kshot grid)
+
+Figures are drawn from the same `report.Summary` as the tables: only records of the grid's config.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, and none is there on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from .datamodules import canonical_split, paper_split, parse_shots  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .report import AVERAGE, Summary, column_name, dataset_name, split_name  # noqa: E402
+
+DPI = 100
+FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4)}  # fig5: per panel
+FIG4_BARS = {"joint train": "joint train", "MLP prompt": "MLP prompt", "gradient groups": "MmAP"}
+ZERO_PARAMS_FACTOR = 0.1  # methods that train nothing are drawn a decade left of the smallest count
+MAX_BUBBLE, MIN_BUBBLE, STAR_AREA = 2500.0, 25.0, 120.0  # marker areas in points^2
+NOTE_WIDTH = 95  # characters per line of the off-paper note under a title
+
+
+def default_figure(figure: str) -> tuple[str, bool]:
+    """The grid a figure is drawn from, and whether it is drawn for one split."""
+    return {"fig1": ("table1", True), "fig4": ("ablation", True), "fig5": ("kshot", False)}[figure]
+
+
+def choose_split(summary: Summary, split: str | None) -> str:
+    if split is None:
+        return summary.splits[0]
+    canonical = canonical_split(summary.dataset, split)
+    if canonical not in summary.splits:
+        names = ", ".join(split_name(summary.dataset, s) for s in summary.splits)
+        raise UserError(f"split {split!r} is not in grid {summary.name!r} (it has {names})")
+    return canonical
+
+
+def figure_path(summary: Summary, figure: str, split: str | None) -> Path:
+    suffix = f"-{paper_split(summary.dataset, split)}" if split else ""
+    return summary.out / "figures" / f"{figure}-{summary.dataset}{suffix}.png"
+
+
+def _mean_std(summary: Summary, label: str, split: str, task: str) -> tuple[float, float] | None:
+    cell = summary.cell(label, split, task)
+    return None if cell is None else (cell.mean, cell.std or 0.0)
+
+
+def _need(anything, summary: Summary, what: str) -> None:
+    if not anything:
+        raise UserError(f"no finished runs of grid {summary.name!r} for {what}: run "
+                        f"`petl-bench sweep {summary.name}` first ({summary.footer()[0]})")
+
+
+def _title(summary: Summary, text: str) -> str:
+    """The title, and a second line saying why the results are not the paper's setting, if so."""
+    if not summary.off_paper:
+        return text
+    return text + "\n" + textwrap.fill(f"(not the paper's setting: {'; '.join(summary.off_paper)})", NOTE_WIDTH)
+
+
+def fig1(summary: Summary, split: str, path: Path) -> Path:
+    """Average accuracy vs trainable parameters, log x, bubble area proportional to parameters."""
+    points = [(label, summary.params[(label, split)], *_mean_std(summary, label, split, AVERAGE))
+              for label in summary.labels if (label, split) in summary.params]
+    _need(points, summary, split_name(summary.dataset, split))
+    counts = [p for _, p, _, _ in points if p > 0]
+    zero_x = min(counts, default=1000) * ZERO_PARAMS_FACTOR
+    biggest = max(counts, default=1)
+    fig, ax = plt.subplots(figsize=FIGSIZE["fig1"], dpi=DPI, layout="constrained")
+    colours = plt.get_cmap("tab20")
+    for i, (label, count, mean, std) in enumerate(points):
+        colour = colours(i % 20)
+        area = max(MIN_BUBBLE, MAX_BUBBLE * count / biggest) if count else STAR_AREA
+        if count == 0:
+            ax.scatter(zero_x, mean, s=area, marker="*", color=colour, edgecolor="black", linewidth=0.6, zorder=3)
+            name = f"{column_name(label)} (trains 0 parameters: drawn at the left)"
+        else:
+            ax.scatter(count, mean, s=area, color=colour, alpha=0.6, edgecolor="black", linewidth=0.6, zorder=3)
+            name = column_name(label)
+        ax.errorbar(count or zero_x, mean, yerr=std, color="0.3", capsize=2, linewidth=0.8, zorder=2)
+        offset = area**0.5 / 2 + 3  # clear of the bubble: its radius in points, and a little more
+        side = -1 if count == biggest else 1  # the rightmost bubble is labelled on its left, inside the axes
+        ax.annotate(name, (count or zero_x, mean), xytext=(side * offset, offset / 2), textcoords="offset points",
+                    ha="left" if side > 0 else "right", fontsize=8)
+    ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.12)  # room for the largest bubble and the labels
+    few_decades = math.log10(max(counts, default=1) / zero_x) < 2
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if few_decades else (1,)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200, 130k, 150M
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("trainable parameters (log scale; bubble area ∝ parameters)")
+    ax.set_ylabel("average accuracy (%)")
+    ax.set_title(_title(summary, f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: "
+                                 "average accuracy vs trainable parameters"), fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    return _save(fig, path)
+
+
+def fig4(summary: Summary, split: str, path: Path) -> Path:
+    """Per task, bars of the multi-modal prompt variants: joint train, MLP prompt, MmAP."""
+    bars = [label for label in FIG4_BARS if label in summary.labels]
+    if not bars:
+        raise UserError(f"grid {summary.name!r} has none of the Figure 4 rows ({', '.join(FIG4_BARS)})")
+    tasks = summary.tasks
+    values = {label: [_mean_std(summary, label, split, task) for task in tasks] for label in bars}
+    _need([v for vs in values.values() for v in vs if v], summary, split_name(summary.dataset, split))
+    fig, ax = plt.subplots(figsize=FIGSIZE["fig4"], dpi=DPI, layout="constrained")
+    width = 0.8 / len(bars)
+    found = []
+    for i, label in enumerate(bars):
+        xs = [t + (i - (len(bars) - 1) / 2) * width for t in range(len(tasks))]
+        means = [v[0] if v else float("nan") for v in values[label]]  # a missing bar is not drawn
+        stds = [v[1] if v else 0.0 for v in values[label]]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=FIG4_BARS[label])
+        found += [v[0] for v in values[label] if v]
+    ax.set_xticks(range(len(tasks)), [t if t != AVERAGE else "Average" for t in tasks])
+    low, high = min(found), max(found)
+    margin = max(1.0, (high - low) * 0.5)
+    ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(_title(summary, f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: "
+                                 "multi-modal prompt variants"), fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def fig5(summary: Summary, path: Path) -> Path:
+    """Accuracy vs shots per class, a panel per task (and the average), zero-shot dashed."""
+    shots = [parse_shots(summary.dataset, split) for split in summary.splits]
+    _need(not summary.seeds.empty, summary, "any split")
+    tasks = summary.tasks
+    width, height = FIGSIZE["fig5"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained",
+                             squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label in summary.labels:
+            series = [(n, *v) for n, split in zip(shots, summary.splits)
+                      if (v := _mean_std(summary, label, split, task))]
+            if not series:
+                continue
+            xs, means, stds = zip(*series)
+            style = {"linestyle": "--", "color": "0.4", "marker": None} if summary.methods[label] == "zeroshot" \
+                else {"marker": "o", "markersize": 4}
+            ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(n) for n in shots])
+        ax.minorticks_off()
+        ax.set_title(task if task != AVERAGE else "Average", fontsize=10)
+        ax.set_xlabel("shots per class")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=8)
+    fig.suptitle(_title(summary, f"{dataset_name(summary.dataset)}: accuracy vs shots per class (zero-shot dashed)"),
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=DPI)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def draw(figure: str, summary: Summary, split: str | None = None, out: Path | None = None) -> Path:
+    """Draw `figure` from `summary` to `out` (default `{results}/figures/...`); the PNG's path."""
+    one_split = default_figure(figure)[1]
+    chosen = choose_split(summary, split) if one_split else None
+    path = Path(out) if out else figure_path(summary, figure, chosen)
+    if figure == "fig1":
+        return fig1(summary, chosen, path)
+    if figure == "fig4":
+        return fig4(summary, chosen, path)
+    return fig5(summary, path)

@@ -1,0 +1,324 @@
+"""Sweeps: a YAML grid of methods x splits x seeds becomes `petl-bench run`s; those done are skipped.
+
+A grid file (`benchmarks/*.yaml`):
+
+    name: table1                 # default: the file's name
+    table: table1                # the report's layout: table1 | table2 | ablation | kshot
+    dataset: officehome          # officehome | minidomainnet | folder
+    splits: [10pct, 20pct]       # Nshot or paper aliases
+    seeds: [0, 1, 2]             # default [0, 1, 2]
+    set:                         # `section.key: value` for every run, as `--set` (optional)
+      data.batch_size: 16
+    methods:                     # table rows, in order
+      - zeroshot                 # a method name: the row label is the name
+      - {method: mmap, label: "gradient groups", set: {method.grouping: gradient}}
+    slurm: {partition: "", time_min: 240, gpus_per_job: 1, cpus_per_task: 8, mem_gb: 32,
+            array_parallelism: 16}  # optional; see SlurmConfig
+
+Precedence, lowest first: the dataclass defaults, the grid's `set`, a method entry's `set`, the
+command line's `--set` (where `slurm.key=value` sets the Slurm block). The dataset root is not part
+of a grid: give it with `--set data.root=DIR`.
+
+Each run's config is built by the same code as `petl-bench run` builds it, and each run is executed
+as that command (`run_argv`), so a sweep's run and a hand-typed run are one and the same.
+A run is *done* when its record exists with the grid's config hash, *stale* when its record holds
+another config (re-run only with `--rerun-stale`), else *to do*.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import SETTABLE, RunConfig, parse_value
+from .errors import UserError
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TABLES = ("table1", "table2", "ablation", "kshot")
+GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "set", "methods", "slurm")
+ENTRY_KEYS = ("method", "label", "set")
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass
+class SlurmConfig:
+    """Resources of each run's Slurm job (`slurm:` in a grid, or `--set slurm.key=value`)."""
+
+    partition: str = ""  # empty: the cluster's default partition
+    time_min: int = 240  # time limit of one run
+    gpus_per_job: int = 1  # 0 for CPU jobs
+    cpus_per_task: int = 8
+    mem_gb: int = 32  # 0: the partition's default
+    array_parallelism: int = 16  # jobs of the sweep's array running at once
+
+
+@dataclass
+class GridRun:
+    label: str  # row label in tables: the entry's `label`, else the method name
+    cfg: RunConfig  # fully built, --set overrides applied
+
+
+@dataclass
+class Grid:
+    name: str
+    table: str
+    dataset: str
+    runs: list[GridRun]
+    slurm: SlurmConfig
+    path: Path = Path()  # the grid file
+    out: Path = Path("results")  # records go under out/runs
+    splits: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # row order
+
+
+def grid_file(name_or_path: str) -> Path:
+    """`table1` -> benchmarks/table1.yaml; an existing file as it is."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    named = BENCHMARKS / f"{name_or_path}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in BENCHMARKS.glob("*.yaml"))) or "none"
+    raise UserError(f"no grid {name_or_path!r}: not a file, nor one of benchmarks/*.yaml ({known})")
+
+
+def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None) -> Grid:
+    """The grid's runs, each config built as `petl-bench run` builds it; `overrides` as `--set`."""
+    from .cli import DATASETS
+    from .datamodules import parse_shots
+
+    path, out = Path(path), out or "results"
+    spec = _read_yaml(path)
+    _check_keys(path, "", spec, GRID_KEYS)
+    dataset = _required(path, spec, "dataset")
+    if dataset not in DATASETS:
+        raise UserError(f"{path}: dataset: unknown {dataset!r} (known: {', '.join(DATASETS)})")
+    table = _required(path, spec, "table")
+    if table not in TABLES:
+        raise UserError(f"{path}: table: unknown layout {table!r} (known: {', '.join(TABLES)})")
+    splits = [str(s) for s in _list(path, "splits", _required(path, spec, "splits"))]
+    for split in splits:
+        _in(path, "splits", parse_shots, dataset, split)
+    seeds = _list(path, "seeds", spec.get("seeds", list(DEFAULT_SEEDS)))
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
+    grid_sets = _set_items(path, "set", spec.get("set") or {})
+    run_sets = [o for o in overrides if not o.startswith("slurm.")]
+    slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
+
+    runs, labels, seen = [], [], {}
+    entries = _list(path, "methods", _required(path, spec, "methods"))
+    for i, entry in enumerate(entries):
+        where = f"methods[{i}]"
+        method, label, entry_sets = _entry(path, where, entry)
+        labels.append(label)
+        for split in splits:
+            for seed in seeds:
+                cfg = _in(path, where, _build, method, dataset, split, seed, out, grid_sets + entry_sets, run_sets)
+                run = GridRun(label, cfg)
+                key = record_of(run)
+                if key in seen and seen[key] != label:
+                    raise UserError(f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                                    f"({key.parent.name}); give one of them another setting")
+                seen[key] = label
+                runs.append(run)
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{path}: methods: labels must differ (got {labels})")
+    return Grid(name=str(spec.get("name") or path.stem), table=table, dataset=dataset, runs=runs, slurm=slurm,
+                path=path, out=Path(out), splits=splits, seeds=seeds, labels=labels)
+
+
+def record_of(run: GridRun) -> Path:
+    from .run import record_path
+
+    return record_path(run.cfg)
+
+
+def run_status(run: GridRun) -> str:
+    """`done` (record with this config), `stale` (record with another config) or `todo`."""
+    from .run import read_record
+
+    record = read_record(record_of(run))
+    if record is None:
+        return "todo"
+    return "done" if record.get("config_sha256") == run.cfg.sha256() else "stale"
+
+
+def run_argv(cfg: RunConfig, force: bool = False) -> list[str]:
+    """`petl-bench run` arguments that build exactly `cfg`: the base options, then `--set` for every
+    field that differs from what they alone give."""
+    base = ["run", f"--method={cfg.method}", f"--dataset={cfg.data.dataset}", f"--root={cfg.data.root}",
+            f"--split={cfg.data.split}", f"--seed={cfg.data.seed}", f"--model={cfg.model.arch}",
+            f"--pretrained={cfg.model.pretrained or 'none'}", f"--out={cfg.out}", "--no-progress",
+            *(["--force"] if force else [])]
+    plain = _parse_run(base)
+    argv = list(base)
+    for section in SETTABLE:
+        ours, theirs = getattr(cfg, section), getattr(plain, section)
+        for f in dataclasses.fields(ours):
+            value = getattr(ours, f.name)
+            if value != getattr(theirs, f.name):
+                prefix = "method" if section == "params" else section
+                argv.append(f"--set={prefix}.{f.name}={'none' if value is None else value}")
+    if dataclasses.asdict(_parse_run(argv)) != dataclasses.asdict(cfg):
+        raise RuntimeError(f"run_argv cannot express this config: {cfg}")  # a field type it cannot spell
+    return argv
+
+
+def _parse_run(argv: list[str]) -> RunConfig:
+    from .cli import build_run_config, make_parser
+
+    return build_run_config(make_parser().parse_args(argv))
+
+
+def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
+    return _parse_run(["run", f"--method={method}", f"--dataset={dataset}", "--root=", f"--split={split}",
+                       f"--seed={seed}", f"--out={out}",
+                       *(f"--set={item}" for item in [*grid_sets, *run_sets])])
+
+
+# -- reading the YAML ------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read grid {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where else ""
+        raise UserError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a mapping of {', '.join(GRID_KEYS)}")
+    return spec
+
+
+def _check_keys(path: Path, where: str, mapping: dict, known) -> None:
+    for key in mapping:
+        if key not in known:
+            raise UserError(f"{path}: {where}unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _required(path: Path, spec: dict, key: str):
+    if spec.get(key) in (None, "", []):
+        raise UserError(f"{path}: missing key {key!r}")
+    return spec[key]
+
+
+def _list(path: Path, key: str, value) -> list:
+    if not isinstance(value, list):
+        raise UserError(f"{path}: {key}: expected a list, got {value!r}")
+    return value
+
+
+def _in(path: Path, where: str, fn, *args):
+    """fn(*args), its UserError prefixed with the file and the key it came from."""
+    try:
+        return fn(*args)
+    except UserError as err:
+        raise UserError(f"{path}: {where}: {err}") from None
+
+
+def _set_items(path: Path, where: str, mapping) -> list[str]:
+    """{`section.key`: value} -> [`section.key=value`], scalars only."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{path}: {where}: expected a mapping of section.key: value, got {mapping!r}")
+    items = []
+    for key, value in mapping.items():
+        if isinstance(value, (list, dict)):
+            raise UserError(f"{path}: {where}: {key}: expected a single value, got {value!r}")
+        items.append(f"{key}={'none' if value is None else value}")
+    return items
+
+
+def _entry(path: Path, where: str, entry) -> tuple[str, str, list[str]]:
+    """A `methods` item -> (method, label, its set items); the method must be registered."""
+    from .registry import get_method
+
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: {where}: expected a method name or a mapping of {', '.join(ENTRY_KEYS)}")
+    _check_keys(path, f"{where}: ", entry, ENTRY_KEYS)
+    method = entry.get("method")
+    if not isinstance(method, str):
+        raise UserError(f"{path}: {where}: missing key 'method'")
+    _in(path, where, get_method, method)
+    return method, str(entry.get("label") or method), _set_items(path, f"{where}: set", entry.get("set") or {})
+
+
+def _slurm_config(path: Path, mapping, overrides: list[str]) -> SlurmConfig:
+    """The grid's `slurm:` block, then `slurm.key=value` items from the command line."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{path}: slurm: expected a mapping, got {mapping!r}")
+    slurm = SlurmConfig()
+    for key, value in mapping.items():
+        slurm = _in(path, "slurm", _set_slurm, slurm, str(key), value)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        slurm = _set_slurm(slurm, key.removeprefix("slurm."), value)
+    return slurm
+
+
+def _set_slurm(slurm: SlurmConfig, name: str, value) -> SlurmConfig:
+    hints = typing.get_type_hints(SlurmConfig)
+    if name not in hints:
+        raise UserError(f"unknown key slurm.{name} (valid: {', '.join(hints)})")
+    return dataclasses.replace(slurm, **{name: parse_value(str(value), hints[name], f"slurm.{name}={value}")})
+
+
+# -- running ---------------------------------------------------------------------------------------
+def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run: bool = False,
+          rerun_stale: bool = False) -> int:
+    """Run every run of the grid that is not done; 1 if any failed. Prints a line per run."""
+    from collections import Counter
+
+    statuses = [run_status(run) for run in grid.runs]
+    counts = Counter(statuses)
+    print(f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
+          f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}")
+    if dry_run:
+        for run, status in zip(grid.runs, statuses):
+            cfg = run.cfg
+            print(f"  {status:<5}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
+        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run")
+        return 0
+    stale = [run for run, status in zip(grid.runs, statuses) if status == "stale"]
+    if stale and not rerun_stale:
+        print(f"{len(stale)} stale: a record with another config (--rerun-stale runs them again):")
+        for run in stale:
+            print(f"  {record_of(run)}")
+    todo = [(run, status == "stale") for run, status in zip(grid.runs, statuses)
+            if status == "todo" or (status == "stale" and rerun_stale)]
+    if todo:
+        _check_root(grid)
+    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})", flush=True)
+    failures = _launch(grid, todo, launcher, gpus) if todo else []
+    print(f"{grid.name}: {len(todo) - len(failures)} done now, {counts['done']} skipped (done before), "
+          f"{0 if rerun_stale else len(stale)} stale left, {len(failures)} failed")
+    for failure in failures:
+        print(f"  failed: {failure.job.title} ({failure.reason}); log: {failure.log}")
+    return 1 if failures else 0
+
+
+def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None) -> list:
+    from .launchers import Job, gpu_slots, run_local, run_slurm
+
+    jobs = [Job(number, len(todo), run, run_argv(run.cfg, force=force))
+            for number, (run, force) in enumerate(todo, 1)]
+    if launcher == "slurm":
+        return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
+    return run_local(jobs, gpu_slots(gpus))
+
+
+def _check_root(grid: Grid) -> None:
+    root = grid.runs[0].cfg.data.root
+    if not root:
+        raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
+    if not Path(root).expanduser().is_dir():
+        raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")

@@ -1,0 +1,302 @@
+"""`petl-bench sweep`: grids from YAML, run statuses, skipping, stale records, failures, and a sweep
+killed with SIGKILL that a re-run completes. Runs use the tiny CLIP on the synthetic folder set."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from petl_bench import launchers
+from petl_bench.cli import build_run_config, main, make_parser
+from petl_bench.errors import UserError
+from petl_bench.sweep import (
+    BENCHMARKS,
+    expand_grid,
+    grid_file,
+    record_of,
+    run_argv,
+    run_status,
+)
+
+TABLE1_METHODS = ["zeroshot", "fullft", "coop", "vpt", "maple", "fullft-mt", "clip-adapter", "bitfit", "coop-mt",
+                  "vpt-mt", "maple-mt", "mmap"]
+
+
+def call(*argv):
+    """main(argv) in-process -> (code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_grid(path: Path, tiny_checkpoint, methods, seeds=(0, 1), splits=("2shot",), **extra) -> Path:
+    spec = {"name": path.stem, "table": "table1", "dataset": "folder", "splits": list(splits), "seeds": list(seeds),
+            "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0,
+                    "data.batch_size": 8},
+            "methods": methods, **extra}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def child_processes(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def records(out: Path) -> set[str]:
+    return {str(p.relative_to(out)) for p in (out / "runs").rglob("seed*.json")}
+
+
+# -- grids -----------------------------------------------------------------------------------------
+def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, folder_root):
+    path = write_grid(
+        tmp_path / "g.yaml", tiny_checkpoint, seeds=[0, 1, 2], splits=["2shot", "1shot"],
+        methods=["zeroshot", {"method": "coop-mt", "label": "CoOp-MT short",
+                              "set": {"train.epochs": 1, "optim.lr": 0.01, "method.ctx_init": "a photo of a"}}],
+        slurm={"time_min": 10, "partition": "gpu"})
+    spec = yaml.safe_load(path.read_text())
+    spec["set"]["train.epochs"] = 3
+    path.write_text(yaml.safe_dump(spec))
+    grid = expand_grid(path, [f"data.root={folder_root}", "optim.lr=0.5", "slurm.time_min=20"], out=str(tmp_path / "o"))
+
+    assert (grid.name, grid.table, grid.dataset, grid.labels) == ("g", "table1", "folder", ["zeroshot", "CoOp-MT short"])
+    assert len(grid.runs) == 2 * 2 * 3
+    assert [(r.label, r.cfg.data.split, r.cfg.data.seed) for r in grid.runs[:4]] == [
+        ("zeroshot", "2shot", 0), ("zeroshot", "2shot", 1), ("zeroshot", "2shot", 2), ("zeroshot", "1shot", 0)]
+    zeroshot, coop = grid.runs[0].cfg, grid.runs[-1].cfg
+    assert zeroshot.train.epochs == 3 and coop.train.epochs == 1  # an entry's set beats the grid's
+    assert zeroshot.optim.lr == coop.optim.lr == 0.5  # the command line beats both
+    assert coop.params.ctx_init == "a photo of a" and coop.data.batch_size == 8
+    assert {r.cfg.data.root for r in grid.runs} == {str(folder_root)}
+    assert (grid.slurm.time_min, grid.slurm.partition, grid.slurm.gpus_per_job) == (20, "gpu", 1)
+    assert record_of(grid.runs[-1]) == tmp_path / "o/runs/folder/1shot/coop-mt-ctx_inita_photo_of_a@tiny-tiny/seed2.json"
+
+    # The same config as `petl-bench run` builds from the options a user would type.
+    typed = build_run_config(make_parser().parse_args([
+        "run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split", "1shot",
+        "--seed", "2", "--model", "tiny", "--pretrained", str(tiny_checkpoint), "--out", str(tmp_path / "o"),
+        "--set", "data.num_workers=0", "--set", "data.batch_size=8", "--set", "train.epochs=1",
+        "--set", "optim.lr=0.5", "--set", "method.ctx_init=a photo of a"]))
+    assert typed.to_dict() == coop.to_dict() and typed.sha256() == coop.sha256()
+
+
+@pytest.mark.parametrize("name, runs, labels", [
+    ("table1", 72, TABLE1_METHODS),
+    ("table2", 72, TABLE1_METHODS),
+    ("kshot", 60, ["zeroshot", "coop-mt", "vpt-mt", "maple-mt", "mmap"]),
+    ("ablation", 42, ["task-specific only", "group-shared only", "random groups", "gradient groups", "one group",
+                      "joint train", "MLP prompt"]),
+    ("demo", 4, ["zeroshot", "coop-mt"]),
+])
+def test_shipped_grids(name, runs, labels):
+    path = grid_file(name)
+    assert path == BENCHMARKS / f"{name}.yaml"
+    grid = expand_grid(path)
+    assert (grid.name, len(grid.runs), grid.labels) == (name, runs, labels)
+    # Each run goes to the child process as `petl-bench run` arguments that rebuild it exactly.
+    for run in grid.runs[:: max(1, len(grid.runs) // 12)]:
+        rebuilt = build_run_config(make_parser().parse_args(run_argv(run.cfg)))
+        assert rebuilt.to_dict() == run.cfg.to_dict()
+    if name != "demo":
+        cfg = grid.runs[-1].cfg
+        paper_batch = 4 if grid.dataset == "minidomainnet" else 16
+        assert (cfg.model.arch, cfg.model.pretrained, cfg.train.epochs, cfg.optim.lr, cfg.data.batch_size) == (
+            "ViT-B-16", "openai", 5, 0.0035, paper_batch)
+
+
+def test_ablation_rows_set_what_they_name():
+    by_label = {}
+    for run in expand_grid(grid_file("ablation")).runs:
+        by_label.setdefault(run.label, run.cfg)
+    assert (by_label["task-specific only"].params.group_shared, by_label["task-specific only"].params.grouping) == (
+        False, "all")
+    assert by_label["group-shared only"].params.task_specific is False
+    assert by_label["random groups"].params.grouping == "random"
+    assert by_label["one group"].params.grouping == "all"
+    assert by_label["gradient groups"].run_name == "mmap"
+    assert (by_label["joint train"].method, by_label["MLP prompt"].method) == ("mmap-joint", "mmap-mlp")
+
+
+def test_a_kshot_sweep_finds_the_pct_runs_done(tmp_path):
+    """Office-Home 6shot is 10pct: one record, one config hash."""
+    table1 = {(r.label, r.cfg.data.seed): r for r in expand_grid(grid_file("table1"), out=str(tmp_path)).runs
+              if r.cfg.data.split == "10pct"}
+    kshot = {(r.label, r.cfg.data.seed): r for r in expand_grid(grid_file("kshot"), out=str(tmp_path)).runs
+             if r.cfg.data.split == "6shot"}
+    for key, run in kshot.items():
+        assert record_of(run) == record_of(table1[key])
+        assert run.cfg.sha256() == table1[key].cfg.sha256()
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "no grid"),
+    ("name: [unclosed\n", "not valid YAML"),
+    ("- a list\n", "expected a mapping"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nmethod: x\n", "unknown key 'method'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\n", "missing key 'methods'"),
+    ("table: table9\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n", "table: unknown layout 'table9'"),
+    ("table: table1\ndataset: cifar\nsplits: [2shot]\nmethods: [zeroshot]\n", "dataset: unknown 'cifar'"),
+    ("table: table1\ndataset: folder\nsplits: [2pct]\nmethods: [zeroshot]\n", "splits: unknown split '2pct'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nseeds: [a]\nmethods: [zeroshot]\n", "seeds:"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, coopp]\n",
+     "methods[1]: unknown method 'coopp'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, sets: {}}]\n",
+     "methods[0]: unknown key 'sets'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, set: {method.n_ctxx: 2}}]\n",
+     "unknown key 'n_ctxx'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nset: {train.epochs: five}\nmethods: [zeroshot]\n",
+     "'five' is not a valid int"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, {method: coop, label: zeroshot}]\n",
+     "labels must differ"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [coop, {method: coop, label: again}]\n",
+     "makes the same runs as 'coop'"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nslurm: {gpus: 2}\n",
+     "slurm: unknown key slurm.gpus"),
+])
+def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, expected):
+    path = tmp_path / "bad.yaml"
+    if content is not None:
+        path.write_text(content)
+    code, stdout, stderr = call("sweep", path, "--dry-run")
+    assert code == 2 and stdout == ""
+    assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1, stderr
+    assert str(path) in stderr and expected in stderr, stderr
+
+
+def test_bad_command_line_set_items(tmp_path, tiny_checkpoint):
+    path = write_grid(tmp_path / "g.yaml", tiny_checkpoint, methods=["zeroshot"])
+    for item, expected in [("slurm.gpu=1", "unknown key slurm.gpu"), ("optim.lrr=1", "unknown key 'lrr'"),
+                           ("slurm.time_min=soon", "'soon' is not a valid int")]:
+        code, _, stderr = call("sweep", path, "--dry-run", "--set", item)
+        assert code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
+
+
+def test_gpu_slots(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert launchers.gpu_slots(None) == [] and launchers.gpu_slots(2) == []
+    assert "no GPU here; running one at a time on CPU" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert launchers.gpu_slots(None) == ["3", "5"] and launchers.gpu_slots(1) == ["3"]
+    assert launchers.gpu_slots(0) == []
+    with pytest.raises(UserError, match="only 2 GPU"):
+        launchers.gpu_slots(3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert launchers.gpu_slots(None) == ["0", "1"]
+
+
+# -- running ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, folder_root, monkeypatch):
+    out = tmp_path / "results"
+    # Two runs made by hand first: seed 0 as the grid has it (done), seed 1 with another lr (stale).
+    hand = ["run", "--method", "zeroshot", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+            "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
+            "--set", "data.num_workers=0", "--set", "data.batch_size=8"]
+    assert call(*hand)[0] == 0
+    assert call(*hand, "--seed", "1", "--set", "optim.lr=0.1")[0] == 0
+    done_record = (out / "runs/folder/2shot/zeroshot@tiny-tiny/seed0.json").read_text()
+    # A row whose runs fail: 9 training images per class, and the set has 3.
+    path = write_grid(tmp_path / "g.yaml", tiny_checkpoint,
+                      methods=["zeroshot", {"method": "zeroshot", "label": "broken", "set": {"data.split": "9shot"}}])
+    sweep = ["sweep", path, "--out", out, "--set", f"data.root={folder_root}"]
+
+    code, stdout, _ = call(*sweep, "--dry-run")
+    assert code == 0
+    rows = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+    assert [(r[0], r[1], r[3]) for r in rows] == [("done", "zeroshot", "seed0"), ("stale", "zeroshot", "seed1"),
+                                                  ("todo", "broken", "seed0"), ("todo", "broken", "seed1")]
+    assert stdout.splitlines()[-1] == "1 done, 1 stale, 2 to run"
+
+    # Only the zeroshot row: nothing to run; the stale record is listed and left alone.
+    only_zeroshot = write_grid(tmp_path / "z.yaml", tiny_checkpoint, methods=["zeroshot"])
+    code, stdout, _ = call("sweep", only_zeroshot, "--out", out, "--set", f"data.root={folder_root}")
+    assert code == 0
+    assert "1 stale: a record with another config (--rerun-stale runs them again):" in stdout
+    assert stdout.splitlines()[-1] == "z: 0 done now, 1 skipped (done before), 1 stale left, 0 failed"
+
+    # Everything left, two at a time (GPU slots "0" and "1"; there is no GPU, so they run on CPU).
+    monkeypatch.setattr(launchers, "gpu_slots", lambda requested: ["0", "1"])
+    code, stdout, _ = call(*sweep, "--rerun-stale")
+    assert code == 1
+    lines = stdout.splitlines()
+    started = [i for i, line in enumerate(lines) if ": started on GPU" in line]
+    ended = [i for i, line in enumerate(lines) if ": done in " in line or ": FAILED (" in line]
+    assert len(started) == len(ended) == 3 and started[1] < ended[0]  # two ran at once
+    assert lines[-3] == "g: 1 done now, 1 skipped (done before), 0 stale left, 2 failed"
+    broken_logs = [out / f"runs/folder/9shot/zeroshot@tiny-tiny/seed{k}/sweep.log" for k in (0, 1)]
+    for log in broken_logs:
+        assert any(line.startswith("  failed: ") and line.endswith(f"log: {log}") for line in lines[-2:])
+        text = log.read_text()
+        assert "CUDA_VISIBLE_DEVICES=" in text.splitlines()[0]
+        assert "9-shot split needs 9 training images per class" in text
+    assert (out / "runs/folder/2shot/zeroshot@tiny-tiny/seed0.json").read_text() == done_record  # skipped
+    grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
+    assert [run_status(r) for r in grid.runs] == ["done", "done", "todo", "todo"]  # the stale one re-ran
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_checkpoint, folder_root):
+    out = tmp_path / "results"
+    path = write_grid(tmp_path / "k.yaml", tiny_checkpoint, seeds=[0], methods=[
+        "zeroshot", {"method": "coop-mt", "set": {"train.epochs": 10, "data.batch_size": 2}}])
+    command = [sys.executable, "-m", "petl_bench.cli", "sweep", str(path), "--out", str(out),
+               "--set", f"data.root={folder_root}"]
+    grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
+    expected = {str(record_of(run).relative_to(out)) for run in grid.runs}
+    coop_work = record_of(grid.runs[1]).with_suffix("")
+
+    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (coop_work / "checkpoints" / "last.ckpt").is_file():  # coop-mt has finished an epoch
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
+        time.sleep(0.1)
+    runs = child_processes(sweep.pid)
+    assert len(runs) == 1
+    os.kill(sweep.pid, signal.SIGKILL)  # the sweep alone: its run must not live on as an orphan
+    sweep.wait()
+    while alive(runs[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(runs[0])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sweep.pid, signal.SIGKILL)  # the rest of its process group, if any
+    assert records(out) == {str(record_of(grid.runs[0]).relative_to(out))}  # zeroshot only; coop-mt cut short
+
+    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    assert code == 0, stdout
+    assert "[1/1] coop-mt 2shot seed0: done in " in stdout
+    assert stdout.splitlines()[-1] == "k: 1 done now, 1 skipped (done before), 0 stale left, 0 failed"
+    assert records(out) == expected
+    assert all(json.loads((out / r).read_text())["config_sha256"] == run.cfg.sha256()
+               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run)))))
+    log = (coop_work / "sweep.log").read_text()
+    assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
+    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    assert code == 0 and "2 already done, 0 to run" in stdout

@@ -1,0 +1,125 @@
+"""W&B logging: off by default and outside the config hash; `run --wandb` offline writes a `.wandb`
+transaction log whose run header and summary hold the record's numbers. They are read back from that
+file here: wandb 0.31 writes no wandb-summary.json offline and ships no reader for it."""
+
+import contextlib
+import io
+import json
+import socket
+import struct
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from petl_bench.cli import build_run_config, main, make_parser
+from petl_bench.config import apply_overrides
+from petl_bench.errors import UserError
+from petl_bench.tracking import wandb_mode
+
+# The `.wandb` file: a 7-byte header (":W&B", magic, version), then LevelDB log blocks of 32 KiB whose
+# chunks (crc32 uint32, length uint16, type uint8, data) carry serialized `Record`s, a record split
+# over blocks as FIRST, MIDDLE..., LAST chunks. A block tail shorter than a chunk header is padding.
+HEADER, BLOCK = 7, 32768
+FULL, LAST = 1, 4
+
+
+def wandb_records(path):
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, parts = HEADER, []
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if kind == 0:  # zeros after the last record
+            break
+        parts.append(data[pos + HEADER:pos + HEADER + length])
+        pos += HEADER + length
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            parts = []
+            yield record
+
+
+def run_and_summary(path):
+    """The run header and the summary as its updates leave it."""
+    run, summary = None, {}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return run, summary
+
+
+def call(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+RUN = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", "ROOT", "--split", "2shot", "--model", "tiny"]
+
+
+def test_logging_changes_neither_hash_nor_run_name():
+    plain = build_run_config(make_parser().parse_args(RUN))
+    logged = build_run_config(make_parser().parse_args([*RUN, "--wandb"]))
+    assert (plain.logging.wandb, logged.logging.wandb) == (False, True)
+    assert logged.sha256() == plain.sha256() and logged.run_name == plain.run_name
+    assert "logging" not in logged.to_dict()
+    apply_overrides(plain, ["logging.wandb=true", "logging.project=mine"])
+    assert (plain.logging.wandb, plain.logging.project) == (True, "mine")
+    with pytest.raises(UserError, match="unknown key 'entity' .*logging.wandb, logging.project"):
+        apply_overrides(plain, ["logging.entity=me"])
+
+
+@pytest.fixture
+def wandb_env(monkeypatch, tmp_path):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    return monkeypatch
+
+
+def test_offline_without_an_api_key(wandb_env):
+    assert wandb_mode() == "offline"
+    wandb_env.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"  # the user's choice stands
+
+
+def test_online_only_with_a_key_and_a_reachable_server(wandb_env, tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        wandb_env.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+        (tmp_path / "netrc").write_text("machine 127.0.0.1 login user password KEY\n")
+        assert wandb_mode() == "online"
+    assert wandb_mode() == "offline"  # the server is gone: nothing to talk to
+
+
+def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    out = tmp_path / "results"
+    argv = [*RUN, "--out", out, "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=1", "--wandb"]
+    argv[argv.index("ROOT")] = folder_root
+    code, stdout, stderr = call(argv)
+    assert code == 0, stderr
+    record = json.loads((out / "runs" / "folder" / "2shot" / "coop-mt@tiny" / "seed0.json").read_text())
+
+    (log,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert f"W&B run logged offline: upload it with `wandb sync {log.parent}`" in stdout
+    run, summary = run_and_summary(log)
+    assert (run.project, run.display_name, run.run_group, run.job_type) == (
+        "petl-bench", "coop-mt@tiny-seed0", "folder/2shot", "coop-mt")
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert {k: config[k] for k in record["config"]} == record["config"]  # the resolved run config
+    assert {task: summary[f"accuracy/{task}"] for task in record["accuracy"]} == record["accuracy"]
+    assert set(record["accuracy"]) == {"art", "clipart", "product", "real world", "average"}
+    assert summary["trainable_params"] == record["trainable_params"] == 768
