@@ -27,7 +27,8 @@ the shallower tower, as MaPLe does. `m` must divide `b`.
 Init: P_s ~ N(0, 0.02), the paper's. It gives none for the scaling matrices; M_l, M_v ~ N(0, 1)
 make the prompts start at std 0.02, MaPLe's and VPT's prompt scale, and keep P_s's gradients
 (scaled by M) from being damped 50-fold. Measured on the demo (tiny CLIP, synthetic Office-Home
-6-shot, seed 0): untrained 10.73, trained 33.15 average accuracy; with M ~ N(0, 0.02) 32.65.
+6-shot, seed 0) under the earlier per-step schedule (`optim.schedule=linear-cosine`): untrained
+10.73, trained 33.15 average accuracy; with M ~ N(0, 0.02) 32.65.
 
 Groups: `groups` fixes them, e.g. "Art,Clipart|Product,Real World" ("," within a group, "|"
 between groups, task names matched ignoring case). Empty: `prepare` settles them before the module
