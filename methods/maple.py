@@ -4,9 +4,9 @@ Trainable, for each of the first `depth` layers k of both towers: text context t
 [n_ctx, text width] and a coupling Linear(text width -> vision width, with bias) that makes the
 layer's visual prompts from P_k. Text: `text_embed` puts P_0 in place of the embeddings of the
 n_ctx tokens after SOT (see Init) and before block k (1 <= k < depth) the same positions are
-replaced by P_k. Vision: `vision_embed` appends coupling_0(P_0) after
-[CLS + patches] (before ln_pre), before block k the appended tokens are replaced by
-coupling_k(P_k), and `vision_post` strips them before pooling. As in the official code.
+replaced by P_k. Vision: `vision_embed` appends coupling_0(P_0) after [CLS + patches] (before
+ln_pre), before block k the appended tokens are replaced by coupling_k(P_k), and `vision_post`
+strips them before pooling. As in the official code.
 `maple` holds one set per task, `maple-mt` one set shared by all tasks.
 ViT-B/16 (text 512, vision 768), depth 12: per layer n_ctx x 512 + 512 x 768 + 768; with
 n_ctx = 4, 12 x (2,048 + 393,984) = 4,752,384 = 4.75 M per set, printed 4.8 M by the paper for

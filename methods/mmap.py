@@ -22,8 +22,8 @@ paper's 0.13 M, its Office-Home grouping is 2 groups); 3 -> 7 sets 150,948; 4 ->
 
 Caps: `n` becomes the largest n' <= n that divides both widths (M's widths d/n are whole numbers),
 so that the default fits any model: 256 on ViT-B/16 (512, 768), 192 on ViT-S-32 (384, 384), 16 on
-the tiny model (48, 64); the run record's `resolved_params` holds it. `depth` is capped at
-the shallower tower, as MaPLe does. `m` must divide `b`.
+the tiny model (48, 64); the run record's `resolved_params` holds it. `depth` is capped at the
+shallower tower, as MaPLe does. `m` must divide `b`.
 Init: P_s ~ N(0, 0.02), the paper's. It gives none for the scaling matrices; M_l, M_v ~ N(0, 1)
 make the prompts start at std 0.02, MaPLe's and VPT's prompt scale, and keep P_s's gradients
 (scaled by M) from being damped 50-fold. Measured on the demo (tiny CLIP, synthetic Office-Home

@@ -2,8 +2,7 @@
 
 It owns the frozen backbone and all training and evaluation logic: logits, the per-task loss, SGD
 with Dassl's warm-up + cosine schedule, per-task accuracy, and checkpoints that hold only trainable
-parameters. A
-method builds its parameters in `__init__` and overrides the `Hooks` it needs:
+parameters. A method builds its parameters in `__init__` and overrides the `Hooks` it needs:
 
     @register_method("coop-mt", CoOpConfig)
     class CoOpMT(PetlModule):
@@ -160,7 +159,8 @@ class PetlModule(Hooks, L.LightningModule):
         optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         interval, factor = lr_factor(optim, max(1, self.trainer.max_epochs or 1),
                                      max(1, int(self.trainer.estimated_stepping_batches)))
-        # A plain function: the scheduler's state dict then holds only numbers (weights_only loading).
+        # A function, not a callable object: LambdaLR saves no state for it, so the checkpoint holds
+        # only numbers (weights_only loading).
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
 
