@@ -88,20 +88,23 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.split_sha256 = write_split(path, self.train_records, self.test_records)
         self.split_file = path
 
-    def _loader(self, records: list[Record], transform, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, records: list[Record], transform, batch_size: int, shuffle: bool,
+                drop_last: bool = False) -> DataLoader:
         # One budget for all per-task loaders: every worker process imports torch, and N workers
         # for each of four loaders would swamp a small machine.
         budget = min(self.cfg.num_workers, os.cpu_count() or 1)
         workers = budget // len(self.tasks)
         return DataLoader(ImageRecords(self.manifest.root, records, transform), batch_size=batch_size,
                           shuffle=shuffle, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0)
+                          persistent_workers=workers > 0, drop_last=drop_last)
 
     def _per_task(self, records: list[Record]) -> dict[str, list[Record]]:
         return {task.name: [r for r in records if r.domain == task.name] for task in self.tasks}
 
     def train_dataloader(self) -> CombinedLoader:
-        loaders = {name: self._loader(records, self.train_transform, self.batch_size, shuffle=True)
+        # Dassl's rule: drop a task's incomplete last batch only if the task fills a batch.
+        loaders = {name: self._loader(records, self.train_transform, self.batch_size, shuffle=True,
+                                      drop_last=self.cfg.drop_last and len(records) >= self.batch_size)
                    for name, records in self._per_task(self.train_records).items()}
         return CombinedLoader(loaders, mode="max_size_cycle")
 

@@ -1,14 +1,17 @@
 """CLIP-Adapter (Gao et al. 2021): residual bottleneck MLPs on CLIP's image and text features.
 
-Trainable: two adapters, one on the projected image features and one on the projected text
-features (width d = the backbone's embed dim), each Linear(d, d/r) -> ReLU -> Linear(d/r, d) -> ReLU
-with biases; the output blends them, `ratio * adapter(f) + (1 - ratio) * f`. One pair is shared by
-all tasks (the multi-task placement of the MmAP paper's table). The towers stay frozen, so the class
+Trainable: an adapter on the projected image features, on the projected text features, or one on
+each (`towers`; width d = the backbone's embed dim), each Linear(d, d/r) -> ReLU -> Linear(d/r, d)
+-> ReLU with biases; the output blends them, `ratio * adapter(f) + (1 - ratio) * f`. Shared by all
+tasks (the multi-task placement of the MmAP paper's table). The towers stay frozen, so the class
 text features are computed once and only the `head` hook (after the projections) changes.
-ViT-B/16, r = 2: 2 x (512*256 + 256 + 256*512 + 512) = 2 x 262,912 = 525,824 (the paper's 0.53 M).
+ViT-B/16 (d = 512): both towers, r = 2: 2 x (512*256 + 256 + 256*512 + 512) = 525,824; one tower,
+r = 1: 512*512 + 512 + 512*512 + 512 = 525,312. Both print as the paper's 0.53 M, which says the
+method "learns new features on either a visual or a language branch"; the default is both towers.
 
-Init: PyTorch's default, as in the official code (which has no biases and r = 4; biases and r = 2
-give the paper's count). `ratio = 0` reproduces zero-shot CLIP exactly, whatever the weights.
+Init: PyTorch's default, as in the official code (an image-feature adapter without biases, r = 4:
+131,072 parameters, which does not give the paper's count). `ratio = 0` reproduces zero-shot CLIP
+exactly, whatever the weights.
 """
 
 from dataclasses import dataclass
@@ -16,14 +19,18 @@ from dataclasses import dataclass
 from torch import nn
 
 from petl_bench.config import MethodConfig
+from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
+
+TOWERS = ("both", "image", "text")
 
 
 @dataclass
 class CLIPAdapterConfig(MethodConfig):
     reduction: int = 2  # bottleneck width = embed dim // reduction
     ratio: float = 0.2  # weight of the adapted feature in the residual blend
+    towers: str = "both"  # whose features get an adapter: both | image | text
 
 
 def bottleneck(width: int, reduction: int) -> nn.Sequential:
@@ -40,11 +47,14 @@ class CLIPAdapter(PetlModule):
 
     def __init__(self, cfg: CLIPAdapterConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        self.image_adapter = bottleneck(backbone.embed_dim, cfg.reduction)
-        self.text_adapter = bottleneck(backbone.embed_dim, cfg.reduction)
+        if cfg.towers not in TOWERS:
+            raise UserError(f"{self.method_name}: towers must be one of {', '.join(TOWERS)}; got {cfg.towers!r}")
+        width = backbone.embed_dim
+        self.image_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "text" else None
+        self.text_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "image" else None
+
+    def _blend(self, adapter: nn.Module | None, feat):
+        return feat if adapter is None else self.cfg.ratio * adapter(feat) + (1 - self.cfg.ratio) * feat
 
     def head(self, image_feat, text_feat, task):
-        ratio = self.cfg.ratio
-        image = ratio * self.image_adapter(image_feat) + (1 - ratio) * image_feat
-        text = ratio * self.text_adapter(text_feat) + (1 - ratio) * text_feat
-        return image, text
+        return self._blend(self.image_adapter, image_feat), self._blend(self.text_adapter, text_feat)

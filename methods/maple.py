@@ -2,22 +2,26 @@
 
 Trainable, for each of the first `depth` layers k of both towers: text context tokens P_k
 [n_ctx, text width] and a coupling Linear(text width -> vision width, with bias) that makes the
-layer's visual prompts from P_k. Text: the prompts read "X X .. X {class}." (n_ctx placeholders);
-`text_embed` puts P_0 in place of the placeholders' embeddings and before block k (1 <= k < depth)
-the same positions are replaced by P_k. Vision: `vision_embed` appends coupling_0(P_0) after
-[CLS + patches] (before ln_pre), before block k the appended tokens are replaced by
-coupling_k(P_k), and `vision_post` strips them before pooling. As in the official code.
+layer's visual prompts from P_k. Text: `text_embed` puts P_0 in place of the embeddings of the
+n_ctx tokens after SOT (see Init) and before block k (1 <= k < depth) the same positions are
+replaced by P_k. Vision: `vision_embed` appends coupling_0(P_0) after [CLS + patches] (before
+ln_pre), before block k the appended tokens are replaced by coupling_k(P_k), and `vision_post`
+strips them before pooling. As in the official code.
 `maple` holds one set per task, `maple-mt` one set shared by all tasks.
 ViT-B/16 (text 512, vision 768), depth 12: per layer n_ctx x 512 + 512 x 768 + 768; with
 n_ctx = 4, 12 x (2,048 + 393,984) = 4,752,384 = 4.75 M per set, printed 4.8 M by the paper for
 MaPLe-MT; MaPLe is 4 x 4,752,384 = 19.0 M, printed 19.2 M because the paper rounds per task first
 (4 x 4.8). With n_ctx = 2 a set is 4,740,096 (4.74 M), which would not round to 4.8.
 
-Init: P_k ~ N(0, 0.02), or P_0 from the token embeddings of `ctx_init` (e.g. "a photo of a";
-prompts "{ctx_init} {class}.", n_ctx = its token count). Couplings as nn.Linear; the deeper ones
-(k >= 1) start as copies of one Linear, as the official code clones them.
+Init, as MaPLe's code with its configs' CTX_INIT "a photo of a" (the `ctx_init` default): P_0 is
+the token embeddings of the phrase's first n_ctx tokens, the prompts read "{ctx_init} {class}." and
+P_0 replaces those first n_ctx tokens, so an untrained MaPLe's text tokens at layer 0 are exactly
+zero-shot's ("a photo of a {class}."). MaPLe takes this branch only for n_ctx <= 4, the phrase's
+token count, and silently falls back to noise beyond; here a phrase shorter than n_ctx is an error.
+`ctx_init = ""`: P_0 ~ N(0, 0.02) behind "X" placeholders. Deeper P_k ~ N(0, 0.02). Couplings as
+nn.Linear; the deeper ones (k >= 1) start as copies of one Linear, as the official code clones them.
 Untrained MaPLe is not zero-shot (the image attends to the visual prompts), but `n_ctx = 0`
-(no ctx_init) means no prompts anywhere, the zero-shot template, and exactly zero-shot logits.
+means no prompts anywhere, the zero-shot template, and exactly zero-shot logits.
 """
 
 import copy
@@ -37,9 +41,9 @@ from .coop import CoOp
 
 @dataclass
 class MaPLeConfig(MethodConfig):
-    n_ctx: int = 4  # context tokens per layer (ignored when ctx_init is set)
+    n_ctx: int = 4  # context tokens per layer
     depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
-    ctx_init: str = ""  # phrase whose embeddings initialise P_0, e.g. "a photo of a"
+    ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
 @register_method("maple", MaPLeConfig)
@@ -53,16 +57,19 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         if cfg.n_ctx < 0 or cfg.depth < 1:
             raise UserError(f"{self.method_name}: depth must be >= 1 and n_ctx >= 0; "
                             f"got depth {cfg.depth}, n_ctx {cfg.n_ctx}")
+        self.n_ctx = cfg.n_ctx
         # CoOp's helpers read only what every PetlModule has, plus n_ctx: compose, don't copy.
-        phrase = CoOp._phrase_embeddings(self, cfg.ctx_init) if cfg.ctx_init else None
-        self.n_ctx = cfg.n_ctx if phrase is None else phrase.shape[0]
+        phrase = CoOp._phrase_embeddings(self, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
+        if phrase is not None and len(phrase) < self.n_ctx:
+            raise UserError(f"{self.method_name}: ctx_init {cfg.ctx_init!r} has {len(phrase)} tokens, fewer "
+                            f"than n_ctx {self.n_ctx}; lower n_ctx, or set method.ctx_init= for noise")
         # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
         self.n_visual, self.visual_depth = self.n_ctx, self.depth  # one visual token per text token
         n_sets = 1 if self.shared else len(self.tasks)
         text_ctx = torch.randn(n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
         if phrase is not None:
-            text_ctx[:, 0] = phrase
+            text_ctx[:, 0] = phrase[:self.n_ctx]
         self.text_ctx = nn.Parameter(text_ctx)
         self.coupling = nn.ModuleList(self._couplings() for _ in range(n_sets if self.depth else 0))
         CoOp._check_fits(self)

@@ -20,14 +20,15 @@ b = m = 7, n = 256: 7*256 + 1*2 + 1*3 = 1,797 per layer, x 12 layers = 21,564 pe
 tasks (4 task sets) and G groups: 1 group -> 5 sets 107,820; 2 groups -> 6 sets 129,384 (the
 paper's 0.13 M, its Office-Home grouping is 2 groups); 3 -> 7 sets 150,948; 4 -> 8 sets 172,512.
 
-Caps: `n` is capped at gcd(d_l, d_v), so that the default fits any model, and must then divide both
-widths (M's widths d/n are whole numbers): 256 on ViT-B/16 (gcd 256), 16 on the tiny model
-(widths 48, 64). `depth` is capped at
-the shallower tower, as MaPLe does. `m` must divide `b`.
+Caps: `n` becomes the largest n' <= n that divides both widths (M's widths d/n are whole numbers),
+so that the default fits any model: 256 on ViT-B/16 (512, 768), 192 on ViT-S-32 (384, 384), 16 on
+the tiny model (48, 64); the run record's `resolved_params` holds it. `depth` is capped at the
+shallower tower, as MaPLe does. `m` must divide `b`.
 Init: P_s ~ N(0, 0.02), the paper's. It gives none for the scaling matrices; M_l, M_v ~ N(0, 1)
 make the prompts start at std 0.02, MaPLe's and VPT's prompt scale, and keep P_s's gradients
 (scaled by M) from being damped 50-fold. Measured on the demo (tiny CLIP, synthetic Office-Home
-6-shot, seed 0): untrained 10.73, trained 33.15 average accuracy; with M ~ N(0, 0.02) 32.65.
+6-shot, seed 0) under the earlier per-step schedule (`optim.schedule=linear-cosine`): untrained
+10.73, trained 33.15 average accuracy; with M ~ N(0, 0.02) 32.65.
 
 Groups: `groups` fixes them, e.g. "Art,Clipart|Product,Real World" ("," within a group, "|"
 between groups, task names matched ignoring case). Empty: `prepare` settles them before the module
@@ -80,7 +81,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 class MmAPConfig(MethodConfig):
     b: int = 7  # prompt tokens per set per layer (per tower)
     m: int = 7  # rows of the source prompt; must divide b
-    n: int = 256  # columns of the source prompt; capped at gcd(widths), must divide both widths
+    n: int = 256  # columns of the source prompt; lowered to the largest that divides both widths
     depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
     groups: str = ""  # fixed groups, e.g. "Art,Clipart|Product,Real World"; empty: see `grouping`
     grouping: str = "gradient"  # how `prepare` finds groups when none are fixed: gradient|random|all
@@ -133,13 +134,10 @@ def format_groups(groups: list[list[str]]) -> str:
     return "|".join(",".join(group) for group in groups)
 
 
-def capped_n(n: int, text_width: int, vision_width: int, method: str) -> int:
-    """`n`, capped at gcd(text_width, vision_width); it must divide both widths."""
-    n = min(n, math.gcd(text_width, vision_width))
-    if text_width % n or vision_width % n:
-        raise UserError(f"{method}: n must divide the text width {text_width} and the vision width "
-                        f"{vision_width}; got n {n}")
-    return n
+def fitting_n(n: int, text_width: int, vision_width: int) -> int:
+    """The largest n' <= n that divides both widths (a divisor of their gcd; 1 always fits)."""
+    common = math.gcd(text_width, vision_width)
+    return max(d for d in range(1, min(n, common) + 1) if common % d == 0)
 
 
 @register_method("mmap", MmAPConfig)
@@ -155,7 +153,8 @@ class MmAP(DeepVisualPrompts, PetlModule):
         self.groups = parse_groups(cfg.groups, self.task_names, self.method_name)
         self.group_of = {task: g for g, group in enumerate(self.groups) for task in group}
         self.b, self.m = cfg.b, cfg.m
-        self.n = capped_n(cfg.n, backbone.text_width, backbone.vision_width, self.method_name)
+        self.n = fitting_n(cfg.n, backbone.text_width, backbone.vision_width)
+        self.cfg = dataclasses.replace(cfg, n=self.n)  # what the run record and checkpoint keep
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth)
         self.group_sets = nn.ModuleList(self.new_set() for _ in (self.groups if cfg.group_shared else ()))
         self.task_sets = nn.ModuleList(self.new_set() for _ in (self.tasks if cfg.task_specific else ()))

@@ -1,8 +1,8 @@
 """`PetlModule`: the LightningModule every tuning method subclasses.
 
 It owns the frozen backbone and all training and evaluation logic: logits, the per-task loss, SGD
-with warm-up + cosine, per-task accuracy, and checkpoints that hold only trainable parameters. A
-method builds its parameters in `__init__` and overrides the `Hooks` it needs:
+with Dassl's warm-up + cosine schedule, per-task accuracy, and checkpoints that hold only trainable
+parameters. A method builds its parameters in `__init__` and overrides the `Hooks` it needs:
 
     @register_method("coop-mt", CoOpConfig)
     class CoOpMT(PetlModule):
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -42,6 +42,8 @@ class PetlModule(Hooks, L.LightningModule):
     text_frozen = False
     # False when the text side is the same for every task (shared prompts, a shared tower).
     text_depends_on_task = True
+    # How a step combines the tasks' losses: "sum" or "mean" (the runner sets `train.task_loss`).
+    task_loss = "sum"
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
@@ -141,9 +143,10 @@ class PetlModule(Hooks, L.LightningModule):
             self._step_text = None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """Cross-entropy per task, summed over the tasks of the step."""
+        """Cross-entropy per task, summed (or averaged: `task_loss`) over the tasks of the step."""
         losses = self.task_losses(batch)
-        loss = torch.stack(list(losses.values())).sum()
+        per_task = torch.stack(list(losses.values()))
+        loss = per_task.mean() if self.task_loss == "mean" else per_task.sum()
         batch_size = sum(len(labels) for _, labels in batch.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for task, task_loss in losses.items():
@@ -152,13 +155,18 @@ class PetlModule(Hooks, L.LightningModule):
 
     def configure_optimizers(self):
         params = self.apply_trainable()
-        optimizer = torch.optim.SGD(params, lr=self.optim.lr, momentum=self.optim.momentum,
-                                    weight_decay=self.optim.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = int(round(self.optim.warmup_epochs * total / epochs))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        optim = self.optim
+        optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        interval, factor = lr_factor(optim, max(1, self.trainer.max_epochs or 1),
+                                     max(1, int(self.trainer.estimated_stepping_batches)))
+        # A function, not a callable object: LambdaLR saves no state for it, so the checkpoint holds
+        # only numbers (weights_only loading).
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval}}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # The learning rate this step trains at, in the CSV log and W&B.
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
 
     def setup(self, stage: str) -> None:
         count = len(self.apply_trainable())
@@ -212,6 +220,24 @@ class PetlModule(Hooks, L.LightningModule):
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         self.check_trainable_state(state)
         self.load_state_dict(state, strict=False)
+
+
+def lr_factor(optim: OptimConfig, epochs: int, steps: int) -> tuple[str, Callable[[int], float]]:
+    """When the scheduler steps ("epoch" or "step") and the factor on `optim.lr` at each of them."""
+    if optim.schedule == "dassl":
+        return "epoch", lambda epoch: (dassl_lr(epoch, optim, epochs) / optim.lr) if optim.lr else 0.0
+    warmup = int(round(optim.warmup_epochs * steps / epochs))
+    return "step", lambda step: warmup_cosine(step, warmup, steps)
+
+
+def dassl_lr(epoch: int, optim: OptimConfig, epochs: int) -> float:
+    """The learning rate of epoch `epoch` (from 0) under Dassl's schedule as MaPLe and CoOp configure
+    it (LR_SCHEDULER cosine, WARMUP_TYPE constant, WARMUP_RECOUNT true), stepped once per epoch:
+    `warmup_lr` for the first `warmup_epochs`, then CosineAnnealingLR(T_max=`epochs`) counted from
+    the warm-up's end. lr 0.0035, 5 epochs: 1e-5, 3.5e-3, 3.17e-3, 2.29e-3, 1.21e-3."""
+    if epoch < optim.warmup_epochs:
+        return optim.warmup_lr
+    return 0.5 * optim.lr * (1.0 + math.cos(math.pi * (epoch - optim.warmup_epochs) / epochs))
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

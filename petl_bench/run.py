@@ -86,6 +86,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     data.setup("fit")
     params, prepared = entry.cls.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
     module = entry.cls(params, backbone, data.tasks, cfg.optim)
+    module.task_loss = cfg.train.task_loss
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
     return module, data, prepared
 
@@ -112,7 +113,7 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
         logger=loggers, callbacks=[throughput, checkpoints],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
+        limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if module.num_trainable:

@@ -26,7 +26,7 @@ def test_defaults():
     ("train.epochs=2", "train", "epochs", 2),
     ("optim.lr=0.1", "optim", "lr", 0.1),
     ("optim.lr=1e-3", "optim", "lr", 0.001),
-    ("optim.warmup_epochs=2", "optim", "warmup_epochs", 2.0),
+    ("optim.warmup_epochs=2", "optim", "warmup_epochs", 2),
     ("train.fast_dev_run=true", "train", "fast_dev_run", True),
     ("train.fast_dev_run=1", "train", "fast_dev_run", True),
     ("train.fast_dev_run=off", "train", "fast_dev_run", False),

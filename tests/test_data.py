@@ -284,7 +284,7 @@ def test_datamodule_loaders(folder_root, tiny_backbone, tmp_path):
         assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
         assert labels.dtype == torch.int64 and labels.shape == (3,)
         assert all(0 <= int(label) < FOLDER_CLASSES for label in labels)
-    assert len(combined) == 3  # ceil(8 train images per task / 3)
+    assert len(combined) == 2  # 8 train images per task in batches of 3: the incomplete third is dropped
 
     loaders = dm.test_dataloader()
     assert len(loaders) == len(tasks)

@@ -177,11 +177,10 @@ def test_every_set_learns_when_every_task_is_in_the_batch(tiny_backbone, folder_
     (MmAPConfig(groups="art,clipart||product,real world"), "empty group"),
     (MmAPConfig(depth=0), "must be >= 1"),
     (MmAPConfig(b=14), "exceed the model's context length 32"),
-    (MmAPConfig(n=12), "n must divide the text width 48 and the vision width 64; got n 12"),
     (MmAPConfig(grouping="spectral"), "unknown grouping 'spectral'"),
     (MmAPConfig(max_groups=0), "max_groups and grouping_batches must be >= 1"),
 ], ids=["m-b", "no-sets", "unknown-task", "missing-task", "duplicate-task", "empty-group", "depth0",
-        "context", "n-divides", "grouping", "max-groups"])
+        "context", "grouping", "max-groups"])
 def test_bad_configs_are_user_errors(cfg, match, tiny_backbone, folder_data):
     with pytest.raises(UserError, match=match):
         MmAP(cfg, tiny_backbone, folder_data.tasks)

@@ -50,9 +50,11 @@ def test_warmup_then_cosine_schedule():
     assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
 
 
-def test_paper_recipe_is_the_default():
+def test_reference_recipe_is_the_default():
+    """The paper's SGD lr 0.0035; Dassl's momentum, weight decay and schedule as MaPLe configures it."""
     optim = OptimConfig()
-    assert (optim.lr, optim.momentum, optim.weight_decay, optim.warmup_epochs) == (0.0035, 0.9, 5e-4, 1.0)
+    assert (optim.lr, optim.momentum, optim.weight_decay) == (0.0035, 0.9, 5e-4)
+    assert (optim.schedule, optim.warmup_epochs, optim.warmup_lr) == ("dassl", 1, 1e-5)
 
 
 def test_a_killed_run_resumes_from_its_last_epoch(folder_root, tiny_checkpoint, tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ def test_vpt_shapes_on_tiny(cls, sets, tiny_backbone, folder_data):
 
 @pytest.mark.parametrize("cls, sets", [(MaPLe, 4), (MaPLeMT, 1)], ids=["maple", "maple-mt"])
 def test_maple_shapes_on_tiny(cls, sets, tiny_backbone, folder_data):
-    module = cls(MaPLeConfig(n_ctx=4, depth=3), tiny_backbone, folder_data.tasks)
+    module = cls(MaPLeConfig(n_ctx=4, depth=3, ctx_init=""), tiny_backbone, folder_data.tasks)
     assert module.text_ctx.shape == (sets, 3, 4, 48)
     assert len(module.coupling) == sets and all(len(layers) == 3 for layers in module.coupling)
     assert module.coupling[0][0].weight.shape == (64, 48) and module.coupling[0][0].bias.shape == (64,)
@@ -72,9 +72,10 @@ def test_vit_b16_counts(vit_b16, name, params, expected):
 
 
 def test_maple_ctx_init_sets_first_layer_context(tiny_backbone, folder_data):
-    module = MaPLeMT(MaPLeConfig(n_ctx=9, depth=2, ctx_init="a photo of a"), tiny_backbone, folder_data.tasks)
-    assert module.n_ctx == 4 and module.text_ctx.shape == (1, 2, 4, 48)
-    tokens = tiny_backbone.tokenize(["a photo of a"])[0, 1:5]
+    # MaPLe's rule: P_0 is the phrase's first n_ctx tokens; the prompt keeps the whole phrase.
+    module = MaPLeMT(MaPLeConfig(n_ctx=2, depth=2, ctx_init="a photo of a"), tiny_backbone, folder_data.tasks)
+    assert module.n_ctx == 2 and module.text_ctx.shape == (1, 2, 2, 48)
+    tokens = tiny_backbone.tokenize(["a photo of a"])[0, 1:3]
     assert torch.equal(module.text_ctx[0, 0], tiny_backbone.model.token_embedding.weight[tokens])
     assert module.prompts(module.task_names[0])[0] == "a photo of a anchor."
 
@@ -158,7 +159,7 @@ def test_a_step_on_one_task_leaves_the_other_tasks_sets_alone(cls, cfg, tiny_bac
 @pytest.mark.parametrize("cls, cfg, match", [
     (MaPLeMT, MaPLeConfig(depth=0), "depth must be >= 1"),
     (MaPLeMT, MaPLeConfig(n_ctx=-1, depth=3), "n_ctx >= 0"),
-    (MaPLe, MaPLeConfig(n_ctx=30, depth=3), "exceed the model's context length 32"),
+    (MaPLe, MaPLeConfig(n_ctx=30, depth=3, ctx_init=""), "exceed the model's context length 32"),
     (VPT, VPTConfig(n_prompts=-1), "must be >= 0"),
 ], ids=["maple-depth0", "maple-negative-ctx", "maple-context", "vpt-negative"])
 def test_bad_sizes_are_user_errors(cls, cfg, match, tiny_backbone, folder_data):
