@@ -181,7 +181,7 @@ def listed_images(lists: dict[str, list[Path]], classes: list[str]) -> list[tupl
     return images
 
 
-def _present(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
+def present_images(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
     """The listed images that exist, by one directory listing per class folder (no stat per image).
     A class folder the lists name but the disk lacks is an error."""
     by_folder: dict[str, int] = defaultdict(int)
@@ -208,7 +208,7 @@ def read_domainnet(root: str | Path) -> Manifest:
         return read_dataset(spec, root)
     domain_folders(spec, root)  # every domain folder, or the error naming the missing ones
     images = listed_images(lists, spec.classes)
-    present = _present(root, images)
+    present = present_images(root, images)
     return _build(root, [image for image in images if image[0] in present], list(spec.domains), spec.class_keys)
 
 
