@@ -77,13 +77,17 @@ def _count_rows(dataset: str) -> list[dict] | None:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def _image_lists(dataset: str, root: Path) -> dict[str, list[Path]] | None:
+    """The lists in a root that name every image: MiniDomainNet's (Dassl's) and DomainNet's."""
+    if dataset == "minidomainnet":
+        return {d: [root / "splits_mini" / f"{d}_{part}.txt" for part in ("train", "test")]
+                for d in MINIDOMAINNET_DOMAINS}
+    return domainnet_lists(root) if dataset == "domainnet" else None
+
+
 def expected_counts(dataset: str, root: Path) -> Expected | None:
     """What the dataset holds, or None where nothing is known (`folder`)."""
-    if dataset == "minidomainnet":
-        lists = {d: [root / "splits_mini" / f"{d}_{part}.txt" for part in ("train", "test")]
-                 for d in MINIDOMAINNET_DOMAINS}
-    else:
-        lists = domainnet_lists(root) if dataset == "domainnet" else None
+    lists = _image_lists(dataset, root)
     listed = listed_images(lists, canonical_classes(dataset)) if lists else []
     rows = _count_rows(dataset)
     if rows is None and not listed:
@@ -105,9 +109,9 @@ def compare_counts(dataset: str, manifest: Manifest) -> CountCheck | None:
     classes = canonical_classes(dataset)
     found_cells = Counter((r.domain, classes[r.label]) for r in manifest.records)
     found = Counter(r.domain for r in manifest.records)
-    order = {d: i for i, d in enumerate(manifest.domains)}
+    domain_order, class_order = ({name: i for i, name in enumerate(names)} for names in (manifest.domains, classes))
     short = sorted(((d, c, found_cells[(d, c)], n) for (d, c), n in expected.cells.items() if found_cells[(d, c)] != n),
-                   key=lambda cell: (order.get(cell[0], len(order)), classes.index(cell[1])))
+                   key=lambda cell: (domain_order[cell[0]], class_order[cell[1]]))
     on_disk = {r.path for r in manifest.records} | set(manifest.skipped)
     return CountCheck(TITLES.get(dataset, dataset), {d: found[d] for d in expected.domains}, expected.domains, short,
                       sorted(expected.images - on_disk), bool(expected.cells))

@@ -1,12 +1,16 @@
 """PACS, VLCS, Office-31, TerraIncognita and DomainNet: one spec each, read from the layouts people have.
 
-| dataset | domains (tasks) | layouts read |
-|---|---|---|
-| `pacs` | art_painting, cartoon, photo, sketch | DomainBed's `PACS/{domain}/{class}/*`; the original archive's `kfold/` (or Dassl's `images/`) one level down |
-| `vlcs` | Caltech101, LabelMe, SUN09, VOC2007 | DomainBed's `VLCS/{domain}/{class}/*`; the original release's `{CALTECH,LABELME,SUN,PASCAL}/{full,test}/{0..4}/*` (Dassl's copy: `train`, `crossval`, `test`) |
-| `office31` | amazon, dslr, webcam | the original archive's `{domain}/images/{class}/*`; without `images/` (Dassl); JiGen's `backpack`, `laptop` |
-| `terraincognita` | location_38, location_43, location_46, location_100 | DomainBed's script output `location_N/{class}/*` (also `LN` or `N`) |
-| `domainnet` | clipart, infograph, painting, quickdraw, real, sketch | `{domain}/{class}/*` with the official `{domain}_{train,test}.txt` beside (or in `splits/`, as Dassl keeps them): the lists name the pool; without lists (DomainBed's copy) every image in the class folders |
+- pacs (art_painting, cartoon, photo, sketch): DomainBed's `PACS/{domain}/{class}/*`; the original
+  archive's `kfold/` (or Dassl's `images/`) one level down.
+- vlcs (Caltech101, LabelMe, SUN09, VOC2007): DomainBed's `VLCS/{domain}/{class}/*`; the original
+  release's `{CALTECH,LABELME,SUN,PASCAL}/{full,test}/{0..4}/*` (Dassl's copy: train, crossval, test).
+- office31 (amazon, dslr, webcam): the original archive's `{domain}/images/{class}/*`; without
+  `images/` (Dassl); JiGen's folder names `backpack`, `laptop`.
+- terraincognita (location_38, location_43, location_46, location_100): what DomainBed's download
+  script writes, `location_N/{class}/*` (also `LN` or `N`).
+- domainnet (clipart, infograph, painting, quickdraw, real, sketch): `{domain}/{class}/*` with the
+  official `{domain}_{train,test}.txt` beside them (or in `splits/`, as Dassl keeps them): the lists
+  name the pool. Without lists (DomainBed's copy), every image in the class folders.
 
 Folder names match ignoring case, `_`, `-` and spaces (`Art_Painting`, `LABELME`). A missing domain or class
 folder, or a class folder the dataset does not have, is an error; a missing image is not (the counts in

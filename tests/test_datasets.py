@@ -108,7 +108,8 @@ def test_pacs_original_archive_and_dassl_folders(pacs_root, copy_tree, tmp_path,
 def test_vlcs_original_release(vlcs_root, tmp_path, parts):
     """{CALTECH,LABELME,SUN,PASCAL}/{full,test}/{0..4}/ (Dassl's copy: train, crossval, test)."""
     root = tmp_path / "vlcs"
-    for domain, original in {"Caltech101": "CALTECH", "LabelMe": "LABELME", "SUN09": "SUN", "VOC2007": "PASCAL"}.items():
+    originals = {"Caltech101": "CALTECH", "LabelMe": "LABELME", "SUN09": "SUN", "VOC2007": "PASCAL"}
+    for domain, original in originals.items():
         for number, cls in enumerate(canonical_classes("vlcs")):
             for i, image in enumerate(sorted((vlcs_root / domain / cls).iterdir())):
                 target = root / original / parts[i % len(parts)] / str(number)
@@ -205,7 +206,8 @@ def test_data_check_names_a_missing_image(domainnet_root, pacs_root, copy_tree):
 
 
 def test_data_check_compares_per_domain_where_no_source_counts_classes(terraincognita_root):
-    code, out, _ = call(["data", "check", "--no-progress", "--dataset", "terraincognita", "--root", terraincognita_root])
+    code, out, _ = call(["data", "check", "--no-progress", "--dataset", "terraincognita",
+                         "--root", terraincognita_root])
     assert code == 0
     assert "TerraIncognita: 80 of 24,788 expected images" in out and "compared per domain" in out
     expected_row = next(line for line in out.splitlines() if line.startswith("expected"))
