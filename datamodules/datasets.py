@@ -213,7 +213,9 @@ def read_domainnet(root: str | Path) -> Manifest:
     domain_folders(spec, root)  # every domain folder, or the error naming the missing ones
     images = listed_images(lists, spec.classes)
     present = present_images(root, images)
-    return _build(root, [image for image in images if image[0] in present], list(spec.domains), spec.class_keys)
+    keys = dict(zip(spec.classes, spec.class_keys))
+    items = [(rel, domain, keys[cls]) for rel, domain, cls in images if rel in present]
+    return _build(root, items, list(spec.domains), spec.class_keys)
 
 
 READERS = {name: partial(read_dataset, spec) for name, spec in SPECS.items() if name != "domainnet"}
