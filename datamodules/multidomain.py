@@ -20,6 +20,7 @@ from torchvision import transforms as T
 
 from petl_bench.config import DataConfig
 
+from .counts import warn_if_short
 from .records import Manifest, Record, Task, read_manifest
 from .splits import draw_split, parse_shots, split_path, write_split
 
@@ -70,7 +71,9 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     @cached_property
     def manifest(self) -> Manifest:
-        return read_manifest(self.cfg.dataset, self.cfg.root)
+        manifest = read_manifest(self.cfg.dataset, self.cfg.root)
+        warn_if_short(self.cfg.dataset, manifest)
+        return manifest
 
     @property
     def tasks(self) -> list[Task]:

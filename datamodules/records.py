@@ -4,6 +4,7 @@
 - MiniDomainNet: `ROOT/{clipart,painting,real,sketch}/{class}/*.jpg` plus Dassl's
   `ROOT/splits_mini/{domain}_{train,test}.txt`; the pool is the union of both lists
 - folder: `ROOT/{domain}/{class}/*`, one task per domain, classes = sorted folder names
+- pacs, vlcs, office31, terraincognita, domainnet: `datasets.py`
 
 Class names for prompts: `_` and `-` become spaces, lower case (`Alarm_Clock` -> "alarm clock").
 Labels index the dataset's canonical class list (shipped in `petl_bench/data/`).
@@ -62,9 +63,11 @@ def prompt_name(folder_name: str) -> str:
 
 
 def canonical_classes(dataset: str) -> list[str]:
-    name = {"officehome": "officehome-65.txt", "minidomainnet": "minidomainnet-126.txt"}[dataset]
+    """Class folder names in label order, from `petl_bench/data/` (`#` lines: where they come from)."""
+    name = {"officehome": "officehome-65.txt", "minidomainnet": "minidomainnet-126.txt"}.get(
+        dataset, f"{dataset}-classes.txt")
     text = resources.files("petl_bench").joinpath("data", name).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 OFFICEHOME_DOMAINS = ["Art", "Clipart", "Product", "Real World"]
@@ -187,9 +190,18 @@ def read_folder(root: Path) -> Manifest:
 READERS = {"officehome": read_officehome, "minidomainnet": read_minidomainnet, "folder": read_folder}
 
 
+def all_readers() -> dict:
+    """These and `datasets.py`'s readers (PACS, VLCS, Office-31, TerraIncognita, DomainNet), imported
+    here when asked for: that module builds on this one's helpers."""
+    from .datasets import READERS as more
+
+    return {**READERS, **more}
+
+
 def read_manifest(dataset: str, root: str | Path) -> Manifest:
-    if dataset not in READERS:
-        raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(READERS)})")
+    readers = all_readers()
+    if dataset not in readers:
+        raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(readers)})")
     if not str(root).strip():  # Path("") would silently mean the working directory
         raise UserError("no dataset root given (--root DIR)")
-    return READERS[dataset](Path(root))
+    return readers[dataset](Path(root))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .datasets import SPECS
 from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, SYNTHETIC_MARKER, canonical_classes
 
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond",
@@ -155,7 +156,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
             draw.ellipse([px - r / 3, py - r / 3, px + r / 3, py + r / 3], fill=colour)
 
 
-LAYOUTS = ("officehome", "minidomainnet", "folder")
+LAYOUTS = ("officehome", "minidomainnet", "folder", *SPECS)
+CLASS_SUBDIR = {"office31": "images"}  # the original archive's {domain}/images/{class}/
 
 
 def layout_classes(layout: str, n_classes: int) -> list[str]:
@@ -176,7 +178,8 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
     out = Path(out)
     classes = layout_classes(layout, n_classes)
     domains = domains or {"officehome": OFFICEHOME_DOMAINS, "minidomainnet": MINIDOMAINNET_DOMAINS,
-                          "folder": ["art", "clipart", "product", "real world"]}[layout]
+                          "folder": ["art", "clipart", "product", "real world"],
+                          **{name: list(spec.domains) for name, spec in SPECS.items()}}[layout]
     rng = random.Random(seed)
     lists: dict[str, list[str]] = {d: [] for d in domains}
     half = len(domains) // 2
@@ -185,15 +188,15 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
         # Related domains share their half's first style: they differ only in the images drawn.
         style = style_for(domains[half if permuted else 0] if related_pairs else domain)
         for label, cls in enumerate(classes):
-            folder = out / domain / cls
+            folder = out / domain / CLASS_SUBDIR.get(layout, "") / cls
             folder.mkdir(parents=True, exist_ok=True)
             look = permuted_look(label, len(classes)) if permuted else label
             for k in range(per_class):
                 name = f"{cls.lower()}_{k:03d}.jpg"
                 render(look, style, rng).save(folder / name, quality=95)
                 lists[domain].append(f"{domain}/{cls}/{name} {label}")
-    if layout == "minidomainnet":
-        _write_mini_lists(out, lists)
+    if layout in ("minidomainnet", "domainnet"):  # Dassl's splits_mini/; DomainNet's beside the folders
+        _write_lists(out / "splits_mini" if layout == "minidomainnet" else out, lists)
     pairs = f"; related pairs {domains[:len(domains) // 2]} / {domains[len(domains) // 2:]}" if related_pairs else ""
     (out / SYNTHETIC_MARKER).write_text(
         f"Synthetic images from `petl-bench data synth` (layout {layout}, {per_class} per class, "
@@ -201,10 +204,10 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
     return sum(len(v) for v in lists.values())
 
 
-def _write_mini_lists(out: Path, lists: dict[str, list[str]]) -> None:
-    """Dassl's splits_mini format: `domain/class/file.jpg label`, split 70/30 per domain."""
-    (out / "splits_mini").mkdir(parents=True, exist_ok=True)
+def _write_lists(folder: Path, lists: dict[str, list[str]]) -> None:
+    """DomainNet's list format (Dassl's too): `domain/class/file.jpg label`, split 70/30 per domain."""
+    folder.mkdir(parents=True, exist_ok=True)
     for domain, lines in lists.items():
         cut = int(len(lines) * 0.7)
-        (out / "splits_mini" / f"{domain}_train.txt").write_text("\n".join(lines[:cut]) + "\n")
-        (out / "splits_mini" / f"{domain}_test.txt").write_text("\n".join(lines[cut:]) + "\n")
+        (folder / f"{domain}_train.txt").write_text("\n".join(lines[:cut]) + "\n")
+        (folder / f"{domain}_test.txt").write_text("\n".join(lines[cut:]) + "\n")

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
 from .errors import UserError
 from .runargs import add_run_options, config_from_args
-
-# Expected images per domain for the official Office-Home release (15,588 in all).
-OFFICEHOME_COUNTS = {"Art": 2427, "Clipart": 4365, "Product": 4439, "Real World": 4357}
 
 
 # -- run / eval ------------------------------------------------------------------------------------
@@ -154,6 +152,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .datamodules import read_manifest
+    from .datamodules.counts import compare_counts
 
     manifest = read_manifest(args.dataset, args.root)
     unreadable = list(manifest.skipped)
@@ -169,23 +168,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print(f"{name[:24]:<24}" + "".join(f"{counts[(d, label)]:>13}" for d in manifest.domains))
     totals = {d: sum(counts[(d, label)] for label in range(len(manifest.classnames))) for d in manifest.domains}
     print(f"{'total':<24}" + "".join(f"{totals[d]:>13}" for d in manifest.domains))
-    expected = _expected_counts(args.dataset, manifest)
-    if expected:
-        print(f"{'expected':<24}" + "".join(f"{expected.get(d, 0):>13}" for d in manifest.domains))
+    check = compare_counts(args.dataset, manifest)
+    if check:
+        print(f"{'expected':<24}" + "".join(f"{check.expected.get(d, 0):>13}" for d in manifest.domains))
     print(f"{len(manifest.records):,} readable images, {len(unreadable)} unreadable")
     for rel in unreadable:
         print(f"  unreadable: {manifest.root / rel}")
+    for line in check.details() if check else []:
+        print(line)
     return 0
-
-
-def _expected_counts(dataset: str, manifest) -> dict[str, int]:
-    from collections import Counter
-
-    if dataset == "officehome":
-        return OFFICEHOME_COUNTS
-    if dataset == "minidomainnet":  # every image the splits_mini lists name
-        return dict(Counter(r.domain for r in manifest.records) + Counter(p.split("/")[0] for p in manifest.skipped))
-    return {}
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -236,7 +227,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")
     params.add_argument("--model", default="ViT-B-16", help="built without weights")
-    params.add_argument("--dataset", default="officehome", choices=["officehome", "minidomainnet"])
+    params.add_argument("--dataset", default="officehome", choices=[d for d in DATASETS if d != "folder"])
     params.add_argument("--format", default="md", choices=["md", "csv"])
     params.set_defaults(func=cmd_params)
 
@@ -305,7 +296,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message}\n"  # for users, not the source line that warned
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)

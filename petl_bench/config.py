@@ -17,7 +17,8 @@ from .errors import UserError
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
-DATASETS = ("officehome", "minidomainnet", "folder")  # the readers of petl_bench.datamodules.records
+# The readers of petl_bench.datamodules.records (the last five in datamodules/datasets.py).
+DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "officehome"  # officehome | minidomainnet | folder
+    dataset: str = "officehome"  # one of DATASETS
     root: str = ""  # dataset folder in the layout of its reader
     split: str = "6shot"  # Nshot, or a paper alias such as 10pct
     seed: int = 0  # seeds the split draw and training

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .datamodules import canonical_split, paper_split
+from .datamodules.datasets import TITLES
 from .files import write_text_atomic
 
 # Our method names -> the paper's column names (Tables 1 and 2).
@@ -26,7 +27,6 @@ PAPER_NAMES = {
     "fullft-mt": "FullFT-MT", "clip-adapter": "CLIP-Adapter", "bitfit": "BitFit", "coop-mt": "CoOp-MT",
     "vpt-mt": "VPT-MT", "maple-mt": "MaPLe-MT", "mmap": "MmAP",
 }
-DATASET_NAMES = {"officehome": "Office-Home", "minidomainnet": "MiniDomainNet"}
 PAPER_MODEL = ("ViT-B-16", "openai")
 AVERAGE = "average"
 STALE_LISTED = 10  # stale record paths printed in the footer; the rest are counted
@@ -254,7 +254,7 @@ class Layout:
 
 
 def dataset_name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
+    return TITLES.get(dataset, dataset)
 
 
 def split_name(dataset: str, split: str) -> str:

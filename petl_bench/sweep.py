@@ -4,7 +4,7 @@ A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
     table: table1                # the report's layout: table1 | table2 | ablation | kshot
-    dataset: officehome          # officehome | minidomainnet | folder
+    dataset: officehome          # a name in config.DATASETS
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     set:                         # `section.key: value` for every run, as `--set` (optional)

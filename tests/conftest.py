@@ -54,6 +54,33 @@ def folder_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pacs_root(tmp_path_factory) -> Path:
+    """DomainBed's PACS layout, 7 images per class: enough for a 6-shot split with a test image."""
+    return _synth(tmp_path_factory, "pacs", per_class=7)
+
+
+@pytest.fixture(scope="session")
+def vlcs_root(tmp_path_factory) -> Path:
+    return _synth(tmp_path_factory, "vlcs", per_class=PER_CLASS)
+
+
+@pytest.fixture(scope="session")
+def office31_root(tmp_path_factory) -> Path:
+    return _synth(tmp_path_factory, "office31", per_class=2)
+
+
+@pytest.fixture(scope="session")
+def terraincognita_root(tmp_path_factory) -> Path:
+    return _synth(tmp_path_factory, "terraincognita", per_class=2)
+
+
+@pytest.fixture(scope="session")
+def domainnet_root(tmp_path_factory) -> Path:
+    """The official layout, lists beside the folders: 345 classes x 6 domains, one image each."""
+    return _synth(tmp_path_factory, "domainnet", per_class=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny CLIP saved as an open_clip checkpoint, for `--model tiny --pretrained PATH`."""
     import torch
