@@ -92,7 +92,8 @@ def test_manifest_matches_the_canonical_lists(pretrained):
 
 def test_fullft_beats_zero_shot(pretrained):
     zeroshot = run(pretrained, "zeroshot")  # already on disk from the CoOp test when run together
-    fullft = run(pretrained, "fullft")
+    # Without Dassl's warm-up epoch at lr 1e-5, which on this small set is a fifth of the training.
+    fullft = run(pretrained, "fullft", "--set", "optim.warmup_epochs=0")
     assert fullft["trainable_params"] == 4 * zeroshot["total_params"]
     assert fullft["accuracy"]["average"] > zeroshot["accuracy"]["average"] + 5
 
