@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
 
 @dataclass
 class CLIPAdapterConfig(MethodConfig):
-    reduction: int = 2  # bottleneck width = embed dim // reduction
-    ratio: float = 0.2  # weight of the adapted feature in the residual blend
+    reduction: int = rule(2, ge=1)  # bottleneck width = embed dim // reduction
+    ratio: float = rule(0.2, ge=0, le=1)  # weight of the adapted feature in the residual blend
 
 
 def bottleneck(width: int, reduction: int) -> nn.Sequential:
