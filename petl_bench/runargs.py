@@ -28,7 +28,11 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config field (sections: method, data, model, optim, train, logging)")
     run.add_argument("--out", default="results")
-    run.add_argument("--force", action="store_true", help="run even if a record exists, replacing it")
+    run.add_argument("--force", action="store_true", help="run again from scratch even if a record or a "
+                                                          "checkpoint exists, replacing them")
+    run.add_argument("--if-locked", default="wait", choices=["wait", "skip"],
+                     help="when another process is running this run: wait for it (default), or skip it "
+                          "(exit status 75)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     return run
