@@ -36,12 +36,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     parse_shots(cfg.data.dataset, cfg.data.split)
     path = record_path(cfg)
-    check_writable_folder(cfg.out, "--out")
     existing = finished_record(cfg, args.force)
     if existing:
         print(format_accuracy(existing))
         print(f"already done: {path} (--force to run again)")
         return 0
+    check_writable_folder(cfg.out, "--out")
     record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")

@@ -6,7 +6,9 @@ The temporary name is unique per process and thread (`.NAME.PID.TID.tmp`), so co
 of one file never share it; the last rename wins, and each rename is atomic on POSIX file systems.
 
 Paths under a results folder are built from names that `safe_name` passed, so that no user-given
-name (a grid's name, a run name made of `--set` values) can reach outside that folder.
+name (a grid's name, a run name made of `--set` values) can reach outside that folder. Torch files
+are read as tensors and plain data only (`checkpoints.load_plain`); `unloadable_reason` says, in one
+line, why one was refused.
 """
 
 from __future__ import annotations
