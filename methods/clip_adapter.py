@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from petl_bench.config import MethodConfig
-from petl_bench.errors import UserError
+from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
@@ -28,9 +27,9 @@ TOWERS = ("both", "image", "text")
 
 @dataclass
 class CLIPAdapterConfig(MethodConfig):
-    reduction: int = 2  # bottleneck width = embed dim // reduction
-    ratio: float = 0.2  # weight of the adapted feature in the residual blend
-    towers: str = "both"  # whose features get an adapter: both | image | text
+    reduction: int = rule(2, ge=1)  # bottleneck width = embed dim // reduction
+    ratio: float = rule(0.2, ge=0, le=1)  # weight of the adapted feature in the residual blend
+    towers: str = rule("both", choices=TOWERS)  # whose features get an adapter: both | image | text
 
 
 def bottleneck(width: int, reduction: int) -> nn.Sequential:
@@ -47,8 +46,6 @@ class CLIPAdapter(PetlModule):
 
     def __init__(self, cfg: CLIPAdapterConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.towers not in TOWERS:
-            raise UserError(f"{self.method_name}: towers must be one of {', '.join(TOWERS)}; got {cfg.towers!r}")
         width = backbone.embed_dim
         self.image_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "text" else None
         self.text_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "image" else None

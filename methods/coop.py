@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import with_text_context
@@ -24,7 +24,7 @@ from petl_bench.registry import register_method
 
 @dataclass
 class CoOpConfig(MethodConfig):
-    n_ctx: int = 16  # learnable context tokens (ignored when ctx_init is set)
+    n_ctx: int = rule(16, ge=1)  # learnable context tokens (ignored when ctx_init is set)
     ctx_init: str = ""  # phrase whose embeddings initialise the context, e.g. "a photo of a"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
 from .errors import UserError
+from .guard import BUSY_EXIT, Interrupted, RunBusy
 from .runargs import add_run_options, config_from_args
 
 
@@ -27,21 +28,19 @@ def format_accuracy(record: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .datamodules import parse_shots
-    from .run import execute, read_record, record_path
+    from .files import check_writable_folder
+    from .run import execute, finished_record, record_path
 
     cfg = config_from_args(args)
     parse_shots(cfg.data.dataset, cfg.data.split)
     path = record_path(cfg)
-    existing = read_record(path)
-    if existing and not args.force:
-        if existing.get("config_sha256") == cfg.sha256():
-            print(format_accuracy(existing))
-            print(f"already done: {path} (--force to run again)")
-            return 0
-        raise UserError(f"{path} holds a run with a different config (config_sha256 "
-                        f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
-                        "--force replaces it")
-    record = execute(cfg, progress=not args.no_progress)
+    existing = finished_record(cfg, args.force)
+    if existing:
+        print(format_accuracy(existing))
+        print(f"already done: {path} (--force to run again)")
+        return 0
+    check_writable_folder(cfg.out, "--out")
+    record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
     return 0
@@ -51,8 +50,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     import lightning as L
-    import torch
 
+    from .checkpoints import load_plain
+    from .config import from_dict
     from .registry import get_method
     from .run import build, quiet_lightning
 
@@ -60,19 +60,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.ckpt)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    checkpoint = load_plain(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        saved = checkpoint["petl_bench"]["run_config"]
-    except Exception:
+        # The module's own params as trained: what `prepare` resolved (e.g. MmAP's groups) included.
+        saved, params = checkpoint["petl_bench"]["run_config"], checkpoint["petl_bench"]["params"]
+        method, data_cfg, model_cfg, out = saved["method"], saved["data"], saved["model"], saved["out"]
+    except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
-    entry = get_method(saved["method"])
-    # The module's own config as trained: what `prepare` resolved (e.g. MmAP's groups) included.
-    params = entry.config_cls(**checkpoint["petl_bench"]["params"])
-    cfg = RunConfig(method=saved["method"], params=params,
-                    data=DataConfig(**saved["data"]), model=ModelConfig(**saved["model"]), out=saved["out"])
-    if args.root:
-        cfg.data = dataclasses.replace(cfg.data, root=args.root)
-    module, data, _ = build(cfg)
+    try:
+        cfg = RunConfig(method=method, params=from_dict(get_method(method).config_cls, params),
+                        data=from_dict(DataConfig, data_cfg), model=from_dict(ModelConfig, model_cfg), out=out)
+        if args.root:
+            cfg.data = dataclasses.replace(cfg.data, root=args.root)
+        module, data, _ = build(cfg)
+    except UserError as err:  # e.g. stored params that the method's config no longer takes
+        raise UserError(f"{path}: {err}") from None
     module.load_trainable_state(checkpoint["state_dict"])
     L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
         module, datamodule=data, verbose=False)
@@ -305,9 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
+    except RunBusy as busy:
+        print(f"petl-bench: {busy}", file=sys.stderr)
+        return BUSY_EXIT
     except UserError as err:
         print(f"petl-bench: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"petl-bench: {stop}", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print("petl-bench: interrupted", file=sys.stderr)
         return 130

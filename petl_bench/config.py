@@ -1,6 +1,11 @@
 """Typed run configuration. The CLI and the sweep driver build the same `RunConfig`.
 
 Precedence: dataclass defaults < YAML grid values < `--set section.key=value` on the command line.
+
+Every field's range lives beside it: `lr: float = rule(0.0035, gt=0)` (bounds `ge`/`gt`/`le`/`lt`,
+or `choices`), and `validate` checks every rule of every section, a method's own fields included,
+whenever a `RunConfig` is built (`runargs.build_run_config`, `run.build`): a value out of range is
+a one-line `UserError` before any work. A new field takes a rule in the same line as its default.
 """
 
 from __future__ import annotations
@@ -8,17 +13,56 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import operator
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import UserError
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
+TINY = "tiny"  # the tiny random-init CLIP of tests and the demo: no pretrained tags
 # The readers of petl_bench.datamodules.records (the last five in datamodules/datasets.py).
 DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values a config field may take: bounds and/or a set of choices."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+
+    def problem(self, value) -> str | None:
+        """What is wrong with `value`, or None. None values (optional fields) pass."""
+        if value is None:
+            return None
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}"
+        for name, holds, words in (("ge", operator.ge, ">="), ("gt", operator.gt, ">"),
+                                   ("le", operator.le, "<="), ("lt", operator.lt, "<")):
+            bound = getattr(self, name)
+            if bound is not None and not holds(value, bound):
+                return f"must be {words} {bound}"
+        return None
+
+
+def rule(default, **limits) -> Any:
+    """A dataclass field whose value `validate` keeps within `limits` (`Rule`'s ge, gt, le, lt, choices)."""
+    return field(default=default, metadata={"rule": Rule(**limits)})
+
+
+def default_pretrained(arch: str) -> str | None:
+    """The weights a model gets when none are named: OpenAI's for open_clip models, none for tiny."""
+    return None if arch == TINY else DEFAULT_PRETRAINED
 
 
 @dataclass
@@ -34,14 +78,14 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "officehome"  # one of DATASETS
+    dataset: str = rule("officehome", choices=DATASETS)  # one of DATASETS
     root: str = ""  # dataset folder in the layout of its reader
     split: str = "6shot"  # Nshot, or a paper alias such as 10pct
-    seed: int = 0  # seeds the split draw and training
-    batch_size: int = 0  # images per task per step; 0 = the dataset's paper value (16 / 4)
-    eval_batch_size: int = 64
-    num_workers: int = 4  # data loader worker processes in all, shared by the per-task loaders
-    crop_scale_min: float = 0.08  # RandomResizedCrop lower scale for training images (CoOp's)
+    seed: int = rule(0, ge=0, le=2**32 - 1)  # seeds the split draw and training (NumPy's seed range)
+    batch_size: int = rule(0, ge=0)  # images per task per step; 0 = the dataset's paper value (16 / 4)
+    eval_batch_size: int = rule(64, ge=1)
+    num_workers: int = rule(4, ge=0)  # data loader worker processes in all, shared by the per-task loaders
+    crop_scale_min: float = rule(0.08, gt=0, le=1)  # RandomResizedCrop lower scale for training images (CoOp's)
     drop_last: bool = True  # drop a task's incomplete last training batch if it has a full one (Dassl's)
 
 
@@ -61,36 +105,27 @@ class OptimConfig:
     `DataConfig`); momentum, weight decay, the warm-up and the schedule are the reference code's,
     Dassl's as MaPLe's `vit_b16_c2_ep5_batch4_2ctx.yaml` configures it (docs/faithfulness.md)."""
 
-    lr: float = 0.0035  # the paper's
-    momentum: float = 0.9  # Dassl's default OPTIM.MOMENTUM
-    weight_decay: float = 5e-4  # Dassl's default OPTIM.WEIGHT_DECAY
+    lr: float = rule(0.0035, gt=0)  # the paper's
+    momentum: float = rule(0.9, ge=0, lt=1)  # Dassl's default OPTIM.MOMENTUM
+    weight_decay: float = rule(5e-4, ge=0)  # Dassl's default OPTIM.WEIGHT_DECAY
     # dassl: stepped per epoch, `warmup_lr` for `warmup_epochs`, then cosine over `train.epochs`
     # counted from the warm-up's end (Dassl's ConstantWarmupScheduler + CosineAnnealingLR);
     # linear-cosine: stepped per batch, linear warm-up from 0 over `warmup_epochs`, cosine to 0.
-    schedule: str = "dassl"
-    warmup_epochs: int = 1  # MaPLe's WARMUP_EPOCH
-    warmup_lr: float = 1e-5  # the dassl warm-up's constant lr, MaPLe's WARMUP_CONS_LR
-
-    def __post_init__(self):
-        _check_choice("optim.schedule", self.schedule, SCHEDULES)
-        if self.warmup_epochs < 0 or self.warmup_lr < 0:
-            raise UserError(f"optim.warmup_epochs and optim.warmup_lr must be >= 0; got "
-                            f"{self.warmup_epochs} and {self.warmup_lr}")
+    schedule: str = rule("dassl", choices=SCHEDULES)
+    warmup_epochs: int = rule(1, ge=0)  # MaPLe's WARMUP_EPOCH
+    warmup_lr: float = rule(1e-5, ge=0)  # the dassl warm-up's constant lr, MaPLe's WARMUP_CONS_LR
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5  # the paper's
-    precision: str = "32-true"  # passed to Lightning, e.g. bf16-mixed on GPU
-    accelerator: str = "auto"
-    limit_train_batches: float = 1.0  # fraction (<=1.0) or number of batches per epoch
+    epochs: int = rule(5, ge=1)  # the paper's
+    precision: str = rule("32-true", choices=PRECISIONS)  # passed to Lightning, e.g. bf16-mixed on GPU
+    accelerator: str = rule("auto", choices=ACCELERATORS)
+    limit_train_batches: float = rule(1.0, gt=0, le=1)  # fraction of each epoch's batches
     fast_dev_run: bool = False
     # How a step combines the tasks' mean cross-entropies: sum (MmAP's eq. 11 for a group's
     # shared prompts; the default for every method) or mean.
-    task_loss: str = "sum"
-
-    def __post_init__(self):
-        _check_choice("train.task_loss", self.task_loss, TASK_LOSSES)
+    task_loss: str = rule("sum", choices=TASK_LOSSES)
 
 
 @dataclass
@@ -156,9 +191,28 @@ SECTIONS = ("params", "data", "model", "optim", "train")
 SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones plus logging
 
 
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+def validate(cfg: RunConfig) -> RunConfig:
+    """`cfg`, if every field of every section keeps its `rule`; else a one-line UserError that
+    names the field as `--set` spells it."""
+    for section in SETTABLE:
+        values = getattr(cfg, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            problem = f.metadata["rule"].problem(value) if "rule" in f.metadata else None
+            if problem:
+                prefix = "method" if section == "params" else section
+                raise UserError(f"{prefix}.{f.name}={value!r}: {problem}")
+    return cfg
+
+
+def from_dict(cls, values: dict):
+    """`cls(**values)` for a section stored as a dict (a checkpoint's); a field it no longer has is
+    a one-line UserError, one it lacks takes its default, and `validate` checks the values."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise UserError(f"{cls.__name__} has no field {', '.join(unknown)} any more (it has {', '.join(names) or 'none'})")
+    return cls(**values)
 
 
 def _path_safe(value) -> str:

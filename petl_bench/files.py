@@ -4,16 +4,26 @@ file where a reader (a resumed run, a table, a concurrent sweep) would trust it.
 
 The temporary name is unique per process and thread (`.NAME.PID.TID.tmp`), so concurrent writers
 of one file never share it; the last rename wins, and each rename is atomic on POSIX file systems.
+
+Paths under a results folder are built from names that `safe_name` passed, so that no user-given
+name (a grid's name, a run name made of `--set` values) can reach outside that folder. Torch files
+are read as tensors and plain data only (`checkpoints.load_plain`); `unloadable_reason` says, in one
+line, why one was refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UserError
+
+NAME_BYTES = 200  # a file name's limit is 255 bytes; suffixes and temporary names need the rest
 
 
 @contextmanager
@@ -40,3 +50,38 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def safe_name(name: str, what: str) -> str:
+    """`name` if it is one plain file or folder name (no separator, not `.` or `..`, not too long);
+    else a UserError that says which `what` (a run name, a grid name) it is."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or len(name.encode()) > NAME_BYTES:
+        reason = "too long" if len(name.encode()) > NAME_BYTES else "a path, not one file or folder name"
+        raise UserError(f"{what} {name!r} cannot name a folder: {reason}")
+    return name
+
+
+def check_writable_folder(path: str | Path, what: str) -> None:
+    """A one-line UserError unless `path` is, or can be made, a folder this process writes in."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"{what} {path}: cannot write there ({err.strerror or err})") from None
+
+
+def unloadable_reason(err: Exception) -> str:
+    """Why `torch.load` (weights_only) refused a file, in one line."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # the reason inside torch's advice
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().split(". Please use")[0].split("\n")[0]
+        if reason.startswith("Unsupported global"):
+            return f"it needs more than tensors and plain data, which could run code ({reason})"
+        return f"not a torch file of tensors and plain data ({reason or 'unreadable'})"
+    if "TorchScript" in text:
+        return "it is a TorchScript archive, which holds code: only OpenAI's own release is loaded as one"
+    return (text.strip().splitlines() or [type(err).__name__])[0]

@@ -1,7 +1,9 @@
 """Where a sweep's runs execute: local processes (one per GPU, or one at a time on CPU) or Slurm jobs.
 
-Each run is `petl-bench run ...` in a process of its own, so a crash or an out-of-memory kill ends
-that run only; the sweep reports it with its log and goes on. A launcher returns the failed jobs.
+Each run is `petl-bench run ... --if-locked=skip` in a process of its own, so a crash or an
+out-of-memory kill ends that run only; the sweep reports it with its log and goes on. A run that
+another process is running already (another sweep of the grid) is skipped and reported as such. A
+launcher returns the jobs that did not finish: failed, or `busy` elsewhere.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .guard import BUSY_EXIT, holder
 from .run import read_record
 from .sweep import GridRun, SlurmConfig, record_of
 
@@ -44,6 +47,12 @@ class Failure:
     job: Job
     reason: str
     log: Path
+    busy: bool = False  # not failed: another process runs it
+
+
+def busy(job: Job, where: str) -> Failure:
+    print(f"{job.title}: running in another process ({where}): skipped", flush=True)
+    return Failure(job, "running in another process", job.log, busy=True)
 
 
 def finished_line(job: Job, seconds: float) -> str:
@@ -84,6 +93,10 @@ def run_local(jobs: list[Job], gpus: list[str]) -> list[Failure]:
         while queue or running:
             for slot in [s for s in slots if s not in running][:len(queue)]:
                 job = queue.pop(0)
+                where = holder(record_of(job.run))
+                if where:
+                    failures.append(busy(job, where))
+                    continue
                 running[slot] = (job, _start(job, slot), time.monotonic())
                 print(f"{job.title}: started" + (f" on GPU {slot}" if slot is not None else ""), flush=True)
             time.sleep(0.2)
@@ -93,6 +106,8 @@ def run_local(jobs: list[Job], gpus: list[str]) -> list[Failure]:
                 del running[slot]
                 if process.returncode == 0 and read_record(record_of(job.run)) is not None:
                     print(finished_line(job, time.monotonic() - started), flush=True)
+                elif process.returncode == BUSY_EXIT:
+                    failures.append(busy(job, f"see {job.log}"))
                 else:
                     failures.append(Failure(job, _exit_reason(process.returncode), job.log))
                     print(f"{job.title}: FAILED ({failures[-1].reason}); log: {job.log}", flush=True)
@@ -132,13 +147,32 @@ def _exit_reason(code: int) -> str:
 
 
 # -- Slurm -----------------------------------------------------------------------------------------
-def run_in_slurm_job(argv: list[str]) -> None:
-    """What a Slurm job runs (submitit pickles this function and its argument)."""
-    from .cli import main
+class SlurmRun:
+    """What a Slurm job runs (submitit pickles it with its argument): `petl-bench run ARGV`.
 
-    code = main(argv)
-    if code:
-        raise RuntimeError(f"petl-bench run ended with exit status {code}")
+    Slurm warns a job before its time limit, and on clusters so configured before pre-emption,
+    with submitit's signal (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise); submitit then
+    calls `checkpoint` and requeues the job, which resumes the run from its last epoch checkpoint.
+    Pre-emption's SIGTERM stops the run (exit status 143) with that checkpoint kept: a requeued job
+    or the next sweep resumes it."""
+
+    def __call__(self, argv: list[str]) -> str:
+        from .cli import main
+
+        code = main(argv)
+        if code == BUSY_EXIT:
+            return BUSY
+        if code:
+            raise RuntimeError(f"petl-bench run ended with exit status {code}")
+        return "done"
+
+    def checkpoint(self, argv: list[str]):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, argv)  # the same run: it resumes from its checkpoint
+
+
+BUSY = "busy"  # a Slurm job's result when another process ran its run
 
 
 def run_slurm(jobs: list[Job], slurm: SlurmConfig, folder: Path, name: str) -> list[Failure]:
@@ -156,7 +190,7 @@ def run_slurm(jobs: list[Job], slurm: SlurmConfig, folder: Path, name: str) -> l
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     executor.update_parameters(**slurm_parameters(slurm, name))
     try:
-        submitted = executor.map_array(run_in_slurm_job, [job.argv for job in jobs])
+        submitted = executor.map_array(SlurmRun(), [job.argv for job in jobs])
     except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as err:
         raise UserError(f"sbatch refused the jobs: {str(err).strip().splitlines()[-1]}") from None
     started = time.monotonic()
@@ -179,7 +213,9 @@ def run_slurm(jobs: list[Job], slurm: SlurmConfig, folder: Path, name: str) -> l
             try:
                 if not finished:
                     raise RuntimeError("left the Slurm queue without a result (cancelled, out of time or memory?)")
-                handle.result()
+                if handle.result() == BUSY:
+                    failures.append(busy(job, f"see {handle.paths.stderr}"))
+                    continue
                 print(finished_line(job, time.monotonic() - started), flush=True)
             except Exception as err:  # the job's own error or Slurm's: the log tells which
                 failures.append(Failure(job, f"Slurm job {handle.job_id}: {_job_error(err)}", handle.paths.stderr))

@@ -1,8 +1,10 @@
 """One run: build backbone, data and method from a `RunConfig`, train, test, write the record.
 
 The record lands at `{out}/runs/{dataset}/{split}/{run_name}/seed{K}.json`, written to a temporary
-file and renamed, so a killed run never leaves a half-written record. Lightning's CSV logs and the
-epoch checkpoints live beside it in `seed{K}/`; a killed run resumes from its last checkpoint.
+file and renamed, so a killed run never leaves a half-written record. Lightning's CSV logs, the
+epoch checkpoint and the run's lock live beside it in `seed{K}/`. A run holds its lock while it
+executes (a second launch waits for it or skips it), stops on SIGINT or SIGTERM with its last
+epoch checkpoint intact, and resumes from that checkpoint exactly (`petl_bench.checkpoints`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import time
 import warnings
@@ -21,14 +24,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .backbone import ClipBackbone
-from .config import RunConfig
+from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
+from .config import RunConfig, validate
 from .datamodules import MultiDomainDataModule, canonical_split
 from .errors import UserError
-from .files import write_json_atomic
+from .files import safe_name, write_json_atomic
+from .guard import Interrupted, run_lock, stop_on_signals
 from .module import PetlModule
 from .registry import get_method
 
@@ -37,7 +43,8 @@ VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetri
 
 def record_path(cfg: RunConfig) -> Path:
     split = canonical_split(cfg.data.dataset, cfg.data.split)
-    return Path(cfg.out) / "runs" / cfg.data.dataset / split / cfg.run_name / f"seed{cfg.data.seed}.json"
+    return Path(cfg.out) / "runs" / cfg.data.dataset / split / safe_name(cfg.run_name, "run name") / \
+        f"seed{cfg.data.seed}.json"
 
 
 def read_record(path: Path) -> dict | None:
@@ -47,22 +54,16 @@ def read_record(path: Path) -> dict | None:
         return None  # absent or unreadable: not done
 
 
-class Throughput(Callback):
-    """Training images per second, over the optimisation steps only."""
-
-    def __init__(self):
-        self.images, self.seconds, self._start = 0, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.seconds += time.perf_counter() - self._start
-        self.images += sum(len(labels) for _, labels in batch.values())
-
-    @property
-    def per_second(self) -> float | None:
-        return round(self.images / self.seconds, 2) if self.seconds else None
+def finished_record(cfg: RunConfig, force: bool = False) -> dict | None:
+    """The run's record when it is done with this config; None when there is none, or with
+    `force`; a UserError when the record holds another config (only `force` replaces it)."""
+    path = record_path(cfg)
+    existing = None if force else read_record(path)
+    if existing and existing.get("config_sha256") != cfg.sha256():
+        raise UserError(f"{path} holds a run with a different config (config_sha256 "
+                        f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
+                        "--force replaces it")
+    return existing
 
 
 def quiet_lightning() -> None:
@@ -80,6 +81,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     entry = get_method(cfg.method)
     if not isinstance(cfg.params, entry.config_cls):
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
+    validate(cfg)
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights and prompts
     backbone = ClipBackbone.from_pretrained(cfg.model.arch, cfg.model.pretrained)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
@@ -91,14 +93,48 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     return module, data, prepared
 
 
-def execute(cfg: RunConfig, progress: bool = True) -> dict:
-    """Train (unless nothing is trainable) and test; write and return the run record."""
+def execute(cfg: RunConfig, progress: bool = True, force: bool = False, wait: bool = True) -> dict:
+    """Train (unless nothing is trainable) and test; write and return the run record.
+
+    Under the run's lock: when another process holds it, wait for it (and return its record if it
+    finished this very run) or, with `wait=False`, raise `guard.RunBusy`. SIGINT and SIGTERM raise
+    `guard.Interrupted`, saying what the last epoch checkpoint kept. An earlier attempt's checkpoint
+    is resumed exactly; `force` trains again from scratch instead."""
+    path = record_path(cfg)
+    with stop_on_signals(), run_lock(path, wait, say=lambda line: print(f"petl-bench: {line}", flush=True)) as waited:
+        done = finished_record(cfg, force) if waited else None
+        if done:
+            print(f"petl-bench: {path} was finished meanwhile by the other process")
+            return done
+        try:
+            return _execute(cfg, progress, force)
+        except Interrupted as stop:
+            stop.detail = _kept(cfg, path.with_suffix(""))
+            raise
+
+
+def _kept(cfg: RunConfig, work_dir: Path) -> str:
+    """What an interrupted run leaves to resume from, for its last line."""
+    try:
+        epochs = load_plain(work_dir / "checkpoints" / "last.ckpt")[PROGRESS]["epochs"]
+    except (UserError, KeyError, TypeError):
+        return f"no epoch finished yet: the same command starts {cfg.run_name} again"
+    return (f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
+            "the same command resumes from there")
+
+
+def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     started = time.time()
     quiet_lightning()
-    module, data, prepared = build(cfg)
     path = record_path(cfg)
     work_dir = path.with_suffix("")
-    throughput = Throughput()
+    if fresh and not cfg.train.fast_dev_run:  # train again from scratch: no earlier checkpoint or log
+        for name in ("checkpoints", "logs"):
+            shutil.rmtree(work_dir / name, ignore_errors=True)
+    # A smoke test shares the run's folder but none of its files.
+    last, trained = (None, None) if cfg.train.fast_dev_run else resumable_checkpoint(work_dir, cfg)
+    module, data, prepared = build(cfg)
+    run_progress = RunProgress(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
@@ -111,13 +147,17 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=cfg.train.precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[throughput, checkpoints],
+        logger=loggers, callbacks=[run_progress, checkpoints], plugins=_plugins(),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if module.num_trainable:
-        trainer.fit(module, datamodule=data, ckpt_path=resumable_checkpoint(work_dir, cfg))
+        if trained:  # stopped while testing: the trained weights are all it needs
+            module.load_trainable_state(trained["state_dict"])
+            run_progress.restore(trained[PROGRESS])
+        else:
+            trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
     trainer.test(module, datamodule=data, verbose=False)
     record = {
         "method": cfg.method,
@@ -137,9 +177,11 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         "split_sha256": data.split_sha256,
         "skipped_images": data.manifest.skipped,
         "synthetic": data.manifest.synthetic,
-        "wall_s": round(time.time() - started, 2),
+        "wall_s": round(run_progress.wall_s, 2),  # every attempt, up to the checkpoint the next resumed
+        "attempts": run_progress.attempts,
+        "resumed_from_epoch": run_progress.resumed_from_epoch,  # epochs done before the last attempt
         "device": _device_name(),
-        "train_images_per_s": throughput.per_second,
+        "train_images_per_s": run_progress.images_per_s,
         "peak_memory_mb": _peak_memory_mb(),
         "git": _git_revision(),
         "versions": _versions(),
@@ -161,20 +203,13 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     return record
 
 
-def resumable_checkpoint(work_dir: Path, cfg: RunConfig) -> Path | None:
-    """The last epoch checkpoint of an earlier attempt at this very config, if there is one."""
-    last = work_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return None
-    try:
-        meta = torch.load(last, map_location="cpu", weights_only=False).get("petl_bench", {})
-        same = RunConfig.sha256_of(meta.get("run_config", {})) == cfg.sha256()
-    except Exception:  # a checkpoint cut short by a kill, or an unrelated file: start afresh
-        same = False
-    if not same:
-        last.unlink()
-        return None
-    return last
+def _plugins() -> list:
+    plugins = [StreamingCheckpointIO()]
+    if SLURMEnvironment.detect():
+        # Lightning's own Slurm requeue (on SIGUSR1: a mid-epoch checkpoint, `scontrol requeue`)
+        # would compete with submitit's, which the sweep's jobs use; our epoch checkpoints resume.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
 
 
 def _device_name() -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .config import DATASETS, DEFAULT_ARCH, DEFAULT_PRETRAINED, SETTABLE, DataConfig, ModelConfig, RunConfig, \
-    apply_overrides
+from .config import DATASETS, DEFAULT_ARCH, SETTABLE, DataConfig, ModelConfig, RunConfig, apply_overrides, \
+    default_pretrained, validate
 
 
 def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -28,7 +28,11 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a config field (sections: method, data, model, optim, train, logging)")
     run.add_argument("--out", default="results")
-    run.add_argument("--force", action="store_true", help="run even if a record exists, replacing it")
+    run.add_argument("--force", action="store_true", help="run again from scratch even if a record or a "
+                                                          "checkpoint exists, replacing them")
+    run.add_argument("--if-locked", default="wait", choices=["wait", "skip"],
+                     help="when another process is running this run: wait for it (default), or skip it "
+                          "(exit status 75)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     return run
@@ -37,12 +41,13 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def build_run_config(method: str, dataset: str, root: str, split: str = "6shot", seed: int = 0,
                      model: str = DEFAULT_ARCH, pretrained: str | None = None, out: str = "results",
                      precision: str | None = None, wandb: bool = False, overrides=()) -> RunConfig:
-    """A run's config from `petl-bench run`'s options; `overrides` are `--set` items, applied last."""
+    """A run's config from `petl-bench run`'s options; `overrides` are `--set` items, applied last.
+    Weights named by neither `pretrained` nor `model.pretrained=` are the model's default ones
+    (`config.default_pretrained`: none for `tiny`), however the model was named. Every value is
+    checked (`config.validate`)."""
     from .registry import get_method
 
     entry = get_method(method)
-    if pretrained is None:
-        pretrained = None if model == "tiny" else DEFAULT_PRETRAINED
     cfg = RunConfig(
         method=method, params=entry.config_cls(),
         data=DataConfig(dataset=dataset, root=root, split=split, seed=seed),
@@ -51,7 +56,10 @@ def build_run_config(method: str, dataset: str, root: str, split: str = "6shot",
     if precision:
         cfg.train.precision = precision
     cfg.logging.wandb = wandb
-    return apply_overrides(cfg, list(overrides))
+    cfg = apply_overrides(cfg, list(overrides))
+    if pretrained is None and not any(item.partition("=")[0].strip() == "model.pretrained" for item in overrides):
+        cfg.model.pretrained = default_pretrained(cfg.model.arch)
+    return validate(cfg)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -21,8 +21,9 @@ of a grid: give it with `--set data.root=DIR`.
 
 Each run's config is built by the same code as `petl-bench run` builds it, and each run is executed
 as that command (`run_argv`), so a sweep's run and a hand-typed run are one and the same.
-A run is *done* when its record exists with the grid's config hash, *stale* when its record holds
-another config (re-run only with `--rerun-stale`), else *to do*.
+A run is *done* when its record exists with the grid's config hash, *running* while another process
+holds its lock (a second sweep of the grid, a hand-typed run: skipped, and said so), *stale* when its
+record holds another config (re-run only with `--rerun-stale`), else *to do*.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import yaml
 from . import benchmarks
 from .config import DATASETS, RunConfig, parse_value
 from .errors import UserError
+from .files import safe_name
 from .runargs import build_run_config, run_argv
 
 BENCHMARKS = Path(benchmarks.__file__).parent  # benchmarks/ of the checkout, or of the installed wheel
@@ -135,9 +137,9 @@ def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, t
                 runs.append(run)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
-    return Grid(name=str(spec.get("name") or path.stem), table=table, dataset=dataset, runs=runs, slurm=slurm,
-                path=path, out=Path(out), splits=splits, seeds=seeds, labels=labels, overrides=list(overrides),
-                text=text)
+    name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
+    return Grid(name=name, table=table, dataset=dataset, runs=runs, slurm=slurm, path=path, out=Path(out),
+                splits=splits, seeds=seeds, labels=labels, overrides=list(overrides), text=text)
 
 
 def record_of(run: GridRun) -> Path:
@@ -147,13 +149,17 @@ def record_of(run: GridRun) -> Path:
 
 
 def run_status(run: GridRun) -> str:
-    """`done` (record with this config), `stale` (record with another config) or `todo`."""
+    """`done` (record with this config), `running` (in another process), `stale` (record with
+    another config) or `todo`."""
+    from .guard import holder
     from .run import read_record
 
     record = read_record(record_of(run))
-    if record is None:
-        return "todo"
-    return "done" if record.get("config_sha256") == run.cfg.sha256() else "stale"
+    if record is not None and record.get("config_sha256") == run.cfg.sha256():
+        return "done"
+    if holder(record_of(run)):
+        return "running"
+    return "todo" if record is None else "stale"
 
 
 def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
@@ -269,8 +275,9 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
     if dry_run:
         for run, status in zip(grid.runs, statuses):
             cfg = run.cfg
-            print(f"  {status:<5}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
-        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run")
+            print(f"  {status:<7}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
+        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
+              + (f", {counts['running']} running in another process" if counts["running"] else ""))
         return 0
     stale = [run for run, status in zip(grid.runs, statuses) if status == "stale"]
     if stale and not rerun_stale:
@@ -281,13 +288,19 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
             if status == "todo" or (status == "stale" and rerun_stale)]
     if todo:
         _check_root(grid)
-    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})", flush=True)
+    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})"
+          + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""), flush=True)
     outcomes = sweep_state.starting(grid, statuses)
     sweep_state.save(grid, outcomes)  # the report sees the grid from now on, even if this sweep is killed
     failures = _launch(grid, todo, launcher, gpus) if todo else []
-    sweep_state.save(grid, sweep_state.finished(grid, outcomes, [run for run, _ in todo], failures))
-    print(f"{grid.name}: {len(todo) - len(failures)} done now, {counts['done']} skipped (done before), "
-          f"{0 if rerun_stale else len(stale)} stale left, {len(failures)} failed")
+    busy = [failure for failure in failures if failure.busy]
+    failures = [failure for failure in failures if not failure.busy]
+    taken = {id(failure.job.run) for failure in busy}  # by another process: their outcome is not ours to say
+    sweep_state.save(grid, sweep_state.finished(grid, outcomes, [run for run, _ in todo if id(run) not in taken],
+                                                failures))
+    print(f"{grid.name}: {len(todo) - len(failures) - len(busy)} done now, {counts['done']} skipped (done before), "
+          f"{0 if rerun_stale else len(stale)} stale left, {len(failures)} failed"
+          + (f", {len(busy) + counts['running']} running in another process" if busy or counts["running"] else ""))
     for failure in failures:
         print(f"  failed: {failure.job.title} ({failure.reason}); log: {failure.log}")
     return 1 if failures else 0
@@ -296,7 +309,8 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
 def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None) -> list:
     from .launchers import Job, gpu_slots, run_local, run_slurm
 
-    jobs = [Job(number, len(todo), run, run_argv(run.cfg, force=force))
+    # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
+    jobs = [Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
             for number, (run, force) in enumerate(todo, 1)]
     if launcher == "slurm":
         return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
@@ -304,8 +318,11 @@ def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: i
 
 
 def _check_root(grid: Grid) -> None:
+    from .files import check_writable_folder
+
     root = grid.runs[0].cfg.data.root
     if not root:
         raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
     if not Path(root).expanduser().is_dir():
         raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")
+    check_writable_folder(grid.out, "--out")

@@ -142,3 +142,29 @@ def folder_data(folder_root, tiny_backbone, tmp_path):
 def batch(folder_data):
     """One training batch: task name -> (images, labels), all four tasks."""
     return next(iter(folder_data.train_dataloader()))[0]
+
+
+class RunsCode:
+    """Unpickled, it runs `open(marker, "w")`: a stand-in for a crafted file whose loading runs code."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.fixture
+def crafted_file(tmp_path):
+    """crafted_file(path, **entries) -> marker: writes a torch file of `entries` plus an object whose
+    unpickling creates `marker` (which the test then expects absent)."""
+    import torch
+
+    marker = tmp_path / "code-ran"
+
+    def make(path: Path, **entries) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**entries, "payload": RunsCode(marker)}, path)
+        return marker
+
+    return make

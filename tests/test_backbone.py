@@ -1,5 +1,6 @@
 """ClipBackbone: identity hooks reproduce open_clip exactly; hooks really act; sizes; weight errors."""
 
+import hashlib
 import time
 
 import pytest
@@ -194,6 +195,55 @@ def test_offline_missing_weights_fail_fast_in_one_line(empty_weight_caches):
         assert word in message
 
 
+def test_missing_weights_without_offline_mode_fail_in_seconds_quietly(empty_weight_caches, monkeypatch, capfd):
+    # Regression (fixed): without HF_HUB_OFFLINE the hub client retried for ~60 s, logging 45 lines.
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(UserError) as info:
+        ClipBackbone.from_pretrained("ViT-B-16", "openai")
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(info.value) and "no answer from http://127.0.0.1:9" in str(info.value)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_weights_that_would_run_code_are_refused(tmp_path, crafted_file):
+    path = tmp_path / "crafted.pt"
+    marker = crafted_file(path, state_dict={})
+    with pytest.raises(UserError, match="could run code") as info:
+        ClipBackbone.from_pretrained("tiny", str(path))
+    assert str(path) in str(info.value) and not marker.exists()
+    torch.load(path, weights_only=False)  # what the old loader did
+    assert marker.exists()
+
+
+def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monkeypatch):
+    from petl_bench import backbone
+
+    # A TorchScript archive holding a tiny CLIP's weights, as OpenAI's releases hold theirs.
+    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+    root = torch.nn.Module()
+    for key, tensor in weights.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, torch.nn.Module())
+            node = getattr(node, name)
+        node.register_buffer(leaf, tensor)
+    path = tmp_path / "tiny-openai.pt"
+    torch.jit.script(root).save(str(path))
+    with pytest.raises(UserError, match="TorchScript"):
+        ClipBackbone.from_pretrained("tiny", str(path))
+    # OpenAI's release is recognised by the sha256 in open_clip's URL for the model's `openai` tag.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(backbone, "_openai_url", lambda arch: f"https://example.org/models/{digest}/{path.name}")
+    loaded = ClipBackbone.from_pretrained("tiny", str(path)).model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())
+
+
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-16"])
 def test_missing_local_checkpoint_names_the_path(tmp_path, arch):
     path = tmp_path / "nowhere" / "weights.pt"
@@ -252,4 +302,4 @@ def test_tinyclip_save_is_atomic_and_loadable(tmp_path, tiny_backbone):
     path = tmp_path / "sub" / "w.pt"
     tinyclip.save(tiny_backbone, path)
     assert path.is_file() and not path.with_suffix(".pt.tmp").exists()
-    assert torch.load(path, weights_only=False)["state_dict"].keys() == tiny_backbone.model.state_dict().keys()
+    assert torch.load(path, weights_only=True)["state_dict"].keys() == tiny_backbone.model.state_dict().keys()

@@ -36,6 +36,7 @@ def assert_one_line_error(code, err, needles=()):
 
 
 RUN = ["run", "--no-progress", "--set", "data.num_workers=0"]
+TINY_COOP = [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder", "--root", "{folder}"]
 
 # (id, argv after `run`-or-other, words the error line must hold). `{x}` are filled from `paths`.
 CASES = [
@@ -75,28 +76,73 @@ CASES = [
     ("data-check-missing-root", ["data", "check", "--no-progress", "--dataset", "officehome",
                                  "--root", "{tmp}/absent"], ["dataset root not found"]),
     ("eval-missing-ckpt", ["eval", "--ckpt", "{tmp}/absent.ckpt"], ["checkpoint not found", "absent.ckpt"]),
-    ("eval-not-a-checkpoint", ["eval", "--ckpt", "{garbage}"], ["is not a petl-bench checkpoint"]),
+    ("eval-not-a-checkpoint", ["eval", "--ckpt", "{garbage}"], ["garbage.pt not loaded", "not a torch file"]),
     ("garbage-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{garbage}", "--method", "zeroshot",
                               "--dataset", "folder", "--root", "{folder}"], ["could not load weights"]),
+    # Values out of range: one line before any work (config.validate).
+    ("negative-lr", [*TINY_COOP, "--set", "optim.lr=-1"], ["optim.lr=-1.0: must be > 0"]),
+    ("negative-seed", [*TINY_COOP, "--seed", "-1"], ["data.seed=-1: must be >= 0"]),
+    ("zero-epochs", [*TINY_COOP, "--set", "train.epochs=0"], ["train.epochs=0: must be >= 1"]),
+    ("negative-epochs", [*TINY_COOP, "--set", "train.epochs=-1"], ["train.epochs=-1: must be >= 1"]),
+    ("zero-context", [*TINY_COOP, "--set", "method.n_ctx=0"], ["method.n_ctx=0: must be >= 1"]),
+    ("unknown-precision", [*TINY_COOP, "--precision", "fp8"], ["train.precision='fp8'", "bf16-mixed"]),
+    ("out-is-a-file", [*TINY_COOP, "--out", "{garbage}"], ["--out", "garbage.pt is a file, not a folder"]),
+    # /sys refuses new folders even to root (where a chmod'ed folder would not).
+    ("out-read-only", [*TINY_COOP, "--out", "/sys/petl-bench-out"], ["--out /sys/petl-bench-out", "cannot write"]),
+    # Names that would climb out of --out, and files that would run code when loaded.
+    ("run-name-climbs-out", [*TINY_COOP, "--set", "model.arch=../../../../../escape"],
+     ["run name 'coop@../../../../../escape' cannot name a folder"]),
+    ("eval-crafted-checkpoint", ["eval", "--ckpt", "{crafted}"], ["crafted.ckpt not loaded", "could run code"]),
+    ("crafted-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{crafted}", "--method", "zeroshot",
+                              "--dataset", "folder", "--root", "{folder}"], ["could not load weights", "could run code"]),
+    ("eval-params-gone", ["eval", "--ckpt", "{params_gone}"], ["params_gone.ckpt", "CoOpConfig has no field n_prompt"]),
+    ("eval-params-out-of-range", ["eval", "--ckpt", "{params_bad}"], ["params_bad.ckpt", "method.n_ctx=-3"]),
 ]
 
 
 @pytest.fixture
-def paths(tmp_path, folder_root, officehome_root, minidomainnet_root, empty_weight_caches):
+def paths(tmp_path, folder_root, officehome_root, minidomainnet_root, empty_weight_caches, crafted_file):
+    import torch
+
+    from petl_bench.runargs import build_run_config
+
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x80\x04not a checkpoint" * 16)
-    return {"tmp": tmp_path, "folder": folder_root, "officehome": officehome_root,
-            "mini": minidomainnet_root, "garbage": garbage}
+    crafted = tmp_path / "crafted.ckpt"
+    marker = crafted_file(crafted, state_dict={})
+    # Checkpoints whose stored method params no longer fit CoOp's config.
+    saved = build_run_config("coop", "folder", str(folder_root), "2shot", model="tiny", out=str(tmp_path / "out"))
+    for name, params in (("params_gone", {"n_ctx": 4, "n_prompt": 2}), ("params_bad", {"n_ctx": -3})):
+        torch.save({"petl_bench": {"run_config": saved.to_dict(), "params": params}, "state_dict": {}},
+                   tmp_path / f"{name}.ckpt")
+    return {"tmp": tmp_path, "folder": folder_root, "officehome": officehome_root, "mini": minidomainnet_root,
+            "garbage": garbage, "crafted": crafted, "marker": marker, "params_gone": tmp_path / "params_gone.ckpt",
+            "params_bad": tmp_path / "params_bad.ckpt"}
 
 
 @pytest.mark.parametrize("argv, needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2(capsys, paths, tmp_path, argv, needles):
     argv = [a.format(**paths) for a in argv]
-    if argv[0] == "run":
+    if argv[0] == "run" and "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
     code, out, err = run_cli(capsys, argv)
     assert_one_line_error(code, err, needles)
     assert not (tmp_path / "out" / "runs").exists() or not list((tmp_path / "out" / "runs").rglob("*.json"))
+    assert not paths["marker"].exists()  # no crafted file ran its code
+
+
+def test_a_crafted_checkpoint_in_a_results_tree_is_refused_not_run(capsys, paths, tmp_path):
+    import torch
+
+    argv = [a.format(**paths) for a in TINY_COOP] + ["--out", str(tmp_path / "out")]
+    last = tmp_path / "out/runs/folder/6shot/coop@tiny/seed0/checkpoints/last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(paths["crafted"].read_bytes())
+    code, out, err = run_cli(capsys, argv)
+    assert_one_line_error(code, err, [str(last), "could run code"])
+    assert not paths["marker"].exists() and last.is_file()  # refused, and left for the user to judge
+    torch.load(last, weights_only=False)  # as the resume used to load it
+    assert paths["marker"].exists()
 
 
 def test_argparse_errors_exit_2(capsys):

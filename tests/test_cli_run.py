@@ -125,7 +125,7 @@ def test_coop_mt_run_trains_the_shared_context_only(coop_run):
     assert record["trainable_params"] == 16 * 48  # one shared context of 16 tokens, text width 48
     assert "coop-mt: 768 trainable parameters" in coop_run["stdout"]
     assert record["train_images_per_s"] and record["train_images_per_s"] > 0
-    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=True)
     assert list(checkpoint["state_dict"]) == ["ctx"]
     assert checkpoint["state_dict"]["ctx"].shape == (1, 16, 48)
     assert checkpoint["petl_bench"]["method"] == "coop-mt"
@@ -142,7 +142,7 @@ def test_eval_reproduces_the_run(coop_run, capsys):
 
 
 def _tampered(coop_run, tmp_path, change):
-    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=True)
     change(checkpoint["state_dict"])
     path = tmp_path / "tampered.ckpt"
     torch.save(checkpoint, path)

@@ -121,3 +121,83 @@ def test_to_dict_is_json_and_hashes_like_the_config():
     assert d["method"] == "coop-mt" and d["params"] == {"n_ctx": 4, "ctx_init": ""}
     assert set(d) == {"method", "params", "data", "model", "optim", "train", "out"}
     assert RunConfig.sha256_of(d) == cfg.sha256()
+
+
+# -- values: every rule, in one place ---------------------------------------------------------------
+def _breaking(rule):
+    """A value the rule refuses."""
+    if rule.choices is not None:
+        return "no-such-choice"
+    if rule.ge is not None:
+        return rule.ge - 1
+    if rule.gt is not None:
+        return rule.gt
+    return (rule.le if rule.le is not None else rule.lt) + 1
+
+
+def _ruled_fields():
+    import dataclasses
+
+    from petl_bench.registry import get_method, method_names
+
+    configs = {section: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
+               for section in ("data", "model", "optim", "train", "logging")}
+    configs.update({f"method:{name}": get_method(name).config_cls for name in method_names()})
+    return [(section, f.name, f.metadata["rule"]) for section, cls in configs.items()
+            for f in dataclasses.fields(cls) if "rule" in f.metadata]
+
+
+def test_every_numeric_field_of_the_run_sections_has_a_rule():
+    import dataclasses
+
+    from petl_bench.config import DataConfig, OptimConfig, TrainConfig
+
+    for cls in (DataConfig, OptimConfig, TrainConfig):
+        for f in dataclasses.fields(cls):
+            if f.type in ("int", "float"):  # a new number takes its range: `x: int = rule(1, ge=0)`
+                assert "rule" in f.metadata, f"{cls.__name__}.{f.name} has no rule"
+
+
+@pytest.mark.parametrize("section, name, rule", _ruled_fields(), ids=lambda x: getattr(x, "__name__", str(x)))
+def test_each_rule_refuses_a_value_outside_it_in_one_line(section, name, rule):
+    from petl_bench.config import validate
+    from petl_bench.registry import get_method
+
+    method = section.partition(":")[2] or "coop"
+    cfg = RunConfig(method=method, params=get_method(method).config_cls())
+    validate(cfg)  # the defaults keep every rule
+    target = "params" if section.startswith("method") else section
+    setattr(getattr(cfg, target), name, _breaking(rule))
+    prefix = "method" if target == "params" else target
+    with pytest.raises(UserError, match=rf"^{prefix}\.{name}=.*: must be ") as info:
+        validate(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_a_new_field_with_a_rule_is_checked_like_the_rest():
+    import dataclasses
+
+    from petl_bench.config import validate
+    from petl_bench.config import rule as ruled
+
+    @dataclasses.dataclass
+    class NewConfig(CoOpConfig):
+        temperature: float = ruled(1.0, gt=0)  # what another engineer adds: one line
+
+    cfg = RunConfig(method="coop", params=NewConfig())
+    assert validate(cfg) is cfg
+    with pytest.raises(UserError, match=r"method\.temperature=-2\.0: must be > 0"):
+        validate(apply_overrides(cfg, ["method.temperature=-2"]))
+
+
+def test_tiny_gets_no_pretrained_weights_however_it_is_named():
+    # Regression (fixed): `run --model tiny` had no weights, a grid's `model.arch: tiny` kept the default `openai`.
+    from petl_bench.runargs import build_run_config
+
+    typed = build_run_config("coop", "folder", "/d", model="tiny")
+    from_grid = build_run_config("coop", "folder", "/d", overrides=["model.arch=tiny"])
+    assert typed.model.pretrained is from_grid.model.pretrained is None
+    assert (typed.run_name, typed.sha256()) == (from_grid.run_name, from_grid.sha256()) == ("coop@tiny", typed.sha256())
+    assert build_run_config("coop", "folder", "/d").model.pretrained == "openai"
+    named = build_run_config("coop", "folder", "/d", overrides=["model.arch=tiny", "model.pretrained=/w/t.pt"])
+    assert named.model.pretrained == "/w/t.pt"

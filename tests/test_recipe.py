@@ -97,10 +97,10 @@ def test_schedule_and_task_loss_reach_the_run_and_its_hash(folder_root, tmp_path
                                 overrides=["train.epochs=2", item]).sha256() != default.sha256(), item
 
 
-@pytest.mark.parametrize("item, match", [("optim.schedule=step", "optim.schedule must be one of dassl, "),
-                                         ("train.task_loss=max", "train.task_loss must be one of sum, mean"),
+@pytest.mark.parametrize("item, match", [("optim.schedule=step", "optim.schedule='step': must be one of dassl, "),
+                                         ("train.task_loss=max", "train.task_loss='max': must be one of sum, mean"),
                                          ("optim.warmup_epochs=0.5", "not a valid int"),
-                                         ("optim.warmup_lr=-1", "must be >= 0")])
+                                         ("optim.warmup_lr=-1", "optim.warmup_lr=-1.0: must be >= 0")])
 def test_bad_recipe_values_are_user_errors(item, match):
     with pytest.raises(UserError, match=match):
         build_run_config("coop-mt", "folder", "data", overrides=[item])
@@ -139,7 +139,7 @@ def test_maple_refuses_a_phrase_shorter_than_its_context(tiny_backbone, folder_d
 
 
 def test_maple_records_show_the_phrase_init(folder_root, tmp_path):
-    record = run_cli(folder_root, tmp_path, "--set", "train.epochs=0", method="maple-mt")
+    record = run_cli(folder_root, tmp_path, "--set", "train.epochs=1", method="maple-mt")
     assert record["resolved_params"]["ctx_init"] == "a photo of a"
     assert get_method("maple").config_cls is get_method("maple-mt").config_cls  # one default for both
 

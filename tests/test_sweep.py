@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import yaml
 from petl_bench import launchers
 from petl_bench.cli import main
 from petl_bench.errors import UserError
+from petl_bench.guard import holder
 from petl_bench.runargs import parse_run_argv, run_argv
 from petl_bench.sweep import BENCHMARKS, expand_grid, grid_file, record_of, run_status
 
@@ -170,6 +172,10 @@ def test_a_kshot_sweep_finds_the_pct_runs_done(tmp_path):
      "makes the same runs as 'coop'"),
     ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nslurm: {gpus: 2}\n",
      "slurm: unknown key slurm.gpus"),
+    ("name: ../../escape\ntable: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n",
+     "name: grid name '../../escape' cannot name a folder"),
+    ("table: table1\ndataset: folder\nsplits: [2shot]\nset: {optim.lr: -1}\nmethods: [zeroshot]\n",
+     "optim.lr=-1.0: must be > 0"),
 ])
 def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, expected):
     path = tmp_path / "bad.yaml"
@@ -179,6 +185,16 @@ def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, ex
     assert code == 2 and stdout == ""
     assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1, stderr
     assert str(path) in stderr and expected in stderr, stderr
+
+
+def test_user_given_names_stay_inside_out(tmp_path, tiny_checkpoint):
+    # A label is text in tables, a method value becomes a run-name tag, a weights file its stem.
+    path = write_grid(tmp_path / "g.yaml", tiny_checkpoint, methods=[
+        {"method": "coop", "label": "../../label", "set": {"method.ctx_init": "../../../../ctx"}},
+        {"method": "zeroshot", "label": "weights", "set": {"model.pretrained": "../../../../../../w.pt"}}])
+    out = tmp_path / "o"
+    for run in expand_grid(path, out=str(out)).runs:
+        assert record_of(run).resolve().is_relative_to(out.resolve()), record_of(run)
 
 
 def test_bad_command_line_set_items(tmp_path, tiny_checkpoint):
@@ -276,9 +292,10 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
     assert len(runs) == 1
     os.kill(sweep.pid, signal.SIGKILL)  # the sweep alone: its run must not live on as an orphan
     sweep.wait()
-    while alive(runs[0]) and time.monotonic() < deadline:
+    # Its lock goes with its last thread, a moment after the main thread shows as a zombie.
+    while (alive(runs[0]) or holder(record_of(grid.runs[1]))) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(runs[0])
+    assert not alive(runs[0]) and not holder(record_of(grid.runs[1]))
     with contextlib.suppress(ProcessLookupError):
         os.killpg(sweep.pid, signal.SIGKILL)  # the rest of its process group, if any
     assert records(out) == {str(record_of(grid.runs[0]).relative_to(out))}  # zeroshot only; coop-mt cut short
@@ -294,3 +311,39 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
     assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
     code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
     assert code == 0 and "2 already done, 0 to run" in stdout
+
+
+def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp_path, tiny_checkpoint, folder_root,
+                                                                            capsys):
+    out = tmp_path / "results"
+    path = write_grid(tmp_path / "l.yaml", tiny_checkpoint, seeds=[0], methods=["zeroshot"])
+    sweep = ["sweep", path, "--out", out, "--set", f"data.root={folder_root}"]
+    run = expand_grid(path, [f"data.root={folder_root}"], str(out)).runs[0]
+    # Another process holds the run's lock (a sweep of the same grid, or a hand-typed run).
+    hold = (f"import time; from pathlib import Path; from petl_bench.guard import run_lock\n"
+            f"with run_lock(Path({str(record_of(run))!r})):\n    print('held', flush=True); time.sleep(300)")
+    other = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        assert holder(record_of(run)) == f"pid {other.pid} on {socket.gethostname()}"
+        code, stdout, _ = call(*sweep, "--dry-run")
+        assert code == 0 and stdout.split("\n")[1].split()[0] == "running"
+        assert stdout.splitlines()[-1] == "0 done, 0 stale, 0 to run, 1 running in another process"
+        code, stdout, _ = call(*sweep)
+        assert code == 0 and "0 to run (local), 1 running in another process (skipped)" in stdout
+        # A run that became busy after the sweep looked: skipped at launch, no process started.
+        job = launchers.Job(1, 1, run, ["run"])
+        assert [f.busy for f in launchers.run_local([job], [])] == [True]
+        assert capsys.readouterr().out == f"[1/1] zeroshot 2shot seed0: running in another process (pid {other.pid} " \
+                                          f"on {socket.gethostname()}): skipped\n"
+        # By hand, told not to wait: exit status 75 and one line.
+        code, _, stderr = call(*run_argv(run.cfg), "--if-locked", "skip")
+        assert code == 75 and stderr.count("\n") == 1
+        assert stderr.startswith(f"petl-bench: zeroshot@tiny-tiny/seed0 is running in another process (pid {other.pid}")
+        assert stderr.endswith(": skipped\n")
+    finally:
+        other.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        other.wait()
+    assert holder(record_of(run)) is None
+    assert call(*sweep, "--dry-run")[1].split("\n")[1].split()[0] == "todo"
+    assert not list((out / "runs").rglob("*.json"))

@@ -1,6 +1,15 @@
 """PetlModule training mechanics on the tiny random-init CLIP: what changes, the schedule, resuming."""
 
 import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +17,7 @@ from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 
 from petl_bench.cli import main
 from petl_bench.config import OptimConfig
+from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule, warmup_cosine
 
 
@@ -57,28 +67,138 @@ def test_reference_recipe_is_the_default():
     assert (optim.schedule, optim.warmup_epochs, optim.warmup_lr) == ("dassl", 1, 1e-5)
 
 
-def test_a_killed_run_resumes_from_its_last_epoch(folder_root, tiny_checkpoint, tmp_path, monkeypatch):
+def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, tiny_checkpoint, tmp_path, monkeypatch,
+                                                                   capsys):
     out = tmp_path / "results"
     argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split",
             "2shot", "--model", "tiny", "--pretrained", str(tiny_checkpoint), "--out", str(out),
-            "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=3",
+            "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=2",
             "--set", "data.batch_size=8", "--set", "method.n_ctx=4"]
-    started_at = []
-
-    def die_in_second_epoch(self):
-        started_at.append(self.current_epoch)
-        if self.current_epoch == 1:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(PetlModule, "on_train_epoch_start", die_in_second_epoch)
-    with pytest.raises(RuntimeError, match="killed"):
-        main(argv)
     work = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
-    assert (work / "checkpoints" / "last.ckpt").is_file()
-    assert not work.with_suffix(".json").exists()  # no record for a run that did not finish
+    last, record = work / "checkpoints" / "last.ckpt", work.with_suffix(".json")
+    started_at, signal_at = [], {}
+    epoch_start, test_start = PetlModule.on_train_epoch_start, PetlModule.on_test_epoch_start
 
-    started_at.clear()
-    monkeypatch.setattr(PetlModule, "on_train_epoch_start", lambda self: started_at.append(self.current_epoch))
-    assert main(argv) == 0
-    assert started_at == [1, 2]  # epoch 0 came from the checkpoint
-    assert json.loads(work.with_suffix(".json").read_text())["config"]["train"]["epochs"] == 3
+    def on_epoch(self):
+        started_at.append(self.current_epoch)
+        if signal_at.pop(("epoch", self.current_epoch), None):
+            os.kill(os.getpid(), signal.SIGINT)  # a real signal, to this process
+        epoch_start(self)
+
+    def on_test(self):
+        if signal_at.pop("test", None):
+            os.kill(os.getpid(), signal.SIGTERM)
+        test_start(self)
+
+    monkeypatch.setattr(PetlModule, "on_train_epoch_start", on_epoch)
+    monkeypatch.setattr(PetlModule, "on_test_epoch_start", on_test)
+
+    def run(*extra):
+        started_at.clear()
+        code = main([*argv, *extra])
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    # SIGINT in the second epoch: one line, exit 130, the first epoch's checkpoint kept for resuming.
+    signal_at[("epoch", 1)] = True
+    code, err = run()
+    assert (code, started_at) == (130, [0, 1]) and not record.exists()
+    assert err[-1] == (f"petl-bench: stopped by SIGINT: 1 of 2 epochs of coop-mt-n_ctx4@tiny-tiny kept in "
+                       f"{work / 'checkpoints'}: the same command resumes from there")
+    checkpoint = torch.load(last, weights_only=True)  # tensors and plain data only
+    assert checkpoint["resume"]["epochs"] == 1 and "optimizer_states" in checkpoint
+
+    # Resumed at epoch 1, then SIGTERM while testing: 143; the last epoch's checkpoint holds weights only.
+    signal_at["test"] = True
+    code, err = run()
+    assert (code, started_at) == (143, [1]) and not record.exists()
+    assert err[-1].startswith("petl-bench: stopped by SIGTERM: 2 of 2 epochs")
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["resume"]["epochs"] == 2 and "optimizer_states" not in checkpoint
+
+    # Resumed again: nothing left to train, only the test.
+    assert run()[0] == 0 and started_at == []
+    done = json.loads(record.read_text())
+    assert (done["attempts"], done["resumed_from_epoch"]) == (3, 2)
+    assert done["wall_s"] > checkpoint["resume"]["wall_s"] > 0  # every attempt counts
+
+    # --force trains again from scratch, although a finished checkpoint and record exist.
+    assert run("--force")[0] == 0 and started_at == [0, 1]
+    forced = json.loads(record.read_text())
+    assert (forced["attempts"], forced["resumed_from_epoch"]) == (1, None)
+    assert forced["accuracy"] == done["accuracy"]  # the same run, start to end
+
+
+@pytest.mark.slow
+def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uninterrupted_one(folder_root, tmp_path):
+    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split", "2shot",
+            "--model", "tiny", "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=4",
+            "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    run_dir = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0")
+    assert main([*argv, "--out", str(tmp_path / "alone")]) == 0  # the uninterrupted run, for comparison
+    alone = json.loads((tmp_path / "alone" / run_dir.with_suffix(".json")).read_text())
+
+    # Two identical launches into one --out, as two real processes. Both find the run held (here,
+    # until both say they wait), then one runs it and the other waits for that one.
+    shared = tmp_path / "shared"
+    work = shared / run_dir
+    logs = [(tmp_path / f"{i}.out", tmp_path / f"{i}.err") for i in range(2)]
+    deadline = time.monotonic() + 240
+
+    def until(condition, launches):
+        while not condition():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in launches), \
+                [err.read_text() for _, err in logs]
+            time.sleep(0.05)
+
+    with run_lock(work.with_suffix(".json")):
+        launches = [subprocess.Popen([sys.executable, "-m", "petl_bench.cli", *argv, "--out", str(shared)],
+                                     stdout=out.open("w"), stderr=err.open("w")) for out, err in logs]
+        until(lambda: all("waiting for it to end" in out.read_text() for out, _ in logs), launches)
+    try:
+        until(lambda: (work / "checkpoints" / "last.ckpt").is_file(), launches)  # one has trained an epoch
+        runner = next(p for p in launches if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
+        runner.send_signal(signal.SIGTERM)  # a real signal to the process that holds the run
+        assert runner.wait(timeout=120) == 143
+        last_line = logs[launches.index(runner)][1].read_text().strip().splitlines()[-1]
+        assert re.fullmatch(r"petl-bench: stopped by SIGTERM: [1-3] of 4 epochs of coop-mt-n_ctx4@tiny kept in "
+                            rf"{re.escape(str(work / 'checkpoints'))}: the same command resumes from there", last_line)
+        kept = int(re.search(r"SIGTERM: (\d)", last_line).group(1))
+        waiter = launches[1 - launches.index(runner)]
+        assert waiter.wait(timeout=240) == 0, logs[launches.index(waiter)][1].read_text()  # took the run over
+    finally:
+        for process in launches:
+            process.kill()
+    record = json.loads(work.with_suffix(".json").read_text())
+    assert (record["attempts"], record["resumed_from_epoch"]) == (2, kept)
+    # Bit for bit the uninterrupted run: the learnt context and the accuracy.
+    ctx = [torch.load(root / run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["ctx"]
+           for root in (tmp_path / "alone", shared)]
+    assert torch.equal(*ctx)
+    assert record["accuracy"] == alone["accuracy"]
+
+
+@pytest.mark.xfail(strict=True, reason="persistent loader workers carry their own RNG states from epoch to epoch, so a "
+                                       "resumed run's augmentation differs: the data loaders must draw from the global "
+                                       "RNG states at each epoch's start (the contract in checkpoints.py)")
+def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_root, copy_tree, tmp_path, monkeypatch):
+    root = copy_tree(folder_root)
+    for domain in ("clipart", "product", "real world"):  # one task: the whole worker budget is its loader's
+        shutil.rmtree(root / domain)
+    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(root), "--split", "2shot",
+            "--model", "tiny", "--no-progress", "--set", "data.num_workers=2", "--set", "train.epochs=2",
+            "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    ckpt = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0/checkpoints/last.ckpt")
+    assert main([*argv, "--out", str(tmp_path / "alone")]) == 0
+    epoch_start = PetlModule.on_train_epoch_start
+
+    def sigterm_in_second_epoch(self):
+        if self.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        epoch_start(self)
+
+    monkeypatch.setattr(PetlModule, "on_train_epoch_start", sigterm_in_second_epoch)
+    assert main([*argv, "--out", str(tmp_path / "resumed")]) == 143
+    monkeypatch.setattr(PetlModule, "on_train_epoch_start", epoch_start)
+    assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
+    ctx = [torch.load(tmp_path / out / ckpt, weights_only=True)["state_dict"]["ctx"] for out in ("alone", "resumed")]
+    assert torch.equal(*ctx)

@@ -1,0 +1,134 @@
+"""What guards one run while it executes: its lock, and a clean stop on SIGINT and SIGTERM.
+
+Both are per run, taken and given back around one `run.execute`, never per process: a worker
+process that executes run after run holds each lock only for its run and leaves its own signal
+handlers as they were.
+
+The lock is an exclusive `flock` on `seed{K}/run.lock`, beside the run's checkpoint and CSV log.
+The kernel drops it when its holder exits in any way, SIGKILL included, so a lock is never stale
+and the file's presence means nothing; the holder writes `PID on HOST` into it for messages.
+(On NFS, `flock` becomes an fcntl lock handled by the server's lock manager.)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UserError
+
+LOCK_NAME = "run.lock"
+BUSY_EXIT = 75  # EX_TEMPFAIL: the run is running elsewhere, try again later
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunBusy(UserError):
+    """Another process holds the run's lock and the caller chose not to wait."""
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal. A BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on its way out swallows it; Lightning hands it on after its own clean-up."""
+
+    def __init__(self, signum: int, detail: str = ""):
+        super().__init__(signum, detail)
+        self.signum, self.detail = signum, detail
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process the signal killed: 130, 143
+
+    def __str__(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}" + (f": {self.detail}" if self.detail else "")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise `Interrupted` in the main thread; the handlers
+    from before come back after it. A signal the process ignores (`nohup`, `&` in a script) stays
+    ignored. Lightning's own SIGTERM handler, installed during `fit` and `test`, calls this one
+    after its own, and its `SIGTERMException` (which exits 0) is never reached."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def lock_path(record: Path) -> Path:
+    """The lock file of the run whose record is `record`."""
+    return record.with_suffix("") / LOCK_NAME
+
+
+@contextmanager
+def run_lock(record: Path, wait: bool = True, say: Callable[[str], None] = print) -> Iterator[bool]:
+    """Hold the run's lock for the block; yields whether it had to wait for another process.
+    Held by another: with `wait`, `say` so and block until it is free; else raise `RunBusy`."""
+    path = lock_path(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waited = not _try_lock(fd, fcntl.LOCK_EX)
+        if waited:
+            where = f"in another process ({_holder(fd)}; lock {path})"
+            if not wait:
+                raise RunBusy(f"{record.parent.name}/{record.stem} is running {where}: skipped")
+            say(f"{record.parent.name}/{record.stem} is running {where}: waiting for it to end")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield waited
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def holder(record: Path) -> str | None:
+    """Who runs the run now (`pid N on HOST`), or None when nobody holds its lock. Only looks:
+    it never creates the lock file."""
+    try:
+        fd = os.open(lock_path(record), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if _try_lock(fd, fcntl.LOCK_SH, tries=1):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        return _holder(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int, kind: int, tries: int = 3) -> bool:
+    """Take the lock without blocking; a few tries apart, so that another process merely looking
+    (`holder`'s brief shared lock) is not taken for a run."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.05)
+    return False
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    return text or "starting"
