@@ -27,6 +27,7 @@ def batch_and_tasks(folder_root, tiny_backbone, tmp_path_factory):
         DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone,
         out=tmp_path_factory.mktemp("methods"))
     data.setup()
+    torch.manual_seed(0)  # the same shuffle and crops whatever ran before: one fixed batch
     return next(iter(data.train_dataloader()))[0], data.tasks
 
 
@@ -69,7 +70,7 @@ def test_only_declared_parameters_change_and_all_get_gradients(name, tiny_backbo
 @pytest.mark.parametrize("name", TRAINED)
 def test_training_lowers_the_loss(name, tiny_backbone, batch_and_tasks):
     batch, tasks = batch_and_tasks
-    losses = sgd_steps(build(name, tiny_backbone, tasks), batch, steps=8, lr=0.01)
+    losses = sgd_steps(build(name, tiny_backbone, tasks), batch, steps=8, lr=0.003)
     assert losses[-1] < losses[0], losses
 
 
