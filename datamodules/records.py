@@ -12,13 +12,16 @@ Labels index the dataset's canonical class list (shipped in `petl_bench/data/`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from petl_bench.errors import UserError
+from petl_bench.hardware import cpu_budget
+
+from .cache import Cache
+from .images import ImageChecks, header_error
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -46,6 +49,8 @@ class Manifest:
     classnames: list[str]  # prompt form, indexed by label
     records: list[Record]
     skipped: list[str]  # unreadable or empty files, relative to root
+    # What is known of each file (stat, header or full decode); None for a hand-made manifest.
+    checks: ImageChecks | None = field(default=None, compare=False, repr=False)
 
     @property
     def tasks(self) -> list[Task]:
@@ -86,14 +91,7 @@ def _images(folder: Path) -> list[Path]:
 
 def is_readable(path: Path) -> bool:
     """Cheap check (size and image header, not a full decode) that PIL can open the file."""
-    try:
-        if path.stat().st_size == 0:
-            return False
-        with Image.open(path) as img:
-            img.size  # noqa: B018  (reads the header)
-        return True
-    except (OSError, UnidentifiedImageError):
-        return False
+    return header_error(path) is None
 
 
 def _check_root(root: Path) -> Path:
@@ -112,18 +110,28 @@ def _check_classes(found: set[str], expected: list[str], what: str) -> None:
         raise UserError(f"{what}: classes differ from the canonical list ({'; '.join(p for p in parts if p)})")
 
 
+_CACHE: ContextVar[Cache | None] = ContextVar("manifest_cache", default=None)  # set by read_manifest
+
+
 def _build(root: Path, items: list[tuple[str, str, str]], domains: list[str], classes: list[str]) -> Manifest:
-    """items: (relative path, domain, class folder name)."""
+    """items: (relative path, domain, class folder name). Every file is stat-ed; only files that
+    are new or changed since the cached scan of this root (if any) have their header read."""
+    cache = _CACHE.get()
+    checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
+                         cache.saver(root) if cache else None, threads=4 * cpu_budget())
+    checks.scan([rel for rel, _, _ in items])
+    checks.save()
     label = {name: i for i, name in enumerate(classes)}
+    names = {cls: prompt_name(cls) for cls in classes}
     records, skipped = [], []
     for rel, domain, cls in items:
-        if is_readable(root / rel):
-            records.append(Record(rel, label[cls], domain, prompt_name(cls)))
+        if checks.readable(rel):
+            records.append(Record(rel, label[cls], domain, names[cls]))
         else:
             skipped.append(rel)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable or empty image(s), e.g. {skipped[0]}", stacklevel=2)
-    return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped)
+    return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped, checks)
 
 
 def read_officehome(root: Path) -> Manifest:
@@ -187,9 +195,15 @@ def read_folder(root: Path) -> Manifest:
 READERS = {"officehome": read_officehome, "minidomainnet": read_minidomainnet, "folder": read_folder}
 
 
-def read_manifest(dataset: str, root: str | Path) -> Manifest:
+def read_manifest(dataset: str, root: str | Path, cache: Cache | None = None) -> Manifest:
+    """The dataset's manifest; with a `cache`, image headers are read only for files not seen
+    as they are now by an earlier scan of this root."""
     if dataset not in READERS:
         raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(READERS)})")
     if not str(root).strip():  # Path("") would silently mean the working directory
         raise UserError("no dataset root given (--root DIR)")
-    return READERS[dataset](Path(root))
+    token = _CACHE.set(cache)
+    try:
+        return READERS[dataset](Path(root))
+    finally:
+        _CACHE.reset(token)

@@ -39,8 +39,10 @@ class DataConfig:
     seed: int = 0  # seeds the split draw and training
     batch_size: int = 0  # images per task per step; 0 = the dataset's paper value (16 / 4)
     eval_batch_size: int = 64
-    num_workers: int = 4  # data loader worker processes in all, shared by the per-task loaders
+    num_workers: int = -1  # loader worker processes in all; -1: one per usable CPU (affinity, Slurm) less one
     crop_scale_min: float = 0.08  # RandomResizedCrop lower scale for training images (CoOp's)
+    cache_dir: str = ""  # cache folder; empty: $PETL_BENCH_CACHE, else {out}/cache; "off": no caches
+    cache_gb: float = 50.0  # size bound of the cache folder; least recently used entries go first
 
 
 @dataclass
@@ -62,7 +64,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 5
-    precision: str = "32-true"  # passed to Lightning, e.g. bf16-mixed on GPU
+    precision: str = "auto"  # Lightning's, e.g. 32-true; auto: bf16-mixed on a GPU with bf16, else 32-true
     accelerator: str = "auto"
     limit_train_batches: float = 1.0  # fraction (<=1.0) or number of batches per epoch
     fast_dev_run: bool = False
@@ -117,7 +119,7 @@ class RunConfig:
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         data = d.get("data", {})
-        for key in ("root", "num_workers", "eval_batch_size"):
+        for key in ("root", "num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
             data.pop(key, None)
         dataset = data.get("dataset")
         if data.get("split") in PAPER_SPLITS.get(dataset, {}):

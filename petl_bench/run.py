@@ -29,6 +29,7 @@ from .config import RunConfig
 from .datamodules import MultiDomainDataModule, canonical_split
 from .errors import UserError
 from .files import write_json_atomic
+from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
 
@@ -65,6 +66,17 @@ class Throughput(Callback):
         return round(self.images / self.seconds, 2) if self.seconds else None
 
 
+class FirstTestBatch(Callback):
+    """When the first test batch reached the model, in seconds since `started` (time.time())."""
+
+    def __init__(self, started: float):
+        self.started, self.seconds = started, None
+
+    def on_test_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if self.seconds is None:
+            self.seconds = round(time.time() - self.started, 3)
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (device lists, tips) out of the run's output."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -94,10 +106,13 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
     """Train (unless nothing is trainable) and test; write and return the run record."""
     started = time.time()
     quiet_lightning()
+    device = run_device(cfg.train.accelerator)
+    precision, tf32 = run_precision(cfg.train.precision, device), allow_tf32(device)
     module, data, prepared = build(cfg)
+    built = time.time()
     path = record_path(cfg)
     work_dir = path.with_suffix("")
-    throughput = Throughput()
+    throughput, first_test_batch = Throughput(), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
@@ -108,16 +123,18 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
 
         loggers.append(wandb_logger(cfg, work_dir))
     trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, precision=cfg.train.precision, accelerator=cfg.train.accelerator,
+        max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[throughput, checkpoints],
+        logger=loggers, callbacks=[throughput, checkpoints, first_test_batch],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if module.num_trainable:
         trainer.fit(module, datamodule=data, ckpt_path=resumable_checkpoint(work_dir, cfg))
+    trained = time.time()
     trainer.test(module, datamodule=data, verbose=False)
+    tested = time.time()
     record = {
         "method": cfg.method,
         "run_name": cfg.run_name,
@@ -131,13 +148,19 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         "trainable_params": module.num_trainable,
         "total_params": sum(p.numel() for p in module.parameters()),
         "train_images": len(data.train_records),
-        "test_images": len(data.test_records),
+        "test_images": len(data.tested_records),
         "split_file": str(data.split_file),
         "split_sha256": data.split_sha256,
-        "skipped_images": data.manifest.skipped,
+        "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
         "wall_s": round(time.time() - started, 2),
+        # Seconds per phase; first_test_batch counts from the run's start.
+        "phases_s": {**data.timings, "build_s": round(built - started, 3), "train_s": round(trained - built, 3),
+                     "test_s": round(tested - trained, 3), "first_test_batch_s": first_test_batch.seconds},
+        "test_sources": data.test_sources,
         "device": _device_name(),
+        "precision": precision,
+        "tf32": tf32,
         "train_images_per_s": throughput.per_second,
         "peak_memory_mb": _peak_memory_mb(),
         "git": _git_revision(),
