@@ -87,7 +87,8 @@ class Cache:
             return {}
         if saved.get("version") != _VERDICTS_VERSION or saved.get("root") != str(root.resolve()):
             return {}
-        os.utime(path)
+        now = time.time()
+        os.utime(path, (now, now))
         return saved.get("files", {})
 
     def saver(self, root: Path) -> Callable[[dict], None]:
@@ -108,7 +109,8 @@ class Cache:
         try:
             meta = json.loads(meta_path.read_text())
             array = np.load(array_path, mmap_mode="r")
-            os.utime(array_path)  # most recently used
+            now = time.time()  # most recently used (finer than the file system's clock)
+            os.utime(array_path, (now, now))
         except (OSError, ValueError):  # absent, or removed by another run's pruning meanwhile
             return None
         return array, meta
