@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from petl_bench.errors import UserError
-from petl_bench.files import atomic_path, write_json_atomic
+from petl_bench.files import atomic_path, write_json_atomic, write_text_atomic
 
 try:
     import fcntl
@@ -45,7 +45,7 @@ except ImportError:  # not POSIX: no locks, concurrent runs may fill an entry tw
 ENV = "PETL_BENCH_CACHE"
 OFF = ("off", "none")
 KINDS = ("manifests", "images", "features")
-_VERDICTS_VERSION = 1
+_VERDICTS_VERSION = 2
 
 
 def cache_folder(setting: str, out: str | Path) -> Path | None:
@@ -79,23 +79,27 @@ class Cache:
     def _verdicts_path(self, root: Path) -> Path:
         return self.folder / "manifests" / f"{digest(root.resolve())}.json"
 
-    def load_verdicts(self, root: Path) -> dict:
+    def load_verdicts(self, root: Path) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, verdict) from the last scan of `root`."""
         path = self._verdicts_path(root)
         try:
             saved = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if saved.get("version") != _VERDICTS_VERSION or saved.get("root") != str(root.resolve()):
+            if saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
+                return {}
+            known = dict(zip(saved["paths"], zip(saved["sizes"], saved["mtimes"], saved["verdicts"])))
+        except (OSError, ValueError, KeyError):
             return {}
         now = time.time()
         os.utime(path, (now, now))
-        return saved.get("files", {})
+        return known
 
-    def saver(self, root: Path) -> Callable[[dict], None]:
-        def save(files: dict) -> None:
-            self.make_room(len(files) * 80)  # about a JSON line per file
-            write_json_atomic(self._verdicts_path(root),
-                              {"version": _VERDICTS_VERSION, "root": str(root.resolve()), "files": files})
+    def saver(self, root: Path) -> Callable[[dict[str, tuple[int, int, str]]], None]:
+        def save(files: dict[str, tuple[int, int, str]]) -> None:
+            self.make_room(len(files) * 80)  # about 80 bytes of JSON per file
+            columns = list(zip(*files.values())) or [(), (), ()]  # columns: twice as fast to parse
+            write_text_atomic(self._verdicts_path(root), json.dumps({
+                "version": _VERDICTS_VERSION, "root": str(root.resolve()), "paths": list(files),
+                "sizes": columns[0], "mtimes": columns[1], "verdicts": columns[2]}))
         return save
 
     # -- arrays: test images and features ---------------------------------------------------------

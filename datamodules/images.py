@@ -87,7 +87,7 @@ Stat = tuple[int, int]  # size in bytes, mtime in ns
 class ImageChecks:
     """Verdicts on the image files of one root, valid while a file keeps its size and mtime.
 
-    `known` holds earlier verdicts (from the cache): rel -> [size, mtime_ns, verdict]. `save` is
+    `known` holds earlier verdicts (from the cache): rel -> (size, mtime_ns, verdict). `save` is
     called with the current verdicts of every file scanned, to keep them for the next run."""
 
     def __init__(self, root: Path, known: dict | None = None, save: Callable[[dict], None] | None = None,
@@ -100,13 +100,17 @@ class ImageChecks:
         self.verdicts: dict[str, str] = {}  # rel -> verdict of the current scan
         self._changed = False
 
-    def scan(self, rels: list[str]) -> None:
-        """Stat every file and read the header of those not known as they are now."""
-        root = str(self.root)
-        unknown = []
+    def scan(self, rels: list[str]) -> list[str]:
+        """Stat every file and read the header of those not known as they are now; returns the
+        files that do not exist."""
+        prefix = os.path.join(str(self.root), "")
+        unknown, missing = [], []
         for rel in rels:
             try:
-                st = os.stat(os.path.join(root, rel))
+                st = os.stat(prefix + rel)  # a third faster than os.path.join, for 140,000 files
+            except FileNotFoundError:
+                missing.append(rel)
+                continue
             except OSError as err:
                 self.stats[rel], self.verdicts[rel] = (-1, -1), _reason(err)
                 continue
@@ -117,9 +121,10 @@ class ImageChecks:
                 self.verdicts[rel] = known[2]
             else:
                 unknown.append(rel)
-        for rel, error in zip(unknown, self._map(lambda rel: header_error(os.path.join(root, rel)), unknown)):
+        for rel, error in zip(unknown, self._map(lambda rel: header_error(prefix + rel), unknown)):
             self.verdicts[rel] = error or HEADER_OK
         self._changed = self._changed or bool(unknown) or len(self._known) != len(self.stats)
+        return missing
 
     def readable(self, rel: str) -> bool:
         """Not known to be unreadable (the header read, perhaps the whole file)."""
@@ -152,7 +157,7 @@ class ImageChecks:
     def save(self) -> None:
         """Keep the verdicts for the next run, if anything changed and there is a cache."""
         if self._save and self._changed:
-            self._save({rel: [*self.stats[rel], verdict] for rel, verdict in self.verdicts.items()})
+            self._save({rel: (*self.stats[rel], verdict) for rel, verdict in self.verdicts.items()})
             self._changed = False
 
     def _map(self, check, rels: list[str], progress: bool = False) -> list:

@@ -11,6 +11,7 @@ Labels index the dataset's canonical class list (shipped in `petl_bench/data/`).
 
 from __future__ import annotations
 
+import posixpath
 import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -114,18 +115,22 @@ _CACHE: ContextVar[Cache | None] = ContextVar("manifest_cache", default=None)  #
 
 
 def _build(root: Path, items: list[tuple[str, str, str]], domains: list[str], classes: list[str]) -> Manifest:
-    """items: (relative path, domain, class folder name). Every file is stat-ed; only files that
-    are new or changed since the cached scan of this root (if any) have their header read."""
+    """items: (relative path, domain, class folder name). Every file is stat-ed (a listed file that
+    is missing is an error); only files that are new or changed since the cached scan of this root
+    (if any) have their header read."""
     cache = _CACHE.get()
     checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
                          cache.saver(root) if cache else None, threads=4 * cpu_budget())
-    checks.scan([rel for rel, _, _ in items])
+    missing = checks.scan([rel for rel, _, _ in items])
+    if missing:
+        raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
     checks.save()
     label = {name: i for i, name in enumerate(classes)}
     names = {cls: prompt_name(cls) for cls in classes}
     records, skipped = [], []
+    readable = {rel for rel in checks.verdicts if checks.readable(rel)}
     for rel, domain, cls in items:
-        if checks.readable(rel):
+        if rel in readable:
             records.append(Record(rel, label[cls], domain, names[cls]))
         else:
             skipped.append(rel)
@@ -172,10 +177,7 @@ def read_minidomainnet(root: Path) -> Manifest:
                 if rel in seen:
                     continue
                 seen.add(rel)
-                cls = Path(rel).parent.name
-                if not (root / rel).is_file():
-                    raise UserError(f"MiniDomainNet image listed in {listing.name} is missing: {root / rel}")
-                items.append((rel, domain, cls))
+                items.append((rel, domain, posixpath.basename(posixpath.dirname(rel))))
         _check_classes({c for _, d, c in items if d == domain}, classes, f"MiniDomainNet {domain}")
     return _build(root, items, MINIDOMAINNET_DOMAINS, classes)
 
