@@ -236,7 +236,7 @@ class PetlModule(Hooks, L.LightningModule):
 class FrozenImageEncoder:
     """The frozen backbone's image features as this run computes them (its device and precision),
     and a key naming everything they depend on besides the images: model, weights, precision,
-    device, torch version."""
+    device (and TF32), torch version."""
 
     def __init__(self, module: PetlModule):
         self.module = module
@@ -244,7 +244,8 @@ class FrozenImageEncoder:
         trainer = module._trainer
         self.precision = str(trainer.precision) if trainer is not None else "32-true"
         device = module.device
-        where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        where = (f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
+                 if device.type == "cuda" else device.type)
         self.key = hashlib.sha256("\0".join([
             module.backbone.name, weights_digest(module.backbone.model.visual), self.precision, where,
             torch.__version__]).encode()).hexdigest()

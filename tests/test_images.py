@@ -143,18 +143,27 @@ def test_gpu_crop_and_flip_match_the_cpu_transform(folder_root):
     assert torch.equal(torch.rand(1), after_cpu)
 
 
-def test_datamodule_gpu_path_runs_on_cpu_device(folder_root, tiny_backbone, tmp_path):
+def test_training_through_the_gpu_path_on_cpu(folder_root, tiny_backbone, tmp_path):
+    import copy
+
+    import lightning as L
+
     data = MultiDomainDataModule.for_backbone(DataConfig("folder", str(folder_root), "2shot", batch_size=4,
                                                          num_workers=0), tiny_backbone, out=tmp_path)
     data.setup()
     data.decode_device = torch.device("cpu")  # the code a GPU runs, on the CPU
     raw = next(iter(data.train_dataloader()))[0]
     assert all(type(b).__name__ == "EncodedBatch" for b in raw.values())
-    batch = data.on_before_batch_transfer(raw, 0)
-    assert list(batch) == [t.name for t in data.tasks]
-    for task, (images, labels) in batch.items():
+    for task, (images, labels) in data.on_before_batch_transfer(raw, 0).items():
         assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
         assert labels.tolist() == raw[task].labels.tolist()
+    entry = get_method("coop-mt")
+    module = entry.cls(entry.config_cls(n_ctx=2), copy.deepcopy(tiny_backbone), data.tasks)
+    before = module.ctx.detach().clone()
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, data)
+    assert not torch.equal(module.ctx.detach(), before)
+    assert data.skipped_images == []
 
 
 # -- the text tower's context ----------------------------------------------------------------------------
