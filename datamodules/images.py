@@ -53,7 +53,8 @@ def open_rgb(path: str | Path) -> Image.Image:
         return to_rgb(image)
 
 
-def _reason(err: Exception) -> str:
+def reason(err: Exception) -> str:
+    """An exception as one short line: its type and the first line of its message."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -68,7 +69,7 @@ def header_error(path: str | Path) -> str | None:
             image.size  # noqa: B018  (reads the header)
         return None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-        return _reason(err)
+        return reason(err)
 
 
 def decode_error(path: str | Path) -> str | None:
@@ -77,7 +78,7 @@ def decode_error(path: str | Path) -> str | None:
         open_rgb(path)
         return None
     except Exception as err:  # every decoder failure means the same: skip the file
-        return _reason(err)
+        return reason(err)
 
 
 # -- what is known about each file of a root ---------------------------------------------------------
@@ -112,7 +113,7 @@ class ImageChecks:
                 missing.append(rel)
                 continue
             except OSError as err:
-                self.stats[rel], self.verdicts[rel] = (-1, -1), _reason(err)
+                self.stats[rel], self.verdicts[rel] = (-1, -1), reason(err)
                 continue
             stat = (st.st_size, st.st_mtime_ns)
             self.stats[rel] = stat

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from .images import open_rgb, read_encoded
+from .images import open_rgb, read_encoded, reason
 from .records import Record
 
 
@@ -28,18 +28,18 @@ from .records import Record
 class ImageFiles(Dataset):
     """(transform(image), label, None), or (None, label, reason) for a file that cannot be decoded."""
 
-    def __init__(self, root: Path, records: list[Record], transform, labels: list[int] | None = None):
+    def __init__(self, root: Path, records: list[Record], transform):
         self.root, self.records, self.transform = root, records, transform
-        self.labels = labels if labels is not None else [r.label for r in records]
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int):
+        record = self.records[index]
         try:
-            return self.transform(open_rgb(self.root / self.records[index].path)), self.labels[index], None
+            return self.transform(open_rgb(self.root / record.path)), record.label, None
         except Exception as err:  # a file that cannot be decoded is skipped, never fatal
-            return None, self.labels[index], f"{type(err).__name__}: {err}".splitlines()[0]
+            return None, record.label, reason(err)
 
 
 def collate_images(samples) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
@@ -110,7 +110,7 @@ class EncodedFiles(Dataset):
         try:
             return read_encoded(self.root / record.path), record.label, record.path, None
         except Exception as err:  # skipped, never fatal
-            return None, record.label, record.path, f"{type(err).__name__}: {err}".splitlines()[0]
+            return None, record.label, record.path, reason(err)
 
 
 def collate_encoded(samples) -> EncodedBatch:

@@ -184,10 +184,11 @@ class MultiDomainDataModule(L.LightningDataModule):
         return batch
 
     def _decode_train(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        self.unreadable.update(batch.failed)
         images = decode_on(batch.payloads, self._train_decode_device())
         keep = [i for i, image in enumerate(images) if image is not None]
-        self.unreadable.update({batch.paths[i]: "cannot be decoded" for i, image in enumerate(images) if image is None})
+        self.unreadable.update(batch.failed)
+        self.unreadable.update({batch.paths[i]: "cannot be decoded" for i, image in enumerate(images)
+                                if image is None})
         return self.gpu_train_transform([images[i] for i in keep]), batch.labels[keep]
 
     # -- test -------------------------------------------------------------------------------------

@@ -198,7 +198,6 @@ class ClipBackbone(nn.Module):
             return x
         return projection(x) if isinstance(projection, nn.Linear) else x @ projection
 
-
     def text_context(self, tokens: torch.Tensor) -> int:
         """Positions the text tower must run on: up to the pooled (EOT) token of the longest prompt
         (learnt context tokens are placeholders inside the prompts). Under the causal mask no
@@ -207,7 +206,10 @@ class ClipBackbone(nn.Module):
         model = self.model
         if model.attn_mask is None or model.text_pool_type not in ("argmax", "eos") or not tokens.numel():
             return tokens.shape[1]  # without a causal mask or with last-token pooling, padding counts
-        pooled = tokens.argmax(-1) if model.text_pool_type == "argmax" else (tokens == model.text_eos_id).int().argmax(-1)
+        if model.text_pool_type == "argmax":  # EOT has the largest id
+            pooled = tokens.argmax(-1)
+        else:
+            pooled = (tokens == model.text_eos_id).int().argmax(-1)
         return int(pooled.max()) + 1
 
 

@@ -282,7 +282,8 @@ def make_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="show or clear the cache folder (manifests, test images, features)")
     cache.add_argument("action", nargs="?", default="show", choices=["show", "clear"])
     cache.add_argument("--out", default="results", help="results folder whose cache/ is meant (the default)")
-    cache.add_argument("--dir", default=None, help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
+    cache.add_argument("--dir", default=None,
+                       help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
     cache.add_argument("--kind", action="append", choices=["manifests", "images", "features"],
                        help="clear only these kinds")
     cache.set_defaults(func=cmd_cache)
