@@ -172,7 +172,7 @@ class FeatureBatches:
     """Test batches of cached image features: {"image_features": [b, D], "labels": [b]}."""
 
     def __init__(self, features: np.ndarray, rows: list[int], labels: list[int], dtype: torch.dtype,
-                 batch_size: int = 1024):
+                 batch_size: int = 8192):
         self.features, self.rows, self.labels = features, rows, labels
         self.dtype, self.batch_size = dtype, batch_size
 
