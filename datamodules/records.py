@@ -12,14 +12,18 @@ Labels index the dataset's canonical class list (shipped in `petl_bench/data/`).
 
 from __future__ import annotations
 
+import posixpath
 import warnings
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from petl_bench.errors import UserError
+from petl_bench.hardware import cpu_budget
+
+from .cache import Cache
+from .images import ImageChecks, header_error
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -47,6 +51,8 @@ class Manifest:
     classnames: list[str]  # prompt form, indexed by label
     records: list[Record]
     skipped: list[str]  # unreadable or empty files, relative to root
+    # What is known of each file (stat, header or full decode); None for a hand-made manifest.
+    checks: ImageChecks | None = field(default=None, compare=False, repr=False)
 
     @property
     def tasks(self) -> list[Task]:
@@ -89,14 +95,7 @@ def _images(folder: Path) -> list[Path]:
 
 def is_readable(path: Path) -> bool:
     """Cheap check (size and image header, not a full decode) that PIL can open the file."""
-    try:
-        if path.stat().st_size == 0:
-            return False
-        with Image.open(path) as img:
-            img.size  # noqa: B018  (reads the header)
-        return True
-    except (OSError, UnidentifiedImageError):
-        return False
+    return header_error(path) is None
 
 
 def _check_root(root: Path) -> Path:
@@ -115,18 +114,32 @@ def _check_classes(found: set[str], expected: list[str], what: str) -> None:
         raise UserError(f"{what}: classes differ from the canonical list ({'; '.join(p for p in parts if p)})")
 
 
+_CACHE: ContextVar[Cache | None] = ContextVar("manifest_cache", default=None)  # set by read_manifest
+
+
 def _build(root: Path, items: list[tuple[str, str, str]], domains: list[str], classes: list[str]) -> Manifest:
-    """items: (relative path, domain, class folder name)."""
+    """items: (relative path, domain, class folder name). Every file is stat-ed (a listed file that
+    is missing is an error); only files that are new or changed since the cached scan of this root
+    (if any) have their header read."""
+    cache = _CACHE.get()
+    checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
+                         cache.saver(root) if cache else None, threads=4 * cpu_budget())
+    missing = checks.scan([rel for rel, _, _ in items])
+    if missing:
+        raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
+    checks.save()
     label = {name: i for i, name in enumerate(classes)}
+    names = {cls: prompt_name(cls) for cls in classes}
     records, skipped = [], []
+    readable = {rel for rel in checks.verdicts if checks.readable(rel)}
     for rel, domain, cls in items:
-        if is_readable(root / rel):
-            records.append(Record(rel, label[cls], domain, prompt_name(cls)))
+        if rel in readable:
+            records.append(Record(rel, label[cls], domain, names[cls]))
         else:
             skipped.append(rel)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable or empty image(s), e.g. {skipped[0]}", stacklevel=2)
-    return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped)
+    return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped, checks)
 
 
 def read_officehome(root: Path) -> Manifest:
@@ -167,10 +180,7 @@ def read_minidomainnet(root: Path) -> Manifest:
                 if rel in seen:
                     continue
                 seen.add(rel)
-                cls = Path(rel).parent.name
-                if not (root / rel).is_file():
-                    raise UserError(f"MiniDomainNet image listed in {listing.name} is missing: {root / rel}")
-                items.append((rel, domain, cls))
+                items.append((rel, domain, posixpath.basename(posixpath.dirname(rel))))
         _check_classes({c for _, d, c in items if d == domain}, classes, f"MiniDomainNet {domain}")
     return _build(root, items, MINIDOMAINNET_DOMAINS, classes)
 
@@ -198,10 +208,16 @@ def all_readers() -> dict:
     return {**READERS, **more}
 
 
-def read_manifest(dataset: str, root: str | Path) -> Manifest:
+def read_manifest(dataset: str, root: str | Path, cache: Cache | None = None) -> Manifest:
+    """The dataset's manifest; with a `cache`, image headers are read only for files not seen
+    as they are now by an earlier scan of this root."""
     readers = all_readers()
     if dataset not in readers:
         raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(readers)})")
     if not str(root).strip():  # Path("") would silently mean the working directory
         raise UserError("no dataset root given (--root DIR)")
-    return readers[dataset](Path(root))
+    token = _CACHE.set(cache)
+    try:
+        return readers[dataset](Path(root))
+    finally:
+        _CACHE.reset(token)

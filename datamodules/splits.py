@@ -12,6 +12,7 @@ import io
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from petl_bench.errors import UserError
@@ -50,12 +51,22 @@ def paper_split(dataset: str, split: str) -> str:
     return next((alias for alias, n in PAPER_SPLITS.get(dataset, {}).items() if n == shots), f"{shots}shot")
 
 
-def draw_split(manifest: Manifest, shots: int, seed: int) -> tuple[list[Record], list[Record]]:
+Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
+
+
+def draw_split(manifest: Manifest, shots: int, seed: int,
+               unreadable: Unreadable | None = None) -> tuple[list[Record], list[Record]]:
+    """`shots` training records per domain and class, the rest for test.
+
+    With `unreadable`, every image drawn is decoded first (the caller remembers verdicts, so this
+    costs once per file): one that fails is left out of both sets and replaced by the next
+    readable image of its cell in an order fixed by the seed and the cell. The main draw's random
+    sequence is the same whatever fails, so other cells draw what they would have drawn."""
     by_cell: dict[tuple[str, int], list[Record]] = defaultdict(list)
     for record in manifest.records:
         by_cell[(record.domain, record.label)].append(record)
     rng = random.Random(seed)
-    train, test = [], []
+    cells = []  # (domain, classname, pool, chosen indices)
     for domain in manifest.domains:
         for label, classname in enumerate(manifest.classnames):
             pool = sorted(by_cell.get((domain, label), []), key=lambda r: r.path)
@@ -64,10 +75,33 @@ def draw_split(manifest: Manifest, shots: int, seed: int) -> tuple[list[Record],
             if shots > len(pool):
                 raise UserError(f"{shots}-shot split needs {shots} training images per class, but "
                                 f"{domain}/{classname} has {len(pool)}")
-            chosen = set(rng.sample(range(len(pool)), shots))
-            train += [r for i, r in enumerate(pool) if i in chosen]
-            test += [r for i, r in enumerate(pool) if i not in chosen]
+            cells.append((domain, classname, pool, set(rng.sample(range(len(pool)), shots))))
+    bad = unreadable([cell[2][i] for cell in cells for i in cell[3]]) if unreadable else set()
+    train, test = [], []
+    for domain, classname, pool, chosen in cells:
+        if bad & {pool[i].path for i in chosen}:
+            chosen = _redraw(pool, chosen, shots, bad, unreadable, random.Random(f"{seed}/{domain}/{classname}"))
+            if len(chosen) < shots:
+                readable = len([r for r in pool if r.path not in bad])
+                raise UserError(f"{shots}-shot split needs {shots} readable training images per class, "
+                                f"but {domain}/{classname} has {readable}")
+        train += [r for i, r in enumerate(pool) if i in chosen]
+        test += [r for i, r in enumerate(pool) if i not in chosen and r.path not in bad]
     return train, test
+
+
+def _redraw(pool: list[Record], chosen: set[int], shots: int, bad: set[str], unreadable: Unreadable,
+            rng: random.Random) -> set[int]:
+    """The readable part of `chosen`, topped up from the rest of the pool in `rng`'s order; adds
+    the unreadable images it meets to `bad`."""
+    kept = {i for i in chosen if pool[i].path not in bad}
+    spare = [i for i in range(len(pool)) if i not in chosen]
+    rng.shuffle(spare)
+    while len(kept) < shots and spare:
+        batch, spare = spare[:shots - len(kept)], spare[shots - len(kept):]
+        bad |= unreadable([pool[i] for i in batch])
+        kept |= {i for i in batch if pool[i].path not in bad}
+    return kept
 
 
 def split_csv(train: list[Record], test: list[Record]) -> str:

@@ -42,6 +42,7 @@ class CLIPAdapter(PetlModule):
     """CLIP-Adapter: residual bottleneck adapters on the image and text features, shared by all tasks."""
 
     text_frozen = True  # the adapters act after the text tower, in `head`
+    image_frozen = True  # and after the image tower
     text_depends_on_task = False
 
     def __init__(self, cfg: CLIPAdapterConfig, backbone, tasks, optim=None):

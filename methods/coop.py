@@ -33,6 +33,7 @@ class CoOp(PetlModule):
     """CoOp: learnable text context, one per task."""
 
     shared = False  # one context for all tasks (coop-mt)
+    image_frozen = True  # the context is text only
 
     def __init__(self, cfg: CoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)

@@ -65,6 +65,7 @@ from petl_bench import grouping
 from petl_bench.config import MethodConfig
 from petl_bench.errors import UserError
 from petl_bench.files import write_json_atomic
+from petl_bench.hardware import run_device
 from petl_bench.module import PetlModule
 from petl_bench.prompts import DeepVisualPrompts, with_text_context
 from petl_bench.registry import register_method
@@ -74,7 +75,6 @@ from .coop import CoOp
 INIT_STD = 0.02  # the paper's, for the source prompt
 SCALE_INIT_STD = 1.0  # so that the products start at the source prompt's scale (see the docstring)
 GROUPINGS = ("gradient", "random", "all")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -198,11 +198,12 @@ class MmAP(DeepVisualPrompts, PetlModule):
         else:
             search = (dataclasses.replace(cfg, grouping_warmup_steps=0, grouping_batches=1)
                       if run.train.fast_dev_run else cfg)
-            facts = cls._search_groups(search, backbone, data, Path(work_dir), run.optim)
+            facts = cls._search_groups(search, backbone, data, Path(work_dir), run.optim,
+                                       run_device(run.train.accelerator))
         return dataclasses.replace(cfg, groups=format_groups(facts["groups"])), {"grouping": facts}
 
     @classmethod
-    def _search_groups(cls, cfg, backbone, data, work_dir: Path, optim) -> dict:
+    def _search_groups(cls, cfg, backbone, data, work_dir: Path, optim, device: torch.device) -> dict:
         key = {"params": dataclasses.asdict(cfg), "optim": dataclasses.asdict(optim),
                "split_sha256": data.split_sha256}
         cache = work_dir / "grouping.json"
@@ -213,7 +214,7 @@ class MmAP(DeepVisualPrompts, PetlModule):
         names = [task.name for task in data.tasks]
         # The global prompt set: one group of every task, no task-specific sets.
         shared = dataclasses.replace(cfg, groups="", task_specific=False, group_shared=True)
-        module = cls(shared, backbone, data.tasks, optim).to(DEVICE)
+        module = cls(shared, backbone, data.tasks, optim).to(device)
         optimizer = torch.optim.SGD(module.apply_trainable(), lr=optim.lr, momentum=optim.momentum,
                                     weight_decay=optim.weight_decay)
         gradients = grouping.task_gradients(module, data.train_dataloader(), cfg.grouping_warmup_steps,

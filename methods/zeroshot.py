@@ -17,4 +17,5 @@ class ZeroShot(PetlModule):
     """Zero-shot CLIP with the template "a photo of a {class}."; no trainable parameters."""
 
     text_frozen = True
+    image_frozen = True
     text_depends_on_task = False

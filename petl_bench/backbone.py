@@ -181,16 +181,33 @@ class ClipBackbone(nn.Module):
     def encode_text(self, tokens: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
         model = self.model
         dtype = model.transformer.get_cast_dtype()
+        tokens = tokens[:, :self.text_context(tokens)]
+        length = tokens.shape[1]
         x = hooks.text_embed(model.token_embedding(tokens).to(dtype), tokens, task)
-        x = x + model.positional_embedding.to(dtype)
+        x = x + model.positional_embedding[:length].to(dtype)
+        mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
         for i, block in enumerate(model.transformer.resblocks):
-            x = block(hooks.text_layer(i, x, task), attn_mask=model.attn_mask)
+            x = block(hooks.text_layer(i, x, task), attn_mask=mask)
         x = model.ln_final(x)
         x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
         projection = model.text_projection
         if projection is None:
             return x
         return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+    def text_context(self, tokens: torch.Tensor) -> int:
+        """Positions the text tower must run on: up to the pooled (EOT) token of the longest prompt
+        (learnt context tokens are placeholders inside the prompts). Under the causal mask no
+        position sees a later one, so the features are those of the full context; only the
+        padding's wasted work goes."""
+        model = self.model
+        if model.attn_mask is None or model.text_pool_type not in ("argmax", "eos") or not tokens.numel():
+            return tokens.shape[1]  # without a causal mask or with last-token pooling, padding counts
+        if model.text_pool_type == "argmax":  # EOT has the largest id
+            pooled = tokens.argmax(-1)
+        else:
+            pooled = (tokens == model.text_eos_id).int().argmax(-1)
+        return int(pooled.max()) + 1
 
 
 def _load_weights(model: open_clip.CLIP, weights: str, arch: str) -> None:

@@ -150,20 +150,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from PIL import Image
-    from tqdm import tqdm
-
     from .datamodules import read_manifest
     from .datamodules.counts import compare_counts
 
-    manifest = read_manifest(args.dataset, args.root)
-    unreadable = list(manifest.skipped)
-    for record in tqdm(manifest.records, desc="decoding images", unit="img", disable=args.no_progress):
-        try:
-            with Image.open(manifest.root / record.path) as image:
-                image.load()
-        except OSError:
-            unreadable.append(record.path)
+    manifest = read_manifest(args.dataset, args.root)  # no cache: every file is checked afresh
+    failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
+    unreadable = [*manifest.skipped, *failed]
     counts = Counter((r.domain, r.label) for r in manifest.records)
     print(f"{'class':<24}" + "".join(f"{d[:12]:>13}" for d in manifest.domains))
     for label, name in enumerate(manifest.classnames):
@@ -173,11 +165,32 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     check = compare_counts(args.dataset, manifest)
     if check:
         print(f"{'expected':<24}" + "".join(f"{check.expected.get(d, 0):>13}" for d in manifest.domains))
-    print(f"{len(manifest.records):,} readable images, {len(unreadable)} unreadable")
+    print(f"{len(manifest.records) - len(failed):,} readable images, {len(unreadable)} unreadable")
     for rel in unreadable:
-        print(f"  unreadable: {manifest.root / rel}")
+        print(f"  unreadable: {manifest.root / rel} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
     for line in check.details() if check else []:
         print(line)
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .datamodules.cache import KINDS, Cache
+
+    bound = DataConfig().cache_gb
+    cache = Cache.for_run(args.dir or "", args.out, bound)
+    if cache is None:
+        print("caching is off ($PETL_BENCH_CACHE or --dir is 'off')")
+        return 0
+    if args.action == "clear":
+        freed = cache.clear(args.kind or KINDS)
+        print(f"removed {freed / 1e9:.2f} GB from {cache.folder}")
+        return 0
+    entries = cache.entries()
+    print(f"cache: {cache.folder} (runs keep it under data.cache_gb, by default {bound:g} GB)")
+    for kind in KINDS:
+        found = [size for _, size, files in entries if files[0].parent.name == kind]
+        print(f"  {kind:<10}{len(found):>6} entries {sum(found) / 1e9:>9.3f} GB")
+    print("clear it with `petl-bench cache clear` (or delete the folder)")
     return 0
 
 
@@ -271,6 +284,14 @@ def make_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="results", help="results folder (default: results)")
     report.add_argument("--site", default=None, help="where to write the site (default: {out}/report)")
     report.set_defaults(func=cmd_report)
+    cache = sub.add_parser("cache", help="show or clear the cache folder (manifests, test images, features)")
+    cache.add_argument("action", nargs="?", default="show", choices=["show", "clear"])
+    cache.add_argument("--out", default="results", help="results folder whose cache/ is meant (the default)")
+    cache.add_argument("--dir", default=None,
+                       help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
+    cache.add_argument("--kind", action="append", choices=["manifests", "images", "features"],
+                       help="clear only these kinds")
+    cache.set_defaults(func=cmd_cache)
 
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images per domain and class; list unreadable files")

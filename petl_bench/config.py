@@ -27,7 +27,7 @@ DEFAULT_PRETRAINED = "openai"
 TINY = "tiny"  # the tiny random-init CLIP of tests and the demo: no pretrained tags
 # The readers of petl_bench.datamodules.records (the last five in datamodules/datasets.py).
 DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
@@ -84,9 +84,12 @@ class DataConfig:
     seed: int = rule(0, ge=0, le=2**32 - 1)  # seeds the split draw and training (NumPy's seed range)
     batch_size: int = rule(0, ge=0)  # images per task per step; 0 = the dataset's paper value (16 / 4)
     eval_batch_size: int = rule(64, ge=1)
-    num_workers: int = rule(4, ge=0)  # data loader worker processes in all, shared by the per-task loaders
+    # loader worker processes in all; -1: one per usable CPU (affinity, Slurm) less one
+    num_workers: int = rule(-1, ge=-1)
     crop_scale_min: float = rule(0.08, gt=0, le=1)  # RandomResizedCrop lower scale for training images (CoOp's)
     drop_last: bool = True  # drop a task's incomplete last training batch if it has a full one (Dassl's)
+    cache_dir: str = ""  # cache folder; empty: $PETL_BENCH_CACHE, else {out}/cache; "off": no caches
+    cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
 
 
 @dataclass
@@ -119,7 +122,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = rule(5, ge=1)  # the paper's
-    precision: str = rule("32-true", choices=PRECISIONS)  # passed to Lightning, e.g. bf16-mixed on GPU
+    # Lightning's, e.g. 32-true; auto: bf16-mixed on a GPU with bf16, else 32-true
+    precision: str = rule("auto", choices=PRECISIONS)
     accelerator: str = rule("auto", choices=ACCELERATORS)
     limit_train_batches: float = rule(1.0, gt=0, le=1)  # fraction of each epoch's batches
     fast_dev_run: bool = False
@@ -177,7 +181,7 @@ class RunConfig:
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         data = d.get("data", {})
-        for key in ("root", "num_workers", "eval_batch_size"):
+        for key in ("root", "num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
             data.pop(key, None)
         dataset = data.get("dataset")
         if data.get("split") in PAPER_SPLITS.get(dataset, {}):

@@ -15,8 +15,10 @@ parameters. A method builds its parameters in `__init__` and overrides the `Hook
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -44,6 +46,9 @@ class PetlModule(Hooks, L.LightningModule):
     text_depends_on_task = True
     # How a step combines the tasks' losses: "sum" or "mean" (the runner sets `train.task_loss`).
     task_loss = "sum"
+    # True when no trainable parameter changes the image features (no vision hook, no image
+    # tower weight trains): the module then lets test image features come from a cache.
+    image_frozen = False
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
@@ -125,12 +130,22 @@ class PetlModule(Hooks, L.LightningModule):
 
     def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
         """Logits over the task's classes: logit_scale.exp() * cos(image, class text)."""
-        encoder = self.encoder(task)
-        image = encoder.encode_image(images, self, task)
+        return self.classify(self.encoder(task).encode_image(images, self, task), task)
+
+    def classify(self, image: torch.Tensor, task: str) -> torch.Tensor:
+        """Logits from image features (the image tower's output, before `head`)."""
         image, text = self.head(image, self.class_text_features(task), task)
         image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
         # Capped at 100 as in CLIP's training: full fine-tuning trains the scale too.
-        return encoder.logit_scale.exp().clamp(max=100) * image @ text.t()
+        return self.encoder(task).logit_scale.exp().clamp(max=100) * image @ text.t()
+
+    def frozen_image_encoder(self) -> "FrozenImageEncoder | None":
+        """What test image features may be cached as, for every run, method and seed that shares
+        them: the frozen backbone's, when this module declares `image_frozen` and encodes every
+        task with the shared backbone; else None (test images go through `forward`)."""
+        if not self.image_frozen or any(self.encoder(task) is not self.backbone for task in self.task_names):
+            return None
+        return FrozenImageEncoder(self)
 
     # -- training -------------------------------------------------------------------------------
     def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -184,8 +199,12 @@ class PetlModule(Hooks, L.LightningModule):
             metric.reset()
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, labels = batch
-        logits = self(images, self.task_names[dataloader_idx])
+        task = self.task_names[dataloader_idx]
+        if isinstance(batch, dict):  # cached features of the frozen image tower
+            logits, labels = self.classify(batch["image_features"], task), batch["labels"]
+        else:
+            images, labels = batch
+            logits = self(images, task)
         self.accuracy[dataloader_idx].update(logits, labels)
 
     def on_test_epoch_end(self) -> None:
@@ -238,6 +257,39 @@ def dassl_lr(epoch: int, optim: OptimConfig, epochs: int) -> float:
     if epoch < optim.warmup_epochs:
         return optim.warmup_lr
     return 0.5 * optim.lr * (1.0 + math.cos(math.pi * (epoch - optim.warmup_epochs) / epochs))
+class FrozenImageEncoder:
+    """The frozen backbone's image features as this run computes them (its device and precision),
+    and a key naming everything they depend on besides the images: model, weights, precision,
+    device (and TF32), torch version."""
+
+    def __init__(self, module: PetlModule):
+        self.module = module
+        self.dim = module.backbone.embed_dim
+        trainer = module._trainer
+        self.precision = str(trainer.precision) if trainer is not None else "32-true"
+        device = module.device
+        where = (f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
+                 if device.type == "cuda" else device.type)
+        self.key = hashlib.sha256("\0".join([
+            module.backbone.name, weights_digest(module.backbone.model.visual), self.precision, where,
+            torch.__version__]).encode()).hexdigest()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [batch, dim] of normalised images, on the CPU in the precision's dtype."""
+        trainer = self.module._trainer
+        context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
+        with torch.inference_mode(), context:
+            return self.module.backbone.encode_image(images.to(self.module.device)).cpu()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -35,6 +35,7 @@ from .datamodules import MultiDomainDataModule, canonical_split
 from .errors import UserError
 from .files import safe_name, write_json_atomic
 from .guard import Interrupted, run_lock, stop_on_signals
+from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
 
@@ -64,6 +65,17 @@ def finished_record(cfg: RunConfig, force: bool = False) -> dict | None:
                         f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
                         "--force replaces it")
     return existing
+
+
+class FirstTestBatch(Callback):
+    """When the first test batch reached the model, in seconds since `started` (time.time())."""
+
+    def __init__(self, started: float):
+        self.started, self.seconds = started, None
+
+    def on_test_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if self.seconds is None:
+            self.seconds = round(time.time() - self.started, 3)
 
 
 def quiet_lightning() -> None:
@@ -126,6 +138,8 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     started = time.time()
     quiet_lightning()
+    device = run_device(cfg.train.accelerator)
+    precision, tf32 = run_precision(cfg.train.precision, device), allow_tf32(device)
     path = record_path(cfg)
     work_dir = path.with_suffix("")
     if fresh and not cfg.train.fast_dev_run:  # train again from scratch: no earlier checkpoint or log
@@ -134,7 +148,8 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     # A smoke test shares the run's folder but none of its files.
     last, trained = (None, None) if cfg.train.fast_dev_run else resumable_checkpoint(work_dir, cfg)
     module, data, prepared = build(cfg)
-    run_progress = RunProgress(started)
+    built = time.time()
+    run_progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
@@ -145,9 +160,9 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
 
         loggers.append(wandb_logger(cfg, work_dir))
     trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, precision=cfg.train.precision, accelerator=cfg.train.accelerator,
+        max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[run_progress, checkpoints], plugins=_plugins(),
+        logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
@@ -158,7 +173,9 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
             run_progress.restore(trained[PROGRESS])
         else:
             trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
+    fitted = time.time()
     trainer.test(module, datamodule=data, verbose=False)
+    tested = time.time()
     record = {
         "method": cfg.method,
         "run_name": cfg.run_name,
@@ -172,15 +189,21 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         "trainable_params": module.num_trainable,
         "total_params": sum(p.numel() for p in module.parameters()),
         "train_images": len(data.train_records),
-        "test_images": len(data.test_records),
+        "test_images": len(data.tested_records),
         "split_file": str(data.split_file),
         "split_sha256": data.split_sha256,
-        "skipped_images": data.manifest.skipped,
+        "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
         "wall_s": round(run_progress.wall_s, 2),  # every attempt, up to the checkpoint the next resumed
         "attempts": run_progress.attempts,
         "resumed_from_epoch": run_progress.resumed_from_epoch,  # epochs done before the last attempt
+        # This attempt's seconds per phase; first_test_batch counts from its start.
+        "phases_s": {**data.timings, "build_s": round(built - started, 3), "train_s": round(fitted - built, 3),
+                     "test_s": round(tested - fitted, 3), "first_test_batch_s": first_test_batch.seconds},
+        "test_sources": data.test_sources,
         "device": _device_name(),
+        "precision": precision,
+        "tf32": tf32,
         "train_images_per_s": run_progress.images_per_s,
         "peak_memory_mb": _peak_memory_mb(),
         "git": _git_revision(),

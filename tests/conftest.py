@@ -8,6 +8,7 @@ import os
 
 # No test may touch the network; set before anything imports huggingface_hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("PETL_BENCH_CACHE", None)  # each test's caches live beside its own results
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -96,16 +96,19 @@ class Recorder(Hooks):
 
 def test_hooks_called_in_order_with_shapes_and_task(tiny_backbone):
     hooks = Recorder()
+    text = tiny_backbone.tokenize(PROMPTS)
     with torch.no_grad():
         tiny_backbone.encode_image(_images(2, 32), hooks, "art")
-        tiny_backbone.encode_text(tiny_backbone.tokenize(PROMPTS), hooks, "art")
+        tiny_backbone.encode_text(text, hooks, "art")
     tokens = 1 + (32 // 8) ** 2  # class token + 4x4 patches
+    context = int(text.argmax(-1).max()) + 1  # the text tower runs up to the longest prompt's EOT
+    assert context < 32
     assert hooks.calls == [
         ("vision_embed", (2, tokens, 64), "art"),
         *[("vision_layer", i, (2, tokens, 64), "art") for i in range(3)],
         ("vision_post", (2, tokens, 64)),
-        ("text_embed", (3, 32, 48), (3, 32), "art"),
-        *[("text_layer", i, (3, 32, 48), "art") for i in range(3)],
+        ("text_embed", (3, context, 48), (3, context), "art"),
+        *[("text_layer", i, (3, context, 48), "art") for i in range(3)],
     ]
 
 

@@ -50,7 +50,7 @@ def test_override_parses_the_field_type(item, section, name, value):
 def test_override_keeps_other_fields_and_last_wins():
     cfg = coop_mt("train.epochs=2", "method.n_ctx=4", "train.epochs=3")
     assert cfg.train.epochs == 3 and cfg.params.n_ctx == 4
-    assert cfg.train.precision == "32-true" and cfg.params.ctx_init == ""
+    assert cfg.train.precision == "auto" and cfg.params.ctx_init == ""
     assert isinstance(cfg.params, CoOpConfig)
 
 

@@ -74,6 +74,29 @@ def test_training_lowers_the_loss(name, tiny_backbone, batch_and_tasks):
     assert losses[-1] < losses[0], losses
 
 
+FROZEN_IMAGES = [name for name in method_names() if get_method(name).cls.image_frozen]
+
+
+def test_the_image_frozen_declarations_of_the_paper_methods():
+    assert {"zeroshot", "coop", "coop-mt", "clip-adapter"} <= set(FROZEN_IMAGES)
+    assert not {"vpt", "vpt-mt", "maple", "mmap", "bitfit", "fullft"} & set(FROZEN_IMAGES)
+
+
+@pytest.mark.parametrize("name", FROZEN_IMAGES)
+def test_declared_frozen_image_tower_gives_the_backbone_features(name, tiny_backbone, batch_and_tasks):
+    """The feature cache holds the frozen backbone's image features: a method that declares
+    `image_frozen` must give exactly those, whatever its trainable parameters hold."""
+    batch, tasks = batch_and_tasks
+    module = build(name, tiny_backbone, tasks).eval()
+    with torch.no_grad():
+        for _, parameter in module.trainable():
+            parameter.add_(torch.randn_like(parameter))
+        for task, (images, _) in batch.items():
+            assert module.encoder(task) is module.backbone
+            assert torch.equal(module.backbone.encode_image(images, module, task), tiny_backbone.encode_image(images))
+    assert module.frozen_image_encoder() is not None
+
+
 @pytest.mark.parametrize("name", method_names())
 def test_fast_dev_run_through_the_cli(name, folder_root, tmp_path):
     err = io.StringIO()

@@ -120,7 +120,9 @@ def test_feature_shapes_and_token_counts(cls, cfg, tokens, tiny_backbone, folder
         text = tiny_backbone.encode_text(module.tokens(task), module, task)
         image = tiny_backbone.encode_image(images, module, task)
     assert text.shape == (4, 64) and image.shape == (len(images), 64)
-    assert text_seen == [torch.Size([4, 32, 48])] * 3
+    context = tokens + 4  # the text tower runs up to the longest prompt's EOT: SOT, X..X, a word, ".", EOT
+    assert tiny_backbone.text_context(module.tokens(task)) == context
+    assert text_seen == [torch.Size([4, context, 48])] * 3
     assert layer_tokens == [1 + TINY_PATCHES + tokens] * 3
     assert pooled_tokens == [1 + TINY_PATCHES]
 

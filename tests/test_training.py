@@ -177,9 +177,6 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
     assert record["accuracy"] == alone["accuracy"]
 
 
-@pytest.mark.xfail(strict=True, reason="persistent loader workers carry their own RNG states from epoch to epoch, so a "
-                                       "resumed run's augmentation differs: the data loaders must draw from the global "
-                                       "RNG states at each epoch's start (the contract in checkpoints.py)")
 def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_root, copy_tree, tmp_path, monkeypatch):
     root = copy_tree(folder_root)
     for domain in ("clipart", "product", "real world"):  # one task: the whole worker budget is its loader's

@@ -1,0 +1,252 @@
+"""Reading images robustly, and knowing which files can be read.
+
+- `to_rgb`: 8-bit RGB from any PIL mode; 16-bit and 32-bit greyscale are scaled to 8 bits (PIL's
+  own `convert("RGB")` clips them, which turns a 16-bit PNG white).
+- `decode_error`: why a file cannot be decoded in full (a JPEG whose body is cut short, an image
+  over PIL's decompression-bomb limit, ...), or None. Every stage that decodes skips such files.
+- `ImageChecks`: per file of a dataset root, its size and mtime when checked and the verdict (header
+  read, fully decoded, or why not); kept in the cache between runs, so a file is checked once.
+- The GPU training path: `read_encoded` hands JPEG bytes to the GPU, `decode_on` decodes a batch
+  there, and `RandomResizedCropFlip` does the training crop and flip on the decoded tensors,
+  drawing from the same RNG calls as the CPU transform (`train_transform`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as F
+
+HEADER_OK, DECODED_OK = "header", "ok"  # verdicts; anything else is the reason a file is unreadable
+_HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. High-bit-depth greyscale is scaled to 8 bits (0..65535 -> 0..255), not clipped."""
+    if image.mode in _HIGH_BIT_MODES:
+        values = np.asarray(image).astype(np.float64)
+        if image.mode == "I" and values.max(initial=0) <= 255:  # 8-bit values stored as 32-bit
+            grey = values
+        else:
+            grey = values * (255.0 / _HIGH_BIT_MODES[image.mode])
+        return Image.fromarray(np.clip(np.round(grey), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":  # float images: 0..1 when they fit, else 0..255
+        values = np.asarray(image).astype(np.float64)
+        scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """The whole image, decoded, as 8-bit RGB. Raises what PIL raises for a bad file."""
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def reason(err: Exception) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def header_error(path: str | Path) -> str | None:
+    """Why PIL cannot open the file's header (empty, not an image, over the decompression-bomb
+    limit), or None. Cheap: the body is not decoded."""
+    try:
+        if os.stat(path).st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.size  # noqa: B018  (reads the header)
+        return None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        return reason(err)
+
+
+def decode_error(path: str | Path) -> str | None:
+    """Why the file cannot be decoded in full (a truncated body, a bomb, ...), or None."""
+    try:
+        open_rgb(path)
+        return None
+    except Exception as err:  # every decoder failure means the same: skip the file
+        return reason(err)
+
+
+# -- what is known about each file of a root ---------------------------------------------------------
+Stat = tuple[int, int]  # size in bytes, mtime in ns
+
+
+class ImageChecks:
+    """Verdicts on the image files of one root, valid while a file keeps its size and mtime.
+
+    `known` holds earlier verdicts (from the cache): rel -> (size, mtime_ns, verdict). `save` is
+    called with the current verdicts of every file scanned, to keep them for the next run."""
+
+    def __init__(self, root: Path, known: dict | None = None, save: Callable[[dict], None] | None = None,
+                 threads: int = 8):
+        self.root = root
+        self._known = known or {}
+        self._save = save
+        self._threads = threads
+        self.stats: dict[str, Stat] = {}  # rel -> stat of the current scan
+        self.verdicts: dict[str, str] = {}  # rel -> verdict of the current scan
+        self._changed = False
+
+    def scan(self, rels: list[str]) -> list[str]:
+        """Stat every file and read the header of those not known as they are now; returns the
+        files that do not exist."""
+        prefix = os.path.join(str(self.root), "")
+        unknown, missing = [], []
+        for rel in rels:
+            try:
+                st = os.stat(prefix + rel)  # a third faster than os.path.join, for 140,000 files
+            except FileNotFoundError:
+                missing.append(rel)
+                continue
+            except OSError as err:
+                self.stats[rel], self.verdicts[rel] = (-1, -1), reason(err)
+                continue
+            stat = (st.st_size, st.st_mtime_ns)
+            self.stats[rel] = stat
+            known = self._known.get(rel)
+            if known and (known[0], known[1]) == stat:
+                self.verdicts[rel] = known[2]
+            else:
+                unknown.append(rel)
+        for rel, error in zip(unknown, self._map(lambda rel: header_error(prefix + rel), unknown)):
+            self.verdicts[rel] = error or HEADER_OK
+        self._changed = self._changed or bool(unknown) or len(self._known) != len(self.stats)
+        return missing
+
+    def readable(self, rel: str) -> bool:
+        """Not known to be unreadable (the header read, perhaps the whole file)."""
+        return self.verdicts.get(rel) in (HEADER_OK, DECODED_OK)
+
+    def verify(self, rels: Iterable[str], progress: bool = False) -> dict[str, str]:
+        """Decode in full every file of `rels` not yet decoded; return {rel: reason} of those that
+        cannot be."""
+        rels = list(dict.fromkeys(rels))
+        todo = [rel for rel in rels if self.verdicts.get(rel) == HEADER_OK]
+        errors = self._map(lambda rel: decode_error(self.root / rel), todo, progress)
+        for rel, error in zip(todo, errors):
+            self.mark(rel, error or DECODED_OK)
+        return {rel: self.verdicts[rel] for rel in rels if not self.readable(rel)}
+
+    def mark(self, rel: str, verdict: str) -> None:
+        """Record what decoding a file found (DECODED_OK, or the reason it failed)."""
+        if self.verdicts.get(rel) != verdict:
+            self.verdicts[rel] = verdict
+            self._changed = True
+
+    def fingerprint(self, rels: Iterable[str]) -> str:
+        """Identity of these files as they are now (paths, sizes, mtimes), in this order."""
+        digest = hashlib.sha256()
+        for rel in rels:
+            size, mtime = self.stats[rel]
+            digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        """Keep the verdicts for the next run, if anything changed and there is a cache."""
+        if self._save and self._changed:
+            self._save({rel: (*self.stats[rel], verdict) for rel, verdict in self.verdicts.items()})
+            self._changed = False
+
+    def _map(self, check, rels: list[str], progress: bool = False) -> list:
+        """`check` over `rels` in threads: PIL releases the GIL while it reads and decodes."""
+        if not rels:
+            return []
+        from tqdm import tqdm
+
+        with ThreadPoolExecutor(self._threads) as pool:
+            results = pool.map(check, rels, chunksize=64)
+            return list(tqdm(results, total=len(rels), desc="checking images", unit="img",
+                             disable=not progress))
+
+
+# -- the GPU training path --------------------------------------------------------------------------
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_encoded(path: str | Path) -> torch.Tensor:
+    """A JPEG's bytes as a 1-D uint8 tensor, to decode on the GPU; any other image decoded here,
+    as a [3, H, W] uint8 tensor. Raises what reading or PIL raises."""
+    data = Path(path).read_bytes()
+    if data[:3] == JPEG_MAGIC:
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        return pil_to_tensor(to_rgb(image))
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def decode_on(payloads: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """[3, H, W] uint8 RGB images on `device` from `read_encoded` payloads: JPEG bytes decoded on
+    the device in one batch (nvJPEG on a GPU), others moved there. An image that fails to decode
+    there is decoded by PIL; None where that fails too."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [i for i, p in enumerate(payloads) if p.dim() == 1]
+    images: list[torch.Tensor | None] = [p.to(device) if p.dim() == 3 else None for p in payloads]
+    try:
+        decoded = decode_jpeg([payloads[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:  # one bad or unusual JPEG (CMYK, a cut body) fails the batch: one by one
+        decoded = [_decode_one(payloads[i], device) for i in encoded]
+    for i, image in zip(encoded, decoded):
+        images[i] = image
+    return images
+
+
+def _decode_one(payload: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return decode_jpeg(payload, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        pass
+    try:
+        with Image.open(io.BytesIO(payload.numpy().tobytes())) as image:
+            image.load()
+            return pil_to_tensor(to_rgb(image)).to(device)
+    except Exception:  # undecodable: the caller skips it
+        return None
+
+
+class RandomResizedCropFlip:
+    """`train_transform` on decoded uint8 tensors [3, H, W] on any device: the same random resized
+    crop (torchvision's parameters, drawn by the same calls on the global torch RNG) and horizontal
+    flip, bicubic antialiased resizing, then scaling to [0, 1] and normalising. Given the same RNG
+    state it picks the crops and flips the CPU transform picks; pixels agree within the resampling
+    difference between PIL and torch (tests/test_images.py states the tolerance)."""
+
+    def __init__(self, size: int, scale: tuple[float, float], mean, std,
+                 ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)):
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def crop_flip(self, image: torch.Tensor) -> torch.Tensor:
+        """One image's crop, resized to size x size, flipped with probability 1/2 (uint8)."""
+        top, left, height, width = T.RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
+        out = F.resize(image[:, top:top + height, left:left + width], [self.size, self.size],
+                       interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+        if torch.rand(1) < 0.5:  # RandomHorizontalFlip's draw
+            out = out.flip(-1)
+        return out
+
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        batch = torch.stack([self.crop_flip(image) for image in images]).float().div(255)
+        mean = torch.tensor(self.mean, device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, -1, 1, 1)
+        return batch.sub(mean).div(std)
