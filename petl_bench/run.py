@@ -115,9 +115,12 @@ def execute(cfg: RunConfig, progress: bool = True) -> dict:
         limit_val_batches=0, log_every_n_steps=10, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    if module.num_trainable:
-        trainer.fit(module, datamodule=data, ckpt_path=resumable_checkpoint(work_dir, cfg))
-    trainer.test(module, datamodule=data, verbose=False)
+    try:
+        if module.num_trainable and module.trained_by_sgd:
+            trainer.fit(module, datamodule=data, ckpt_path=resumable_checkpoint(work_dir, cfg))
+        trainer.test(module, datamodule=data, verbose=False)
+    finally:
+        module.release()  # the backbone may serve the next run
     record = {
         "method": cfg.method,
         "run_name": cfg.run_name,
