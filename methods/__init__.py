@@ -1,3 +1,4 @@
 """Every tuning method, one file each. This explicit list is how plugins load: add yours here."""
 
-from . import bitfit, clip_adapter, coop, fullft, maple, mmap, vpt, zeroshot  # noqa: F401
+from . import (adaptformer, bitfit, clip_adapter, cocoop, coop, fullft, ivlp, kgcoop, linear_probe, lora,  # noqa: F401
+               maple, mmap, tip_adapter, vpt, zeroshot)

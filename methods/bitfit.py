@@ -24,6 +24,7 @@ class BitFitConfig(MethodConfig):
 class BitFit(PetlModule):
     """BitFit: every bias of both towers trains, shared by all tasks."""
 
+    shared = True
     text_depends_on_task = False
 
     def trainable(self):

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from petl_bench.config import MethodConfig, rule
-from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
-from petl_bench.prompts import with_text_context
+from petl_bench.prompts import check_context_fits, context_prompts, phrase_embeddings, with_text_context
 from petl_bench.registry import register_method
 
 
@@ -39,33 +38,22 @@ class CoOp(PetlModule):
         super().__init__(cfg, backbone, tasks, optim)
         n_sets = 1 if self.shared else len(self.tasks)
         if cfg.ctx_init:
-            init = self._phrase_embeddings(cfg.ctx_init)
+            init = phrase_embeddings(backbone, cfg.ctx_init)
             self.ctx = nn.Parameter(init.unsqueeze(0).repeat(n_sets, 1, 1))
         else:
             self.ctx = nn.Parameter(torch.randn(n_sets, cfg.n_ctx, backbone.text_width) * 0.02)
         self.n_ctx = self.ctx.shape[1]
-        self._check_fits()
-
-    def _phrase_embeddings(self, phrase: str) -> torch.Tensor:
-        tokens = self.backbone.tokenize([phrase])[0]
-        n = int((tokens > 0).sum()) - 2  # drop SOT and EOT
-        return self.backbone.model.token_embedding.weight[tokens[1:1 + n]].detach().clone()
-
-    def _check_fits(self) -> None:
-        for task in self.task_names:
-            tokens = self.tokens(task)
-            # A cut prompt ends in EOT at the last position, which the class name should not reach.
-            if bool((tokens[:, -1] != 0).any()):
-                raise UserError(f"{self.method_name}: {self.n_ctx} context tokens plus a class name of "
-                                f"task {task!r} exceed the model's context length "
-                                f"{self.backbone.context_length}")
+        check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:
-        context = self.cfg.ctx_init or " ".join(["X"] * self.n_ctx)
-        return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
+        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
+
+    def set_index(self, task: str) -> int:
+        """Which context the task uses."""
+        return 0 if self.shared else self.task_names.index(task)
 
     def text_embed(self, emb, tokens, task):
-        return with_text_context(emb, self.ctx[0 if self.shared else self.task_names.index(task)])
+        return with_text_context(emb, self.ctx[self.set_index(task)])
 
 
 @register_method("coop-mt", CoOpConfig)

@@ -27,6 +27,7 @@ class FullFTConfig(MethodConfig):
 class FullFTMT(PetlModule):
     """Full fine-tuning, multi-task: the whole CLIP trains, shared by all tasks."""
 
+    shared = True
     text_depends_on_task = False  # one text tower for all tasks
 
     def trainable(self):
@@ -37,6 +38,7 @@ class FullFTMT(PetlModule):
 class FullFT(FullFTMT):
     """Full fine-tuning, one full copy of CLIP per task."""
 
+    shared = False
     text_depends_on_task = True  # each task has its own text tower
 
     def __init__(self, cfg: FullFTConfig, backbone, tasks, optim=None):

@@ -33,10 +33,9 @@ from torch import nn
 from petl_bench.config import MethodConfig
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
-from petl_bench.prompts import DeepVisualPrompts, with_text_context
+from petl_bench.prompts import (DeepVisualPrompts, check_context_fits, context_prompts, phrase_embeddings,
+                                with_text_context)
 from petl_bench.registry import register_method
-
-from .coop import CoOp
 
 
 @dataclass
@@ -58,8 +57,7 @@ class MaPLe(DeepVisualPrompts, PetlModule):
             raise UserError(f"{self.method_name}: depth must be >= 1 and n_ctx >= 0; "
                             f"got depth {cfg.depth}, n_ctx {cfg.n_ctx}")
         self.n_ctx = cfg.n_ctx
-        # CoOp's helpers read only what every PetlModule has, plus n_ctx: compose, don't copy.
-        phrase = CoOp._phrase_embeddings(self, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
+        phrase = phrase_embeddings(backbone, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
         if phrase is not None and len(phrase) < self.n_ctx:
             raise UserError(f"{self.method_name}: ctx_init {cfg.ctx_init!r} has {len(phrase)} tokens, fewer "
                             f"than n_ctx {self.n_ctx}; lower n_ctx, or set method.ctx_init= for noise")
@@ -71,8 +69,12 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         if phrase is not None:
             text_ctx[:, 0] = phrase[:self.n_ctx]
         self.text_ctx = nn.Parameter(text_ctx)
-        self.coupling = nn.ModuleList(self._couplings() for _ in range(n_sets if self.depth else 0))
-        CoOp._check_fits(self)
+        self.build_visual(n_sets if self.depth else 0)
+        check_context_fits(self, self.n_ctx)
+
+    def build_visual(self, n_sets: int) -> None:
+        """What makes the visual prompts: per set, a coupling Linear per layer (IVLP overrides it)."""
+        self.coupling = nn.ModuleList(self._couplings() for _ in range(n_sets))
 
     def _couplings(self) -> nn.ModuleList:
         first, deeper = (nn.Linear(self.backbone.text_width, self.backbone.vision_width) for _ in range(2))
@@ -82,17 +84,17 @@ class MaPLe(DeepVisualPrompts, PetlModule):
     def prompts(self, task: str) -> list[str]:
         if not self.n_ctx:
             return super().prompts(task)  # the zero-shot template
-        context = self.cfg.ctx_init or " ".join(["X"] * self.n_ctx)
-        return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
+        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
 
-    def _set(self, task: str) -> int:
+    def set_index(self, task: str) -> int:
+        """Which prompt set the task uses."""
         return 0 if self.shared else self.task_names.index(task)
 
     def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
-        return with_text_context(x, self.text_ctx[self._set(task), layer])
+        return with_text_context(x, self.text_ctx[self.set_index(task), layer])
 
     def visual_prompts_at(self, layer, task):
-        s = self._set(task)
+        s = self.set_index(task)
         return self.coupling[s][layer](self.text_ctx[s, layer])
 
     def text_embed(self, emb, tokens, task):

@@ -67,10 +67,8 @@ from petl_bench.errors import UserError
 from petl_bench.files import write_json_atomic
 from petl_bench.hardware import run_device
 from petl_bench.module import PetlModule
-from petl_bench.prompts import DeepVisualPrompts, with_text_context
+from petl_bench.prompts import DeepVisualPrompts, check_context_fits, context_prompts, with_text_context
 from petl_bench.registry import register_method
-
-from .coop import CoOp
 
 INIT_STD = 0.02  # the paper's, for the source prompt
 SCALE_INIT_STD = 1.0  # so that the products start at the source prompt's scale (see the docstring)
@@ -144,6 +142,7 @@ def fitting_n(n: int, text_width: int, vision_width: int) -> int:
 class MmAP(DeepVisualPrompts, PetlModule):
     """MmAP: Kronecker-product text and visual prompts, group-shared and task-specific sets."""
 
+    shared = True  # a multi-task method (group-shared and task-specific sets)
     text_frozen = False
     text_depends_on_task = True  # task-specific sets, or tasks in different groups
 
@@ -160,7 +159,7 @@ class MmAP(DeepVisualPrompts, PetlModule):
         self.task_sets = nn.ModuleList(self.new_set() for _ in (self.tasks if cfg.task_specific else ()))
         self.n_ctx = cfg.b * (int(cfg.group_shared) + int(cfg.task_specific))  # tokens per tower
         self.n_visual, self.visual_depth = self.n_ctx, self.depth
-        CoOp._check_fits(self)
+        check_context_fits(self, self.n_ctx)
 
     @classmethod
     def check_config(cls, cfg: MmAPConfig) -> None:
@@ -264,8 +263,7 @@ class MmAP(DeepVisualPrompts, PetlModule):
         return torch.cat([self.layer_prompts(s, layer)[which] for s in self.sets_of(task)])
 
     def prompts(self, task: str) -> list[str]:
-        context = " ".join(["X"] * self.n_ctx)
-        return [f"{context} {name}." for name in self.tasks[self.task_names.index(task)].classnames]
+        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx)
 
     def visual_prompts_at(self, layer, task):
         return self._prompts_at(layer, task, 1)

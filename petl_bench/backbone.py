@@ -4,12 +4,22 @@
 over the residual blocks, reusing open_clip's own modules, and call a `Hooks` object between them.
 With the identity hooks the features equal `open_clip.CLIP.encode_image` / `encode_text`
 (tests/test_backbone.py guards this). The backbone knows no method: methods are `Hooks`.
+
+Inside the blocks (LoRA on the fused attention weight, adapters beside the MLP) a method names the
+`Site`s it changes and `ClipBackbone.attach`es to them: a weight site gets a parametrization, a
+module site a forward hook, each of which asks the hooks running the backbone at that moment
+(`block_weight` / `block_output`, with the task) and is the identity for any other caller.
+Detaching removes them, restoring open_clip's module tree and state-dict keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -17,6 +27,7 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from open_clip.transformer import VisionTransformer, text_global_pool
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .config import TINY
 from .errors import UserError
@@ -29,6 +40,17 @@ TINY_CONFIG = {
     "vision_cfg": {"image_size": 32, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 3},
 }
+TOWERS = ("text", "vision")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A weight or a sub-module inside residual block `layer` of a tower, which a weight- or
+    module-level method (LoRA, adapters) changes."""
+
+    tower: str  # "text" or "vision"
+    layer: int  # residual block index
+    path: str  # inside the block: a parameter ("attn.in_proj_weight") or a module ("mlp")
 
 
 class Hooks:
@@ -62,6 +84,14 @@ class Hooks:
         """Projected features, before normalisation."""
         return image_feat, text_feat
 
+    def block_weight(self, site: Site, weight: torch.Tensor, task: str) -> torch.Tensor:
+        """The weight at an attached parameter site, as its block uses it in this pass (LoRA)."""
+        return weight
+
+    def block_output(self, site: Site, inputs: torch.Tensor, output: torch.Tensor, task: str) -> torch.Tensor:
+        """The output of the module at an attached module site, given its input (adapters)."""
+        return output
+
 
 IDENTITY = Hooks()
 
@@ -83,6 +113,10 @@ class ClipBackbone(nn.Module):
         self.requires_grad_(False)
         preprocess = dict(open_clip.get_model_preprocess_cfg(model))
         self.preprocess_cfg = PreprocessCfg(**preprocess)
+        # Plain objects, not modules: no state-dict entries. Which hooks run the backbone now, and
+        # what is attached where (Site -> _Attached).
+        self._running = _Running()
+        self._attached: dict[Site, _Attached] = {}
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -165,35 +199,37 @@ class ClipBackbone(nn.Module):
     # -- forward passes -------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
         visual = self.model.visual
-        x = visual.conv1(images.to(visual.conv1.weight.dtype))
-        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [batch, patches, width]
-        cls_token = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        x = visual.patch_dropout(x)
-        x = hooks.vision_embed(x, task)
-        x = visual.ln_pre(x)
-        for i, block in enumerate(visual.transformer.resblocks):
-            x = block(hooks.vision_layer(i, x, task))
-        x = hooks.vision_post(x)
-        pooled, _ = visual._pool(x)
-        return pooled @ visual.proj if visual.proj is not None else pooled
+        with self._running_as(hooks, task):
+            x = visual.conv1(images.to(visual.conv1.weight.dtype))
+            x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)  # [batch, patches, width]
+            cls_token = visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype)
+            x = torch.cat([cls_token, x], dim=1) + visual.positional_embedding.to(x.dtype)
+            x = visual.patch_dropout(x)
+            x = hooks.vision_embed(x, task)
+            x = visual.ln_pre(x)
+            for i, block in enumerate(visual.transformer.resblocks):
+                x = block(hooks.vision_layer(i, x, task))
+            x = hooks.vision_post(x)
+            pooled, _ = visual._pool(x)
+            return pooled @ visual.proj if visual.proj is not None else pooled
 
     def encode_text(self, tokens: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
         model = self.model
         dtype = model.transformer.get_cast_dtype()
         tokens = tokens[:, :self.text_context(tokens)]
         length = tokens.shape[1]
-        x = hooks.text_embed(model.token_embedding(tokens).to(dtype), tokens, task)
-        x = x + model.positional_embedding[:length].to(dtype)
         mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
-        for i, block in enumerate(model.transformer.resblocks):
-            x = block(hooks.text_layer(i, x, task), attn_mask=mask)
-        x = model.ln_final(x)
-        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
-        projection = model.text_projection
-        if projection is None:
-            return x
-        return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        with self._running_as(hooks, task):
+            x = hooks.text_embed(model.token_embedding(tokens).to(dtype), tokens, task)
+            x = x + model.positional_embedding[:length].to(dtype)
+            for i, block in enumerate(model.transformer.resblocks):
+                x = block(hooks.text_layer(i, x, task), attn_mask=mask)
+            x = model.ln_final(x)
+            x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=model.text_eos_id)
+            projection = model.text_projection
+            if projection is None:
+                return x
+            return projection(x) if isinstance(projection, nn.Linear) else x @ projection
 
     def text_context(self, tokens: torch.Tensor) -> int:
         """Positions the text tower must run on: up to the pooled (EOT) token of the longest prompt
@@ -208,6 +244,117 @@ class ClipBackbone(nn.Module):
         else:
             pooled = (tokens == model.text_eos_id).int().argmax(-1)
         return int(pooled.max()) + 1
+
+    @contextlib.contextmanager
+    def _running_as(self, hooks: Hooks, task: str):
+        before = self._running.hooks, self._running.task
+        self._running.hooks, self._running.task = hooks, task
+        try:
+            with parametrize.cached():  # each attached weight is computed once per pass
+                yield
+        finally:
+            self._running.hooks, self._running.task = before
+
+    # -- inside the blocks ------------------------------------------------------------------------
+    def blocks(self, tower: str) -> nn.ModuleList:
+        if tower not in TOWERS:
+            raise ValueError(f"unknown tower {tower!r} (towers: {', '.join(TOWERS)})")
+        return self.model.transformer.resblocks if tower == "text" else self.model.visual.transformer.resblocks
+
+    def attach(self, hooks: Hooks, sites: Iterable[Site]) -> "Attachment":
+        """From now on, whenever `hooks` runs this backbone, the weights at parameter sites come from
+        `hooks.block_weight` and the outputs of module sites from `hooks.block_output`; for any
+        other caller they stay as they are. `.remove()` on the result undoes it; once nothing is
+        attached the module tree and state-dict keys are open_clip's again."""
+        sites = list(dict.fromkeys(sites))
+        for site in sites:
+            if site not in self._attached:
+                self._attached[site] = _Attached.install(self, site)
+            self._attached[site].owners.append(weakref.ref(hooks))
+        return Attachment(self, hooks, sites)
+
+    def _detach(self, hooks: Hooks, sites: list[Site]) -> None:
+        for site in sites:
+            attached = self._attached.get(site)
+            if attached is None:
+                continue
+            attached.owners[:] = [ref for ref in attached.owners if ref() not in (None, hooks)]
+            if not attached.owners:
+                attached.uninstall()
+                del self._attached[site]
+
+
+class _Running:
+    """The hooks and task of the pass in progress (None outside `encode_image` / `encode_text`)."""
+
+    def __init__(self):
+        self.hooks: Hooks | None = None
+        self.task = ""
+
+    def owner_among(self, owners: list) -> Hooks | None:
+        """The running hooks if they attached the site (`owners`: weak references), else None."""
+        hooks = self.hooks
+        return hooks if hooks is not None and any(ref() is hooks for ref in owners) else None
+
+
+class _SiteWeight(nn.Module):
+    """The parametrization of one block weight: the running hooks' `block_weight`, if they
+    attached it. It holds no tensors, so the state dict gains only the weight's new name."""
+
+    def __init__(self, site: Site, running: _Running, owners: list):
+        super().__init__()
+        self.site, self.running, self.owners = site, running, owners
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        hooks = self.running.owner_among(self.owners)
+        return weight if hooks is None else hooks.block_weight(self.site, weight, self.running.task)
+
+
+class _Attached:
+    """One site's parametrization or forward hook, shared by every hooks object attached to it."""
+
+    def __init__(self, owners: list, uninstall):
+        self.owners, self.uninstall = owners, uninstall
+
+    @classmethod
+    def install(cls, backbone: ClipBackbone, site: Site) -> "_Attached":
+        block = backbone.blocks(site.tower)[site.layer]
+        owners: list = []
+        running = backbone._running
+        try:
+            module = block.get_submodule(site.path)
+        except AttributeError:
+            module = None
+        if module is not None:
+            def hook(mod, args, output):
+                hooks = running.owner_among(owners)
+                return None if hooks is None else hooks.block_output(site, args[0], output, running.task)
+
+            return cls(owners, module.register_forward_hook(hook).remove)
+        owner_path, _, name = site.path.rpartition(".")
+        owner = block.get_submodule(owner_path) if owner_path else block
+        if not isinstance(owner._parameters.get(name), nn.Parameter):
+            raise ValueError(f"{site}: no module or parameter {site.path!r} in the block")
+        order = list(owner._parameters)
+        parametrize.register_parametrization(owner, name, _SiteWeight(site, running, owners))
+
+        def uninstall():
+            parametrize.remove_parametrizations(owner, name, leave_parametrized=False)
+            # Back in its place, so the state dict lists keys in open_clip's order again.
+            owner._parameters = {key: owner._parameters[key] for key in order}
+
+        return cls(owners, uninstall)
+
+
+class Attachment:
+    """What `ClipBackbone.attach` returns: `remove()` detaches the hooks from those sites."""
+
+    def __init__(self, backbone: ClipBackbone, hooks: Hooks, sites: list[Site]):
+        self.backbone, self.hooks, self.sites = backbone, hooks, sites
+
+    def remove(self) -> None:
+        self.backbone._detach(self.hooks, self.sites)
+        self.sites = []
 
 
 def _load_weights(model: open_clip.CLIP, weights: str, arch: str) -> None:

@@ -75,9 +75,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         module, data, _ = build(cfg)
     except UserError as err:  # e.g. stored params that the method's config no longer takes
         raise UserError(f"{path}: {err}") from None
-    module.load_trainable_state(checkpoint["state_dict"])
-    L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
-        module, datamodule=data, verbose=False)
+    try:
+        module.load_trainable_state(checkpoint["state_dict"])
+        L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
+            module, datamodule=data, verbose=False)
+    finally:
+        module.release()
     print(format_accuracy({"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split,
                            "seed": cfg.data.seed, "trainable_params": module.num_trainable,
                            "accuracy": module.test_accuracy}))
@@ -87,8 +90,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from .registry import get_method, method_names
 
+    sharing = {True: "MT", False: "ST", None: "-"}  # a set shared by all tasks / one per task / none
     for name in method_names():
-        print(f"{name:<16}{get_method(name).summary}")
+        entry = get_method(name)
+        print(f"{name:<18}{sharing[entry.cls.shared]:<4}{entry.summary}")
     return 0
 
 
@@ -238,7 +243,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
     ev.set_defaults(func=cmd_eval)
 
-    sub.add_parser("methods", help="list registered methods").set_defaults(func=cmd_methods)
+    sub.add_parser("methods", help="list registered methods: ST (a set per task) or MT (one shared set), "
+                                   "and what trains").set_defaults(func=cmd_methods)
 
     params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")
     params.add_argument("--model", default="ViT-B-16", help="built without weights")

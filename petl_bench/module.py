@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .backbone import ClipBackbone, Hooks
+from .backbone import ClipBackbone, Hooks, Site
 from .config import MethodConfig, OptimConfig, RunConfig
 from .datamodules.records import Task
 from .errors import UserError
@@ -49,6 +49,10 @@ class PetlModule(Hooks, L.LightningModule):
     # True when no trainable parameter changes the image features (no vision hook, no image
     # tower weight trains): the module then lets test image features come from a cache.
     image_frozen = False
+    # True: one parameter set shared by all tasks (MT); False: one set per task (ST); None: trains nothing.
+    shared: bool | None = None
+    # False for a method fitted in closed form by `prepare` (a linear probe): the runner skips SGD.
+    trained_by_sgd = True
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
@@ -67,6 +71,7 @@ class PetlModule(Hooks, L.LightningModule):
         self._tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict = {}  # text_key -> features, while they cannot change
         self._step_text: dict | None = None  # text_key -> features, within one training step
+        self._attachments: list = []  # what this module attached inside the backbone's blocks
         # A partial state dict (trainable parameters only) is the checkpoint format.
         self.strict_loading = False
 
@@ -94,6 +99,20 @@ class PetlModule(Hooks, L.LightningModule):
     @property
     def num_trainable(self) -> int:
         return sum(p.numel() for _, p in self.trainable())
+
+    # -- inside the backbone's blocks: attached for the module's life ----------------------------
+    def attach_to_blocks(self, sites: list[Site]) -> None:
+        """Route these block weights and modules through `block_weight` / `block_output` whenever
+        this module runs the backbone (LoRA, adapters), until `release()`."""
+        self._attachments.append(self.backbone.attach(self, sites))
+
+    def release(self) -> None:
+        """Detach everything this module attached to the shared backbone, which is then as before
+        the module was built (module tree, state-dict keys, forward). The runner calls it when a
+        run ends, so that one loaded backbone can serve run after run."""
+        for attachment in self._attachments:
+            attachment.remove()
+        self._attachments.clear()
 
     # -- features and logits --------------------------------------------------------------------
     def encoder(self, task: str) -> ClipBackbone:
@@ -128,16 +147,28 @@ class PetlModule(Hooks, L.LightningModule):
             cache[key] = features
         return cache[key]
 
+    def text_features(self, image_feat: torch.Tensor, task: str) -> torch.Tensor | None:
+        """What the images are compared with: the class text features [classes, dim] by default;
+        a method whose prompts depend on the image (CoCoOp) returns them per image [batch, classes, dim]."""
+        return self.class_text_features(task)
+
+    def logits(self, image_feat: torch.Tensor, text_feat: torch.Tensor, task: str) -> torch.Tensor:
+        """logit_scale.exp() * cos(image, class text), for class text per task or per image."""
+        image, text = F.normalize(image_feat, dim=-1), F.normalize(text_feat, dim=-1)
+        # Capped at 100 as in CLIP's training: full fine-tuning trains the scale too.
+        scale = self.encoder(task).logit_scale.exp().clamp(max=100)
+        if text.dim() == 3:
+            return scale * torch.einsum("bd,bcd->bc", image, text)
+        return scale * image @ text.t()
+
     def forward(self, images: torch.Tensor, task: str) -> torch.Tensor:
-        """Logits over the task's classes: logit_scale.exp() * cos(image, class text)."""
+        """Logits over the task's classes."""
         return self.classify(self.encoder(task).encode_image(images, self, task), task)
 
     def classify(self, image: torch.Tensor, task: str) -> torch.Tensor:
         """Logits from image features (the image tower's output, before `head`)."""
-        image, text = self.head(image, self.class_text_features(task), task)
-        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-        # Capped at 100 as in CLIP's training: full fine-tuning trains the scale too.
-        return self.encoder(task).logit_scale.exp().clamp(max=100) * image @ text.t()
+        image, text = self.head(image, self.text_features(image, task), task)
+        return self.logits(image, text, task)
 
     def frozen_image_encoder(self) -> "FrozenImageEncoder | None":
         """What test image features may be cached as, for every run, method and seed that shares
@@ -148,12 +179,16 @@ class PetlModule(Hooks, L.LightningModule):
         return FrozenImageEncoder(self)
 
     # -- training -------------------------------------------------------------------------------
+    def regularizer(self, task: str) -> torch.Tensor | float:
+        """A term added to the task's loss (KgCoOp's distance to the hand-written prompt); none by default."""
+        return 0.0
+
     def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Cross-entropy of each task in a step's batch (task -> (images, labels))."""
+        """Cross-entropy (plus `regularizer`) of each task in a step's batch (task -> (images, labels))."""
         self._step_text = {}
         try:
             return {task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
-                    for task, (images, labels) in batch.items()}
+                    + self.regularizer(task) for task, (images, labels) in batch.items()}
         finally:
             self._step_text = None
 

@@ -4,9 +4,11 @@ The paper counts all four tasks together and prints single-task figures as 4 x (
 rounded): CoOp's 0.04 M is 4 x 0.01 M although 4 x 8,192 = 32,768. So our count agrees when, per
 task for single-task methods, rounded to the paper's printed digits (then times the task count),
 it equals the paper's figure. MmAP's count depends on its number of task groups (found from
-data at run time): it is listed for 1 group up to one per task; the paper's 0.13 M fits 2. Other
-datasets are counted on their own tasks and classes, without the paper's figures. The MLP-prompt
-ablation's 3.96 M is from the paper's Figure 4 text, not Table 1.
+data at run time): it is listed for 1 group up to one per task; the paper's 0.13 M fits 2.
+Tip-Adapter-F's depends on the split's shots (its cache holds every shot): it is listed for the
+dataset's paper splits (4 and 16 shots, its grids' splits, for the other datasets). Other datasets
+are counted on their own tasks and classes, without the paper's figures. The MLP-prompt ablation's
+3.96 M is from the paper's Figure 4 text, not Table 1.
 """
 
 from __future__ import annotations
@@ -57,18 +59,25 @@ def count_rows(arch: str, dataset: str) -> list[dict]:
     for name in method_names():
         entry = get_method(name)
         figure = figures.get(name)
-        for label, cfg in counted_configs(entry.config_cls, [task.name for task in tasks]):
-            count = entry.cls(cfg, backbone, tasks).num_trainable
+        for label, cfg in counted_configs(entry.config_cls, [task.name for task in tasks], dataset):
+            module = entry.cls(cfg, backbone, tasks)
+            count = module.num_trainable
+            module.release()  # leave the backbone as it was for the next method
             rows.append({"method": name + label, "trainable": count, "trainable_m": f"{count / 1e6:.2f}",
                          "paper_m": figure.text if figure else "", "agrees": (
                              "yes" if figure and agrees(count, figure) else "no" if figure else "")})
     return rows
 
 
-def counted_configs(config_cls, task_names: list[str]) -> list[tuple[str, object]]:
-    """The default config; for a method with task groups (a `groups` field: MmAP), one config per
-    number of groups, since its count depends on the grouping, found from data at run time."""
-    if "groups" not in {f.name for f in dataclasses.fields(config_cls)}:
+def counted_configs(config_cls, task_names: list[str], dataset: str) -> list[tuple[str, object]]:
+    """The default config; where the count depends on what data settles at run time, one config per
+    case: per number of task groups (a `groups` field: MmAP), per paper split's shots (a `shots`
+    field: Tip-Adapter-F's cache)."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    if "shots" in fields:
+        splits = PAPER_SPLITS.get(dataset) or {f"{k}shot": k for k in (4, 16)}  # the other datasets' grids
+        return [(f" ({split}, {k} shots)", config_cls(shots=k)) for split, k in splits.items()]
+    if "groups" not in fields:
         return [("", config_cls())]
     n = len(task_names)
     return [(f" ({k} group{'s' if k > 1 else ''})", config_cls(groups="|".join(

@@ -81,9 +81,10 @@ def fig1(summary: Summary, split: str, path: Path) -> Path:
     zero_x = min(counts, default=1000) * ZERO_PARAMS_FACTOR
     biggest = max(counts, default=1)
     fig, ax = plt.subplots(figsize=FIGSIZE["fig1"], dpi=DPI, layout="constrained")
-    colours = plt.get_cmap("tab20")
+    # 40 distinct colours, so a grid with the methods beyond the paper (25 of them) repeats none.
+    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
     for i, (label, count, mean, std) in enumerate(points):
-        colour = colours(i % 20)
+        colour = colours[i % len(colours)]
         area = max(MIN_BUBBLE, MAX_BUBBLE * count / biggest) if count else STAR_AREA
         if count == 0:
             ax.scatter(zero_x, mean, s=area, marker="*", color=colour, edgecolor="black", linewidth=0.6, zorder=3)

@@ -27,6 +27,13 @@ PAPER_NAMES = {
     "fullft-mt": "FullFT-MT", "clip-adapter": "CLIP-Adapter", "bitfit": "BitFit", "coop-mt": "CoOp-MT",
     "vpt-mt": "VPT-MT", "maple-mt": "MaPLe-MT", "mmap": "MmAP",
 }
+# Column names of the methods beyond the paper (benchmarks/beyond.yaml), as their own papers write them.
+BEYOND_NAMES = {
+    "lora": "LoRA", "lora-mt": "LoRA-MT", "cocoop": "CoCoOp", "cocoop-mt": "CoCoOp-MT", "kgcoop": "KgCoOp",
+    "kgcoop-mt": "KgCoOp-MT", "ivlp": "IVLP", "ivlp-mt": "IVLP-MT", "tip-adapter-f": "Tip-Adapter-F",
+    "tip-adapter-f-mt": "Tip-Adapter-F-MT", "linear-probe": "Linear probe", "adaptformer": "AdaptFormer",
+    "adaptformer-mt": "AdaptFormer-MT",
+}
 PAPER_MODEL = ("ViT-B-16", "openai")
 AVERAGE = "average"
 STALE_LISTED = 10  # stale record paths printed in the footer; the rest are counted
@@ -264,7 +271,7 @@ def split_name(dataset: str, split: str) -> str:
 
 
 def column_name(label: str) -> str:
-    return PAPER_NAMES.get(label, label)
+    return PAPER_NAMES.get(label) or BEYOND_NAMES.get(label, label)
 
 
 def layout(summary: Summary) -> Layout:

@@ -167,15 +167,18 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    if module.num_trainable:
-        if trained:  # stopped while testing: the trained weights are all it needs
-            module.load_trainable_state(trained["state_dict"])
-            run_progress.restore(trained[PROGRESS])
-        else:
-            trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
-    fitted = time.time()
-    trainer.test(module, datamodule=data, verbose=False)
-    tested = time.time()
+    try:
+        if module.num_trainable and module.trained_by_sgd:
+            if trained:  # stopped while testing: the trained weights are all it needs
+                module.load_trainable_state(trained["state_dict"])
+                run_progress.restore(trained[PROGRESS])
+            else:
+                trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
+        fitted = time.time()
+        trainer.test(module, datamodule=data, verbose=False)
+        tested = time.time()
+    finally:
+        module.release()  # the backbone may serve the next run
     record = {
         "method": cfg.method,
         "run_name": cfg.run_name,

@@ -169,3 +169,27 @@ def crafted_file(tmp_path):
         return marker
 
     return make
+
+
+@pytest.fixture
+def build_method(tmp_path):
+    """build_method(name, backbone, data, **params) -> the method as the runner builds it: its
+    `prepare` on the data (a fast_dev_run: MmAP groups on one batch), then the class on the config
+    `prepare` resolved, with `log` silenced (no Trainer attached). Seeded."""
+    import torch
+
+    from petl_bench.registry import get_method
+    from petl_bench.runargs import build_run_config
+
+    def build(name, backbone, data, **params):
+        torch.manual_seed(0)
+        entry = get_method(name)
+        run = build_run_config(name, data.cfg.dataset, str(data.cfg.root), data.cfg.split, model="tiny",
+                               out=str(tmp_path), overrides=["train.fast_dev_run=true", "data.num_workers=0",
+                                                             *(f"method.{k}={v}" for k, v in params.items())])
+        resolved, _ = entry.cls.prepare(run, backbone, data, tmp_path / name)
+        module = entry.cls(resolved, backbone, data.tasks)
+        module.log = lambda *args, **kwargs: None
+        return module
+
+    return build

@@ -74,11 +74,12 @@ def test_the_page_is_linked_and_every_row_names_its_sources():
     text = PAGE.read_text()
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings[-1] == "Methods beyond the paper"  # where rows for later methods go
-    for table in ("## The training recipe", "## The methods of Tables 1 and 2"):
+    for table, least in (("## The training recipe", 10), ("## The methods of Tables 1 and 2", 10),
+                         ("## Methods beyond the paper", 7)):
         rows = text.split(table)[1].split("\n## ")[0].splitlines()
         body = [row for row in rows if row.startswith("| ") and not row.startswith("| item") and
                 not row.startswith("| method")]
-        assert len(body) >= 10
+        assert len(body) >= least
         for row in body:
             cells = [cell.strip() for cell in row.strip("|").split(" | ")]
             assert len(cells) == 5 and all(cells), row[:60]

@@ -24,6 +24,8 @@ from petl_bench.sweep import BENCHMARKS, expand_grid, grid_file, record_of, run_
 
 TABLE1_METHODS = ["zeroshot", "fullft", "coop", "vpt", "maple", "fullft-mt", "clip-adapter", "bitfit", "coop-mt",
                   "vpt-mt", "maple-mt", "mmap"]
+BEYOND_METHODS = [*TABLE1_METHODS, "linear-probe", "tip-adapter-f", "kgcoop", "cocoop", "ivlp", "lora", "adaptformer",
+                  "tip-adapter-f-mt", "kgcoop-mt", "cocoop-mt", "ivlp-mt", "lora-mt", "adaptformer-mt"]
 
 
 def call(*argv):
@@ -107,6 +109,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
     ("ablation", 42, ["task-specific only", "group-shared only", "random groups", "gradient groups", "one group",
                       "joint train", "MLP prompt"]),
     ("demo", 4, ["zeroshot", "coop-mt"]),
+    ("beyond", 150, BEYOND_METHODS),
+    ("beyond-demo", 25, BEYOND_METHODS),
 ])
 def test_shipped_grids(name, runs, labels):
     path = grid_file(name)
@@ -117,7 +121,7 @@ def test_shipped_grids(name, runs, labels):
     for run in grid.runs[:: max(1, len(grid.runs) // 12)]:
         rebuilt = parse_run_argv(run_argv(run.cfg)[1:])
         assert rebuilt.to_dict() == run.cfg.to_dict()
-    if name != "demo":
+    if "demo" not in name:
         cfg = grid.runs[-1].cfg
         paper_batch = 4 if grid.dataset == "minidomainnet" else 16
         assert (cfg.model.arch, cfg.model.pretrained, cfg.train.epochs, cfg.optim.lr, cfg.data.batch_size) == (

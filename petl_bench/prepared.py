@@ -1,0 +1,67 @@
+"""For methods whose starting state comes from the data (Tip-Adapter-F's cache, a linear probe's
+fitted weights): image features of a run's training shots, and the state file that `prepare`
+leaves for the module.
+
+`PetlModule.prepare` returns a config, not tensors, so such a method's `prepare` writes the state
+(parameter name -> tensor, as a checkpoint holds it) to a file beside the run and puts the file's
+path in the resolved config; the module loads it when it is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .backbone import ClipBackbone
+from .datamodules.loading import ImageFiles, collate_train
+from .errors import UserError
+from .files import atomic_path
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def shot_features(backbone: ClipBackbone, data, transform, passes: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Task -> (image features [shots, embed dim], labels [shots]) of the training shots in split
+    order, each feature the mean over `passes` passes of `transform` (random augmentations differ
+    from pass to pass), from the frozen backbone with identity hooks, on the GPU when there is one."""
+    device = next(backbone.parameters()).device
+    was_training = backbone.training
+    backbone.to(DEVICE).eval()
+    found = {}
+    try:
+        for task in data.tasks:
+            records = [r for r in data.train_records if r.domain == task.name]
+            # The split drew only images that decode; one changed since is left out, with a warning.
+            loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
+                                batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
+                                collate_fn=collate_train)
+            total = labels = None
+            for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
+                with torch.no_grad():
+                    batches = [(backbone.encode_image(images.to(DEVICE)).float().cpu(), y) for images, y in loader]
+                features = torch.cat([f for f, _ in batches])
+                labels = torch.cat([y for _, y in batches])
+                total = features if total is None else total + features
+            found[task.name] = (total / passes, labels)
+    finally:
+        backbone.to(device).train(was_training)
+    return found
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor]) -> str:
+    """Write a prepared state atomically; its path, for the resolved config."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save({name: tensor.contiguous() for name, tensor in state.items()}, tmp)
+    return str(path)
+
+
+def load_state(module, path: str) -> None:
+    """Load a state that `prepare` wrote into the module's trainable parameters (names and shapes checked)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise UserError(f"{module.method_name}: cannot read its prepared state {path}: {err}") from None
+    module.load_trainable_state(state)
