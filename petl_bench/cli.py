@@ -108,9 +108,12 @@ def cmd_params(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import expand_grid, grid_file, sweep
 
+    if args.runs_per_gpu < 1:
+        raise UserError(f"--runs-per-gpu must be >= 1; got {args.runs_per_gpu}")
     overrides = [*args.set, *(["logging.wandb=true"] if args.wandb else [])]
     grid = expand_grid(grid_file(args.file), overrides, args.out)
-    return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale)
+    return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale,
+                 runs_per_gpu=args.runs_per_gpu, fresh_process=args.fresh_process)
 
 
 # -- tables and figures ----------------------------------------------------------------------------
@@ -259,6 +262,10 @@ def make_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--launcher", default="local", choices=["local", "slurm"])
     sweep.add_argument("--gpus", type=int, default=None,
                        help="local runs at once, one GPU each (default: every visible GPU; none: one at a time on CPU)")
+    sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
+                       help="local: N worker processes per GPU, to pack small runs on a big GPU (default 1)")
+    sweep.add_argument("--fresh-process", action="store_true",
+                       help="local: a new process for every run (default: workers that keep imports and backbones)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are done, stale or to do")
     sweep.add_argument("--rerun-stale", action="store_true", help="run again runs whose record has another config")
     sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

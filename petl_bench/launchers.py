@@ -1,7 +1,9 @@
 """Where a sweep's runs execute: local processes (one per GPU, or one at a time on CPU) or Slurm jobs.
 
-Each run is `petl-bench run ... --if-locked=skip` in a process of its own, so a crash or an
-out-of-memory kill ends that run only; the sweep reports it with its log and goes on. A run that
+Locally, each run is `petl-bench run ... --if-locked=skip` in a worker process (`worker.py`) that
+runs job after job, importing once and keeping the loaded backbone; a crash or an out-of-memory
+kill ends that run only (a fresh worker takes the next), and the sweep reports it with its log and
+goes on. On Slurm each run is a job. A run that
 another process is running already (another sweep of the grid) is skipped and reported as such. A
 launcher returns the jobs that did not finish: failed, or `busy` elsewhere.
 """
@@ -9,7 +11,9 @@ launcher returns the jobs that did not finish: failed, or `busy` elsewhere.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -68,7 +72,7 @@ def _duration(seconds: float) -> str:
 
 # -- local -----------------------------------------------------------------------------------------
 def gpu_slots(requested: int | None) -> list[str]:
-    """CUDA device ids to run on, one run each; [] means one run at a time on CPU."""
+    """CUDA device ids to run on, one worker each; [] means one run at a time on CPU."""
     import torch
 
     count = torch.cuda.device_count()
@@ -85,50 +89,90 @@ def gpu_slots(requested: int | None) -> list[str]:
     return ids[:requested]
 
 
-def run_local(jobs: list[Job], gpus: list[str]) -> list[Failure]:
-    """Run the jobs as subprocesses, one per GPU at once (one at a time with no GPU)."""
-    slots: list[str | None] = list(gpus) or [None]
-    queue, running, failures = list(jobs), {}, []
+class Worker:
+    """A `python -m petl_bench.worker` process on one slot (a GPU id, or None on CPU), and its job."""
+
+    def __init__(self, gpu: str | None):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        self.gpu, self.job, self.started = gpu, None, 0.0
+        self.process = subprocess.Popen([sys.executable, "-m", "petl_bench.worker"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                                        preexec_fn=_die_with_parent())
+
+    def start(self, job: Job) -> None:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log, "a") as log:  # appended: a resumed run keeps the killed attempt's output
+            device = f"CUDA_VISIBLE_DEVICES={self.gpu} " if self.gpu is not None else ""
+            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.process.pid}: {device}"
+                      f"petl-bench {shlex.join(job.argv)}\n")
+        self.job, self.started = job, time.monotonic()
+        self.process.stdin.write(json.dumps({"argv": job.argv, "log": str(job.log)}) + "\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> tuple[int, bool]:
+        """The job's exit status, and whether the worker ended with it (call once its stdout is ready)."""
+        line = self.process.stdout.readline()
+        if not line:  # the worker died on the job: its exit status (negative: the signal) is the run's
+            return self.process.wait(), True
+        reply = json.loads(line)
+        return reply["status"], reply["last"]
+
+    def end(self) -> None:
+        self.process.stdin.close()  # the worker leaves its loop
+        self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def run_local(jobs: list[Job], gpus: list[str], runs_per_gpu: int = 1, fresh: bool = False) -> list[Failure]:
+    """Run the jobs in worker processes, `runs_per_gpu` per GPU at once (one at a time with no GPU).
+    A worker runs job after job (with `fresh`, one job each: a process per run)."""
+    slots: list[str | None] = [gpu for gpu in gpus for _ in range(runs_per_gpu)] or [None]
+    workers: list[Worker | None] = [None] * len(slots)
+    queue, failures = list(jobs), []
     try:
-        while queue or running:
-            for slot in [s for s in slots if s not in running][:len(queue)]:
+        while queue or any(worker and worker.job for worker in workers):
+            for i, gpu in enumerate(slots):
+                if not queue or (workers[i] and workers[i].job):
+                    continue
                 job = queue.pop(0)
                 where = holder(record_of(job.run))
                 if where:
                     failures.append(busy(job, where))
                     continue
-                running[slot] = (job, _start(job, slot), time.monotonic())
-                print(f"{job.title}: started" + (f" on GPU {slot}" if slot is not None else ""), flush=True)
-            time.sleep(0.2)
-            for slot, (job, process, started) in list(running.items()):
-                if process.poll() is None:
+                workers[i] = workers[i] or Worker(gpu)
+                workers[i].start(job)
+                print(f"{job.title}: started" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
+            running = [worker for worker in workers if worker and worker.job]
+            ready, _, _ = select.select([worker.process.stdout for worker in running], [], [], 0.5)
+            for i, worker in enumerate(workers):
+                if worker is None or worker.job is None or worker.process.stdout not in ready:
                     continue
-                del running[slot]
-                if process.returncode == 0 and read_record(record_of(job.run)) is not None:
-                    print(finished_line(job, time.monotonic() - started), flush=True)
-                elif process.returncode == BUSY_EXIT:
-                    failures.append(busy(job, f"see {job.log}"))
-                else:
-                    failures.append(Failure(job, _exit_reason(process.returncode), job.log))
-                    print(f"{job.title}: FAILED ({failures[-1].reason}); log: {job.log}", flush=True)
+                status, last = worker.answer()
+                job, worker.job = worker.job, None
+                _report(job, status, time.monotonic() - worker.started, failures)
+                if last or fresh:
+                    worker.end()
+                    workers[i] = None
     finally:  # interrupted: runs end with the sweep (a re-run resumes them from their checkpoints)
-        for _, process, _ in running.values():
-            process.kill()
+        for worker in workers:
+            if worker:
+                worker.kill()
     return failures
 
 
-def _start(job: Job, gpu: str | None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    command = [sys.executable, "-m", "petl_bench.cli", *job.argv]
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "a") as log:  # appended: a resumed run keeps the killed attempt's output
-        device = f"CUDA_VISIBLE_DEVICES={gpu} " if gpu is not None else ""
-        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {device}{shlex.join(command)}\n")
-        log.flush()
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, preexec_fn=_die_with_parent())
+def _report(job: Job, status: int, seconds: float, failures: list[Failure]) -> None:
+    if status == 0 and read_record(record_of(job.run)) is not None:
+        print(finished_line(job, seconds), flush=True)
+    elif status == BUSY_EXIT:
+        failures.append(busy(job, f"see {job.log}"))
+    else:
+        failures.append(Failure(job, _exit_reason(status), job.log))
+        print(f"{job.title}: FAILED ({failures[-1].reason}); log: {job.log}", flush=True)
 
 
 def _die_with_parent():

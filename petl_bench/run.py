@@ -9,6 +9,7 @@ epoch checkpoint intact, and resumes from that checkpoint exactly (`petl_bench.c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -94,8 +95,11 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     if not isinstance(cfg.params, entry.config_cls):
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
     validate(cfg)
-    L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights and prompts
-    backbone = ClipBackbone.from_pretrained(cfg.model.arch, cfg.model.pretrained)
+    L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights
+    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained)
+    # Again: what follows (prompts, groups) must not depend on whether building the backbone drew
+    # random numbers (open_clip initialises before loading weights) or a sweep worker had it kept.
+    L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
     data.setup("fit")
     params, prepared = entry.cls.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
@@ -103,6 +107,29 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     module.task_loss = cfg.train.task_loss
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
     return module, data, prepared
+
+
+# In a sweep worker: (arch, weights file or tag, its mtime) -> the backbone as loaded, never run.
+_kept_backbones: dict[tuple, ClipBackbone] | None = None
+
+
+def keep_backbones() -> None:
+    """From now on (in this process) keep each pre-trained backbone once loaded, for later runs."""
+    global _kept_backbones
+    _kept_backbones = {}
+
+
+def load_backbone(arch: str, pretrained: str | None) -> ClipBackbone:
+    """The backbone, loaded; in a sweep worker, a copy of the one kept from an earlier run (a run may
+    change its copy: BitFit and full fine-tuning train its weights). Random-init backbones depend on
+    the seed and are cheap: always built."""
+    if _kept_backbones is None or pretrained is None:
+        return ClipBackbone.from_pretrained(arch, pretrained)
+    path = Path(pretrained).expanduser()
+    key = (arch, pretrained, path.stat().st_mtime_ns if path.is_file() else None)
+    if key not in _kept_backbones:
+        _kept_backbones[key] = ClipBackbone.from_pretrained(arch, pretrained)
+    return copy.deepcopy(_kept_backbones[key])
 
 
 def execute(cfg: RunConfig, progress: bool = True, force: bool = False, wait: bool = True) -> dict:

@@ -262,7 +262,7 @@ def _set_slurm(slurm: SlurmConfig, name: str, value) -> SlurmConfig:
 
 # -- running ---------------------------------------------------------------------------------------
 def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run: bool = False,
-          rerun_stale: bool = False) -> int:
+          rerun_stale: bool = False, runs_per_gpu: int = 1, fresh_process: bool = False) -> int:
     """Run every run of the grid that is not done; 1 if any failed. Prints a line per run."""
     from collections import Counter
 
@@ -292,7 +292,7 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
           + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""), flush=True)
     outcomes = sweep_state.starting(grid, statuses)
     sweep_state.save(grid, outcomes)  # the report sees the grid from now on, even if this sweep is killed
-    failures = _launch(grid, todo, launcher, gpus) if todo else []
+    failures = _launch(grid, todo, launcher, gpus, runs_per_gpu, fresh_process) if todo else []
     busy = [failure for failure in failures if failure.busy]
     failures = [failure for failure in failures if not failure.busy]
     taken = {id(failure.job.run) for failure in busy}  # by another process: their outcome is not ours to say
@@ -306,7 +306,8 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
     return 1 if failures else 0
 
 
-def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None) -> list:
+def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None, runs_per_gpu: int,
+            fresh_process: bool) -> list:
     from .launchers import Job, gpu_slots, run_local, run_slurm
 
     # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
@@ -314,7 +315,7 @@ def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: i
             for number, (run, force) in enumerate(todo, 1)]
     if launcher == "slurm":
         return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
-    return run_local(jobs, gpu_slots(gpus))
+    return run_local(jobs, gpu_slots(gpus), runs_per_gpu, fresh_process)
 
 
 def _check_root(grid: Grid) -> None:

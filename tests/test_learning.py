@@ -155,8 +155,8 @@ LEARNERS = {  # name: (learning rate, passes, images per task and batch, config 
     "linear-probe": (0.0, 0, 16, {"c": 1.0}),  # fitted by `prepare`, no SGD
     "tip-adapter-f": (0.02, 2, 16, {"augment_epochs": 1}),
     "kgcoop": (0.002, 2, 16, {}),
-    "cocoop-mt": (0.05, 2, 4, {"text_chunk": 0}),
-    "ivlp-mt": (0.003, 4, 16, {"ctx_init": "a photo of a"}),
+    "cocoop": (0.01, 4, 4, {"text_chunk": 0}),
+    "ivlp-mt": (0.001, 4, 16, {"ctx_init": "a photo of a"}),
     "lora-mt": (0.02, 2, 16, {}),
     "adaptformer-mt": (0.05, 2, 16, {}),
 }

@@ -109,7 +109,7 @@ def write_run(cfg, out: Path) -> None:
         "config_sha256": cfg.sha256(), "finished": "2026-01-01T00:00:00+0000"})
 
 
-def fake_launch(grid, todo, launcher, gpus):
+def fake_launch(grid, todo, *how):
     """The sweep's launcher, writing each run's files instead of training; FAILS fails."""
     failures = []
     for number, (run, _) in enumerate(todo, 1):

@@ -351,3 +351,66 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
     assert holder(record_of(run)) is None
     assert call(*sweep, "--dry-run")[1].split("\n")[1].split()[0] == "todo"
     assert not list((out / "runs").rglob("*.json"))
+
+
+# -- worker processes ------------------------------------------------------------------------------
+def worker_pids(log: Path) -> list[str]:
+    """The worker of each attempt, from the headers the sweep writes to a run's log."""
+    return [line.split("worker ")[1].split(":")[0] for line in log.read_text().splitlines() if line.startswith("# ")]
+
+
+def test_one_worker_runs_the_grid_and_a_run_equals_the_hand_typed_one(tmp_path, tiny_checkpoint, folder_root):
+    """Full fine-tuning trains the backbone, then CoOp-MT runs in the same worker: it must get the
+    backbone as loaded and the random numbers a fresh process gets."""
+    out = tmp_path / "results"
+    path = write_grid(tmp_path / "w.yaml", tiny_checkpoint, seeds=[0], methods=[
+        {"method": "fullft-mt", "set": {"train.epochs": 2, "optim.warmup_epochs": 0}},
+        {"method": "coop-mt", "set": {"train.epochs": 1}}])
+    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    assert code == 0, stdout
+    grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
+    fullft, coop = (record_of(run) for run in grid.runs)
+    assert worker_pids(fullft.with_suffix("") / "sweep.log") == worker_pids(coop.with_suffix("") / "sweep.log")
+
+    by_hand = run_argv(grid.runs[1].cfg)[1:]
+    code, _, err = call("run", *by_hand[:by_hand.index(f"--out={out}")], f"--out={tmp_path / 'by-hand'}",
+                        *by_hand[by_hand.index(f"--out={out}") + 1:])
+    assert code == 0, err
+    hand = json.loads(next((tmp_path / "by-hand" / "runs").rglob("seed0.json")).read_text())
+    swept = json.loads(coop.read_text())
+    assert (swept["accuracy"], swept["config_sha256"]) == (hand["accuracy"], hand["config_sha256"])
+
+
+def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(tmp_path, tiny_checkpoint, folder_root):
+    out = tmp_path / "results"
+    path = write_grid(tmp_path / "x.yaml", tiny_checkpoint, seeds=[0], methods=[
+        {"method": "coop-mt", "set": {"train.epochs": 4, "data.batch_size": 2}}, "zeroshot"])
+    grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
+    coop_work = record_of(grid.runs[0]).with_suffix("")
+    sweep = subprocess.Popen([sys.executable, "-m", "petl_bench.cli", "sweep", str(path), "--out", str(out),
+                              "--set", f"data.root={folder_root}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (coop_work / "checkpoints" / "last.ckpt").is_file():  # coop-mt has finished an epoch
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
+        time.sleep(0.1)
+    (worker,) = child_processes(sweep.pid)
+    os.kill(worker, signal.SIGKILL)
+    stdout = sweep.communicate(timeout=240)[0]
+    assert sweep.returncode == 1, stdout
+    assert "[1/2] coop-mt 2shot seed0: FAILED (killed by SIGKILL)" in stdout
+    assert "[2/2] zeroshot 2shot seed0: done in " in stdout  # in a worker started afresh
+    assert records(out) == {str(record_of(grid.runs[1]).relative_to(out))}
+
+    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    assert code == 0 and "[1/1] coop-mt 2shot seed0: done in " in stdout, stdout
+    assert json.loads(record_of(grid.runs[0]).read_text())["resumed_from_epoch"] >= 1
+
+
+def test_fresh_process_and_runs_per_gpu_are_checked(tmp_path, tiny_checkpoint, folder_root):
+    path = write_grid(tmp_path / "f.yaml", tiny_checkpoint, seeds=[0], methods=["zeroshot"])
+    code, _, err = call("sweep", path, "--runs-per-gpu", "0", "--set", f"data.root={folder_root}")
+    assert code == 2 and err.strip() == "petl-bench: error: --runs-per-gpu must be >= 1; got 0"
+    out = tmp_path / "results"
+    code, stdout, _ = call("sweep", path, "--out", out, "--fresh-process", "--set", f"data.root={folder_root}")
+    assert code == 0 and "[1/1] zeroshot 2shot seed0: done in " in stdout, stdout
