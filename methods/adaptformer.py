@@ -27,17 +27,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from petl_bench.backbone import Site
-from petl_bench.config import MethodConfig
-from petl_bench.errors import UserError
+from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
 
 @dataclass
 class AdaptFormerConfig(MethodConfig):
-    bottleneck: int = 64  # h: the adapter's hidden width
+    bottleneck: int = rule(64, ge=1)  # h: the adapter's hidden width
     scale: float = 0.1  # s: the adapter's output weight
-    dropout: float = 0.1  # on the adapter's hidden layer while training
+    dropout: float = rule(0.1, ge=0, lt=1)  # on the adapter's hidden layer while training
 
 
 def adapter(width: int, bottleneck: int, dropout: float) -> nn.Sequential:
@@ -58,9 +57,6 @@ class AdaptFormer(PetlModule):
 
     def __init__(self, cfg: AdaptFormerConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.bottleneck < 1 or not 0.0 <= cfg.dropout < 1.0:
-            raise UserError(f"{self.method_name}: bottleneck must be >= 1 and dropout in [0, 1); "
-                            f"got bottleneck {cfg.bottleneck}, dropout {cfg.dropout}")
         n_sets = 1 if self.shared else len(self.tasks)
         self.adapters = nn.ModuleList(
             nn.ModuleList(adapter(backbone.vision_width, cfg.bottleneck, cfg.dropout)

@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from petl_bench.backbone import TOWERS, Site
-from petl_bench.config import MethodConfig
-from petl_bench.errors import UserError
+from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
@@ -41,9 +40,9 @@ SITE = "attn.in_proj_weight"  # q, k and v, fused
 
 @dataclass
 class LoRAConfig(MethodConfig):
-    rank: int = 2  # r
+    rank: int = rule(2, ge=1)  # r
     alpha: float = 1.0  # the update is scaled by alpha / sqrt(rank)
-    dropout: float = 0.25  # on the input features of A while training
+    dropout: float = rule(0.25, ge=0, lt=1)  # on the input features of A while training
 
 
 @register_method("lora", LoRAConfig)
@@ -54,9 +53,6 @@ class LoRA(PetlModule):
 
     def __init__(self, cfg: LoRAConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.rank < 1 or not 0.0 <= cfg.dropout < 1.0:
-            raise UserError(f"{self.method_name}: rank must be >= 1 and dropout in [0, 1); "
-                            f"got rank {cfg.rank}, dropout {cfg.dropout}")
         self.scaling = cfg.alpha / math.sqrt(cfg.rank)
         n_sets = 1 if self.shared else len(self.tasks)
         self.lora_a, self.lora_b = nn.ParameterDict(), nn.ParameterDict()
