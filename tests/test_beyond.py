@@ -4,7 +4,6 @@ equals at init, per-task isolation (ST) or sharing (MT), checkpoint round trips.
 tests/test_methods.py adds the registry-wide checks, tests/test_learning.py their learning on the
 synthetic data with the pre-trained tiny CLIP."""
 
-import contextlib
 import copy
 import io
 import json
@@ -18,23 +17,15 @@ from petl_bench.methods.linear_probe import choose_c, fit_logistic, held_out_spl
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import IDENTITY, Hooks, Site
-from petl_bench.cli import main
 from petl_bench.params import count_rows
 from petl_bench.prepared import shot_features
 from petl_bench.registry import get_method
+from cli_calls import call_ok
 
 ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer"]
 MT = ["lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"]
 CHEAP = {"tip-adapter-f": {"augment_epochs": 2}, "tip-adapter-f-mt": {"augment_epochs": 2},
          "linear-probe": {"c": 1.0}}  # the fit and the cache as the runner makes them, in fewer passes
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    assert code == 0, err.getvalue()
-    return out.getvalue()
 
 
 def zero_shot_logits(backbone, tasks, batch):
@@ -197,7 +188,7 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
 
 
 def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, tmp_path):
-    stdout = call(["run", "--method", "linear-probe", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+    stdout = call_ok(["run", "--method", "linear-probe", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
                    "--model", "tiny", "--out", tmp_path, "--no-progress", "--set", "data.num_workers=0"])
     record = json.loads(open(re.search(r"^record: (.+)$", stdout, re.M).group(1)).read())
     fitted = record["prepared"]["linear_probe"]

@@ -1,8 +1,6 @@
 """The cache folder: a manifest scanned once, test images decoded once, frozen image features encoded
 once, bounded, shared by concurrent runs, and never changing a number; the worker budget."""
 
-import contextlib
-import io
 import json
 import threading
 
@@ -14,15 +12,8 @@ from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
 
 from petl_bench import hardware
-from petl_bench.cli import main
 from petl_bench.config import DataConfig
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+from cli_calls import call
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """End to end through `petl_bench.cli.main`, in-process, on the tiny CLIP and the synthetic folder set:
 records, re-runs, config clashes, checkpoints and `eval`."""
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -15,6 +14,7 @@ from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
+from cli_calls import call
 
 TASKS = ["art", "clipart", "product", "real world"]
 ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")
@@ -23,14 +23,6 @@ ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")
 def run_argv(method, root, out, *extra):
     return ["run", "--method", method, "--dataset", "folder", "--root", str(root), "--split", "2shot",
             "--model", "tiny", "--out", str(out), "--no-progress", "--set", "data.num_workers=0", *extra]
-
-
-def call(argv):
-    """main(argv) with stdout and stderr captured; -> (code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def accuracy_table(stdout: str) -> dict[str, str]:

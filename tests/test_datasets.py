@@ -1,7 +1,6 @@
 """PACS, VLCS, Office-31, TerraIncognita and DomainNet: readers on generated trees in their real layouts
 and the other spellings people have, expected counts, `data check`, the run's warning, grids, params."""
 
-import contextlib
 import csv
 import io
 import json
@@ -16,12 +15,12 @@ from petl_bench.datamodules.counts import compare_counts, expected_counts
 from petl_bench.datamodules.datasets import SPECS, canonical_tasks, folder_key
 from petl_bench.datamodules.records import SYNTHETIC_MARKER, canonical_classes, prompt_name
 
-from petl_bench.cli import main
 from petl_bench.config import DataConfig
 from petl_bench.errors import UserError
 from petl_bench.params import count_rows
 from petl_bench.report import dataset_name
 from petl_bench.sweep import expand_grid, grid_file
+from cli_calls import call
 
 PER_CELL = {"pacs": 7, "vlcs": 3, "office31": 2, "terraincognita": 2, "domainnet": 1}  # as conftest writes
 TOTALS = {"pacs": 9_991, "vlcs": 10_729, "office31": 4_110, "terraincognita": 24_788, "domainnet": 586_575}
@@ -31,13 +30,6 @@ SHAPES = {"pacs": (4, 7), "vlcs": (4, 5), "office31": (3, 31), "terraincognita":
 @pytest.fixture
 def roots(request):
     return lambda name: request.getfixturevalue(f"{name}_root")
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def cells(manifest):

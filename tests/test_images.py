@@ -2,8 +2,6 @@
 at every stage; 16-bit PNGs convert correctly; the GPU training path's crop and flip equal the CPU
 transform's (run here on CPU tensors); the text tower runs on the context the prompts need."""
 
-import contextlib
-import io
 import json
 import struct
 import zlib
@@ -17,16 +15,9 @@ from petl_bench.datamodules.multidomain import train_transform
 from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
-from petl_bench.cli import main
 from petl_bench.config import DataConfig
 from petl_bench.registry import get_method
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
+from cli_calls import call
 
 
 def png_header_only(width: int, height: int) -> bytes:

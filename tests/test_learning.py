@@ -1,8 +1,6 @@
 """Learning, on the pre-trained tiny CLIP and the synthetic Office-Home layout: zero-shot beats
 chance, template-initialised CoOp-MT equals zero-shot before training and beats it after."""
 
-import contextlib
-import io
 import json
 import math
 import re
@@ -15,8 +13,8 @@ from petl_bench.methods.maple import MaPLeConfig, MaPLeMT
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import ClipBackbone
-from petl_bench.cli import main
 from petl_bench.config import DataConfig
+from cli_calls import call_ok
 
 pytestmark = pytest.mark.slow
 PER_CLASS = 16  # 6 train + 10 test images per class and domain: 2,600 test images in all
@@ -25,27 +23,19 @@ RUN = ["--dataset", "officehome", "--split", "10pct", "--model", "tiny", "--no-p
        "--set", "data.num_workers=0", "--set", "data.crop_scale_min=1.0"]
 
 
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    assert code == 0, err.getvalue()
-    return out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """The demo's set-up: synthetic Office-Home, tiny CLIP pre-trained by `data tiny-clip`."""
     base = tmp_path_factory.mktemp("learning")
-    call(["data", "synth", "--out", base / "data", "--layout", "officehome", "--per-class", PER_CLASS])
-    stdout = call(["data", "tiny-clip", "--data", base / "data", "--out", base / "tiny-clip.pt"])
+    call_ok(["data", "synth", "--out", base / "data", "--layout", "officehome", "--per-class", PER_CLASS])
+    stdout = call_ok(["data", "tiny-clip", "--data", base / "data", "--out", base / "tiny-clip.pt"])
     return {"root": base / "data", "weights": base / "tiny-clip.pt", "out": base / "results",
             "tiny_clip_stdout": stdout}
 
 
 def run(pretrained, method, *extra):
     """Run (or find done) one method; -> its record, read from the path the CLI prints."""
-    stdout = call(["run", "--method", method, "--root", pretrained["root"], "--pretrained", pretrained["weights"],
+    stdout = call_ok(["run", "--method", method, "--root", pretrained["root"], "--pretrained", pretrained["weights"],
                    "--out", pretrained["out"], *RUN, *extra])
     path = re.search(r"^(?:record|already done): (.+?\.json)", stdout, re.M).group(1)
     return json.loads(open(path).read())
@@ -138,7 +128,7 @@ def test_gradient_grouping_pairs_the_related_domains(pretrained, tmp_path):
     """Art+Clipart draw every class in its own look, Product+Real World in another class's: the
     gradients agree within a pair and conflict across, so the search must find the two pairs."""
     root = tmp_path / "pairs"
-    call(["data", "synth", "--out", root, "--layout", "officehome", "--per-class", 6, "--related-pairs"])
+    call_ok(["data", "synth", "--out", root, "--layout", "officehome", "--per-class", 6, "--related-pairs"])
     for seed in (0, 1):
         record = run({**pretrained, "root": root, "out": tmp_path / "results"}, "mmap",
                      "--set", "train.epochs=1", "--set", f"data.seed={seed}", "--split", "3shot")

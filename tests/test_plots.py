@@ -1,19 +1,17 @@
 """`petl-bench plot fig1|fig4|fig5`: PNGs of the expected size with something drawn in them, drawn
 from hand-written records of small grids; clear errors when there is nothing to draw."""
 
-import contextlib
-import io
 import textwrap
 
 import pytest
 from PIL import Image, ImageStat
 
-from petl_bench.cli import main
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
 from petl_bench.sweep import expand_grid
+from cli_calls import call
 
 GRIDS = {
     "main": """\
@@ -45,13 +43,6 @@ GRIDS = {
         """,
 }
 PARAMS = {"zeroshot": 0, "coop-mt": 8192, "vpt-mt": 165888, "mmap": 129384, "fullft-mt": 149620737}
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

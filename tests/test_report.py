@@ -1,7 +1,6 @@
 """`petl-bench table`: the paper's numbers as data, aggregation over seeds, stale and missing runs,
 the off-paper banner, and the md / LaTeX / CSV outputs, on hand-written records."""
 
-import contextlib
 import csv
 import io
 import math
@@ -10,22 +9,15 @@ import textwrap
 
 import pytest
 
-from petl_bench.cli import main
 from petl_bench.datamodules.records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS
 from petl_bench.registry import method_names
 from petl_bench.report import BEYOND_NAMES, Cell, cell_text, paper_results, render, summarize
 from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
 from petl_bench.sweep import expand_grid
+from cli_calls import call
 
 TASKS = OFFICEHOME_DOMAINS  # Art, Clipart, Product, Real World
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def grid_yaml(tmp_path, name, body):

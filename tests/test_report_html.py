@@ -8,9 +8,7 @@ training adds nothing to what the report shows. One run fails, one record is sta
 removed after the sweep, so every state appears.
 """
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -26,12 +24,12 @@ import pytest
 import torch
 
 from petl_bench import launchers, sweep, sweep_state
-from petl_bench.cli import main
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.files import write_json_atomic, write_text_atomic
 from petl_bench.grouping import TaskSimilarity, save_heatmap
 from petl_bench.run import record_path
 from petl_bench.sweep import expand_grid
+from cli_calls import call
 
 GRID = """\
     name: mini
@@ -49,13 +47,6 @@ STALE = ("zeroshot", 2)  # its record has another learning rate
 FAILS = ("mmap", 2)  # its run fails: exit status 1, a log that says why
 REMOVED = ("coop-mt", 2)  # its record is deleted after the sweep: missing
 GROUPS = [["Art", "Clipart"], ["Product", "Real World"]]
-
-
-def call(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def accuracy_of(method: str, seed: int) -> dict:
@@ -139,10 +130,10 @@ def swept(tmp_path_factory, tiny_checkpoint):
     write_run(runs[STALE].cfg, out)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sweep, "_launch", fake_launch)
-        code, stdout, _ = call("sweep", grid_path, "--out", out, *(f"--set={o}" for o in overrides))
+        code, stdout, _ = call(["sweep", grid_path, "--out", out, *(f"--set={o}" for o in overrides)])
     assert code == 1 and "mini: 7 done now, 0 skipped (done before), 1 stale left, 1 failed" in stdout
     record_path(runs[REMOVED].cfg).unlink()  # the report reads the records as they are now
-    code, stdout, stderr = call("report", "--out", out)
+    code, stdout, stderr = call(["report", "--out", out])
     assert code == 0, stderr
     assert stdout == f"report: {(out / 'report' / 'index.html').resolve()}\n"
     return grid_path, out, out / "report"
@@ -175,14 +166,14 @@ def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, 
 
 
 def test_report_errors_and_a_grid_that_no_longer_expands(tmp_path):
-    code, stdout, stderr = call("report", "--out", tmp_path / "nothing")
+    code, stdout, stderr = call(["report", "--out", tmp_path / "nothing"])
     assert code == 2 and stdout == "" and stderr.count("\n") == 1
     assert stderr.startswith(f"petl-bench: error: no results under {tmp_path / 'nothing'}")
     out = tmp_path / "results"
     write_json_atomic(out / "sweeps" / "gone.json", {"grid": "gone", "grid_file": str(tmp_path / "gone.yaml"),
                                                      "grid_text": GRID.replace("mmap", "no-such-method"),
                                                      "overrides": [], "runs": []})
-    code, stdout, _ = call("report", "--out", out, "--site", tmp_path / "site")
+    code, stdout, _ = call(["report", "--out", out, "--site", tmp_path / "site"])
     assert code == 0 and stdout == f"report: {(tmp_path / 'site' / 'index.html').resolve()}\n"
     assert "cannot be read: " in (tmp_path / "site" / "index.html").read_text()
     assert "unknown method &#x27;no-such-method&#x27;" in (tmp_path / "site" / "grids" / "gone.html").read_text()

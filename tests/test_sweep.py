@@ -2,7 +2,6 @@
 killed with SIGKILL that a re-run completes. Runs use the tiny CLIP on the synthetic folder set."""
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -16,24 +15,16 @@ import pytest
 import yaml
 
 from petl_bench import launchers
-from petl_bench.cli import main
 from petl_bench.errors import UserError
 from petl_bench.guard import holder
 from petl_bench.runargs import parse_run_argv, run_argv
 from petl_bench.sweep import BENCHMARKS, expand_grid, grid_file, record_of, run_status
+from cli_calls import call
 
 TABLE1_METHODS = ["zeroshot", "fullft", "coop", "vpt", "maple", "fullft-mt", "clip-adapter", "bitfit", "coop-mt",
                   "vpt-mt", "maple-mt", "mmap"]
 BEYOND_METHODS = [*TABLE1_METHODS, "linear-probe", "tip-adapter-f", "kgcoop", "cocoop", "ivlp", "lora", "adaptformer",
                   "tip-adapter-f-mt", "kgcoop-mt", "cocoop-mt", "ivlp-mt", "lora-mt", "adaptformer-mt"]
-
-
-def call(*argv):
-    """main(argv) in-process -> (code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_grid(path: Path, tiny_checkpoint, methods, seeds=(0, 1), splits=("2shot",), **extra) -> Path:
@@ -185,7 +176,7 @@ def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, ex
     path = tmp_path / "bad.yaml"
     if content is not None:
         path.write_text(content)
-    code, stdout, stderr = call("sweep", path, "--dry-run")
+    code, stdout, stderr = call(["sweep", path, "--dry-run"])
     assert code == 2 and stdout == ""
     assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1, stderr
     assert str(path) in stderr and expected in stderr, stderr
@@ -205,7 +196,7 @@ def test_bad_command_line_set_items(tmp_path, tiny_checkpoint):
     path = write_grid(tmp_path / "g.yaml", tiny_checkpoint, methods=["zeroshot"])
     for item, expected in [("slurm.gpu=1", "unknown key slurm.gpu"), ("optim.lrr=1", "unknown key 'lrr'"),
                            ("slurm.time_min=soon", "'soon' is not a valid int")]:
-        code, _, stderr = call("sweep", path, "--dry-run", "--set", item)
+        code, _, stderr = call(["sweep", path, "--dry-run", "--set", item])
         assert code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
 
 
@@ -233,15 +224,15 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
     hand = ["run", "--method", "zeroshot", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
             "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
             "--set", "data.num_workers=0", "--set", "data.batch_size=8"]
-    assert call(*hand)[0] == 0
-    assert call(*hand, "--seed", "1", "--set", "optim.lr=0.1")[0] == 0
+    assert call(hand)[0] == 0
+    assert call([*hand, "--seed", "1", "--set", "optim.lr=0.1"])[0] == 0
     done_record = (out / "runs/folder/2shot/zeroshot@tiny-tiny/seed0.json").read_text()
     # A row whose runs fail: 9 training images per class, and the set has 3.
     path = write_grid(tmp_path / "g.yaml", tiny_checkpoint,
                       methods=["zeroshot", {"method": "zeroshot", "label": "broken", "set": {"data.split": "9shot"}}])
     sweep = ["sweep", path, "--out", out, "--set", f"data.root={folder_root}"]
 
-    code, stdout, _ = call(*sweep, "--dry-run")
+    code, stdout, _ = call([*sweep, "--dry-run"])
     assert code == 0
     rows = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
     assert [(r[0], r[1], r[3]) for r in rows] == [("done", "zeroshot", "seed0"), ("stale", "zeroshot", "seed1"),
@@ -250,14 +241,14 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
 
     # Only the zeroshot row: nothing to run; the stale record is listed and left alone.
     only_zeroshot = write_grid(tmp_path / "z.yaml", tiny_checkpoint, methods=["zeroshot"])
-    code, stdout, _ = call("sweep", only_zeroshot, "--out", out, "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", only_zeroshot, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0
     assert "1 stale: a record with another config (--rerun-stale runs them again):" in stdout
     assert stdout.splitlines()[-1] == "z: 0 done now, 1 skipped (done before), 1 stale left, 0 failed"
 
     # Everything left, two at a time (GPU slots "0" and "1"; there is no GPU, so they run on CPU).
     monkeypatch.setattr(launchers, "gpu_slots", lambda requested: ["0", "1"])
-    code, stdout, _ = call(*sweep, "--rerun-stale")
+    code, stdout, _ = call([*sweep, "--rerun-stale"])
     assert code == 1
     lines = stdout.splitlines()
     started = [i for i, line in enumerate(lines) if ": started on GPU" in line]
@@ -304,7 +295,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
         os.killpg(sweep.pid, signal.SIGKILL)  # the rest of its process group, if any
     assert records(out) == {str(record_of(grid.runs[0]).relative_to(out))}  # zeroshot only; coop-mt cut short
 
-    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0, stdout
     assert "[1/1] coop-mt 2shot seed0: done in " in stdout
     assert stdout.splitlines()[-1] == "k: 1 done now, 1 skipped (done before), 0 stale left, 0 failed"
@@ -313,7 +304,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
                for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run)))))
     log = (coop_work / "sweep.log").read_text()
     assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
-    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0 and "2 already done, 0 to run" in stdout
 
 
@@ -330,10 +321,10 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
     try:
         assert other.stdout.readline() == "held\n"
         assert holder(record_of(run)) == f"pid {other.pid} on {socket.gethostname()}"
-        code, stdout, _ = call(*sweep, "--dry-run")
+        code, stdout, _ = call([*sweep, "--dry-run"])
         assert code == 0 and stdout.split("\n")[1].split()[0] == "running"
         assert stdout.splitlines()[-1] == "0 done, 0 stale, 0 to run, 1 running in another process"
-        code, stdout, _ = call(*sweep)
+        code, stdout, _ = call(sweep)
         assert code == 0 and "0 to run (local), 1 running in another process (skipped)" in stdout
         # A run that became busy after the sweep looked: skipped at launch, no process started.
         job = launchers.Job(1, 1, run, ["run"])
@@ -341,7 +332,7 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
         assert capsys.readouterr().out == f"[1/1] zeroshot 2shot seed0: running in another process (pid {other.pid} " \
                                           f"on {socket.gethostname()}): skipped\n"
         # By hand, told not to wait: exit status 75 and one line.
-        code, _, stderr = call(*run_argv(run.cfg), "--if-locked", "skip")
+        code, _, stderr = call([*run_argv(run.cfg), "--if-locked", "skip"])
         assert code == 75 and stderr.count("\n") == 1
         assert stderr.startswith(f"petl-bench: zeroshot@tiny-tiny/seed0 is running in another process (pid {other.pid}")
         assert stderr.endswith(": skipped\n")
@@ -349,7 +340,7 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
         other.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
         other.wait()
     assert holder(record_of(run)) is None
-    assert call(*sweep, "--dry-run")[1].split("\n")[1].split()[0] == "todo"
+    assert call([*sweep, "--dry-run"])[1].split("\n")[1].split()[0] == "todo"
     assert not list((out / "runs").rglob("*.json"))
 
 
@@ -366,15 +357,15 @@ def test_one_worker_runs_the_grid_and_a_run_equals_the_hand_typed_one(tmp_path, 
     path = write_grid(tmp_path / "w.yaml", tiny_checkpoint, seeds=[0], methods=[
         {"method": "fullft-mt", "set": {"train.epochs": 2, "optim.warmup_epochs": 0}},
         {"method": "coop-mt", "set": {"train.epochs": 1}}])
-    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0, stdout
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
     fullft, coop = (record_of(run) for run in grid.runs)
     assert worker_pids(fullft.with_suffix("") / "sweep.log") == worker_pids(coop.with_suffix("") / "sweep.log")
 
     by_hand = run_argv(grid.runs[1].cfg)[1:]
-    code, _, err = call("run", *by_hand[:by_hand.index(f"--out={out}")], f"--out={tmp_path / 'by-hand'}",
-                        *by_hand[by_hand.index(f"--out={out}") + 1:])
+    code, _, err = call(["run", *by_hand[:by_hand.index(f"--out={out}")], f"--out={tmp_path / 'by-hand'}",
+                        *by_hand[by_hand.index(f"--out={out}") + 1:]])
     assert code == 0, err
     hand = json.loads(next((tmp_path / "by-hand" / "runs").rglob("seed0.json")).read_text())
     swept = json.loads(coop.read_text())
@@ -402,15 +393,15 @@ def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(tmp_path, t
     assert "[2/2] zeroshot 2shot seed0: done in " in stdout  # in a worker started afresh
     assert records(out) == {str(record_of(grid.runs[1]).relative_to(out))}
 
-    code, stdout, _ = call("sweep", path, "--out", out, "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0 and "[1/1] coop-mt 2shot seed0: done in " in stdout, stdout
     assert json.loads(record_of(grid.runs[0]).read_text())["resumed_from_epoch"] >= 1
 
 
 def test_fresh_process_and_runs_per_gpu_are_checked(tmp_path, tiny_checkpoint, folder_root):
     path = write_grid(tmp_path / "f.yaml", tiny_checkpoint, seeds=[0], methods=["zeroshot"])
-    code, _, err = call("sweep", path, "--runs-per-gpu", "0", "--set", f"data.root={folder_root}")
+    code, _, err = call(["sweep", path, "--runs-per-gpu", "0", "--set", f"data.root={folder_root}"])
     assert code == 2 and err.strip() == "petl-bench: error: --runs-per-gpu must be >= 1; got 0"
     out = tmp_path / "results"
-    code, stdout, _ = call("sweep", path, "--out", out, "--fresh-process", "--set", f"data.root={folder_root}")
+    code, stdout, _ = call(["sweep", path, "--out", out, "--fresh-process", "--set", f"data.root={folder_root}"])
     assert code == 0 and "[1/1] zeroshot 2shot seed0: done in " in stdout, stdout

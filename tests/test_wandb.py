@@ -2,8 +2,6 @@
 transaction log whose run header and summary hold the record's numbers. They are read back from that
 file here: wandb 0.31 writes no wandb-summary.json offline and ships no reader for it."""
 
-import contextlib
-import io
 import json
 import socket
 import struct
@@ -11,11 +9,11 @@ import struct
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from petl_bench.cli import main
 from petl_bench.config import apply_overrides
 from petl_bench.errors import UserError
 from petl_bench.runargs import parse_run_argv
 from petl_bench.tracking import wandb_mode
+from cli_calls import call
 
 # The `.wandb` file: a 7-byte header (":W&B", magic, version), then LevelDB log blocks of 32 KiB whose
 # chunks (crc32 uint32, length uint16, type uint8, data) carry serialized `Record`s, a record split
@@ -55,13 +53,6 @@ def run_and_summary(path):
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return run, summary
-
-
-def call(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 RUN = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", "ROOT", "--split", "2shot", "--model", "tiny"]

@@ -1,0 +1,21 @@
+"""`petl-bench` called in-process with its output captured, as the CLI tests call it."""
+
+import contextlib
+import io
+
+from petl_bench.cli import main
+
+
+def call(argv) -> tuple[int, str, str]:
+    """main(argv) with stdout and stderr captured; -> (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def call_ok(argv) -> str:
+    """main(argv), which must succeed; -> its stdout."""
+    code, out, err = call(argv)
+    assert code == 0, err
+    return out
