@@ -122,7 +122,8 @@ def phases(record: dict) -> dict[str, float]:
         "model + rest of set-up": p["build_s"] - p["manifest_s"] - p["split_s"],
         "train": p["train_s"],
         "test": p["test_s"],
-        "record": wall - p["build_s"] - p["train_s"] - p["test_s"],
+        # The phases are stored rounded, so the remainder can come out a hair below zero.
+        "record": max(0.0, wall - p["build_s"] - p["train_s"] - p["test_s"]),
         "wall (process)": record["process_s"],
         "first test batch (since process start)": imports + p["first_test_batch_s"],
     }
