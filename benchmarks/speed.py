@@ -4,6 +4,7 @@
     python benchmarks/speed.py --method coop --model ViT-B-16 --device cuda --precision bf16
 
 Four tasks of 65 classes (Office-Home's shape), `--batch` images per task per step, as in training.
+`benchmarks/grid_time.py` uses `measure` for every method of a grid.
 """
 
 from __future__ import annotations
@@ -11,12 +12,73 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from dataclasses import dataclass
 
 import torch
 from petl_bench.datamodules import Task
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.registry import get_method
+
+
+@dataclass(frozen=True)
+class Throughput:
+    trainable: int  # parameters
+    train: float | None  # images/s; None for a method that trains nothing
+    test: float  # images/s
+    peak_mib: float  # GPU memory allocated, or the process's RSS on a CPU
+    cached_features: bool  # a run's test reads the frozen image tower's features from the shared cache
+
+
+def measure(method: str, backbone: ClipBackbone, tasks: list[Task], batch: int, steps: int, device: str,
+            precision: str, params=None) -> Throughput:
+    """Images/s of `steps` training steps (`batch` random images per task each, SGD) and of as
+    many test batches, after one warm-up step each. `params`: the method's config (default: its
+    defaults); `precision`: fp32 or bf16 (autocast, as Lightning's bf16-mixed)."""
+    torch.manual_seed(0)
+    entry = get_method(method)
+    module = entry.cls(params or entry.config_cls(), backbone, tasks).to(device)
+    module.log = lambda *a, **k: None  # no Trainer attached: logging is a no-op here
+    trainable = module.apply_trainable()
+    optimizer = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9) if trainable else None
+    size, classes = backbone.image_size, len(tasks[0].classnames)
+    data = {t.name: (torch.randn(batch, 3, size, size, device=device),
+                     torch.randint(classes, (batch,), device=device)) for t in tasks}
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def train_step():
+        with autocast:
+            loss = module.training_step(data, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def test_step():
+        with torch.inference_mode(), autocast:
+            for name, (images, _) in data.items():
+                module(images, name)
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    images = batch * len(tasks) * steps
+    train = images / timed(train_step, steps, device) if optimizer else None
+    module._text_cache.clear()  # the test measures the text features' encoding too, once
+    test = images / timed(test_step, steps, device)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return Throughput(module.num_trainable, train, test, peak, module.frozen_image_encoder() is not None)
+
+
+def timed(step, steps: int, device: str) -> float:
+    step()  # warm-up: allocations, cached text features
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -34,52 +96,13 @@ def main() -> None:
     torch.manual_seed(0)
     backbone = ClipBackbone.from_pretrained(args.model, None)  # random weights: speed only
     tasks = [Task(f"task{i}", tuple(f"class {c}" for c in range(args.classes))) for i in range(args.tasks)]
-    entry = get_method(args.method)
-    module = entry.cls(entry.config_cls(), backbone, tasks).to(args.device)
-    params = module.apply_trainable()
-    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9) if params else None
-    size = backbone.image_size
-    batch = {t.name: (torch.randn(args.batch, 3, size, size, device=args.device),
-                      torch.randint(args.classes, (args.batch,), device=args.device)) for t in tasks}
-    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-
-    def train_step():
-        with autocast:
-            loss = module.training_step(batch, 0)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def eval_step():
-        with torch.inference_mode(), autocast:
-            for name, (images, _) in batch.items():
-                module(images, name)
-
-    module.log = lambda *a, **k: None  # no Trainer attached: logging is a no-op here
-    images_per_step = args.batch * args.tasks
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    speed = measure(args.method, backbone, tasks, args.batch, args.steps, args.device, args.precision)
     print(f"{args.method} on {args.model} ({args.device}, {args.precision}), "
-          f"{module.num_trainable:,} trainable parameters, {images_per_step} images per step")
-    if optimizer:
-        print(f"train: {images_per_step * args.steps / timed(train_step, args.steps, args.device):8.1f} images/s")
-    module._text_cache.clear()
-    print(f"eval:  {images_per_step * args.steps / timed(eval_step, args.steps, args.device):8.1f} images/s")
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(f"peak memory: {peak:,.0f} MiB ({'GPU allocated' if args.device == 'cuda' else 'process RSS'})")
-
-
-def timed(step, steps: int, device: str) -> float:
-    step()  # warm-up: allocations, cached text features
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+          f"{speed.trainable:,} trainable parameters, {args.batch * args.tasks} images per step")
+    if speed.train is not None:
+        print(f"train: {speed.train:8.1f} images/s")
+    print(f"test:  {speed.test:8.1f} images/s")
+    print(f"peak memory: {speed.peak_mib:,.0f} MiB ({'GPU allocated' if args.device == 'cuda' else 'process RSS'})")
 
 
 if __name__ == "__main__":
