@@ -58,7 +58,7 @@ def cache_folder(setting: str, out: str | Path) -> Path | None:
 
 
 def digest(*parts) -> str:
-    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:40]
+    return hashlib.sha256("\0".join(map(str, parts)).encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Cache:
         """path -> (size, mtime_ns, verdict) from the last scan of `root`."""
         path = self._verdicts_path(root)
         try:
-            saved = json.loads(path.read_text())
+            saved = json.loads(path.read_text(encoding="utf-8"))
             if saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
                 return {}
             known = dict(zip(saved["paths"], zip(saved["sizes"], saved["mtimes"], saved["verdicts"])))
@@ -111,7 +111,7 @@ class Cache:
         """A finished entry, memory-mapped, and its metadata; None if absent."""
         array_path, meta_path = self._paths(kind, key)
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
             array = np.load(array_path, mmap_mode="r")
             now = time.time()  # most recently used (finer than the file system's clock)
             os.utime(array_path, (now, now))

@@ -170,7 +170,7 @@ def listed_images(lists: dict[str, list[Path]], classes: list[str]) -> list[tupl
     images, seen = [], set()
     for domain, files in lists.items():
         for listing in files:
-            for number, line in enumerate(listing.read_text().splitlines(), 1):
+            for number, line in enumerate(listing.read_text("utf-8", "surrogateescape").splitlines(), 1):
                 if not line.strip():
                     continue
                 rel = line.split()[0]

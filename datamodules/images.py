@@ -152,7 +152,7 @@ class ImageChecks:
         digest = hashlib.sha256()
         for rel in rels:
             size, mtime = self.stats[rel]
-            digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+            digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))  # any file name
         return digest.hexdigest()
 
     def save(self) -> None:

@@ -136,7 +136,7 @@ class MultiDomainDataModule(L.LightningDataModule):
             self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)
         if checks:
             checks.save()
-        path = split_path(self.out, self.cfg.dataset, self.cfg.split, self.cfg.seed)
+        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
         self.split_sha256 = write_split(path, self.train_records, self.test_records)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)

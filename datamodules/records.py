@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from petl_bench.errors import UserError
+from petl_bench.files import ENCODING, shown
 from petl_bench.hardware import cpu_budget
 
 from .cache import Cache
@@ -121,6 +122,7 @@ def _build(root: Path, items: list[tuple[str, str, str]], domains: list[str], cl
     """items: (relative path, domain, class folder name). Every file is stat-ed (a listed file that
     is missing is an error); only files that are new or changed since the cached scan of this root
     (if any) have their header read."""
+    _check_folder_names(root, items)
     cache = _CACHE.get()
     checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
                          cache.saver(root) if cache else None, threads=4 * cpu_budget())
@@ -140,6 +142,22 @@ def _build(root: Path, items: list[tuple[str, str, str]], domains: list[str], cl
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable or empty image(s), e.g. {skipped[0]}", stacklevel=2)
     return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped, checks)
+
+
+def _check_folder_names(root: Path, items: list[tuple[str, str, str]]) -> None:
+    """A one-line UserError if a domain or class folder's name is not UTF-8: it names a task and a
+    prompt, which must be text. Image file names may be any bytes (`files.py`'s policy)."""
+    first = {}  # (domain, class) -> an image of it
+    for rel, domain, cls in items:
+        first.setdefault((domain, cls), rel)
+    for (domain, cls), rel in first.items():
+        for name in (domain, cls):
+            try:
+                name.encode(ENCODING)
+            except UnicodeEncodeError:
+                folder = posixpath.dirname(rel) if name == cls else posixpath.dirname(posixpath.dirname(rel))
+                raise UserError(f"the folder {shown(root / folder)} has a name that is not UTF-8 text; it names a "
+                                "task or a class prompt: rename it") from None
 
 
 def read_officehome(root: Path) -> Manifest:
@@ -173,7 +191,7 @@ def read_minidomainnet(root: Path) -> Manifest:
             listing = lists / f"{domain}_{part}.txt"
             if not listing.is_file():
                 raise UserError(f"MiniDomainNet list missing: {listing}")
-            for line in listing.read_text().splitlines():
+            for line in listing.read_text("utf-8", "surrogateescape").splitlines():  # names as on disk
                 if not line.strip():
                     continue
                 rel = line.split()[0]

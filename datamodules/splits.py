@@ -15,8 +15,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from petl_bench.config import root_folder
 from petl_bench.errors import UserError
-from petl_bench.files import write_text_atomic
+from petl_bench.files import FILE_NAMES, write_text_atomic
 
 from .records import Manifest, Record
 
@@ -114,11 +115,13 @@ def split_csv(train: list[Record], test: list[Record]) -> str:
 
 
 def write_split(path: Path, train: list[Record], test: list[Record]) -> str:
-    """Write the split atomically; return its SHA-256."""
+    """Write the split atomically; return its SHA-256. A file name that is not UTF-8 is written as
+    the bytes the file system holds (`files.FILE_NAMES`)."""
     text = split_csv(train, test)
-    write_text_atomic(path, text)
-    return hashlib.sha256(text.encode()).hexdigest()
+    write_text_atomic(path, text, errors=FILE_NAMES)
+    return hashlib.sha256(text.encode("utf-8", FILE_NAMES)).hexdigest()
 
 
-def split_path(out: Path, dataset: str, split: str, seed: int) -> Path:
-    return Path(out) / "splits" / dataset / canonical_split(dataset, split) / f"seed{seed}.csv"
+def split_path(out: Path, dataset: str, root: str, split: str, seed: int) -> Path:
+    """`{out}/splits/{dataset}/{root}/{Nshot}/seed{K}.csv`: a split of another root is another file."""
+    return Path(out) / "splits" / dataset / root_folder(root) / canonical_split(dataset, split) / f"seed{seed}.csv"

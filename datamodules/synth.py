@@ -200,7 +200,7 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
     pairs = f"; related pairs {domains[:len(domains) // 2]} / {domains[len(domains) // 2:]}" if related_pairs else ""
     (out / SYNTHETIC_MARKER).write_text(
         f"Synthetic images from `petl-bench data synth` (layout {layout}, {per_class} per class, "
-        f"seed {seed}{pairs}). Accuracies on them are not comparable with the paper's.\n")
+        f"seed {seed}{pairs}). Accuracies on them are not comparable with the paper's.\n", encoding="utf-8")
     return sum(len(v) for v in lists.values())
 
 
@@ -209,5 +209,5 @@ def _write_lists(folder: Path, lists: dict[str, list[str]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for domain, lines in lists.items():
         cut = int(len(lines) * 0.7)
-        (folder / f"{domain}_train.txt").write_text("\n".join(lines[:cut]) + "\n")
-        (folder / f"{domain}_test.txt").write_text("\n".join(lines[cut:]) + "\n")
+        (folder / f"{domain}_train.txt").write_text("\n".join(lines[:cut]) + "\n", encoding="utf-8")
+        (folder / f"{domain}_test.txt").write_text("\n".join(lines[cut:]) + "\n", encoding="utf-8")

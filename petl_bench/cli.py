@@ -112,6 +112,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--runs-per-gpu must be >= 1; got {args.runs_per_gpu}")
     overrides = [*args.set, *(["logging.wandb=true"] if args.wandb else [])]
     grid = expand_grid(grid_file(args.file), overrides, args.out)
+    if args.dry_run:  # as `table` sees it: on the root its sweeps ran on, if none is given
+        from .sweep_state import on_swept_root
+
+        grid = on_swept_root(grid)
     return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale,
                  runs_per_gpu=args.runs_per_gpu, fresh_process=args.fresh_process)
 
@@ -120,8 +124,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _summary(name: str, overrides: list[str], out: str | None):
     from .report import summarize
     from .sweep import expand_grid, grid_file
+    from .sweep_state import on_swept_root
 
-    return summarize(expand_grid(grid_file(name), overrides, out))
+    return summarize(on_swept_root(expand_grid(grid_file(name), overrides, out)))
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -160,6 +165,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     from .datamodules import read_manifest
     from .datamodules.counts import compare_counts
+    from .files import shown
 
     manifest = read_manifest(args.dataset, args.root)  # no cache: every file is checked afresh
     failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
@@ -175,7 +181,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print(f"{'expected':<24}" + "".join(f"{check.expected.get(d, 0):>13}" for d in manifest.domains))
     print(f"{len(manifest.records) - len(failed):,} readable images, {len(unreadable)} unreadable")
     for rel in unreadable:
-        print(f"  unreadable: {manifest.root / rel} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
+        print(f"  unreadable: {shown(manifest.root / rel)} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
     for line in check.details() if check else []:
         print(line)
     return 0

@@ -18,6 +18,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -90,6 +91,27 @@ class DataConfig:
     drop_last: bool = True  # drop a task's incomplete last training batch if it has a full one (Dassl's)
     cache_dir: str = ""  # cache folder; empty: $PETL_BENCH_CACHE, else {out}/cache; "off": no caches
     cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
+
+
+def resolved_root(root: str) -> str:
+    """A dataset root's identity: its absolute path, `~` expanded and symlinks resolved, so two
+    spellings of one folder are one root; "" where none is given."""
+    return str(Path(root).expanduser().resolve()) if str(root).strip() else ""
+
+
+NO_ROOT = "no-root"  # the path component of configs that name no root (a table's grid before it has one)
+
+
+def root_folder(root: str) -> str:
+    """The path component that keeps results of one dataset root apart from another's under one
+    `--out`: the folder's name (readable) and 8 hex digits of its resolved path (unique), e.g.
+    `OfficeHome-3fa2b1c0`."""
+    identity = resolved_root(root)
+    if not identity:
+        return NO_ROOT
+    name = _path_safe(Path(identity).name)[:40] or "root"
+    # A root's name need not be UTF-8: hash the bytes the file system holds (files.py's policy).
+    return f"{name}-{hashlib.sha256(identity.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 @dataclass
@@ -172,16 +194,18 @@ class RunConfig:
 
     @staticmethod
     def sha256_of(config: dict) -> str:
-        """Hash of what decides the result: not where files live, nor loader settings. Two spellings
-        of one run hash alike (`10pct` and `6shot`; batch size 0 and the dataset's paper value), so
-        a k-shot sweep finds the runs a 10pct/20pct sweep already made."""
+        """Hash of what decides the result: the dataset root (as `resolved_root`), not where results
+        go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
+        0 and the dataset's paper value; `~/data` and its absolute path), so a k-shot sweep finds the
+        runs a 10pct/20pct sweep already made."""
         from .datamodules.multidomain import PAPER_BATCH_SIZE  # datamodules import this module
         from .datamodules.splits import PAPER_SPLITS, canonical_split
 
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         data = d.get("data", {})
-        for key in ("root", "num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
+        data["root"] = resolved_root(data.get("root", ""))  # a subset and the full set are other inputs
+        for key in ("num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
             data.pop(key, None)
         dataset = data.get("dataset")
         if data.get("split") in PAPER_SPLITS.get(dataset, {}):

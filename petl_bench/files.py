@@ -5,6 +5,12 @@ file where a reader (a resumed run, a table, a concurrent sweep) would trust it.
 The temporary name is unique per process and thread (`.NAME.PID.TID.tmp`), so concurrent writers
 of one file never share it; the last rename wins, and each rename is atomic on POSIX file systems.
 
+One encoding policy: every text the project reads or writes (records, splits, grids, tables, pages,
+caches, lists) is UTF-8, whatever the locale. A file name that is not UTF-8 (bytes a file system
+allows) is carried as Python's `surrogateescape` gives it and written back as those same bytes
+(`FILE_NAMES`), so a run on such a root works; names that become words for people or the model (a
+domain's or a class's folder) must be UTF-8, or the root is refused in one line naming the folder.
+
 Paths under a results folder are built from names that `safe_name` passed, so that no user-given
 name (a grid's name, a run name made of `--set` values) can reach outside that folder. Torch files
 are read as tensors and plain data only (`checkpoints.load_plain`); `unloadable_reason` says, in one
@@ -24,6 +30,8 @@ from pathlib import Path
 from .errors import UserError
 
 NAME_BYTES = 200  # a file name's limit is 255 bytes; suffixes and temporary names need the rest
+ENCODING = "utf-8"
+FILE_NAMES = "surrogateescape"  # the error handler that keeps a non-UTF-8 file name's bytes
 
 
 @contextmanager
@@ -43,9 +51,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str, errors: str = "strict") -> None:
+    """`text` as UTF-8; `errors=FILE_NAMES` where it holds file names."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding=ENCODING, errors=errors)
+
+
+def shown(name: str | Path) -> str:
+    """A file name as it may be printed on any terminal: bytes that are not UTF-8 as `\\xe9`."""
+    return str(name).encode(ENCODING, FILE_NAMES).decode(ENCODING, "backslashreplace")
 
 
 def write_json_atomic(path: str | Path, data) -> None:

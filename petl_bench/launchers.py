@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .guard import BUSY_EXIT, holder
-from .run import read_record
+from .results import read_record
 from .sweep import GridRun, SlurmConfig, record_of
 
 

@@ -1,8 +1,9 @@
 """Paper-style tables from run records: `petl-bench table table1|table2|ablation|kshot`.
 
 A grid (see `petl_bench.sweep`) says which runs make a table; their records are read from
-`{out}/runs/**/seed*.json`. Only a record whose `config_sha256` equals its grid run's config counts;
-others are stale and listed in the footer. Each cell is the mean over seeds with the sample standard
+`{out}/runs/**/seed*.json` (through `results.load_record`: a file that is no usable record is listed
+in the footer with its reason and counts as missing). Only a record whose `config_sha256` equals its
+grid run's config counts; others are stale and listed in the footer. Each cell is the mean over seeds with the sample standard
 deviation (ddof=1; none for a single seed), the paper's value and our difference from it beside it.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,7 @@ import pandas as pd
 from .datamodules import canonical_split, paper_split
 from .datamodules.datasets import TITLES
 from .files import write_text_atomic
+from .results import read_records
 
 # Our method names -> the paper's column names (Tables 1 and 2).
 PAPER_NAMES = {
@@ -73,35 +74,25 @@ RECORD_FIELDS = ["method", "run_name", "dataset", "split", "seed", "model", "pre
 RECORD_COLUMNS = ["path", *RECORD_FIELDS, "synthetic", "task", "task_index", "accuracy"]
 
 
-def record_files(out: Path) -> list[Path]:
-    """Every run record file under `{out}/runs`; temporary files of writes in progress
-    (`.seed0.json.PID.tmp`) do not match."""
-    return sorted(Path(out).glob("runs/**/seed*.json"))
-
-
-def load_records(out: Path) -> pd.DataFrame:
-    """Every run record under `{out}/runs`, one row per record and task ("average" included).
-    Unreadable files are ignored."""
+def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every usable run record under `{out}/runs`, one row per record and task ("average"
+    included); and each record file that is none, by path, with why."""
+    records, unusable = read_records(out)
     rows = []
-    for path in record_files(out):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        accuracy = record.get("accuracy", {})
+    for path, record in records.items():
         order = [*record.get("tasks", []), AVERAGE]
-        for task, value in accuracy.items():
-            rows.append({"path": str(path.resolve()), **{k: record.get(k) for k in RECORD_FIELDS},
+        for task, value in record["accuracy"].items():
+            rows.append({"path": str(path), **{k: record.get(k) for k in RECORD_FIELDS},
                          "synthetic": bool(record.get("synthetic", False)), "task": task,
                          "task_index": order.index(task) if task in order else len(order),
                          "accuracy": float(value)})
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS), {str(path): why for path, why in unusable.items()}
 
 
 def expected_runs(grid) -> pd.DataFrame:
     """The grid's runs: label (in grid order), method, dataset, split (Nshot), seed, the record path
     and the config hash a record must carry to count."""
-    from .run import record_path
+    from .results import record_path
 
     rows = [{"label": run.label, "method": run.cfg.method, "dataset": run.cfg.data.dataset,
              "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split), "seed": run.cfg.data.seed,
@@ -131,6 +122,8 @@ class Summary:
     missing: list[str]  # record paths
     stale: list[str]  # record paths whose config differs from the grid's
     off_paper: list[str] = field(default_factory=list)  # why these results are not the paper's setting
+    unusable: list[str] = field(default_factory=list)  # `path (why)` of the grid's record files that are none
+    root: str = ""  # the dataset root of the grid's runs; "" when none was given or recorded
 
     @property
     def digits(self) -> int:
@@ -152,6 +145,14 @@ class Summary:
 
     def footer(self) -> list[str]:
         lines = [f"{len(self.missing)} of {self.n_expected} runs missing"]
+        if not self.root and len(self.missing) == self.n_expected:
+            lines.append(f"no dataset root known: no sweep of {self.name} under {self.out} recorded one; "
+                         "give the sweep's --set data.root=DIR")
+        if self.unusable:
+            lines.append(f"{len(self.unusable)} record file(s) skipped, not usable records (counted missing):")
+            lines += [f"  {line}" for line in self.unusable[:STALE_LISTED]]
+            if len(self.unusable) > STALE_LISTED:
+                lines.append(f"  ... and {len(self.unusable) - STALE_LISTED} more")
         if self.stale:
             lines.append(f"{len(self.stale)} stale record(s) not averaged (config differs from the grid's; "
                          "re-run them with `petl-bench sweep --rerun-stale`):")
@@ -171,7 +172,9 @@ def summarize(grid) -> Summary:
         from .errors import UserError
 
         raise UserError(f"grid {grid.name!r} has no runs")
-    records = pd.concat([load_records(Path(out)) for out in expected.out.unique()], ignore_index=True)
+    loaded = [load_records(Path(out)) for out in expected.out.unique()]
+    records = pd.concat([rows for rows, _ in loaded], ignore_index=True)
+    unusable = {path: why for _, bad in loaded for path, why in bad.items()}
     found = records.drop_duplicates("path").set_index("path")["config_sha256"]
     expected["found_sha256"] = expected.path.map(found)
     done = expected[expected.found_sha256 == expected.expected_sha256]
@@ -188,7 +191,9 @@ def summarize(grid) -> Summary:
         methods=dict(zip(expected.label, expected.method)), splits=list(dict.fromkeys(expected.split)),
         tasks=_task_order(seeds, expected.dataset.iloc[0]), seeds=seeds, cells=cells, params=params,
         out=Path(expected.out.iloc[0]), n_expected=len(expected), missing=missing, stale=stale.path.tolist(),
-        off_paper=off_paper_reasons(expected, seeds))
+        off_paper=off_paper_reasons(expected, seeds),
+        unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
+        root=grid.runs[0].cfg.data.root)
 
 
 def _aggregate(seeds: pd.DataFrame, table: str) -> pd.DataFrame:

@@ -3,7 +3,7 @@
     {site}/index.html                                  every grid a sweep left under --out, with the
                                                        states of its runs; runs outside any grid
     {site}/grids/{grid}.html (+ grids/{grid}/*.png)    the paper-style table, the figures, runs not done
-    {site}/runs/{dataset}/{Nshot}/{run}/seed{K}.html   one run: accuracy, curves, task groups, config,
+    {site}/runs/{dataset}/{root}/{Nshot}/{run}/seed{K}.html   one run: accuracy, curves, task groups, config,
     (+ seed{K}.curves.png, seed{K}.grouping.png)       split, timing, device, versions, its files
 
 HTML and PNG files only, with no script and nothing loaded from elsewhere: the site opens from disk
@@ -30,8 +30,8 @@ from . import plots
 from .errors import UserError
 from .files import atomic_path, write_text_atomic
 from .report import AVERAGE, Cell, ParamCell, Summary, cell_text, column_name, dataset_name, layout, \
-    off_paper_reasons, record_files, split_name, summarize
-from .run import read_record
+    off_paper_reasons, split_name, summarize
+from .results import read_records
 from .sweep import expand_grid, record_of
 from .sweep_state import read_states
 
@@ -88,7 +88,7 @@ def build_site(out: Path, site: Path | None = None) -> Path:
         raise UserError(f"no results under {out} (neither runs/ nor sweeps/ there): run `petl-bench sweep` "
                         "or `petl-bench run` first, or give the results folder with --out")
     pages = Site(out, Path(site) if site else out / "report")
-    records = {path.resolve(): record for path in record_files(out) if (record := read_record(path)) is not None}
+    records, unusable = read_records(out)
     grids = [grid_report(sweep, out) for sweep in read_states(out)]
     member: dict[Path, list[tuple[GridReport, RunState]]] = {}
     for grid in grids:
@@ -98,7 +98,7 @@ def build_site(out: Path, site: Path | None = None) -> Path:
         write_text_atomic(pages.run_page(path), run_page(pages, path, record, member.get(path, [])))
     for grid in grids:
         write_text_atomic(pages.grid_page(grid.name), grid_page(pages, grid))
-    write_text_atomic(pages.index, index_page(pages, grids, records, member))
+    write_text_atomic(pages.index, index_page(pages, grids, records, member, unusable))
     return pages.index
 
 
@@ -132,7 +132,8 @@ def grid_report(sweep: dict, out: Path) -> GridReport:
 
 
 # -- the index -------------------------------------------------------------------------------------
-def index_page(site: Site, grids: list[GridReport], records: dict[Path, dict], member: dict) -> str:
+def index_page(site: Site, grids: list[GridReport], records: dict[Path, dict], member: dict,
+               unusable: dict[Path, str] | None = None) -> str:
     page = site.index
     body = [f"<h1>petl-bench report</h1><p>Results folder <code>{esc(site.out)}</code>: "
             f"{len(grids)} grid(s) swept, {len(records)} run record(s).</p>", "<h2>Grids</h2>"]
@@ -158,6 +159,10 @@ def index_page(site: Site, grids: list[GridReport], records: dict[Path, dict], m
         body.append(_table(["run", "dataset", "split", "seed", "average %", "not the paper's setting"], rows, "runs"))
         if len(outside) > OUTSIDE_LISTED:
             body.append(f"<p>... and {len(outside) - OUTSIDE_LISTED} more.</p>")
+    if unusable:
+        body.append(f"<h2>Record files skipped ({len(unusable)})</h2>")
+        body.append(_table(["file", "why it is no usable record"],
+                           [_row(f"<code>{esc(path)}</code>", esc(why)) for path, why in unusable.items()], "runs"))
     return html_page("petl-bench report", body, site, page)
 
 

@@ -1,7 +1,7 @@
 """One run: build backbone, data and method from a `RunConfig`, train, test, write the record.
 
-The record lands at `{out}/runs/{dataset}/{split}/{run_name}/seed{K}.json`, written to a temporary
-file and renamed, so a killed run never leaves a half-written record. Lightning's CSV logs, the
+The record lands at `{out}/runs/{dataset}/{root}/{split}/{run_name}/seed{K}.json` (`results.py`),
+written to a temporary file and renamed, so a killed run never leaves a half-written record. Lightning's CSV logs, the
 epoch checkpoint and the run's lock live beside it in `seed{K}/`. A run holds its lock while it
 executes (a second launch waits for it or skips it), stops on SIGINT or SIGTERM with its last
 epoch checkpoint intact, and resumes from that checkpoint exactly (`petl_bench.checkpoints`).
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import os
 import platform
 import resource
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from importlib import metadata
@@ -31,36 +31,27 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
-from .config import RunConfig, validate
+from .config import RunConfig, resolved_root, validate
 from .datamodules import MultiDomainDataModule, canonical_split
 from .errors import UserError
-from .files import safe_name, write_json_atomic
+from .files import write_json_atomic
 from .guard import Interrupted, run_lock, stop_on_signals
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
+from .results import SCHEMA, load_record, record_path
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
 
-def record_path(cfg: RunConfig) -> Path:
-    split = canonical_split(cfg.data.dataset, cfg.data.split)
-    return Path(cfg.out) / "runs" / cfg.data.dataset / split / safe_name(cfg.run_name, "run name") / \
-        f"seed{cfg.data.seed}.json"
-
-
-def read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # absent or unreadable: not done
-
-
 def finished_record(cfg: RunConfig, force: bool = False) -> dict | None:
     """The run's record when it is done with this config; None when there is none, or with
-    `force`; a UserError when the record holds another config (only `force` replaces it)."""
+    `force`, or when the file is no usable record (said in one line: the run replaces it); a
+    UserError when the record holds another config (only `force` replaces it)."""
     path = record_path(cfg)
-    existing = None if force else read_record(path)
+    existing, problem = (None, None) if force else load_record(path)
+    if problem:
+        print(f"petl-bench: {path} is not a usable record ({problem}): running again", file=sys.stderr)
     if existing and existing.get("config_sha256") != cfg.sha256():
         raise UserError(f"{path} holds a run with a different config (config_sha256 "
                         f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
@@ -207,9 +198,11 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     finally:
         module.release()  # the backbone may serve the next run
     record = {
+        "schema": SCHEMA,
         "method": cfg.method,
         "run_name": cfg.run_name,
         "dataset": cfg.data.dataset,
+        "root": resolved_root(cfg.data.root),
         "split": canonical_split(cfg.data.dataset, cfg.data.split),
         "seed": cfg.data.seed,
         "model": cfg.model.arch,

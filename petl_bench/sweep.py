@@ -17,7 +17,8 @@ A grid file (`benchmarks/*.yaml`):
 
 Precedence, lowest first: the dataclass defaults, the grid's `set`, a method entry's `set`, the
 command line's `--set` (where `slurm.key=value` sets the Slurm block). The dataset root is not part
-of a grid: give it with `--set data.root=DIR`.
+of a grid: give it with `--set data.root=DIR` (a sweep keeps it in `{out}/sweeps/{grid}.json`, where
+`table` and `--dry-run` find it when not given one: `sweep_state.on_swept_root`).
 
 Each run's config is built by the same code as `petl-bench run` builds it, and each run is executed
 as that command (`run_argv`), so a sweep's run and a hand-typed run are one and the same.
@@ -143,16 +144,16 @@ def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, t
 
 
 def record_of(run: GridRun) -> Path:
-    from .run import record_path
+    from .results import record_path
 
     return record_path(run.cfg)
 
 
 def run_status(run: GridRun) -> str:
     """`done` (record with this config), `running` (in another process), `stale` (record with
-    another config) or `todo`."""
+    another config) or `todo` (no record, or a file that is no usable record: `unusable_records`)."""
     from .guard import holder
-    from .run import read_record
+    from .results import read_record
 
     record = read_record(record_of(run))
     if record is not None and record.get("config_sha256") == run.cfg.sha256():
@@ -162,6 +163,14 @@ def run_status(run: GridRun) -> str:
     return "todo" if record is None else "stale"
 
 
+def unusable_records(runs: list[GridRun]) -> list[str]:
+    """`path (why)` of each run's record file that is not a usable record (the run replaces it)."""
+    from .results import load_record
+
+    problems = [(record_of(run), load_record(record_of(run))[1]) for run in runs]
+    return [f"{path} ({problem})" for path, problem in problems if problem]
+
+
 def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
     return build_run_config(method, dataset, "", split, seed, out=out, overrides=[*grid_sets, *run_sets])
 
@@ -169,9 +178,11 @@ def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
 # -- reading the YAML ------------------------------------------------------------------------------
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_bytes().decode("utf-8")
     except OSError as err:
         raise UserError(f"cannot read grid {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"grid {path} is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8") from None
 
 
 def _read_yaml(path: Path, text: str) -> dict:
@@ -272,6 +283,11 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
     counts = Counter(statuses)
     print(f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
           f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}")
+    unusable = unusable_records([run for run, status in zip(grid.runs, statuses) if status == "todo"])
+    if unusable:
+        print(f"{len(unusable)} record file(s) that are not usable records, to run again:")
+        for line in unusable:
+            print(f"  {line}")
     if dry_run:
         for run, status in zip(grid.runs, statuses):
             cfg = run.cfg

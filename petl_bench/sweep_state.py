@@ -1,7 +1,8 @@
 """What a sweep leaves under `--out` for `petl-bench report`: `{out}/sweeps/{grid}.json`.
 
 Run records do not know their grid, so a sweep writes (atomically, as it starts and as it ends) the
-grid file it expanded (its path, and its text as it was), the command line's `--set` items, and each
+grid file it expanded (its path, and its text as it was), the command line's `--set` items, every
+dataset root its sweeps under this `--out` ran on (where `table` looks when given none), and each
 run's last outcome: `done` or `stale` as the sweep found it, `failed` (with the reason and the log),
 or `todo` (not attempted yet: the sweep is running, or was killed). The report expands the grid
 again from this and reads done, stale and missing from the records themselves; only a failure is
@@ -14,8 +15,10 @@ import json
 import time
 from pathlib import Path
 
+from .config import resolved_root
+from .errors import UserError
 from .files import write_json_atomic
-from .sweep import Grid, GridRun, record_of
+from .sweep import Grid, GridRun, expand_grid, record_of
 
 
 def state_path(out: Path, grid_name: str) -> Path:
@@ -62,12 +65,37 @@ def finished(grid: Grid, outcomes: list[dict], attempted: list[GridRun], failure
 
 def save(grid: Grid, outcomes: list[dict]) -> Path:
     path = state_path(grid.out, grid.name)
+    roots = {*swept_roots(grid.out, grid.name), resolved_root(grid_root(grid))} - {""}
     write_json_atomic(path, {
         "grid": grid.name, "table": grid.table, "dataset": grid.dataset, "grid_file": str(grid.path.resolve()),
-        "grid_text": grid.text, "overrides": grid.overrides, "updated": _now(),
+        "grid_text": grid.text, "overrides": grid.overrides, "roots": sorted(roots), "updated": _now(),
         "runs": [{"label": run.label, "split": run.cfg.data.split, "seed": run.cfg.data.seed,
                   "record": _record(grid, run), **outcome} for run, outcome in zip(grid.runs, outcomes)]})
     return path
+
+
+def grid_root(grid: Grid) -> str:
+    """The dataset root the grid's runs name ("" for none: a table's grid given no --set data.root)."""
+    return grid.runs[0].cfg.data.root if grid.runs else ""
+
+
+def swept_roots(out: Path, grid_name: str) -> list[str]:
+    """Every dataset root (resolved) that sweeps of the grid under `out` ran on, oldest state kept."""
+    roots = (_read(state_path(out, grid_name)) or {}).get("roots")
+    return [root for root in roots if isinstance(root, str) and root] if isinstance(roots, list) else []
+
+
+def on_swept_root(grid: Grid) -> Grid:
+    """`grid` if its runs name a dataset root or no sweep of it recorded one; else the grid expanded
+    again on the one root its sweeps under `--out` ran on. Several roots: a one-line UserError, since
+    their records must never share a cell."""
+    roots = [] if grid_root(grid) else swept_roots(grid.out, grid.name)
+    if len(roots) > 1:
+        raise UserError(f"grid {grid.name} was swept on {len(roots)} dataset roots under {grid.out} "
+                        f"({', '.join(roots)}): say which with --set data.root=DIR")
+    if not roots:
+        return grid
+    return expand_grid(grid.path, [*grid.overrides, f"data.root={roots[0]}"], str(grid.out), text=grid.text)
 
 
 def _record(grid: Grid, run: GridRun) -> str:
@@ -77,9 +105,10 @@ def _record(grid: Grid, run: GridRun) -> str:
 
 def _read(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None  # absent, or not a sweep's state
+    return state if isinstance(state, dict) else None
 
 
 def _now() -> str:

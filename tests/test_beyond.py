@@ -17,6 +17,7 @@ from petl_bench.methods.linear_probe import choose_c, fit_logistic, held_out_spl
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import IDENTITY, Hooks, Site
+from petl_bench.config import root_folder
 from petl_bench.params import count_rows
 from petl_bench.prepared import shot_features
 from petl_bench.registry import get_method
@@ -195,7 +196,7 @@ def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, t
     assert set(fitted["c"]) == set(record["tasks"]) and all(1e-6 <= c <= 1e6 for c in fitted["c"].values())
     assert record["trainable_params"] == 4 * (4 * 64 + 4)
     assert record["resolved_params"]["state"].endswith("linear-probe.pt")
-    work_dir = tmp_path / "runs" / "folder" / "2shot" / "linear-probe" / "seed0"
+    work_dir = tmp_path / "runs" / "folder" / root_folder(folder_root) / "2shot" / "linear-probe" / "seed0"
     assert not (work_dir / "checkpoints").exists()  # no SGD, no epochs
     assert record["accuracy"]["average"] > 50  # 4 classes; zero-shot of the random tiny CLIP is near 25
 

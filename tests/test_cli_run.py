@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
+from petl_bench.config import root_folder
 from cli_calls import call
 
 TASKS = ["art", "clipart", "product", "real world"]
@@ -35,7 +38,7 @@ def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_p
     argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
     code, stdout, stderr = call(argv)
     assert code == 0, stderr
-    path = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
+    path = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
     assert f"record: {path}" in stdout
     assert "zeroshot@tiny-tiny on folder 2shot seed 0 (0 trainable parameters)" in stdout
     record = json.loads(path.read_text())
@@ -45,7 +48,7 @@ def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_p
     assert record["tasks"] == TASKS
     assert (record["train_images"], record["test_images"], record["trainable_params"]) == (32, 16, 0)
     assert record["skipped_images"] == []
-    split = out / "splits" / "folder" / "2shot" / "seed0.csv"
+    split = out / "splits" / "folder" / root_folder(folder_root) / "2shot" / "seed0.csv"
     assert record["split_file"] == str(split)
     assert record["split_sha256"] == hashlib.sha256(split.read_bytes()).hexdigest()
     assert record["config"]["params"] == {} and record["config"]["model"]["arch"] == "tiny"
@@ -107,7 +110,7 @@ def coop_run(folder_root, tiny_checkpoint, tmp_path_factory):
     code, stdout, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
                                          "--set", "train.epochs=1", "--set", "data.batch_size=8"))
     assert code == 0, stderr
-    work = out / "runs" / "folder" / "2shot" / "coop-mt@tiny-tiny" / "seed0"
+    work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt@tiny-tiny" / "seed0"
     return {"out": out, "stdout": stdout, "record": json.loads(work.with_suffix(".json").read_text()),
             "ckpt": work / "checkpoints" / "last.ckpt"}
 
@@ -170,8 +173,45 @@ def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
     code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1",
                                           "--set", "method.n_ctx=2"))
     assert code == 0, stderr
-    ckpt = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    ckpt = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0" / "checkpoints" / "last.ckpt"
     torch.manual_seed(1)  # whatever state the global RNG is in when eval starts
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
     assert accuracy_table(eval_out) == accuracy_table(run_out)
+
+
+# -- results keyed by the dataset root ------------------------------------------------------------
+def test_two_roots_under_one_out_keep_their_own_records_and_splits(folder_root, tiny_checkpoint, copy_tree, tmp_path):
+    """A subset of a root (3 of its 4 domains) beside the full root, under one --out: the second run
+    is run, not "already done" with the first root's numbers, and neither run's split file is
+    overwritten by the other's."""
+    out = tmp_path / "results"
+    subset = copy_tree(folder_root, "subset")
+    shutil.rmtree(subset / "real world")
+    records = {}
+    for root, tasks in ((folder_root, TASKS), (subset, TASKS[:3])):
+        code, stdout, stderr = call(run_argv("zeroshot", root, out, "--pretrained", tiny_checkpoint))
+        assert code == 0, stderr
+        assert "already done" not in stdout and list(accuracy_table(stdout)) == [*tasks, "average"]
+        path = Path(re.search(r"^record: (.+)$", stdout, re.M).group(1))
+        records[root] = path, json.loads(path.read_text())
+        assert records[root][1]["tasks"] == tasks and records[root][1]["root"] == str(root.resolve())
+    (full_path, full), (subset_path, part) = records[folder_root], records[subset]
+    assert full_path != subset_path and full["config_sha256"] != part["config_sha256"]
+    assert full["split_file"] != part["split_file"]
+    for record in (full, part):  # each split file is still the one its record names
+        assert hashlib.sha256(Path(record["split_file"]).read_bytes()).hexdigest() == record["split_sha256"]
+    code, stdout, _ = call(run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint))
+    assert code == 0 and f"already done: {full_path}" in stdout and list(accuracy_table(stdout)) == [*TASKS, "average"]
+
+
+def test_a_record_file_that_is_no_record_is_said_and_run_again(folder_root, tiny_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    code, stdout, _ = call(argv)
+    path = Path(re.search(r"^record: (.+)$", stdout, re.M).group(1))
+    path.write_text("null\n")  # as a crashed tool or an older version might leave it
+    code, stdout, stderr = call(argv)
+    assert code == 0, stderr
+    assert stderr == f"petl-bench: {path} is not a usable record (not a run record but a JSON null): running again\n"
+    assert f"record: {path}" in stdout and json.loads(path.read_text())["schema"] == 1

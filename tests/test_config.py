@@ -6,8 +6,10 @@ import pytest
 from petl_bench.methods.coop import CoOpConfig
 from petl_bench.methods.zeroshot import ZeroShotConfig
 
-from petl_bench.config import RunConfig, apply_overrides
+from petl_bench.config import RunConfig, apply_overrides, root_folder
+from petl_bench.datamodules.splits import split_path
 from petl_bench.errors import UserError
+from petl_bench.results import record_path
 
 
 def coop_mt(*overrides: str) -> RunConfig:
@@ -101,12 +103,34 @@ def test_run_name(overrides, name):
 
 
 # -- config hash ----------------------------------------------------------------------------------
-def test_sha256_ignores_where_files_live_and_loader_settings():
-    base = coop_mt().sha256()
+def test_sha256_ignores_where_results_go_and_loader_settings():
+    base = coop_mt("data.root=/data/oh").sha256()
     assert len(base) == 64
-    same = coop_mt("data.root=/elsewhere", "data.num_workers=0", "data.eval_batch_size=7")
+    same = coop_mt("data.root=/data/oh", "data.num_workers=0", "data.eval_batch_size=7", "data.cache_dir=off")
     same.out = "/another/results"
     assert same.sha256() == base
+
+
+def test_the_dataset_root_keys_the_hash_and_the_paths(tmp_path, monkeypatch):
+    """Another root (a subset beside the full set) is another input: another hash, record and split
+    file; two spellings of one folder (relative, `..`, a symlink) are one root."""
+    full, subset = tmp_path / "full", tmp_path / "subset"
+    full.mkdir(), subset.mkdir()
+    (tmp_path / "link").symlink_to(full)
+    monkeypatch.chdir(tmp_path)
+    spellings = [str(full), "full", "subset/../full", str(tmp_path / "link")]
+    configs = [coop_mt(f"data.root={root}") for root in spellings]
+    assert len({cfg.sha256() for cfg in configs}) == 1
+    assert len({record_path(cfg) for cfg in configs}) == 1
+    assert len({split_path("out", "officehome", root, "6shot", 0) for root in spellings}) == 1
+    other = coop_mt(f"data.root={subset}")
+    assert other.sha256() != configs[0].sha256()
+    assert record_path(other) != record_path(configs[0])
+    assert split_path("out", "officehome", str(subset), "6shot", 0) != split_path("out", "officehome", str(full), "6shot", 0)
+    assert root_folder(str(full)).startswith("full-") and len(root_folder(str(full))) == len("full-") + 8
+    # The 10pct / 6shot and batch 0 / 16 equivalences hold on a root, as before.
+    assert coop_mt(f"data.root={full}", "data.split=10pct").sha256() == coop_mt(f"data.root={full}").sha256()
+    assert coop_mt(f"data.root={full}", "data.batch_size=16").sha256() == configs[0].sha256()
 
 
 @pytest.mark.parametrize("item", ["optim.lr=0.1", "data.seed=1", "method.n_ctx=4", "data.split=12shot",

@@ -25,7 +25,7 @@ from petl_bench.datamodules.records import all_readers, canonical_classes
 from petl_bench.datamodules.splits import split_csv, split_path
 from PIL import Image
 
-from petl_bench.config import DATASETS, DataConfig
+from petl_bench.config import DATASETS, DataConfig, root_folder
 from petl_bench.errors import UserError
 
 PER_CLASS, FOLDER_CLASSES = 3, 4  # as written by the fixtures in conftest.py
@@ -198,9 +198,9 @@ def test_canonical_and_paper_split(dataset, split, canonical, paper):
 
 
 def test_split_path_uses_the_canonical_name(tmp_path):
-    expected = tmp_path / "splits" / "officehome" / "6shot" / "seed3.csv"
-    assert split_path(tmp_path, "officehome", "10pct", 3) == expected
-    assert split_path(tmp_path, "officehome", "6shot", 3) == expected
+    expected = tmp_path / "splits" / "officehome" / root_folder("/data/oh") / "6shot" / "seed3.csv"
+    assert split_path(tmp_path, "officehome", "/data/oh", "10pct", 3) == expected
+    assert split_path(tmp_path, "officehome", "/data/oh", "6shot", 3) == expected
 
 
 # -- drawing splits -------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def _datamodule(root, backbone, out, seed=0, split="2shot", **kwargs):
 def test_datamodule_writes_the_split_csv(folder_root, tiny_backbone, tmp_path):
     dm = _datamodule(folder_root, tiny_backbone, tmp_path)
     dm.setup("fit")
-    assert dm.split_file == tmp_path / "splits" / "folder" / "2shot" / "seed0.csv"
+    assert dm.split_file == tmp_path / "splits" / "folder" / root_folder(folder_root) / "2shot" / "seed0.csv"
     data = dm.split_file.read_bytes()
     assert dm.split_sha256 == hashlib.sha256(data).hexdigest()
     rows = list(csv.reader(io.StringIO(data.decode())))

@@ -15,7 +15,7 @@ from petl_bench.datamodules.counts import compare_counts, expected_counts
 from petl_bench.datamodules.datasets import SPECS, canonical_tasks, folder_key
 from petl_bench.datamodules.records import SYNTHETIC_MARKER, canonical_classes, prompt_name
 
-from petl_bench.config import DataConfig
+from petl_bench.config import DataConfig, root_folder
 from petl_bench.errors import UserError
 from petl_bench.params import count_rows
 from petl_bench.report import dataset_name
@@ -237,7 +237,7 @@ def test_zeroshot_run_on_pacs_layout(pacs_root, tmp_path):
                                  "--split", "6shot", "--model", "tiny", "--out", out, "--no-progress",
                                  "--set", "data.num_workers=0"])
     assert code == 0, stderr
-    record = json.loads((out / "runs" / "pacs" / "6shot" / "zeroshot@tiny" / "seed0.json").read_text())
+    record = json.loads((out / "runs" / "pacs" / root_folder(pacs_root) / "6shot" / "zeroshot@tiny" / "seed0.json").read_text())
     assert record["tasks"] == ["art_painting", "cartoon", "photo", "sketch"]
     assert (record["train_images"], record["test_images"]) == (4 * 7 * 6, 4 * 7)
     rows = list(csv.reader(io.StringIO(Path(record["split_file"]).read_text())))

@@ -2,7 +2,9 @@
 at every stage; 16-bit PNGs convert correctly; the GPU training path's crop and flip equal the CPU
 transform's (run here on CPU tensors); the text tower runs on the context the prompts need."""
 
+import hashlib
 import json
+import os
 import struct
 import zlib
 
@@ -15,7 +17,7 @@ from petl_bench.datamodules.multidomain import train_transform
 from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
-from petl_bench.config import DataConfig
+from petl_bench.config import DataConfig, root_folder
 from petl_bench.registry import get_method
 from cli_calls import call
 
@@ -77,7 +79,7 @@ def test_broken_images_are_skipped_and_named_in_run_and_data_check(broken_root, 
         # exactly 2 shots per cell, the truncated pick replaced by another image of its cell
         assert record["train_images"] == 32
         assert record["test_images"] == 48 - 32 - 2  # the two truncated images are in neither set
-        rows = (out / "splits" / "folder" / "2shot" / "seed0.csv").read_text().splitlines()
+        rows = (out / "splits" / "folder" / root_folder(root) / "2shot" / "seed0.csv").read_text().splitlines()
         assert sum(row.startswith("art/anchor/") and row.endswith(",train") for row in rows) == 2
         assert not any(row.startswith(picked.path + ",") for row in rows)
 
@@ -175,3 +177,42 @@ def test_text_features_on_the_needed_context_equal_the_full_context(tiny_backbon
         monkeypatch.setattr(ClipBackbone, "text_context", lambda self, tokens: tokens.shape[1])
         full = tiny_backbone.encode_text(tokens, module, "b")
     assert torch.allclose(trimmed, full, atol=1e-5, rtol=0)  # float rounding of other matmul shapes
+
+
+# -- file names that are not UTF-8 ------------------------------------------------------------------
+def _rename_to_bytes(path, name: bytes) -> None:
+    os.rename(os.fsencode(path), os.fsencode(path.parent) + b"/" + name)
+
+
+def test_an_image_name_that_is_not_utf8_is_checked_drawn_and_kept_as_its_bytes(folder_root, copy_tree, tmp_path):
+    """A Latin-1 file name (bytes no UTF-8 decoder takes): `data check` counts it, a run draws it
+    and its split file holds the name's own bytes, whose SHA-256 the record keeps."""
+    root = copy_tree(folder_root)
+    _rename_to_bytes(next((root / "art" / "anchor").iterdir()), b"caf\xe9.png")
+    code, stdout, stderr = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
+    assert code == 0, stderr
+    assert "48 readable images, 0 unreadable" in stdout
+    out = tmp_path / "results"
+    code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
+                                 "2shot", "--model", "tiny", "--out", out, "--no-progress", "--set", "data.num_workers=0"])
+    assert code == 0, stderr
+    record = json.loads(next((out / "runs").rglob("seed0.json")).read_text())
+    split = open(record["split_file"], "rb").read()
+    assert hashlib.sha256(split).hexdigest() == record["split_sha256"]
+    assert b"\nart/anchor/caf\xe9.png,art,anchor,0," in split  # the bytes on disk, not a replacement
+    assert (record["train_images"], record["test_images"]) == (32, 16)
+
+
+def test_a_class_folder_that_is_not_utf8_is_one_line_in_check_and_run(folder_root, copy_tree, tmp_path):
+    """A class folder's name becomes a prompt, which must be text: `data check` and a run refuse
+    the root alike, in one line naming the folder."""
+    root = copy_tree(folder_root)
+    _rename_to_bytes(root / "clipart" / "candle", b"caf\xe9")
+    expected = (f"petl-bench: error: the folder {root}/clipart/caf\\xe9 has a name that is not UTF-8 text; "
+                "it names a task or a class prompt: rename it\n")
+    code, stdout, stderr = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
+    assert (code, stderr) == (2, expected)
+    code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
+                                 "2shot", "--model", "tiny", "--out", tmp_path / "results", "--no-progress",
+                                 "--set", "data.num_workers=0"])
+    assert (code, stderr) == (2, expected)

@@ -2,7 +2,9 @@
 the off-paper banner, and the md / LaTeX / CSV outputs, on hand-written records."""
 
 import csv
+import html
 import io
+import json
 import math
 import statistics
 import textwrap
@@ -261,3 +263,93 @@ def test_table_errors_are_one_line(tmp_path):
     code, stdout, stderr = call(["table", "no-such-grid"])
     assert code == 2 and stdout == ""
     assert stderr.startswith("petl-bench: error: no grid 'no-such-grid'") and stderr.count("\n") == 1
+
+
+# -- records of two dataset roots ------------------------------------------------------------------
+def test_a_table_never_averages_two_roots_and_takes_the_swept_one(tmp_path):
+    """`table` given no root takes the one its sweeps ran on; of two, it says so in one line and
+    counts only the root that --set names."""
+    from petl_bench import sweep_state
+
+    path = grid_yaml(tmp_path, "small", MAIN)
+    out = tmp_path / "results"
+    arts = {"full": 80.0, "subset": 40.0}
+    for name, art in arts.items():
+        (tmp_path / name).mkdir()
+        grid = expand_grid(path, [f"data.root={tmp_path / name}"], out=str(out))
+        for run in runs_of(grid, "zeroshot", "10pct"):
+            write_record(run, art, params=0)
+        if name == "full":
+            sweep_state.save(grid, [{"outcome": "done"}] * len(grid.runs))
+            code, stdout, stderr = call(["table", path, "--out", out])
+            assert code == 0, stderr
+            assert next(line for line in stdout.splitlines() if line.startswith("| Art |")).startswith(
+                "| Art | 80.0 ± 0.0 ")
+            code, stdout, _ = call(["sweep", path, "--out", out, "--dry-run"])
+            assert code == 0 and stdout.splitlines()[-1] == "3 done, 0 stale, 15 to run"
+    sweep_state.save(grid, [{"outcome": "done"}] * len(grid.runs))  # a sweep of the subset too
+    code, stdout, stderr = call(["table", path, "--out", out])
+    assert code == 2 and stdout == "" and stderr.count("\n") == 1
+    assert stderr.startswith(f"petl-bench: error: grid small was swept on 2 dataset roots under {out} (")
+    assert str(tmp_path / "full") in stderr and str(tmp_path / "subset") in stderr
+    for name, art in arts.items():
+        code, stdout, stderr = call(["table", path, "--out", out, f"--set=data.root={tmp_path / name}"])
+        assert code == 0, stderr
+        art_line = next(line for line in stdout.splitlines() if line.startswith("| Art |"))
+        assert art_line.startswith(f"| Art | {art:.1f} ± 0.0 ")
+        assert "15 of 18 runs missing" in stdout
+
+
+# -- record files that are no usable record ---------------------------------------------------------
+ODD = {  # file text -> why the readers skip it
+    "[]": "not a run record but a JSON array",
+    "null": "not a run record but a JSON null",
+    "{": "not JSON",
+}
+
+
+def test_odd_record_files_are_listed_and_skipped_never_fatal(main_grid):
+    """A record that is `[]`, `null` or cut short, one whose accuracy is null or NaN, one without
+    trainable_params (an older version's) or from a newer schema: `table`, `sweep --dry-run` and
+    `report` list each with its reason and count the rest, and a record without `schema` reads."""
+    path, out, _ = main_grid
+    grid = expand_grid(path, out=str(out))
+    zeroshot = runs_of(grid, "zeroshot", "10pct") + runs_of(grid, "zeroshot", "20pct")
+    odd = dict(zip([record_path(run.cfg) for run in zeroshot[:3]], ODD))
+    for record, text in odd.items():
+        record.write_text(text)
+    changed = [
+        (zeroshot[3], {"accuracy": None}, "accuracy is None"),
+        (zeroshot[4], {"accuracy": {"Art": float("nan"), "average": 70.0}}, "accuracy of Art is nan, not a percentage"),
+        (zeroshot[5], {"trainable_params": None}, "no trainable_params"),
+        (runs_of(grid, "coop-mt", "10pct", [2])[0], {"schema": 99}, "schema 99 is newer than this petl-bench reads"),
+    ]
+    for run, change, _ in changed:
+        record = {**write_record(run, 82.0), **change}
+        if record["trainable_params"] is None:  # as a version before it was recorded wrote
+            del record["trainable_params"]
+        record_path(run.cfg).write_text(json.dumps(record))  # NaN as JSON's NaN, which Python reads
+    reasons = {str(record_path(run.cfg).resolve()): why for run, _, why in changed}
+    reasons.update({str(p.resolve()): ODD[text] for p, text in odd.items()})
+
+    code, stdout, stderr = call(["table", path, "--out", out])
+    assert code == 0, stderr
+    listed = stdout.splitlines()[stdout.splitlines().index(
+        "7 record file(s) skipped, not usable records (counted missing):") + 1:][:7]
+    assert {line.strip().split(" (")[0] for line in listed} == set(reasons)
+    for line in listed:
+        assert reasons[line.strip().split(" (")[0]] in line
+    assert "14 of 18 runs missing" in stdout  # the 7 missing, plus the 7 odd ones
+    art = next(line for line in stdout.splitlines() if line.startswith("| Art |"))
+    assert art.startswith("| Art |  | 81.0 ± 1.4 ")  # no zeroshot left; coop-mt of seeds 0 and 1 only
+    assert "schema" not in json.loads(record_path(runs_of(grid, "coop-mt", "10pct", [0])[0].cfg).read_text())
+
+    code, stdout, stderr = call(["sweep", path, "--out", out, "--dry-run"])
+    assert code == 0, stderr
+    assert "7 record file(s) that are not usable records, to run again:" in stdout
+    assert all(reason in stdout for reason in reasons.values())
+
+    code, stdout, stderr = call(["report", "--out", out])
+    assert code == 0, stderr
+    index = (out / "report" / "index.html").read_text()
+    assert "Record files skipped (7)" in index and all(html.escape(why) in index for why in reasons.values())

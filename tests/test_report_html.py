@@ -26,6 +26,7 @@ import torch
 from petl_bench import launchers, sweep, sweep_state
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.files import write_json_atomic, write_text_atomic
+from petl_bench.config import root_folder
 from petl_bench.grouping import TaskSimilarity, save_heatmap
 from petl_bench.run import record_path
 from petl_bench.sweep import expand_grid
@@ -64,7 +65,7 @@ def write_run(cfg, out: Path) -> None:
 
     path = record_path(cfg)
     work = path.with_suffix("")
-    split_file = out / "splits" / "officehome" / "6shot" / f"seed{cfg.data.seed}.csv"
+    split_file = out / "splits" / "officehome" / root_folder(cfg.data.root) / "6shot" / f"seed{cfg.data.seed}.csv"
     write_text_atomic(split_file, "path,domain,label\nArt/Alarm_Clock/1.jpg,Art,0\n")
     prepared = {}
     drawn = PARAMS[cfg.method] and cfg.data.seed == 0
@@ -149,7 +150,8 @@ def test_the_sweep_leaves_its_grid_and_each_runs_last_outcome(swept, tiny_checkp
     assert outcomes == {**{(m, s): "done" for m in PARAMS for s in (0, 1, 2)}, STALE: "stale", FAILS: "failed"}
     failed = next(r for r in state["runs"] if r["outcome"] == "failed")
     assert failed["reason"] == "exit status 1" and Path(failed["log"]).read_text().endswith("out of memory\n")
-    assert failed["record"] == "runs/officehome/6shot/mmap@tiny-tiny/seed2.json"
+    assert failed["record"] == f"runs/officehome/{root_folder(str(out.parent / 'data'))}/6shot/mmap@tiny-tiny/seed2.json"
+    assert state["roots"] == [str((out.parent / "data").resolve())]  # where `table` looks when given no root
 
 
 def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, tiny_checkpoint):

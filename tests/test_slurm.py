@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from petl_bench.cli import main
+from petl_bench.config import root_folder
 
 pytestmark = pytest.mark.slow  # Slurm jobs, each a process of its own
 UNIQUE = os.getpid()  # job names (petl-{grid}) apart from another test session's on the same Slurm
@@ -65,7 +66,7 @@ def test_slurm_sweep_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_path
     assert first.stdout.count(": submitted as Slurm job ") == 2
     assert first.stdout.count(": done in ") == 2
     assert first.stdout.splitlines()[-1] == f"{grid.stem}: 2 done now, 0 skipped (done before), 0 stale left, 0 failed"
-    runs = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny"
+    runs = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "zeroshot@tiny-tiny"
     assert sorted(p.name for p in runs.glob("*.json")) == ["seed0.json", "seed1.json"]
     job_folders = sorted((out / "slurm" / grid.stem).iterdir())
     assert job_folders  # submitit's scripts and logs

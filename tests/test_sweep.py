@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from petl_bench import launchers
+from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.guard import holder
 from petl_bench.runargs import parse_run_argv, run_argv
@@ -82,7 +83,7 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
     assert coop.params.ctx_init == "a photo of a" and coop.data.batch_size == 8
     assert {r.cfg.data.root for r in grid.runs} == {str(folder_root)}
     assert (grid.slurm.time_min, grid.slurm.partition, grid.slurm.gpus_per_job) == (20, "gpu", 1)
-    assert record_of(grid.runs[-1]) == tmp_path / "o/runs/folder/1shot/coop-mt-ctx_inita_photo_of_a@tiny-tiny/seed2.json"
+    assert record_of(grid.runs[-1]) == tmp_path / f"o/runs/folder/{root_folder(str(folder_root))}/1shot/coop-mt-ctx_inita_photo_of_a@tiny-tiny/seed2.json"
 
     # The same config as `petl-bench run` builds from the options a user would type.
     typed = parse_run_argv([
@@ -171,11 +172,12 @@ def test_a_kshot_sweep_finds_the_pct_runs_done(tmp_path):
      "name: grid name '../../escape' cannot name a folder"),
     ("table: table1\ndataset: folder\nsplits: [2shot]\nset: {optim.lr: -1}\nmethods: [zeroshot]\n",
      "optim.lr=-1.0: must be > 0"),
+    (b"name: caf\xe9\ntable: table1\n", "is not UTF-8 text (invalid continuation byte at byte 9)"),  # Latin-1
 ])
 def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, expected):
     path = tmp_path / "bad.yaml"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
     code, stdout, stderr = call(["sweep", path, "--dry-run"])
     assert code == 2 and stdout == ""
     assert stderr.startswith("petl-bench: error: ") and stderr.count("\n") == 1, stderr
@@ -226,7 +228,7 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
             "--set", "data.num_workers=0", "--set", "data.batch_size=8"]
     assert call(hand)[0] == 0
     assert call([*hand, "--seed", "1", "--set", "optim.lr=0.1"])[0] == 0
-    done_record = (out / "runs/folder/2shot/zeroshot@tiny-tiny/seed0.json").read_text()
+    done_record = (out / f"runs/folder/{root_folder(str(folder_root))}/2shot/zeroshot@tiny-tiny/seed0.json").read_text()
     # A row whose runs fail: 9 training images per class, and the set has 3.
     path = write_grid(tmp_path / "g.yaml", tiny_checkpoint,
                       methods=["zeroshot", {"method": "zeroshot", "label": "broken", "set": {"data.split": "9shot"}}])
@@ -255,13 +257,13 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
     ended = [i for i, line in enumerate(lines) if ": done in " in line or ": FAILED (" in line]
     assert len(started) == len(ended) == 3 and started[1] < ended[0]  # two ran at once
     assert lines[-3] == "g: 1 done now, 1 skipped (done before), 0 stale left, 2 failed"
-    broken_logs = [out / f"runs/folder/9shot/zeroshot@tiny-tiny/seed{k}/sweep.log" for k in (0, 1)]
+    broken_logs = [out / f"runs/folder/{root_folder(str(folder_root))}/9shot/zeroshot@tiny-tiny/seed{k}/sweep.log" for k in (0, 1)]
     for log in broken_logs:
         assert any(line.startswith("  failed: ") and line.endswith(f"log: {log}") for line in lines[-2:])
         text = log.read_text()
         assert "CUDA_VISIBLE_DEVICES=" in text.splitlines()[0]
         assert "9-shot split needs 9 training images per class" in text
-    assert (out / "runs/folder/2shot/zeroshot@tiny-tiny/seed0.json").read_text() == done_record  # skipped
+    assert (out / f"runs/folder/{root_folder(str(folder_root))}/2shot/zeroshot@tiny-tiny/seed0.json").read_text() == done_record  # skipped
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
     assert [run_status(r) for r in grid.runs] == ["done", "done", "todo", "todo"]  # the stale one re-ran
 

@@ -16,7 +16,7 @@ import torch
 from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 
 from petl_bench.cli import main
-from petl_bench.config import OptimConfig
+from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule, warmup_cosine
 
@@ -74,7 +74,7 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
             "2shot", "--model", "tiny", "--pretrained", str(tiny_checkpoint), "--out", str(out),
             "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=2",
             "--set", "data.batch_size=8", "--set", "method.n_ctx=4"]
-    work = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
+    work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
     last, record = work / "checkpoints" / "last.ckpt", work.with_suffix(".json")
     started_at, signal_at = [], {}
     epoch_start, test_start = PetlModule.on_train_epoch_start, PetlModule.on_test_epoch_start

@@ -9,7 +9,7 @@ import struct
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from petl_bench.config import apply_overrides
+from petl_bench.config import apply_overrides, root_folder
 from petl_bench.errors import UserError
 from petl_bench.runargs import parse_run_argv
 from petl_bench.tracking import wandb_mode
@@ -103,7 +103,7 @@ def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch
     argv[argv.index("ROOT")] = folder_root
     code, stdout, stderr = call(argv)
     assert code == 0, stderr
-    record = json.loads((out / "runs" / "folder" / "2shot" / "coop-mt@tiny" / "seed0.json").read_text())
+    record = json.loads((out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt@tiny" / "seed0.json").read_text())
 
     (log,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
     assert f"W&B run logged offline: upload it with `wandb sync {log.parent}`" in stdout
