@@ -4,6 +4,8 @@ file where a reader (a resumed run, a table, a concurrent sweep) would trust it.
 
 The temporary name is unique per process and thread (`.NAME.PID.TID.tmp`), so concurrent writers
 of one file never share it; the last rename wins, and each rename is atomic on POSIX file systems.
+A disk that fills up while a file is written (ENOSPC, a quota) is one `DiskFull` line naming the
+file, the space it needs and the space left; the temporary file is removed, the target untouched.
 
 Paths under a results folder are built from names that `safe_name` passed, so that no user-given
 name (a grid's name, a run name made of `--set` values) can reach outside that folder. Torch files
@@ -13,8 +15,10 @@ line, why one was refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,30 +30,81 @@ from .errors import UserError
 NAME_BYTES = 200  # a file name's limit is 255 bytes; suffixes and temporary names need the rest
 
 
+class DiskFull(UserError):
+    """The disk (or quota) of a file being written filled up."""
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size: int | None = None, sync: bool = False) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces `path`, on error it is removed.
+    `size`: the bytes the file will take, for the message when the disk is full (else the bytes
+    written until then, a lower bound). `sync`: flush the file to the disk before the rename, so
+    that a crash of the machine leaves the old file or the whole new one (caches trust their files).
 
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        if sync:
+            _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(_no_space(path, size if size is not None else _size_of(tmp), err)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+def write_text_atomic(path: str | Path, text: str, sync: bool = False) -> None:
+    data = text.encode()
+    with atomic_path(path, len(data), sync) as tmp:
+        tmp.write_bytes(data)
 
 
-def write_json_atomic(path: str | Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+def write_json_atomic(path: str | Path, data, sync: bool = False) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n", sync)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _no_space(path: Path, needed: int, err: OSError) -> str:
+    """One line: which file, what it needs, what is left."""
+    try:
+        free = f"{human_bytes(shutil.disk_usage(_existing(path.parent)).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return f"{err.strerror or 'no space left'} writing {path}: it needs {human_bytes(needed)} ({free})"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def human_bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def safe_name(name: str, what: str) -> str:
