@@ -1,24 +1,45 @@
-"""One cache folder for what the runs on one dataset root share, keyed by content.
+"""One cache folder for what the runs on one dataset root share.
 
 Where: `data.cache_dir` (`--set data.cache_dir=DIR`), else `$PETL_BENCH_CACHE`, else `{out}/cache`
 beside the results; `off` in either turns caching off. Neither the folder nor its bound is part of
 a run's config hash: caches never change a number.
 
-    manifests/{root}.json      per image file of a root: size, mtime and verdict (header read,
-                               fully decoded, or why not): a root is scanned once, files that
-                               change are checked again
+    manifests/{root}.json      per image file of a root: size, mtime, ctime, inode and verdict
+                               (header read, fully decoded, or why not): a root is scanned once,
+                               files that change are checked again
     images/{key}.npy (+.json)  a domain's images after the test transform's resize and crop, uint8
-                               [N, H, W, 3]; key: the domain's files (paths, sizes, mtimes) and the
-                               preprocessing. Decoded once per root and resolution.
+                               [N, H, W, 3]; key: the domain's files (paths, sizes, mtimes, ctimes,
+                               inodes) and the preprocessing. Decoded once per root and resolution.
     features/{key}.npy (+.json) a domain's image features, for methods whose image tower nothing
                                trains; key: the images' key plus model, weights, precision, device
 
-Bounded by `data.cache_gb`: before an entry is written, the least recently used entries go until
-it fits (an entry larger than the bound is not cached). `petl-bench cache` shows the folder,
-`petl-bench cache clear` empties it (or delete the folder: nothing else lives there).
-Safe under concurrent runs: entries are written under a temporary name and renamed
-(`petl_bench.files`), and a run filling an entry holds an OS lock on it, so a second run waits for
-it and reads the entry instead of computing it again.
+What the key of an image is: its path under the root, size, mtime, ctime and inode, not its bytes
+(hashing every image of a root at every run would cost what the cache saves). A file replaced by
+another of the same size and mtime (`cp -p`, `rsync -a`, `tar` keep mtimes) still gets a new ctime
+(no tool can set it) and, when renamed into place, a new inode, so it is checked and decoded again.
+Not detected: a file system without ctimes (FAT, exFAT) where a file is rewritten in place with its
+old size and mtime, or bytes changed on the device below the file system.
+
+What the key of an entry cannot catch, its checksum does: each entry's metadata holds the SHA-256 of
+its array file, and each JSON file carries the SHA-256 of its text; both are verified on every read,
+and an entry that fails (bytes changed in place, a torn write) is a miss: it is dropped, with a
+warning, and computed again. Entries are flushed to the disk (fsync) before they are renamed into
+place.
+
+Bounded by `data.cache_gb` and by the disk: before an entry is written, the least recently used
+entries go until it fits both the bound and the disk's free space less a reserve (5% of the disk,
+at most 1 GB, left for results and checkpoints); an entry that cannot fit is not cached.
+`petl-bench cache` shows the folder, `petl-bench cache clear` empties it (or delete the folder:
+nothing else lives there). Safe under concurrent runs: entries are written under a temporary name
+and renamed (`petl_bench.files`), and a run filling an entry holds an OS lock on it, so a second run
+waits for it and reads the entry instead of computing it again.
+
+A cache is only for speed: when writing it fails (a full disk, a quota, a folder that cannot be
+made), the run warns once, in one line naming the folder and the cause, writes no more entries and
+goes on; nothing half-written stays. An array is allocated on the disk before it is filled, so a
+disk that fills up is an error here, never a SIGBUS through a sparse memory map. A folder this
+process cannot write (a group's shared cache, a read-only volume) is used for reads only: no lock
+is taken, no access time set, no folder made.
 """
 
 from __future__ import annotations
@@ -27,7 +48,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from petl_bench.errors import UserError
-from petl_bench.files import atomic_path, write_json_atomic, write_text_atomic
+from petl_bench.files import DiskFull, atomic_path, human_bytes, write_text_atomic
 
 try:
     import fcntl
@@ -45,7 +68,9 @@ except ImportError:  # not POSIX: no locks, concurrent runs may fill an entry tw
 ENV = "PETL_BENCH_CACHE"
 OFF = ("off", "none")
 KINDS = ("manifests", "images", "features")
-_VERDICTS_VERSION = 2
+_VERDICTS_VERSION = 3
+RESERVE_BYTES, RESERVE_SHARE = 10**9, 0.05  # free space the cache leaves on its disk: the smaller
+_FAULTS = (OSError, DiskFull)  # what writing a cache can raise that is the disk's, not the run's
 
 
 def cache_folder(setting: str, out: str | Path) -> Path | None:
@@ -65,6 +90,8 @@ def digest(*parts) -> str:
 class Cache:
     folder: Path
     max_bytes: int
+    writable: bool | None = None  # None until asked (`can_write`); False after a failure
+    warned: bool = False  # a run says once that its cache failed
 
     @classmethod
     def for_run(cls, setting: str, out: str | Path, gb: float) -> "Cache | None":
@@ -75,31 +102,62 @@ class Cache:
             raise UserError(f"data.cache_gb must be >= 0; got {gb}")
         return cls(folder, int(gb * 1e9))
 
+    def can_write(self) -> bool:
+        """Whether this process may write entries: asked once (making the folder if it is absent);
+        a folder it cannot write is read, never written."""
+        if self.writable is None:
+            try:
+                if not self.folder.is_dir():
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                self.writable = os.access(self.folder, os.W_OK | os.X_OK)
+            except OSError as err:
+                self.fail("making the folder", err)
+            if self.writable is False:
+                self.warn("cannot be written: its entries are read, none is written")
+        return self.writable
+
+    def fail(self, doing: str, err: Exception) -> None:
+        """A cache is only for speed: after a failure to write it, say so once and write no more."""
+        self.writable = False
+        cause = str(err) if isinstance(err, DiskFull) else (err.strerror or str(err))
+        self.warn(f"{doing} failed ({cause}); the run goes on without writing the cache")
+
+    def warn(self, what: str) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"cache {self.folder} {what}", stacklevel=3)
+
     # -- manifests: verdicts per file of a root ----------------------------------------------------
     def _verdicts_path(self, root: Path) -> Path:
         return self.folder / "manifests" / f"{digest(root.resolve())}.json"
 
-    def load_verdicts(self, root: Path) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, verdict) from the last scan of `root`."""
+    def load_verdicts(self, root: Path) -> dict[str, tuple[int, int, int, int, str]]:
+        """path -> (size, mtime_ns, ctime_ns, inode, verdict) from the last scan of `root`."""
         path = self._verdicts_path(root)
+        saved = self._read_sealed(path)
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
+            if saved is None or saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
                 return {}
-            known = dict(zip(saved["paths"], zip(saved["sizes"], saved["mtimes"], saved["verdicts"])))
-        except (OSError, ValueError, KeyError):
+            known = dict(zip(saved["paths"], zip(saved["sizes"], saved["mtimes"], saved["ctimes"],
+                                                 saved["inodes"], saved["verdicts"])))
+        except (KeyError, TypeError):
             return {}
-        now = time.time()
-        os.utime(path, (now, now))
+        self._touch(path)
         return known
 
-    def saver(self, root: Path) -> Callable[[dict[str, tuple[int, int, str]]], None]:
-        def save(files: dict[str, tuple[int, int, str]]) -> None:
-            self.make_room(len(files) * 80)  # about 80 bytes of JSON per file
-            columns = list(zip(*files.values())) or [(), (), ()]  # columns: twice as fast to parse
-            write_text_atomic(self._verdicts_path(root), json.dumps({
-                "version": _VERDICTS_VERSION, "root": str(root.resolve()), "paths": list(files),
-                "sizes": columns[0], "mtimes": columns[1], "verdicts": columns[2]}))
+    def saver(self, root: Path) -> Callable[[dict[str, tuple[int, int, int, int, str]]], None]:
+        def save(files: dict[str, tuple[int, int, int, int, str]]) -> None:
+            if not self.can_write():
+                return
+            columns = list(zip(*files.values())) or [()] * 5  # columns: twice as fast to parse
+            text = json.dumps({"version": _VERDICTS_VERSION, "root": str(root.resolve()), "paths": list(files),
+                               "sizes": columns[0], "mtimes": columns[1], "ctimes": columns[2],
+                               "inodes": columns[3], "verdicts": columns[4]})
+            try:
+                if self.make_room(len(text) + 65):
+                    self._write_sealed(self._verdicts_path(root), text)
+            except _FAULTS as err:
+                self.fail(f"saving the manifest of {root}", err)
         return save
 
     # -- arrays: test images and features ---------------------------------------------------------
@@ -108,52 +166,113 @@ class Cache:
         return base.with_suffix(".npy"), base.with_suffix(".json")
 
     def load(self, kind: str, key: str) -> tuple[np.ndarray, dict] | None:
-        """A finished entry, memory-mapped, and its metadata; None if absent."""
+        """A finished entry whose checksums hold, memory-mapped, and its metadata; None if absent
+        (or removed by another run's pruning meanwhile), or dropped because it changed."""
         array_path, meta_path = self._paths(kind, key)
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            array = np.load(array_path, mmap_mode="r")
-            now = time.time()  # most recently used (finer than the file system's clock)
-            os.utime(array_path, (now, now))
-        except (OSError, ValueError):  # absent, or removed by another run's pruning meanwhile
+        sealed = self._read_sealed(meta_path)
+        if sealed is None:
             return None
-        return array, meta
+        try:
+            if file_sha256(array_path) != sealed["array_sha256"]:
+                self._drop(meta_path, f"{kind} entry {key}: its array changed since it was written")
+                return None
+            array = np.load(array_path, mmap_mode="r")
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._touch(array_path)
+        return array, sealed["meta"]
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str) -> Iterator[None]:
-        """Held while one run fills the entry: a concurrent run waits, then finds it filled."""
-        if fcntl is None:
+        """Held while one run fills the entry: a concurrent run waits, then finds it filled. No
+        lock where nothing can be written (a read-only cache is only read)."""
+        handle = self._lock_file(kind, key)
+        if handle is None:
             yield
             return
-        path = self.folder / kind / f".{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def _lock_file(self, kind: str, key: str):
+        if fcntl is None or not self.can_write():
+            return None
+        path = self.folder / kind / f".{key}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "a")
+        except OSError as err:
+            self.fail("making a lock file", err)
+            return None
+
     def store(self, kind: str, key: str, shape: tuple[int, ...], dtype,
               fill: Callable[[np.ndarray], dict | None]) -> tuple[np.ndarray, dict] | None:
         """Create an entry: `fill` writes the rows of a memory-mapped array of `shape` and returns
-        its metadata (None: abandon the entry). None if it does not fit the bound."""
+        its metadata (None: abandon the entry). None if it does not fit the bound or the disk, or
+        the cache cannot be written; what `fill` raises is raised."""
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if not self.make_room(nbytes):
-            return None
         array_path, meta_path = self._paths(kind, key)
+        filling = False
         try:
-            with atomic_path(array_path) as tmp:
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            if not self.can_write() or not self.make_room(nbytes):
+                return None
+            with atomic_path(array_path, nbytes, sync=True) as tmp:
+                array = _allocated_memmap(tmp, shape, dtype)
+                filling = True
                 meta = fill(array)
+                filling = False
                 array.flush()
                 del array
                 if meta is None:
                     raise _Abandon
-                write_json_atomic(meta_path, meta)  # first: an array without its metadata is no entry
+                # First: an array without its metadata is no entry.
+                self._write_sealed(meta_path, json.dumps({"array_sha256": file_sha256(tmp), "meta": meta}))
         except _Abandon:
             return None
+        except _FAULTS as err:
+            if filling:
+                raise
+            self.fail(f"writing {kind}/{array_path.name}", err)
+            return None
         return self.load(kind, key)
+
+    # -- checked files --------------------------------------------------------------------------------
+    def _write_sealed(self, path: Path, text: str) -> None:
+        """`text` after a line with its SHA-256, flushed to the disk, renamed into place."""
+        write_text_atomic(path, f"{_sha256(text)}\n{text}", sync=True)
+
+    def _read_sealed(self, path: Path):
+        """The JSON of a `_write_sealed` file; None if absent or unreadable, or (dropped, with a
+        warning) if its text no longer has its checksum."""
+        try:
+            checksum, _, text = path.read_text(encoding="utf-8").partition("\n")
+        except (OSError, UnicodeError):
+            return None
+        if checksum != _sha256(text):
+            self._drop(path, f"{path.parent.name} entry {path.stem}: its file changed since it was written")
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    def _drop(self, path: Path, why: str) -> None:
+        """A changed entry is a miss: removed (where this process may), said, computed again."""
+        warnings.warn(f"cache {self.folder}: {why} (checksum mismatch); dropped, computed again", stacklevel=3)
+        if self.can_write():
+            for part in (path.with_suffix(".json"), path.with_suffix(".npy")):
+                part.unlink(missing_ok=True)
+
+    def _touch(self, path: Path) -> None:
+        """Mark an entry most recently used (finer than the file system's clock). Only a hint for
+        pruning: not tried in a cache this process cannot write, and a refusal is no failure."""
+        if self.can_write():
+            now = time.time()
+            with contextlib.suppress(OSError):
+                os.utime(path, (now, now))
 
     # -- size ---------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[float, int, list[Path]]]:
@@ -175,14 +294,21 @@ class Cache:
         return found
 
     def make_room(self, nbytes: int) -> bool:
-        """Remove least recently used entries until `nbytes` more fit the bound; False if they
-        cannot fit at all."""
+        """Remove least recently used entries until `nbytes` more fit the bound and the disk's free
+        space less its reserve; False (saying so once, when it is the disk) if they cannot fit."""
         if nbytes > self.max_bytes:
             return False
         entries = sorted(self.entries(), key=lambda e: e[0])
         total = sum(size for _, size, _ in entries)
+        disk = shutil.disk_usage(self.folder)
+        reserve = min(RESERVE_BYTES, int(disk.total * RESERVE_SHARE))
+        room = min(self.max_bytes, total + disk.free - reserve)  # the entries' space is theirs to reuse
+        if nbytes > room:
+            self.warn(f"has no room for {human_bytes(nbytes)} on its disk ({human_bytes(disk.free)} free, "
+                      f"{human_bytes(reserve)} of which it leaves free): not cached")
+            return False
         for _, size, files in entries:
-            if total + nbytes <= self.max_bytes:
+            if total + nbytes <= room:
                 break
             for path in files:
                 path.unlink(missing_ok=True)
@@ -198,6 +324,26 @@ class Cache:
                     path.unlink(missing_ok=True)
                 freed += size
         return freed
+
+
+def _allocated_memmap(path: Path, shape: tuple[int, ...], dtype) -> np.memmap:
+    """A new .npy file of `shape`, memory-mapped, with its blocks allocated before any is written:
+    the pages of a sparse file are allocated as they are written through the map, and a disk that
+    fills up meanwhile kills the process (SIGBUS) instead of raising here."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):  # not on macOS: a full disk there is SIGBUS still
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+    return array
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Abandon(Exception):

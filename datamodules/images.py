@@ -4,8 +4,9 @@
   own `convert("RGB")` clips them, which turns a 16-bit PNG white).
 - `decode_error`: why a file cannot be decoded in full (a JPEG whose body is cut short, an image
   over PIL's decompression-bomb limit, ...), or None. Every stage that decodes skips such files.
-- `ImageChecks`: per file of a dataset root, its size and mtime when checked and the verdict (header
-  read, fully decoded, or why not); kept in the cache between runs, so a file is checked once.
+- `ImageChecks`: per file of a dataset root, its size, mtime, ctime and inode when checked and the
+  verdict (header read, fully decoded, or why not); kept in the cache between runs, so a file is
+  checked once.
 - The GPU training path: `read_encoded` hands JPEG bytes to the GPU, `decode_on` decodes a batch
   there, and `RandomResizedCropFlip` does the training crop and flip on the decoded tensors,
   drawing from the same RNG calls as the CPU transform (`train_transform`).
@@ -82,13 +83,16 @@ def decode_error(path: str | Path) -> str | None:
 
 
 # -- what is known about each file of a root ---------------------------------------------------------
-Stat = tuple[int, int]  # size in bytes, mtime in ns
+# Size in bytes, mtime, ctime (ns) and inode. A file replaced with its size and mtime kept (`cp -p`,
+# `rsync -a`, `tar`) has a new ctime, which no tool can set back, and a new inode if renamed into place.
+Stat = tuple[int, int, int, int]
+UNKNOWN: Stat = (-1, -1, -1, -1)  # a file that cannot be stat-ed
 
 
 class ImageChecks:
-    """Verdicts on the image files of one root, valid while a file keeps its size and mtime.
+    """Verdicts on the image files of one root, valid while a file keeps its `Stat`.
 
-    `known` holds earlier verdicts (from the cache): rel -> (size, mtime_ns, verdict). `save` is
+    `known` holds earlier verdicts (from the cache): rel -> (*stat, verdict). `save` is
     called with the current verdicts of every file scanned, to keep them for the next run."""
 
     def __init__(self, root: Path, known: dict | None = None, save: Callable[[dict], None] | None = None,
@@ -113,13 +117,13 @@ class ImageChecks:
                 missing.append(rel)
                 continue
             except OSError as err:
-                self.stats[rel], self.verdicts[rel] = (-1, -1), reason(err)
+                self.stats[rel], self.verdicts[rel] = UNKNOWN, reason(err)
                 continue
-            stat = (st.st_size, st.st_mtime_ns)
+            stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             self.stats[rel] = stat
             known = self._known.get(rel)
-            if known and (known[0], known[1]) == stat:
-                self.verdicts[rel] = known[2]
+            if known and tuple(known[:-1]) == stat:
+                self.verdicts[rel] = known[-1]
             else:
                 unknown.append(rel)
         for rel, error in zip(unknown, self._map(lambda rel: header_error(prefix + rel), unknown)):
@@ -148,11 +152,10 @@ class ImageChecks:
             self._changed = True
 
     def fingerprint(self, rels: Iterable[str]) -> str:
-        """Identity of these files as they are now (paths, sizes, mtimes), in this order."""
+        """Identity of these files as they are now (paths and `Stat`s), in this order."""
         digest = hashlib.sha256()
         for rel in rels:
-            size, mtime = self.stats[rel]
-            digest.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))  # any file name
+            digest.update("\0".join(map(str, (rel, *self.stats[rel]))).encode("utf-8", "surrogateescape") + b"\n")  # any file name
         return digest.hexdigest()
 
     def save(self) -> None:

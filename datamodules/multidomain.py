@@ -239,7 +239,7 @@ class MultiDomainDataModule(L.LightningDataModule):
             return None
         domain_records = [r for r in self.manifest.records if r.domain == domain]
         # Every file the scan saw in the domain, readable or not: a verdict learnt later does not
-        # change the key (the files' paths, sizes and mtimes do).
+        # change the key (the files' paths and stats do: images.Stat).
         files = sorted({*(r.path for r in domain_records), *self.manifest.skipped})
         return digest(domain, checks.fingerprint(files), transform_key(split[0])), split, domain_records
 

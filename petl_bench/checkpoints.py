@@ -67,8 +67,19 @@ class StreamingCheckpointIO(TorchCheckpointIO):
     epoch end for full fine-tuning.)"""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, size=tensor_bytes(checkpoint)) as tmp:
             torch.save(checkpoint, tmp)
+
+
+def tensor_bytes(data) -> int:
+    """The bytes of every tensor in nested dicts and lists: about a checkpoint's size on disk."""
+    if isinstance(data, torch.Tensor):
+        return data.nelement() * data.element_size()
+    if isinstance(data, dict):
+        return sum(map(tensor_bytes, data.values()))
+    if isinstance(data, list | tuple):
+        return sum(map(tensor_bytes, data))
+    return 0
 
 
 def resumable_checkpoint(work_dir: Path, cfg: RunConfig) -> tuple[Path | None, dict | None]:

@@ -1,12 +1,18 @@
 """`petl-bench`: run methods, evaluate checkpoints, list methods, check and make data.
 
-Bad input ends in one line on stderr and exit status 2, never a traceback.
+Bad input ends in one line on stderr and exit status 2, never a traceback. Anything else that
+reaches `main` (a disk or file fault, text that does not decode, a dependency's error, a bug) is one
+line too, exit status 1, with the traceback kept in a log file that the line names.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
+import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -359,6 +365,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("petl-bench: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # the last guard: no user sees a stack trace
+        command = sys.argv[1:] if argv is None else argv
+        print(f"petl-bench: {unexpected(err)} ({kept_traceback(err, command)})", file=sys.stderr)
+        return 1
+
+
+def unexpected(err: Exception) -> str:
+    """What an exception that no command turned into a UserError means, in one line."""
+    message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"error: {where}{err.strerror or message}"
+    if isinstance(err, UnicodeError):
+        return f"error: cannot read or write text: {message}"
+    module = type(err).__module__.split(".")[0]
+    if module not in ("builtins", __package__):
+        return f"error in {module}: {type(err).__name__}: {message}"
+    return f"internal error, this is a bug (please report it with the log): {type(err).__name__}: {message}"
+
+
+def kept_traceback(err: Exception, command: list[str]) -> str:
+    """Writes the command and its traceback to a log file in the temporary folder (a full `--out`
+    could not take it); says where, or why not."""
+    folder = Path(tempfile.gettempdir()) / "petl-bench-logs"
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(exist_ok=True)
+        path.write_text(f"petl-bench {' '.join(map(str, command))}\n"
+                        + "".join(traceback.format_exception(err)), encoding="utf-8", errors="replace")
+    except OSError as log_err:
+        return f"traceback not kept: {log_err.strerror or log_err}"
+    return f"traceback: {path}"
 
 
 if __name__ == "__main__":

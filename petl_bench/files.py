@@ -4,6 +4,8 @@ file where a reader (a resumed run, a table, a concurrent sweep) would trust it.
 
 The temporary name is unique per process and thread (`.NAME.PID.TID.tmp`), so concurrent writers
 of one file never share it; the last rename wins, and each rename is atomic on POSIX file systems.
+A disk that fills up while a file is written (ENOSPC, a quota) is one `DiskFull` line naming the
+file, the space it needs and the space left; the temporary file is removed, the target untouched.
 
 One encoding policy: every text the project reads or writes (records, splits, grids, tables, pages,
 caches, lists) is UTF-8, whatever the locale. A file name that is not UTF-8 (bytes a file system
@@ -19,8 +21,10 @@ line, why one was refused.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -34,27 +38,41 @@ ENCODING = "utf-8"
 FILE_NAMES = "surrogateescape"  # the error handler that keeps a non-UTF-8 file name's bytes
 
 
+class DiskFull(UserError):
+    """The disk (or quota) of a file being written filled up."""
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, size: int | None = None, sync: bool = False) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces `path`, on error it is removed.
+    `size`: the bytes the file will take, for the message when the disk is full (else the bytes
+    written until then, a lower bound). `sync`: flush the file to the disk before the rename, so
+    that a crash of the machine leaves the old file or the whole new one (caches trust their files).
 
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
+        if sync:
+            _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(_no_space(path, size if size is not None else _size_of(tmp), err)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str, errors: str = "strict") -> None:
-    """`text` as UTF-8; `errors=FILE_NAMES` where it holds file names."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding=ENCODING, errors=errors)
+def write_text_atomic(path: str | Path, text: str, errors: str = "strict", sync: bool = False) -> None:
+    """`text` as UTF-8; `errors=FILE_NAMES` where it holds file names; `sync` as `atomic_path`'s."""
+    data = text.encode(ENCODING, errors)
+    with atomic_path(path, len(data), sync) as tmp:
+        tmp.write_bytes(data)
 
 
 def shown(name: str | Path) -> str:
@@ -62,8 +80,45 @@ def shown(name: str | Path) -> str:
     return str(name).encode(ENCODING, FILE_NAMES).decode(ENCODING, "backslashreplace")
 
 
-def write_json_atomic(path: str | Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+def write_json_atomic(path: str | Path, data, sync: bool = False) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n", sync=sync)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _no_space(path: Path, needed: int, err: OSError) -> str:
+    """One line: which file, what it needs, what is left."""
+    try:
+        free = f"{human_bytes(shutil.disk_usage(_existing(path.parent)).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    return f"{err.strerror or 'no space left'} writing {path}: it needs {human_bytes(needed)} ({free})"
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def human_bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def safe_name(name: str, what: str) -> str:

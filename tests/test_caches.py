@@ -2,6 +2,7 @@
 once, bounded, shared by concurrent runs, and never changing a number; the worker budget."""
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -167,3 +168,78 @@ def test_worker_budget_follows_the_machine_and_goes_to_the_loader_that_runs(
     assert [loader.loader.num_workers for loader in data.test_dataloader()] == [5, 5, 5, 5]  # one after another
     train = data.train_dataloader()  # at once: they share the budget
     assert [loader.num_workers for loader in train.iterables.values()] == [2, 1, 1, 1]
+
+
+def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_stale(folder_root, copy_tree, tiny_backbone,
+                                                                             tmp_path):
+    root = copy_tree(folder_root)
+
+    def batches(cache_dir):
+        data = MultiDomainDataModule.for_backbone(
+            DataConfig("folder", str(root), "2shot", num_workers=0, cache_dir=cache_dir), tiny_backbone, out=tmp_path)
+        data.setup()
+        return [list(loader) for loader in data.test_dataloader()], data
+
+    _, data = batches("")  # the test images are cached now
+    # `cp -p` of another image over a test image: the bytes change, the size and mtime do not
+    victim = max((root / r.path for r in data.test_records), key=lambda p: p.stat().st_size)
+    other = next(root / r.path for r in data.test_records
+                 if r.label != data.test_records[0].label and (root / r.path).stat().st_size <= victim.stat().st_size)
+    kept = victim.stat()
+    victim.write_bytes(other.read_bytes().ljust(kept.st_size, b"\0"))  # JPEG readers ignore the tail
+    os.utime(victim, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (kept.st_size, kept.st_mtime_ns)
+
+    cached, data = batches("")
+    decoded, _ = batches("off")
+    assert "images (cached now)" in data.test_sources.values()  # the changed domain, cached again
+    for task_cached, task_decoded in zip(cached, decoded):
+        for (images, _), (images_d, _) in zip(task_cached, task_decoded):
+            assert torch.equal(images, images_d)
+
+
+def test_a_cache_entry_changed_in_place_is_dropped_not_trusted(tmp_path):
+    cache = Cache(tmp_path, 10**9)
+
+    def store(key, value):
+        return cache.store("images", key, (4, 8), np.uint8, lambda array: array.fill(value) or {"key": key})
+
+    store("a", 1)
+    array_file = tmp_path / "images" / "a.npy"
+    data = bytearray(array_file.read_bytes())
+    data[-8:] = b"\2" * 8  # other bytes of the same size, written in place
+    with open(array_file, "r+b") as handle:
+        handle.write(data)
+    with pytest.warns(UserWarning, match="images entry a: its array changed since it was written"):
+        assert cache.load("images", "a") is None
+    assert not array_file.exists()  # dropped: the next run computes it again
+    assert store("a", 1)[0].tolist() == [[1] * 8] * 4
+
+    store("b", 1)
+    meta_file = tmp_path / "images" / "b.json"
+    meta_file.write_text(meta_file.read_text().replace('"key": "b"', '"key": "c"'))
+    with pytest.warns(UserWarning, match="images entry b: its file changed"):
+        assert cache.load("images", "b") is None
+
+    root = tmp_path / "root"
+    cache.saver(root)({"art/a.jpg": (10, 1, 2, 3, "ok")})
+    manifest = next((tmp_path / "manifests").iterdir())
+    assert cache.load_verdicts(root) == {"art/a.jpg": (10, 1, 2, 3, "ok")}
+    manifest.write_text(manifest.read_text().replace('"ok"', '"no"'))
+    with pytest.warns(UserWarning, match="its file changed"):
+        assert cache.load_verdicts(root) == {}  # scanned afresh
+
+
+def test_cache_files_are_flushed_to_the_disk_before_they_are_renamed_into_place(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", str(src))) or real_replace(src, dst))
+    cache = Cache(tmp_path, 10**9)
+    cache.store("features", "a", (2, 3), np.float32, lambda array: {})
+    cache.saver(tmp_path / "root")({"art/a.jpg": (10, 1, 2, 3, "ok")})
+    replaced = [path for event, path in events if event == "replace"]
+    assert len(replaced) == 3  # the array, its metadata, the manifest
+    for path in replaced:
+        assert events.index(("fsync", path)) < events.index(("replace", path))
