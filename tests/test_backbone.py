@@ -223,7 +223,7 @@ def test_weights_that_would_run_code_are_refused(tmp_path, crafted_file):
 
 
 def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monkeypatch):
-    from petl_bench import backbone
+    from petl_bench import weights as weight_files
 
     # A TorchScript archive holding a tiny CLIP's weights, as OpenAI's releases hold theirs.
     weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
@@ -242,7 +242,7 @@ def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monk
         ClipBackbone.from_pretrained("tiny", str(path))
     # OpenAI's release is recognised by the sha256 in open_clip's URL for the model's `openai` tag.
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(backbone, "_openai_url", lambda arch: f"https://example.org/models/{digest}/{path.name}")
+    monkeypatch.setattr(weight_files, "_openai_url", lambda arch: f"https://example.org/models/{digest}/{path.name}")
     loaded = ClipBackbone.from_pretrained("tiny", str(path)).model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in weights.items())
 
