@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
-from open_clip.transformer import VisionTransformer, text_global_pool
+from open_clip.transformer import QuickGELU, VisionTransformer, text_global_pool
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import TINY
 from .errors import UserError
-from .weights import load_weights, resolve_weights
+from .weights import load_weights, resolve_weights, trained_with_quick_gelu
 
 # A tiny CLIP for tests and the demo (vision 64 wide x 3 layers on 32 px images, text 48 wide x 3
 # layers). The context of 32 tokens leaves room for 16 learnable context tokens plus a class name.
@@ -125,9 +125,11 @@ class ClipBackbone(nn.Module):
         return cls(model, open_clip.SimpleTokenizer(context_length=context), name, None)
 
     @classmethod
-    def from_pretrained(cls, arch: str, pretrained: str | None = "openai") -> "ClipBackbone":
+    def from_pretrained(cls, arch: str, pretrained: str | None = "openai",
+                        quick_gelu: bool | None = None) -> "ClipBackbone":
         """`arch` is an open_clip architecture or `tiny`; `pretrained` an open_clip tag, a local
-        checkpoint file, or None for random init."""
+        checkpoint file, or None for random init; `quick_gelu` the activation, or None to take it
+        from the architecture, the tag or the file (`weights.trained_with_quick_gelu`)."""
         if arch == TINY:
             config, tokenizer = TINY_CONFIG, open_clip.SimpleTokenizer(context_length=32)
         else:
@@ -137,8 +139,7 @@ class ClipBackbone(nn.Module):
             config, tokenizer = open_clip.get_model_config(arch), open_clip.get_tokenizer(arch)
         config = copy.deepcopy(config)
         weights, extra = resolve_weights(arch, pretrained)
-        if extra.get("quick_gelu"):
-            config["quick_gelu"] = True
+        config["quick_gelu"] = trained_with_quick_gelu(arch, config, weights, extra, quick_gelu)
         model = open_clip.CLIP(**config)
         if weights is not None:
             load_weights(model, weights, arch)
@@ -173,6 +174,11 @@ class ClipBackbone(nn.Module):
         if isinstance(projection, nn.Linear):
             return projection.out_features
         return self.text_width if projection is None else projection.shape[1]
+
+    @property
+    def quick_gelu(self) -> bool:
+        """Whether the blocks run QuickGELU (OpenAI's x * sigmoid(1.702 x)) rather than GELU."""
+        return isinstance(self.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
 
     @property
     def context_length(self) -> int:

@@ -96,7 +96,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
     validate(cfg)
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights
-    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained)
+    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained, cfg.model.quick_gelu)
     # Again: what follows (prompts, groups) must not depend on whether building the backbone drew
     # random numbers (open_clip initialises before loading weights) or a sweep worker had it kept.
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
@@ -109,7 +109,8 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     return module, data, prepared
 
 
-# In a sweep worker: (arch, weights file or tag, its mtime) -> the backbone as loaded, never run.
+# In a sweep worker: (arch, weights file or tag, its mtime, stated activation) -> the backbone as
+# loaded, never run.
 _kept_backbones: dict[tuple, ClipBackbone] | None = None
 
 
@@ -119,16 +120,16 @@ def keep_backbones() -> None:
     _kept_backbones = {}
 
 
-def load_backbone(arch: str, pretrained: str | None) -> ClipBackbone:
+def load_backbone(arch: str, pretrained: str | None, quick_gelu: bool | None = None) -> ClipBackbone:
     """The backbone, loaded; in a sweep worker, a copy of the one kept from an earlier run (a run may
     change its copy: BitFit and full fine-tuning train its weights). Random-init backbones depend on
     the seed and are cheap: always built."""
     if _kept_backbones is None or pretrained is None:
-        return ClipBackbone.from_pretrained(arch, pretrained)
+        return ClipBackbone.from_pretrained(arch, pretrained, quick_gelu)
     path = Path(pretrained).expanduser()
-    key = (arch, pretrained, path.stat().st_mtime_ns if path.is_file() else None)
+    key = (arch, pretrained, path.stat().st_mtime_ns if path.is_file() else None, quick_gelu)
     if key not in _kept_backbones:
-        _kept_backbones[key] = ClipBackbone.from_pretrained(arch, pretrained)
+        _kept_backbones[key] = ClipBackbone.from_pretrained(arch, pretrained, quick_gelu)
     return copy.deepcopy(_kept_backbones[key])
 
 
@@ -214,6 +215,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         "seed": cfg.data.seed,
         "model": cfg.model.arch,
         "pretrained": cfg.model.pretrained,
+        "activation": "quickgelu" if module.backbone.quick_gelu else "gelu",  # as decided for these weights
         "tasks": module.task_names,
         "accuracy": {k: round(v, 4) for k, v in module.test_accuracy.items()},
         "trainable_params": module.num_trainable,

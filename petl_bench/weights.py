@@ -1,5 +1,7 @@
 """Which weights a model gets and how they are loaded: an open_clip tag or a local file, found in the
-local caches first, downloaded only when a source answers, and read as tensors only.
+local caches first, downloaded only when a source answers, and read as tensors only; and which
+activation (QuickGELU or GELU) they were trained with, told from the weights and the tag, never
+from a file's name (`trained_with_quick_gelu`).
 
 open_clip keeps this apart from the model too (`open_clip/pretrained.py`); `ClipBackbone.from_pretrained`
 builds the model and calls `resolve_weights` and `load_weights`.
@@ -7,7 +9,10 @@ builds the model and calls `resolve_weights` and `load_weights`.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import zipfile
 from pathlib import Path
 
 import open_clip
@@ -32,25 +37,79 @@ def load_weights(model: open_clip.CLIP, weights: str, arch: str) -> None:
         raise UserError(f"could not load weights {weights} into {arch}: {unloadable_reason(err)}") from None
 
 
+def trained_with_quick_gelu(arch: str, arch_config: dict, weights: str | None, tag: dict, stated: bool | None) -> bool:
+    """Whether `arch` runs with QuickGELU (x * sigmoid(1.702 x), OpenAI's) rather than GELU for these
+    weights, from what says so and never from a file's name: `stated` (`model.quick_gelu`), an
+    open_clip `-quickgelu` architecture, the tag's registry entry (`tag`, empty for a file), or a
+    file that is OpenAI's release. Any other file, for a model with weights of both kinds in the
+    registry, is refused: its activation cannot be told from it."""
+    by_arch = bool(arch_config.get("quick_gelu"))
+    if stated is not None:
+        if by_arch and not stated:
+            raise UserError(f"model.quick_gelu=false contradicts {arch}, a QuickGELU architecture; "
+                            f"use {arch.removesuffix('-quickgelu')} for GELU")
+        return stated
+    if weights is None or by_arch:  # random init, or a `-quickgelu` architecture
+        return by_arch
+    if tag:
+        return bool(tag.get("quick_gelu"))
+    if _is_openai_release(arch, weights):
+        return True
+    quick_tags = [name for name, cfg in _registry(arch).items() if cfg.get("quick_gelu")]
+    if not quick_tags:
+        return False  # no weights of this model were trained with QuickGELU: its own GELU
+    quick = f"--model {arch}-quickgelu"
+    if f"{arch}-quickgelu" not in open_clip.list_models():
+        quick = "--set model.quick_gelu=true"
+    raise UserError(f"cannot tell whether {weights} was trained with QuickGELU (as {arch}'s "
+                    f"{', '.join(quick_tags)} weights were) or GELU: say {quick} for QuickGELU or "
+                    f"--set model.quick_gelu=false for GELU, or pass the tag (--pretrained {quick_tags[0]})")
+
+
+def _registry(arch: str) -> dict[str, dict]:
+    """open_clip's pretrained entries for `arch`, tag -> entry (url, quick_gelu, mean, ...)."""
+    if arch == TINY:
+        return {}
+    return {tag: open_clip.get_pretrained_cfg(arch, tag) for tag in open_clip.list_pretrained_tags_by_model(arch)}
+
+
 def _openai_url(arch: str) -> str:
-    return open_clip.get_pretrained_cfg(arch, "openai").get("url", "") if arch != TINY else ""
+    return _registry(arch).get("openai", {}).get("url", "")
 
 
 def _is_openai_release(arch: str, path: str) -> bool:
-    import hashlib
-
-    url = _openai_url(arch)  # .../models/{sha256}/ViT-B-16.pt
-    if not url or Path(url).name != Path(path).name:
+    """Whether the file is OpenAI's release of `arch`, whatever its name: a TorchScript archive whose
+    SHA-256 is the one in open_clip's URL for the `openai` tag (.../models/{sha256}/ViT-B-16.pt)."""
+    url = _openai_url(arch)
+    if not url or not _is_torchscript(path):
         return False
+    stat = os.stat(path)
+    return _sha256(path, stat.st_size, stat.st_mtime_ns) == url.split("/")[-2]
+
+
+def _is_torchscript(path: str) -> bool:
+    """A TorchScript archive (torch.jit.save) holds constants.pkl; torch.save's zip files do not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's SHA-256, once per version of it (the size and mtime key it): deciding the
+    activation and loading the weights both ask."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 24), b""):
             digest.update(chunk)
-    return digest.hexdigest() == url.split("/")[-2]
+    return digest.hexdigest()
 
 
 def resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, dict]:
-    """Map `pretrained` to a local file and the tag's extras (quick_gelu, mean/std, ...).
+    """Map `pretrained` to a local file and the tag's registry entry (quick_gelu, mean/std, ...;
+    empty for a file).
 
     Looks in the local caches first so that no network is touched when the weights are there, and
     fails in one line, quickly, when they cannot be had.
@@ -61,9 +120,7 @@ def resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, dict
     if path.suffix or os.sep in pretrained:
         if not path.is_file():
             raise UserError(f"checkpoint file not found: {path}")
-        # OpenAI's released ViT files were trained with QuickGELU; open_clip tags record this.
-        openai_url = _openai_url(arch)
-        return str(path), {"quick_gelu": bool(openai_url) and Path(openai_url).name == path.name}
+        return str(path), {}
     if arch == TINY:
         raise UserError(f"the tiny model has no pretrained tag {pretrained!r}: pass a checkpoint "
                         "file from `petl-bench data tiny-clip`")

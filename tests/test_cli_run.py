@@ -90,6 +90,26 @@ def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_p
     assert forced["accuracy"] == record["accuracy"]  # zero-shot trains nothing
 
 
+def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root, tiny_checkpoint, tmp_path):
+    # Regression (fixed): the activation was decided from the weights file's name and was in neither
+    # the config nor its hash nor the record nor the image features' cache key: they served any activation.
+    out = tmp_path / "results"
+    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    path = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
+    code, _, stderr = call(argv)
+    assert code == 0, stderr
+    gelu = json.loads(path.read_text())
+    assert gelu["activation"] == "gelu" and gelu["config"]["model"]["quick_gelu"] is None
+    code, _, stderr = call([*argv, "--set", "model.quick_gelu=true"])
+    assert code == 2 and "different config" in stderr
+    code, _, stderr = call([*argv, "--set", "model.quick_gelu=true", "--force"])
+    assert code == 0, stderr
+    quick = json.loads(path.read_text())
+    assert quick["activation"] == "quickgelu" and quick["config"]["model"]["quick_gelu"] is True
+    assert quick["config_sha256"] != gelu["config_sha256"]
+    # The first run's cached image features are another activation's: encoded afresh, not reused.
+    assert set(quick["test_sources"].values()) == {"features (cached now)"}
+
 def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
     code, stdout, stderr = call(run_argv("coop", folder_root, out, "--pretrained", tiny_checkpoint,
