@@ -166,8 +166,8 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     started = time.time()
     quiet_lightning()
-    device = run_device(cfg.train.accelerator)
-    precision, tf32 = run_precision(cfg.train.precision, device), allow_tf32(device)
+    settings, tf32 = trainer_settings(cfg)
+    precision = settings["precision"]
     path = record_path(cfg)
     work_dir = path.with_suffix("")
     if fresh and not cfg.train.fast_dev_run:  # train again from scratch: no earlier checkpoint or log
@@ -188,9 +188,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
 
         loggers.append(wandb_logger(cfg, work_dir))
     trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
-        devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
+        **settings, logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
@@ -198,7 +196,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     try:
         if module.num_trainable and module.trained_by_sgd:
             if trained:  # stopped while testing: the trained weights are all it needs
-                module.load_trainable_state(trained["state_dict"])
+                load_trained(trainer, module, trained["state_dict"])
                 run_progress.restore(trained[PROGRESS])
             else:
                 trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
@@ -256,6 +254,24 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         if hint:
             print(hint)
     return record
+
+
+def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:
+    """(the Trainer arguments that the run's numbers depend on: epochs, batches, precision, device;
+    whether TF32 is on, which this switches on where the device allows it). One place for the run
+    and `petl-bench eval`, so that an evaluation tests under exactly the run's settings."""
+    device = run_device(cfg.train.accelerator)
+    tf32 = allow_tf32(device)
+    return {"max_epochs": cfg.train.epochs, "precision": run_precision(cfg.train.precision, device),
+            "accelerator": cfg.train.accelerator, "devices": 1,
+            "limit_train_batches": cfg.train.limit_train_batches, "fast_dev_run": cfg.train.fast_dev_run}, tf32
+
+
+def load_trained(trainer: L.Trainer, module: PetlModule, state: dict) -> None:
+    """The trained state into `module`, once it is in the Trainer's precision, as the run tested it:
+    a 64-true state loaded into fp32 parameters would be rounded."""
+    trainer.precision_plugin.convert_module(module)
+    module.load_trainable_state(state)
 
 
 def _plugins() -> list:

@@ -153,6 +153,36 @@ def test_eval_reproduces_the_run(coop_run, capsys):
     assert accuracy_table(stdout) == {k: f"{v:.2f}" for k, v in coop_run["record"]["accuracy"].items()}
 
 
+def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_path, monkeypatch):
+    # Regression (fixed): `eval` rebuilt the config without the run's train section and tested with
+    # Lightning's default precision: a 64-true (or bf16) run's checkpoint was re-tested in fp32. And
+    # with the run's precision, a state loaded before the Trainer converted the module was rounded.
+    from petl_bench.module import PetlModule
+
+    logits = []  # (dtype, logits) of every test batch
+    classify = PetlModule.classify
+
+    def recorded(self, image, task):
+        out = classify(self, image, task)
+        if not self.training:
+            logits.append((out.dtype, out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(PetlModule, "classify", recorded)
+    out = tmp_path / "results"
+    code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
+                                          "--set", "train.epochs=1", "--set", "method.n_ctx=2",
+                                          "--set", "train.precision=64-true"))
+    assert code == 0, stderr
+    run_logits, logits[:] = list(logits), []
+    assert run_logits and {dtype for dtype, _ in run_logits} == {torch.float64}
+    ckpt = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx2@tiny-tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
+    assert code == 0, stderr
+    assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
+    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits))
+    assert accuracy_table(eval_out) == accuracy_table(run_out)
+
 def _tampered(coop_run, tmp_path, change):
     checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=True)
     change(checkpoint["state_dict"])
