@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
-from open_clip.transformer import VisionTransformer, text_global_pool
+from open_clip.transformer import QuickGELU, VisionTransformer, text_global_pool
 from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import TINY
 from .errors import UserError
-from .files import unloadable_reason
+from .weights import load_weights, resolve_weights, trained_with_quick_gelu
 
 # A tiny CLIP for tests and the demo (vision 64 wide x 3 layers on 32 px images, text 48 wide x 3
 # layers). The context of 32 tokens leaves room for 16 learnable context tokens plus a class name.
@@ -127,9 +125,11 @@ class ClipBackbone(nn.Module):
         return cls(model, open_clip.SimpleTokenizer(context_length=context), name, None)
 
     @classmethod
-    def from_pretrained(cls, arch: str, pretrained: str | None = "openai") -> "ClipBackbone":
+    def from_pretrained(cls, arch: str, pretrained: str | None = "openai",
+                        quick_gelu: bool | None = None) -> "ClipBackbone":
         """`arch` is an open_clip architecture or `tiny`; `pretrained` an open_clip tag, a local
-        checkpoint file, or None for random init."""
+        checkpoint file, or None for random init; `quick_gelu` the activation, or None to take it
+        from the architecture, the tag or the file (`weights.trained_with_quick_gelu`)."""
         if arch == TINY:
             config, tokenizer = TINY_CONFIG, open_clip.SimpleTokenizer(context_length=32)
         else:
@@ -138,12 +138,11 @@ class ClipBackbone(nn.Module):
                                 f"such as ViT-B-16 (open_clip.list_models() lists them)")
             config, tokenizer = open_clip.get_model_config(arch), open_clip.get_tokenizer(arch)
         config = copy.deepcopy(config)
-        weights, extra = _resolve_weights(arch, pretrained)
-        if extra.get("quick_gelu"):
-            config["quick_gelu"] = True
+        weights, extra = resolve_weights(arch, pretrained)
+        config["quick_gelu"] = trained_with_quick_gelu(arch, config, weights, extra, quick_gelu)
         model = open_clip.CLIP(**config)
         if weights is not None:
-            _load_weights(model, weights, arch)
+            load_weights(model, weights, arch)
         if extra.get("mean"):
             open_clip.set_model_preprocess_cfg(model, {
                 **open_clip.get_model_preprocess_cfg(model),
@@ -175,6 +174,11 @@ class ClipBackbone(nn.Module):
         if isinstance(projection, nn.Linear):
             return projection.out_features
         return self.text_width if projection is None else projection.shape[1]
+
+    @property
+    def quick_gelu(self) -> bool:
+        """Whether the blocks run QuickGELU (OpenAI's x * sigmoid(1.702 x)) rather than GELU."""
+        return isinstance(self.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
 
     @property
     def context_length(self) -> int:
@@ -355,130 +359,3 @@ class Attachment:
     def remove(self) -> None:
         self.backbone._detach(self.hooks, self.sites)
         self.sites = []
-
-
-def _load_weights(model: open_clip.CLIP, weights: str, arch: str) -> None:
-    """Tensors and plain data only (`weights_only=True`): a file that needs more could run code. The
-    one exception is OpenAI's own release of the model, a TorchScript archive that its checksum
-    (in open_clip's URL for the tag) proves to be OpenAI's."""
-    try:
-        try:
-            open_clip.load_checkpoint(model, weights, weights_only=True)
-        except RuntimeError as err:
-            if "TorchScript" not in str(err) or not _is_openai_release(arch, weights):
-                raise
-            open_clip.load_checkpoint(model, weights, weights_only=False)  # torch.jit.load, for this file only
-    except Exception as err:  # torch.load and state-dict loading raise many types for bad files
-        raise UserError(f"could not load weights {weights} into {arch}: {unloadable_reason(err)}") from None
-
-
-def _openai_url(arch: str) -> str:
-    return open_clip.get_pretrained_cfg(arch, "openai").get("url", "") if arch != TINY else ""
-
-
-def _is_openai_release(arch: str, path: str) -> bool:
-    import hashlib
-
-    url = _openai_url(arch)  # .../models/{sha256}/ViT-B-16.pt
-    if not url or Path(url).name != Path(path).name:
-        return False
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest() == url.split("/")[-2]
-
-
-def _resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, dict]:
-    """Map `pretrained` to a local file and the tag's extras (quick_gelu, mean/std, ...).
-
-    Looks in the local caches first so that no network is touched when the weights are there, and
-    fails in one line, quickly, when they cannot be had.
-    """
-    if pretrained is None or pretrained in ("", "none"):
-        return None, {}
-    path = Path(pretrained).expanduser()
-    if path.suffix or os.sep in pretrained:
-        if not path.is_file():
-            raise UserError(f"checkpoint file not found: {path}")
-        # OpenAI's released ViT files were trained with QuickGELU; open_clip tags record this.
-        openai_url = _openai_url(arch)
-        return str(path), {"quick_gelu": bool(openai_url) and Path(openai_url).name == path.name}
-    if arch == TINY:
-        raise UserError(f"the tiny model has no pretrained tag {pretrained!r}: pass a checkpoint "
-                        "file from `petl-bench data tiny-clip`")
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
-    if not cfg:
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise UserError(f"unknown pretrained tag {pretrained!r} for {arch} (tags: {tags}); "
-                        "or pass a local checkpoint file")
-    local = _cached_weights(cfg)
-    if local is None:
-        local = _download_weights(arch, pretrained, cfg)
-    return local, cfg
-
-
-def _cached_weights(cfg: dict) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        repo, filename = os.path.split(hub)
-        names = [filename] if filename else [open_clip.constants.HF_SAFE_WEIGHTS_NAME,
-                                              open_clip.constants.HF_WEIGHTS_NAME]
-        for name in names:
-            found = try_to_load_from_cache(repo_id=repo, filename=name)
-            if isinstance(found, str):
-                return found
-    url = cfg.get("url", "")
-    if url:
-        candidate = Path("~/.cache/clip").expanduser() / Path(url).name
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
-def _download_weights(arch: str, tag: str, cfg: dict) -> str:
-    """The weights from their source, asked once: no source that answers at once is one line
-    within seconds, not the hub client's minute of retries and their log lines."""
-    import logging
-
-    from huggingface_hub import constants
-
-    hint = (f"weights for {arch}/{tag} are not in the local cache and cannot be downloaded"
-            " ({why}); download them where there is network, or pass a local file with "
-            "--pretrained PATH")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise UserError(hint.format(why="HF_HUB_OFFLINE is set"))
-    source = constants.ENDPOINT if cfg.get("hf_hub") else cfg.get("url", "")  # as download_pretrained chooses
-    if not source:
-        raise UserError(hint.format(why="no download source"))
-    if not _answers(source):
-        raise UserError(hint.format(why=f"no answer from {source}"))
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)
-    try:
-        local = open_clip.pretrained.download_pretrained(cfg)
-    except Exception as err:  # the hub and urllib raise many types; all mean "no weights"
-        raise UserError(hint.format(why=type(err).__name__)) from None
-    finally:
-        hub_log.setLevel(level)
-    if not local:
-        raise UserError(hint.format(why="no download source"))
-    return local
-
-
-def _answers(url: str, timeout: float = 5.0) -> bool:
-    """Whether anything answers one HEAD request to `url` within `timeout` (proxies from the
-    environment apply); an HTTP error status is an answer too."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return True

@@ -58,33 +58,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import lightning as L
 
     from .checkpoints import load_plain
-    from .config import from_dict
+    from .config import OptimConfig, TrainConfig, from_dict
     from .registry import get_method
-    from .run import build, quiet_lightning
+    from .run import build, load_trained, quiet_lightning, trainer_settings
 
     quiet_lightning()
     path = Path(args.ckpt)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     checkpoint = load_plain(path)
+    kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
-        # The module's own params as trained: what `prepare` resolved (e.g. MmAP's groups) included.
+        # The run's whole config, and the module's own params as trained: what `prepare` resolved
+        # (e.g. MmAP's groups) included.
         saved, params = checkpoint["petl_bench"]["run_config"], checkpoint["petl_bench"]["params"]
-        method, data_cfg, model_cfg, out = saved["method"], saved["data"], saved["model"], saved["out"]
+        method, out = saved["method"], saved["out"]
+        sections = {name: saved[name] for name in kinds}
     except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
     try:
         cfg = RunConfig(method=method, params=from_dict(get_method(method).config_cls, params),
-                        data=from_dict(DataConfig, data_cfg), model=from_dict(ModelConfig, model_cfg), out=out)
+                        **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()}, out=out)
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
         module, data, _ = build(cfg)
     except UserError as err:  # e.g. stored params that the method's config no longer takes
         raise UserError(f"{path}: {err}") from None
     try:
-        module.load_trainable_state(checkpoint["state_dict"])
-        L.Trainer(accelerator="auto", devices=1, logger=False, enable_model_summary=False).test(
-            module, datamodule=data, verbose=False)
+        settings, _ = trainer_settings(cfg)  # the run's precision, device and TF32
+        trainer = L.Trainer(**settings, logger=False, enable_model_summary=False)
+        load_trained(trainer, module, checkpoint["state_dict"])
+        trainer.test(module, datamodule=data, verbose=False)
     finally:
         module.release()
     print(format_accuracy({"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split,

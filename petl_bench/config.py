@@ -118,6 +118,9 @@ def root_folder(root: str) -> str:
 class ModelConfig:
     arch: str = DEFAULT_ARCH  # open_clip architecture, or `tiny`
     pretrained: str | None = DEFAULT_PRETRAINED  # open_clip tag, local checkpoint file, or None
+    # QuickGELU (OpenAI's activation) or GELU; None: from a `-quickgelu` arch, the tag, or a file
+    # that is OpenAI's release (weights.trained_with_quick_gelu); another file may need it said
+    quick_gelu: bool | None = None
 
 
 SCHEDULES = ("dassl", "linear-cosine")

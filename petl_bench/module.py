@@ -294,8 +294,8 @@ def dassl_lr(epoch: int, optim: OptimConfig, epochs: int) -> float:
     return 0.5 * optim.lr * (1.0 + math.cos(math.pi * (epoch - optim.warmup_epochs) / epochs))
 class FrozenImageEncoder:
     """The frozen backbone's image features as this run computes them (its device and precision),
-    and a key naming everything they depend on besides the images: model, weights, precision,
-    device (and TF32), torch version."""
+    and a key naming everything they depend on besides the images: model, weights, activation,
+    precision, device (and TF32), torch version."""
 
     def __init__(self, module: PetlModule):
         self.module = module
@@ -306,7 +306,8 @@ class FrozenImageEncoder:
         where = (f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
                  if device.type == "cuda" else device.type)
         self.key = hashlib.sha256("\0".join([
-            module.backbone.name, weights_digest(module.backbone.model.visual), self.precision, where,
+            module.backbone.name, weights_digest(module.backbone.model.visual),
+            "quickgelu" if module.backbone.quick_gelu else "gelu", self.precision, where,
             torch.__version__]).encode()).hexdigest()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

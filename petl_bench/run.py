@@ -87,7 +87,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
     validate(cfg)
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights
-    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained)
+    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained, cfg.model.quick_gelu)
     # Again: what follows (prompts, groups) must not depend on whether building the backbone drew
     # random numbers (open_clip initialises before loading weights) or a sweep worker had it kept.
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
@@ -100,7 +100,8 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     return module, data, prepared
 
 
-# In a sweep worker: (arch, weights file or tag, its mtime) -> the backbone as loaded, never run.
+# In a sweep worker: (arch, weights file or tag, its mtime, stated activation) -> the backbone as
+# loaded, never run.
 _kept_backbones: dict[tuple, ClipBackbone] | None = None
 
 
@@ -110,16 +111,16 @@ def keep_backbones() -> None:
     _kept_backbones = {}
 
 
-def load_backbone(arch: str, pretrained: str | None) -> ClipBackbone:
+def load_backbone(arch: str, pretrained: str | None, quick_gelu: bool | None = None) -> ClipBackbone:
     """The backbone, loaded; in a sweep worker, a copy of the one kept from an earlier run (a run may
     change its copy: BitFit and full fine-tuning train its weights). Random-init backbones depend on
     the seed and are cheap: always built."""
     if _kept_backbones is None or pretrained is None:
-        return ClipBackbone.from_pretrained(arch, pretrained)
+        return ClipBackbone.from_pretrained(arch, pretrained, quick_gelu)
     path = Path(pretrained).expanduser()
-    key = (arch, pretrained, path.stat().st_mtime_ns if path.is_file() else None)
+    key = (arch, pretrained, path.stat().st_mtime_ns if path.is_file() else None, quick_gelu)
     if key not in _kept_backbones:
-        _kept_backbones[key] = ClipBackbone.from_pretrained(arch, pretrained)
+        _kept_backbones[key] = ClipBackbone.from_pretrained(arch, pretrained, quick_gelu)
     return copy.deepcopy(_kept_backbones[key])
 
 
@@ -156,8 +157,8 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     started = time.time()
     quiet_lightning()
-    device = run_device(cfg.train.accelerator)
-    precision, tf32 = run_precision(cfg.train.precision, device), allow_tf32(device)
+    settings, tf32 = trainer_settings(cfg)
+    precision = settings["precision"]
     path = record_path(cfg)
     work_dir = path.with_suffix("")
     if fresh and not cfg.train.fast_dev_run:  # train again from scratch: no earlier checkpoint or log
@@ -178,9 +179,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
 
         loggers.append(wandb_logger(cfg, work_dir))
     trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
-        devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
+        **settings, logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
@@ -188,7 +187,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     try:
         if module.num_trainable and module.trained_by_sgd:
             if trained:  # stopped while testing: the trained weights are all it needs
-                module.load_trainable_state(trained["state_dict"])
+                load_trained(trainer, module, trained["state_dict"])
                 run_progress.restore(trained[PROGRESS])
             else:
                 trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
@@ -207,6 +206,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         "seed": cfg.data.seed,
         "model": cfg.model.arch,
         "pretrained": cfg.model.pretrained,
+        "activation": "quickgelu" if module.backbone.quick_gelu else "gelu",  # as decided for these weights
         "tasks": module.task_names,
         "accuracy": {k: round(v, 4) for k, v in module.test_accuracy.items()},
         "trainable_params": module.num_trainable,
@@ -247,6 +247,24 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         if hint:
             print(hint)
     return record
+
+
+def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:
+    """(the Trainer arguments that the run's numbers depend on: epochs, batches, precision, device;
+    whether TF32 is on, which this switches on where the device allows it). One place for the run
+    and `petl-bench eval`, so that an evaluation tests under exactly the run's settings."""
+    device = run_device(cfg.train.accelerator)
+    tf32 = allow_tf32(device)
+    return {"max_epochs": cfg.train.epochs, "precision": run_precision(cfg.train.precision, device),
+            "accelerator": cfg.train.accelerator, "devices": 1,
+            "limit_train_batches": cfg.train.limit_train_batches, "fast_dev_run": cfg.train.fast_dev_run}, tf32
+
+
+def load_trained(trainer: L.Trainer, module: PetlModule, state: dict) -> None:
+    """The trained state into `module`, once it is in the Trainer's precision, as the run tested it:
+    a 64-true state loaded into fp32 parameters would be rounded."""
+    trainer.precision_plugin.convert_module(module)
+    module.load_trainable_state(state)
 
 
 def _plugins() -> list:

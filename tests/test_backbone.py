@@ -222,11 +222,8 @@ def test_weights_that_would_run_code_are_refused(tmp_path, crafted_file):
     assert marker.exists()
 
 
-def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monkeypatch):
-    from petl_bench import backbone
-
-    # A TorchScript archive holding a tiny CLIP's weights, as OpenAI's releases hold theirs.
-    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+def _torchscript_archive(weights: dict, path):
+    """A TorchScript archive holding these weights, as OpenAI's releases hold theirs."""
     root = torch.nn.Module()
     for key, tensor in weights.items():
         *parents, leaf = key.split(".")
@@ -236,15 +233,142 @@ def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monk
                 node.add_module(name, torch.nn.Module())
             node = getattr(node, name)
         node.register_buffer(leaf, tensor)
-    path = tmp_path / "tiny-openai.pt"
     torch.jit.script(root).save(str(path))
+    return path
+
+
+def test_a_torchscript_archive_loads_only_as_openai_s_own_release(tmp_path, monkeypatch):
+    from petl_bench import weights as weight_files
+
+    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+    path = _torchscript_archive(weights, tmp_path / "tiny-openai.pt")
     with pytest.raises(UserError, match="TorchScript"):
         ClipBackbone.from_pretrained("tiny", str(path))
     # OpenAI's release is recognised by the sha256 in open_clip's URL for the model's `openai` tag.
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(backbone, "_openai_url", lambda arch: f"https://example.org/models/{digest}/{path.name}")
+    monkeypatch.setattr(weight_files, "_openai_url", lambda arch: f"https://example.org/models/{digest}/{path.name}")
     loaded = ClipBackbone.from_pretrained("tiny", str(path)).model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in weights.items())
+
+
+# -- weights: the activation (QuickGELU or GELU) comes from the weights and the tag, never a name ----
+ARCH = "tiny-vit"  # the tiny CLIP registered in open_clip as ViT-B-16 is, with tags of both activations
+
+
+@pytest.fixture
+def registered_tiny(monkeypatch):
+    """`tiny-vit` (and `tiny-vit-quickgelu`) in open_clip's model configs, and its pretrained
+    registry: an `openai` tag (QuickGELU) whose URL names a release's SHA-256 and file name as
+    OpenAI's do, and a GELU tag. -> release(path): make the file at `path` the `openai` release."""
+    import copy
+
+    import open_clip
+
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, ARCH, copy.deepcopy(TINY_CONFIG))
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, f"{ARCH}-quickgelu", {**copy.deepcopy(TINY_CONFIG),
+                                                                                "quick_gelu": True})
+    tags = {"openai": {"url": "", "quick_gelu": True}, "laion2b": {"hf_hub": "laion/tiny-vit/"}}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, ARCH, tags)
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, f"{ARCH}-quickgelu", {"openai": tags["openai"]})
+
+    def release(path):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        tags["openai"]["url"] = f"https://openaipublic.azureedge.net/clip/models/{digest}/{ARCH}.pt"
+
+    return release
+
+
+def _open_clip_features(weights: dict, quick_gelu: bool) -> torch.Tensor:
+    """open_clip's own text features for these weights with this activation."""
+    import open_clip
+
+    model = open_clip.CLIP(**TINY_CONFIG, quick_gelu=quick_gelu)
+    model.load_state_dict(weights)
+    with torch.no_grad():
+        return model.encode_text(open_clip.SimpleTokenizer(context_length=32)(PROMPTS))
+
+
+def _features(backbone: ClipBackbone) -> torch.Tensor:
+    with torch.no_grad():
+        return backbone.encode_text(backbone.tokenize(PROMPTS))
+
+
+def test_openai_s_release_runs_quickgelu_whatever_its_file_is_named(tmp_path, registered_tiny):
+    # Regression (fixed): QuickGELU was switched on by the file name (the release's, `tiny-vit.pt` here);
+    # the release renamed was refused as a TorchScript archive.
+    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+    release = _torchscript_archive(weights, tmp_path / "release.pt")
+    registered_tiny(release)
+    quick, plain = _open_clip_features(weights, quick_gelu=True), _open_clip_features(weights, quick_gelu=False)
+    assert not torch.allclose(quick, plain, atol=1e-4)  # the activation shows in the features
+    for name in ("renamed-download.pt", "ViT-B-16.pt", f"{ARCH}.pt"):
+        path = tmp_path / name
+        path.write_bytes(release.read_bytes())
+        backbone = ClipBackbone.from_pretrained(ARCH, str(path))
+        assert torch.allclose(_features(backbone), quick, atol=1e-5), name
+        assert backbone.quick_gelu, name
+
+
+def test_a_file_that_cannot_be_told_is_refused_in_one_line_not_guessed(tmp_path, registered_tiny):
+    # Regression (fixed): GELU weights under the release's name loaded with QuickGELU, and the hub's
+    # `open_clip_model.safetensors` passed as a path loaded with GELU, whatever its weights were.
+    from safetensors.torch import save_file
+
+    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+    registered_tiny(_torchscript_archive(weights, tmp_path / "release.pt"))
+    named_like_the_release = tmp_path / f"{ARCH}.pt"
+    torch.save({"state_dict": weights}, named_like_the_release)
+    hub_file = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(hub_file))
+    for path in (named_like_the_release, hub_file):
+        with pytest.raises(UserError) as info:
+            ClipBackbone.from_pretrained(ARCH, str(path))
+        message = str(info.value)
+        assert "\n" not in message and str(path) in message
+        for words in (f"--model {ARCH}-quickgelu", "--set model.quick_gelu=false", "--pretrained openai"):
+            assert words in message
+
+
+def test_a_stated_activation_loads_a_file_with_it(tmp_path, registered_tiny):
+    from safetensors.torch import save_file
+
+    weights = ClipBackbone.from_config(TINY_CONFIG).model.state_dict()
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    gelu = ClipBackbone.from_pretrained(ARCH, str(path), quick_gelu=False)
+    quick = ClipBackbone.from_pretrained(f"{ARCH}-quickgelu", str(path))
+    assert (gelu.quick_gelu, quick.quick_gelu) == (False, True)
+    assert torch.allclose(_features(gelu), _open_clip_features(weights, quick_gelu=False), atol=1e-5)
+    assert torch.allclose(_features(quick), _open_clip_features(weights, quick_gelu=True), atol=1e-5)
+    assert ClipBackbone.from_pretrained(ARCH, str(path), quick_gelu=True).quick_gelu
+    with pytest.raises(UserError, match=f"model.quick_gelu=false contradicts {ARCH}-quickgelu"):
+        ClipBackbone.from_pretrained(f"{ARCH}-quickgelu", str(path), quick_gelu=False)
+
+
+def test_vit_b16_files_are_told_by_open_clip_s_registry_before_loading(tmp_path):
+    # ViT-B-16 has QuickGELU tags (openai, dfn2b, metaclip) and GELU ones (laion, datacomp): a file
+    # is refused before its weights are read, whatever its name; a tag takes its registry entry.
+    import open_clip
+
+    from petl_bench.weights import trained_with_quick_gelu
+
+    for name in ("ViT-B-16.pt", "open_clip_model.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(b"not read")
+        with pytest.raises(UserError, match="cannot tell whether .* --model ViT-B-16-quickgelu"):
+            ClipBackbone.from_pretrained("ViT-B-16", str(path))
+    config = open_clip.get_model_config("ViT-B-16")
+    for tag, quick in (("openai", True), ("dfn2b", True), ("laion2b_s34b_b88k", False)):
+        assert trained_with_quick_gelu("ViT-B-16", config, "cached", open_clip.get_pretrained_cfg("ViT-B-16", tag),
+                                       None) is quick
+
+
+def test_a_sweep_worker_keeps_a_backbone_per_activation(tiny_checkpoint, monkeypatch):
+    from petl_bench import run
+
+    monkeypatch.setattr(run, "_kept_backbones", {})
+    assert not run.load_backbone("tiny", str(tiny_checkpoint)).quick_gelu
+    assert run.load_backbone("tiny", str(tiny_checkpoint), quick_gelu=True).quick_gelu
 
 
 @pytest.mark.parametrize("arch", ["tiny", "ViT-B-16"])

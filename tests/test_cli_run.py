@@ -93,6 +93,26 @@ def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_p
     assert forced["accuracy"] == record["accuracy"]  # zero-shot trains nothing
 
 
+def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root, tiny_checkpoint, tmp_path):
+    # Regression (fixed): the activation was decided from the weights file's name and was in neither
+    # the config nor its hash nor the record nor the image features' cache key: they served any activation.
+    out = tmp_path / "results"
+    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    path = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
+    code, _, stderr = call(argv)
+    assert code == 0, stderr
+    gelu = json.loads(path.read_text())
+    assert gelu["activation"] == "gelu" and gelu["config"]["model"]["quick_gelu"] is None
+    code, _, stderr = call([*argv, "--set", "model.quick_gelu=true"])
+    assert code == 2 and "different config" in stderr
+    code, _, stderr = call([*argv, "--set", "model.quick_gelu=true", "--force"])
+    assert code == 0, stderr
+    quick = json.loads(path.read_text())
+    assert quick["activation"] == "quickgelu" and quick["config"]["model"]["quick_gelu"] is True
+    assert quick["config_sha256"] != gelu["config_sha256"]
+    # The first run's cached image features are another activation's: encoded afresh, not reused.
+    assert set(quick["test_sources"].values()) == {"features (cached now)"}
+
 def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
     code, stdout, stderr = call(run_argv("coop", folder_root, out, "--pretrained", tiny_checkpoint,
@@ -135,6 +155,36 @@ def test_eval_reproduces_the_run(coop_run, capsys):
     assert accuracy_table(stdout) == accuracy_table(coop_run["stdout"])
     assert accuracy_table(stdout) == {k: f"{v:.2f}" for k, v in coop_run["record"]["accuracy"].items()}
 
+
+def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_path, monkeypatch):
+    # Regression (fixed): `eval` rebuilt the config without the run's train section and tested with
+    # Lightning's default precision: a 64-true (or bf16) run's checkpoint was re-tested in fp32. And
+    # with the run's precision, a state loaded before the Trainer converted the module was rounded.
+    from petl_bench.module import PetlModule
+
+    logits = []  # (dtype, logits) of every test batch
+    classify = PetlModule.classify
+
+    def recorded(self, image, task):
+        out = classify(self, image, task)
+        if not self.training:
+            logits.append((out.dtype, out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(PetlModule, "classify", recorded)
+    out = tmp_path / "results"
+    code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
+                                          "--set", "train.epochs=1", "--set", "method.n_ctx=2",
+                                          "--set", "train.precision=64-true"))
+    assert code == 0, stderr
+    run_logits, logits[:] = list(logits), []
+    assert run_logits and {dtype for dtype, _ in run_logits} == {torch.float64}
+    ckpt = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx2@tiny-tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
+    assert code == 0, stderr
+    assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
+    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits))
+    assert accuracy_table(eval_out) == accuracy_table(run_out)
 
 def _tampered(coop_run, tmp_path, change):
     checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=True)

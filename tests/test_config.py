@@ -134,7 +134,8 @@ def test_the_dataset_root_keys_the_hash_and_the_paths(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("item", ["optim.lr=0.1", "data.seed=1", "method.n_ctx=4", "data.split=12shot",
-                                  "model.arch=tiny", "train.epochs=1", "data.batch_size=8"])
+                                  "model.arch=tiny", "train.epochs=1", "data.batch_size=8",
+                                  "model.quick_gelu=true", "model.quick_gelu=false"])
 def test_sha256_changes_with_what_decides_the_result(item):
     assert coop_mt(item).sha256() != coop_mt().sha256()
 
