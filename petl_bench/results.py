@@ -77,7 +77,7 @@ def load_record(path: Path) -> tuple[dict | None, str | None]:
     else; (None, None) when there is no file."""
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file there (`--out` may even be a file)
         return None, None
     except OSError as err:
         return None, f"cannot be read ({err.strerror or err})"

@@ -135,7 +135,9 @@ def test_a_crafted_checkpoint_in_a_results_tree_is_refused_not_run(capsys, paths
     import torch
 
     argv = [a.format(**paths) for a in TINY_COOP] + ["--out", str(tmp_path / "out")]
-    last = tmp_path / "out/runs/folder/6shot/coop@tiny/seed0/checkpoints/last.ckpt"
+    from petl_bench.results import root_folder
+
+    last = tmp_path / "out/runs/folder" / root_folder(paths["folder"]) / "6shot/coop@tiny/seed0/checkpoints/last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(paths["crafted"].read_bytes())
     code, out, err = run_cli(capsys, argv)

@@ -98,7 +98,7 @@ def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root,
     # the config nor its hash nor the record nor the image features' cache key: they served any activation.
     out = tmp_path / "results"
     argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
-    path = out / "runs" / "folder" / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
+    path = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
     code, _, stderr = call(argv)
     assert code == 0, stderr
     gelu = json.loads(path.read_text())
@@ -179,7 +179,8 @@ def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_
     assert code == 0, stderr
     run_logits, logits[:] = list(logits), []
     assert run_logits and {dtype for dtype, _ in run_logits} == {torch.float64}
-    ckpt = out / "runs" / "folder" / "2shot" / "coop-mt-n_ctx2@tiny-tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    ckpt = (out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny-tiny" / "seed0" /
+            "checkpoints" / "last.ckpt")
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
     assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
