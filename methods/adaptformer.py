@@ -57,15 +57,14 @@ class AdaptFormer(PetlModule):
 
     def __init__(self, cfg: AdaptFormerConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_sets = 1 if self.shared else len(self.tasks)
         self.adapters = nn.ModuleList(
             nn.ModuleList(adapter(backbone.vision_width, cfg.bottleneck, cfg.dropout)
                           for _ in range(backbone.vision_depth))
-            for _ in range(n_sets))
+            for _ in range(self.n_sets))
         self.attach_to_blocks([Site("vision", layer, "mlp") for layer in range(backbone.vision_depth)])
 
     def block_output(self, site, inputs, output, task):
-        adapters = self.adapters[0 if self.shared else self.task_names.index(task)]
+        adapters = self.adapters[self.set_index(task)]
         return output + self.cfg.scale * adapters[site.layer](inputs)
 
 

@@ -140,8 +140,8 @@ class LinearProbe(PetlModule):
         n_classes = len(self.tasks[0].classnames)
         if any(len(task.classnames) != n_classes for task in self.tasks):
             raise UserError(f"{self.method_name}: every task needs the same number of classes")
-        self.probe_weight = nn.Parameter(torch.zeros(len(self.tasks), n_classes, backbone.embed_dim))
-        self.probe_bias = nn.Parameter(torch.zeros(len(self.tasks), n_classes))
+        self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
+        self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -167,5 +167,5 @@ class LinearProbe(PetlModule):
         return None  # no text: the classifier is W f + b
 
     def logits(self, image_feat, text_feat, task):
-        t = self.task_names.index(task)
-        return image_feat @ self.probe_weight[t].t() + self.probe_bias[t]
+        s = self.set_index(task)
+        return image_feat @ self.probe_weight[s].t() + self.probe_bias[s]

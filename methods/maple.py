@@ -64,12 +64,11 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
         self.n_visual, self.visual_depth = self.n_ctx, self.depth  # one visual token per text token
-        n_sets = 1 if self.shared else len(self.tasks)
-        text_ctx = torch.randn(n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
+        text_ctx = torch.randn(self.n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
         if phrase is not None:
             text_ctx[:, 0] = phrase[:self.n_ctx]
         self.text_ctx = nn.Parameter(text_ctx)
-        self.build_visual(n_sets if self.depth else 0)
+        self.build_visual(self.n_sets if self.depth else 0)
         check_context_fits(self, self.n_ctx)
 
     def build_visual(self, n_sets: int) -> None:
@@ -85,10 +84,6 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         if not self.n_ctx:
             return super().prompts(task)  # the zero-shot template
         return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
-
-    def set_index(self, task: str) -> int:
-        """Which prompt set the task uses."""
-        return 0 if self.shared else self.task_names.index(task)
 
     def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
         return with_text_context(x, self.text_ctx[self.set_index(task), layer])

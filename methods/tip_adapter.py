@@ -66,8 +66,8 @@ class TipAdapterF(PetlModule):
                             f"shots to the split's, as petl-bench run does); got shots {cfg.shots}, "
                             f"augment_epochs {cfg.augment_epochs}")
         n_classes = len(self.tasks[0].classnames)
-        n_sets, per_class = (1, cfg.shots * len(self.tasks)) if self.shared else (len(self.tasks), cfg.shots)
-        self.cache_keys = nn.Parameter(torch.zeros(n_sets, n_classes, per_class, backbone.embed_dim))
+        per_class = cfg.shots * len(self.tasks) // self.n_sets  # a cache holds the shots of the tasks sharing it
+        self.cache_keys = nn.Parameter(torch.zeros(self.n_sets, n_classes, per_class, backbone.embed_dim))
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -87,7 +87,7 @@ class TipAdapterF(PetlModule):
 
     def logits(self, image_feat, text_feat, task):
         zero_shot = super().logits(image_feat, text_feat, task)
-        keys = self.cache_keys[0 if self.shared else self.task_names.index(task)]  # [classes, k, d]
+        keys = self.cache_keys[self.set_index(task)]  # [classes, k, d]
         affinity = F.normalize(image_feat, dim=-1) @ keys.flatten(0, 1).t()  # [batch, classes * k]
         votes = torch.exp(-self.cfg.beta * (1.0 - affinity)).view(len(image_feat), *keys.shape[:2])
         return zero_shot + self.cfg.alpha * votes.sum(-1)

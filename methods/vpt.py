@@ -49,15 +49,14 @@ class VPT(DeepVisualPrompts, PetlModule):
                             "must be >= 0")
         self.n_visual = cfg.n_prompts
         self.visual_depth = min(cfg.depth, backbone.vision_depth)
-        n_sets = 1 if self.shared else len(self.tasks)
         width = backbone.vision_width
         patch_h, patch_w = backbone.model.visual.conv1.kernel_size
         bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
         self.visual_prompts = nn.Parameter(
-            torch.empty(n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
+            torch.empty(self.n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
 
     def visual_prompts_at(self, layer, task):
-        return self.visual_prompts[0 if self.shared else self.task_names.index(task), layer]
+        return self.visual_prompts[self.set_index(task), layer]
 
 
 @register_method("vpt-mt", VPTConfig)

@@ -82,6 +82,16 @@ class PetlModule(Hooks, L.LightningModule):
         preparing."""
         return run.params, {}
 
+    # -- which parameter set a task uses: the ST / MT choice, made here once ---------------------
+    @property
+    def n_sets(self) -> int:
+        """How many parameter sets the method holds: one shared by all tasks (MT), else one per task."""
+        return 1 if self.shared else len(self.tasks)
+
+    def set_index(self, task: str) -> int:
+        """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
+        return 0 if self.shared else self.task_names.index(task)
+
     # -- what trains ----------------------------------------------------------------------------
     def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The parameters this method trains. Default: its own, i.e. all outside the backbone."""

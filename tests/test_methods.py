@@ -17,6 +17,7 @@ from petl_bench.datamodules import MultiDomainDataModule
 
 from petl_bench.cli import main
 from petl_bench.config import DataConfig
+from petl_bench.module import PetlModule
 from petl_bench.params import agrees, count_rows, paper_figures
 from petl_bench.registry import get_method, method_names
 
@@ -84,6 +85,27 @@ def test_training_lowers_the_loss(name, tiny_backbone, batch_and_tasks, build_me
         if losses[-1] < losses[0]:
             return
     pytest.fail(f"no learning rate lowered the loss: {tried}")
+
+
+SINGLE_TASK = [name for name in method_names() if get_method(name).cls.shared is False]
+
+
+@pytest.mark.parametrize("name", SINGLE_TASK)
+def test_a_single_task_method_sizes_and_picks_its_sets_through_the_base(name, tiny_backbone, batch_and_tasks,
+                                                                         build_method, monkeypatch):
+    """The ST/MT choice is made once, in PetlModule: a method builds `n_sets` parameter sets and a
+    task's forward picks its set by `set_index(task)`, never by a copy of that choice."""
+    batch, data = batch_and_tasks
+    asked = []
+    n_sets, set_index = PetlModule.n_sets, PetlModule.set_index
+    monkeypatch.setattr(PetlModule, "n_sets", property(lambda self: asked.append("n_sets") or n_sets.fget(self)))
+    monkeypatch.setattr(PetlModule, "set_index", lambda self, task: asked.append(task) or set_index(self, task))
+    module = build_method(name, copy.deepcopy(tiny_backbone), data)
+    assert "n_sets" in asked
+    task = module.task_names[-1]  # the last task: its set is not set 0
+    with torch.no_grad():
+        module(batch[task][0], task)
+    assert task in asked
 
 
 FROZEN_IMAGES = [name for name in method_names() if get_method(name).cls.image_frozen]
