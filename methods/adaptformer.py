@@ -35,7 +35,7 @@ from petl_bench.registry import register_method
 @dataclass
 class AdaptFormerConfig(MethodConfig):
     bottleneck: int = rule(64, ge=1)  # h: the adapter's hidden width
-    scale: float = 0.1  # s: the adapter's output weight
+    scale: float = rule(0.1, ge=0)  # s: the adapter's output weight; 0: zero-shot
     dropout: float = rule(0.1, ge=0, lt=1)  # on the adapter's hidden layer while training
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from petl_bench.backbone import Hooks
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import check_context_fits, context_prompts, phrase_embeddings, with_text_context
@@ -39,9 +39,14 @@ from petl_bench.registry import register_method
 
 @dataclass
 class CoCoOpConfig(MethodConfig):
-    n_ctx: int = 4  # learnable context tokens (ignored when ctx_init is set)
+    n_ctx: int = rule(4, ge=0)  # learnable context tokens (ignored when ctx_init is set)
     ctx_init: str = "a photo of a"  # phrase whose embeddings initialise the context
-    text_chunk: int = 4  # images per checkpointed text pass while training; 0 = one pass, no checkpointing
+    # images per checkpointed text pass while training; 0 = one pass, no checkpointing
+    text_chunk: int = rule(4, ge=0)
+
+    def check(self) -> None:
+        if not self.ctx_init and self.n_ctx < 1:
+            raise UserError(f"method.n_ctx={self.n_ctx}: must be >= 1 when method.ctx_init is empty")
 
 
 class RowContext(Hooks):
@@ -63,9 +68,6 @@ class CoCoOp(PetlModule):
 
     def __init__(self, cfg: CoCoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.text_chunk < 0 or (not cfg.ctx_init and cfg.n_ctx < 1):
-            raise UserError(f"{self.method_name}: n_ctx must be >= 1 (or ctx_init given) and text_chunk "
-                            f">= 0; got n_ctx {cfg.n_ctx}, text_chunk {cfg.text_chunk}")
         if cfg.ctx_init:
             ctx = phrase_embeddings(backbone, cfg.ctx_init).unsqueeze(0).repeat(self.n_sets, 1, 1)
         else:

@@ -41,7 +41,7 @@ SITE = "attn.in_proj_weight"  # q, k and v, fused
 @dataclass
 class LoRAConfig(MethodConfig):
     rank: int = rule(2, ge=1)  # r
-    alpha: float = 1.0  # the update is scaled by alpha / sqrt(rank)
+    alpha: float = rule(1.0, ge=0)  # the update is scaled by alpha / sqrt(rank); 0: zero-shot
     dropout: float = rule(0.25, ge=0, lt=1)  # on the input features of A while training
 
 

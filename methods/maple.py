@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import (DeepVisualPrompts, check_context_fits, context_prompts, phrase_embeddings,
@@ -40,8 +40,8 @@ from petl_bench.registry import register_method
 
 @dataclass
 class MaPLeConfig(MethodConfig):
-    n_ctx: int = 4  # context tokens per layer
-    depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
+    n_ctx: int = rule(4, ge=0)  # context tokens per layer
+    depth: int = rule(12, ge=1)  # layers of both towers that get prompts (capped at the shallower tower)
     ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
@@ -53,9 +53,6 @@ class MaPLe(DeepVisualPrompts, PetlModule):
 
     def __init__(self, cfg: MaPLeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.n_ctx < 0 or cfg.depth < 1:
-            raise UserError(f"{self.method_name}: depth must be >= 1 and n_ctx >= 0; "
-                            f"got depth {cfg.depth}, n_ctx {cfg.n_ctx}")
         self.n_ctx = cfg.n_ctx
         phrase = phrase_embeddings(backbone, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
         if phrase is not None and len(phrase) < self.n_ctx:

@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .backbone import ClipBackbone, Hooks, Site
-from .config import MethodConfig, OptimConfig, RunConfig
+from .config import MethodConfig, OptimConfig, RunConfig, validate_params
 from .datamodules.records import Task
 from .errors import UserError
 from .frozen_features import FrozenImageEncoder
@@ -56,7 +56,7 @@ class PetlModule(Hooks, L.LightningModule):
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = validate_params(cfg)  # the runner validated it already; the Python API did not
         self.backbone = backbone
         self.tasks = list(tasks)
         self.task_names = [task.name for task in self.tasks]
