@@ -35,7 +35,7 @@ from petl_bench.registry import register_method
 @dataclass
 class AdaptFormerConfig(MethodConfig):
     bottleneck: int = rule(64, ge=1)  # h: the adapter's hidden width
-    scale: float = 0.1  # s: the adapter's output weight
+    scale: float = rule(0.1, ge=0)  # s: the adapter's output weight; 0: zero-shot
     dropout: float = rule(0.1, ge=0, lt=1)  # on the adapter's hidden layer while training
 
 
@@ -57,15 +57,14 @@ class AdaptFormer(PetlModule):
 
     def __init__(self, cfg: AdaptFormerConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_sets = 1 if self.shared else len(self.tasks)
         self.adapters = nn.ModuleList(
             nn.ModuleList(adapter(backbone.vision_width, cfg.bottleneck, cfg.dropout)
                           for _ in range(backbone.vision_depth))
-            for _ in range(n_sets))
+            for _ in range(self.n_sets))
         self.attach_to_blocks([Site("vision", layer, "mlp") for layer in range(backbone.vision_depth)])
 
     def block_output(self, site, inputs, output, task):
-        adapters = self.adapters[0 if self.shared else self.task_names.index(task)]
+        adapters = self.adapters[self.set_index(task)]
         return output + self.cfg.scale * adapters[site.layer](inputs)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from petl_bench.backbone import Hooks
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import check_context_fits, context_prompts, phrase_embeddings, with_text_context
@@ -39,9 +39,14 @@ from petl_bench.registry import register_method
 
 @dataclass
 class CoCoOpConfig(MethodConfig):
-    n_ctx: int = 4  # learnable context tokens (ignored when ctx_init is set)
+    n_ctx: int = rule(4, ge=0)  # learnable context tokens (ignored when ctx_init is set)
     ctx_init: str = "a photo of a"  # phrase whose embeddings initialise the context
-    text_chunk: int = 4  # images per checkpointed text pass while training; 0 = one pass, no checkpointing
+    # images per checkpointed text pass while training; 0 = one pass, no checkpointing
+    text_chunk: int = rule(4, ge=0)
+
+    def check(self) -> None:
+        if not self.ctx_init and self.n_ctx < 1:
+            raise UserError(f"method.n_ctx={self.n_ctx}: must be >= 1 when method.ctx_init is empty")
 
 
 class RowContext(Hooks):
@@ -63,27 +68,20 @@ class CoCoOp(PetlModule):
 
     def __init__(self, cfg: CoCoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.text_chunk < 0 or (not cfg.ctx_init and cfg.n_ctx < 1):
-            raise UserError(f"{self.method_name}: n_ctx must be >= 1 (or ctx_init given) and text_chunk "
-                            f">= 0; got n_ctx {cfg.n_ctx}, text_chunk {cfg.text_chunk}")
-        n_sets = 1 if self.shared else len(self.tasks)
         if cfg.ctx_init:
-            ctx = phrase_embeddings(backbone, cfg.ctx_init).unsqueeze(0).repeat(n_sets, 1, 1)
+            ctx = phrase_embeddings(backbone, cfg.ctx_init).unsqueeze(0).repeat(self.n_sets, 1, 1)
         else:
-            ctx = torch.randn(n_sets, cfg.n_ctx, backbone.text_width) * 0.02
+            ctx = torch.randn(self.n_sets, cfg.n_ctx, backbone.text_width) * 0.02
         self.ctx = nn.Parameter(ctx)
         self.n_ctx = ctx.shape[1]
         d, hidden = backbone.embed_dim, max(1, backbone.embed_dim // 16)
         self.meta_net = nn.ModuleList(
             nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, backbone.text_width))
-            for _ in range(n_sets))
+            for _ in range(self.n_sets))
         check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:
         return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
-
-    def set_index(self, task: str) -> int:
-        return 0 if self.shared else self.task_names.index(task)
 
     def image_context(self, image_feat: torch.Tensor, task: str) -> torch.Tensor:
         """Each image's context [batch, n_ctx, text width]: the learnt one plus the meta-net's shift."""

@@ -36,21 +36,16 @@ class CoOp(PetlModule):
 
     def __init__(self, cfg: CoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_sets = 1 if self.shared else len(self.tasks)
         if cfg.ctx_init:
             init = phrase_embeddings(backbone, cfg.ctx_init)
-            self.ctx = nn.Parameter(init.unsqueeze(0).repeat(n_sets, 1, 1))
+            self.ctx = nn.Parameter(init.unsqueeze(0).repeat(self.n_sets, 1, 1))
         else:
-            self.ctx = nn.Parameter(torch.randn(n_sets, cfg.n_ctx, backbone.text_width) * 0.02)
+            self.ctx = nn.Parameter(torch.randn(self.n_sets, cfg.n_ctx, backbone.text_width) * 0.02)
         self.n_ctx = self.ctx.shape[1]
         check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:
         return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
-
-    def set_index(self, task: str) -> int:
-        """Which context the task uses."""
-        return 0 if self.shared else self.task_names.index(task)
 
     def text_embed(self, emb, tokens, task):
         return with_text_context(emb, self.ctx[self.set_index(task)])

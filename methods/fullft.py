@@ -45,10 +45,10 @@ class FullFT(FullFTMT):
         super().__init__(cfg, backbone, tasks, optim)
         # The memo shares the tokenizer (its BPE tables are large and never change) with the copies.
         self.copies = nn.ModuleList(copy.deepcopy(backbone, {id(backbone.tokenizer): backbone.tokenizer})
-                                    for _ in self.tasks)
+                                    for _ in range(self.n_sets))
 
     def encoder(self, task):
-        return self.copies[self.task_names.index(task)]
+        return self.copies[self.set_index(task)]
 
     def trainable(self):
         return self.copies.named_parameters(prefix="copies")

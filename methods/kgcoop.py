@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from petl_bench.backbone import IDENTITY
+from petl_bench.config import rule
 from petl_bench.module import TEMPLATE
 from petl_bench.registry import register_method
 
@@ -30,9 +31,9 @@ from .coop import CoOp, CoOpConfig
 
 @dataclass
 class KgCoOpConfig(CoOpConfig):
-    n_ctx: int = 4  # learnable context tokens (ignored when ctx_init is set)
+    n_ctx: int = rule(4, ge=1)  # learnable context tokens (ignored when ctx_init is set), CoOp's rule
     ctx_init: str = "a photo of a"  # phrase whose embeddings initialise the context
-    weight: float = 8.0  # lambda: weight of 1 - cos(learnt, hand-written) in each task's loss
+    weight: float = rule(8.0, ge=0)  # lambda: weight of 1 - cos(learnt, hand-written) in each task's loss
 
 
 @register_method("kgcoop", KgCoOpConfig)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
@@ -48,7 +48,7 @@ TOLERANCE = 1e-4  # on the largest gradient entry of the averaged objective, as 
 
 @dataclass
 class LinearProbeConfig(MethodConfig):
-    c: float = 0.0  # inverse L2 strength (scikit-learn's C); 0 = chosen on held-out training shots
+    c: float = rule(0.0, ge=0)  # inverse L2 strength (scikit-learn's C); 0 = chosen on held-out training shots
     state: str = ""  # the fitted weights, written by `prepare` and read when the module is built
 
 
@@ -135,13 +135,11 @@ class LinearProbe(PetlModule):
 
     def __init__(self, cfg: LinearProbeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.c < 0:
-            raise UserError(f"{self.method_name}: c must be > 0, or 0 to choose it; got {cfg.c}")
         n_classes = len(self.tasks[0].classnames)
         if any(len(task.classnames) != n_classes for task in self.tasks):
             raise UserError(f"{self.method_name}: every task needs the same number of classes")
-        self.probe_weight = nn.Parameter(torch.zeros(len(self.tasks), n_classes, backbone.embed_dim))
-        self.probe_bias = nn.Parameter(torch.zeros(len(self.tasks), n_classes))
+        self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
+        self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -167,5 +165,5 @@ class LinearProbe(PetlModule):
         return None  # no text: the classifier is W f + b
 
     def logits(self, image_feat, text_feat, task):
-        t = self.task_names.index(task)
-        return image_feat @ self.probe_weight[t].t() + self.probe_bias[t]
+        s = self.set_index(task)
+        return image_feat @ self.probe_weight[s].t() + self.probe_bias[s]

@@ -41,7 +41,7 @@ SITE = "attn.in_proj_weight"  # q, k and v, fused
 @dataclass
 class LoRAConfig(MethodConfig):
     rank: int = rule(2, ge=1)  # r
-    alpha: float = 1.0  # the update is scaled by alpha / sqrt(rank)
+    alpha: float = rule(1.0, ge=0)  # the update is scaled by alpha / sqrt(rank); 0: zero-shot
     dropout: float = rule(0.25, ge=0, lt=1)  # on the input features of A while training
 
 
@@ -54,23 +54,19 @@ class LoRA(PetlModule):
     def __init__(self, cfg: LoRAConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
         self.scaling = cfg.alpha / math.sqrt(cfg.rank)
-        n_sets = 1 if self.shared else len(self.tasks)
         self.lora_a, self.lora_b = nn.ParameterDict(), nn.ParameterDict()
         for tower in TOWERS:
             depth, width = len(backbone.blocks(tower)), self._width(tower)
-            a = torch.empty(n_sets, depth, 3, cfg.rank, width)
+            a = torch.empty(self.n_sets, depth, 3, cfg.rank, width)
             for matrix in a.view(-1, cfg.rank, width):
                 nn.init.kaiming_uniform_(matrix, a=math.sqrt(5))
             self.lora_a[tower] = nn.Parameter(a)
-            self.lora_b[tower] = nn.Parameter(torch.zeros(n_sets, depth, 3, width, cfg.rank))
+            self.lora_b[tower] = nn.Parameter(torch.zeros(self.n_sets, depth, 3, width, cfg.rank))
         self.attach_to_blocks([Site(tower, layer, SITE) for tower in TOWERS
                                for layer in range(len(backbone.blocks(tower)))])
 
     def _width(self, tower: str) -> int:
         return self.backbone.text_width if tower == "text" else self.backbone.vision_width
-
-    def set_index(self, task: str) -> int:
-        return 0 if self.shared else self.task_names.index(task)
 
     def block_weight(self, site, weight, task):
         s = self.set_index(task)

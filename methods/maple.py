@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import (DeepVisualPrompts, check_context_fits, context_prompts, phrase_embeddings,
@@ -40,8 +40,8 @@ from petl_bench.registry import register_method
 
 @dataclass
 class MaPLeConfig(MethodConfig):
-    n_ctx: int = 4  # context tokens per layer
-    depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
+    n_ctx: int = rule(4, ge=0)  # context tokens per layer
+    depth: int = rule(12, ge=1)  # layers of both towers that get prompts (capped at the shallower tower)
     ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
@@ -53,9 +53,6 @@ class MaPLe(DeepVisualPrompts, PetlModule):
 
     def __init__(self, cfg: MaPLeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.n_ctx < 0 or cfg.depth < 1:
-            raise UserError(f"{self.method_name}: depth must be >= 1 and n_ctx >= 0; "
-                            f"got depth {cfg.depth}, n_ctx {cfg.n_ctx}")
         self.n_ctx = cfg.n_ctx
         phrase = phrase_embeddings(backbone, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
         if phrase is not None and len(phrase) < self.n_ctx:
@@ -64,12 +61,11 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
         self.n_visual, self.visual_depth = self.n_ctx, self.depth  # one visual token per text token
-        n_sets = 1 if self.shared else len(self.tasks)
-        text_ctx = torch.randn(n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
+        text_ctx = torch.randn(self.n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
         if phrase is not None:
             text_ctx[:, 0] = phrase[:self.n_ctx]
         self.text_ctx = nn.Parameter(text_ctx)
-        self.build_visual(n_sets if self.depth else 0)
+        self.build_visual(self.n_sets if self.depth else 0)
         check_context_fits(self, self.n_ctx)
 
     def build_visual(self, n_sets: int) -> None:
@@ -85,10 +81,6 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         if not self.n_ctx:
             return super().prompts(task)  # the zero-shot template
         return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
-
-    def set_index(self, task: str) -> int:
-        """Which prompt set the task uses."""
-        return 0 if self.shared else self.task_names.index(task)
 
     def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
         return with_text_context(x, self.text_ctx[self.set_index(task), layer])

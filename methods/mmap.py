@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from petl_bench import grouping
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.files import write_json_atomic
 from petl_bench.hardware import run_device
@@ -77,23 +77,30 @@ GROUPINGS = ("gradient", "random", "all")
 
 @dataclass
 class MmAPConfig(MethodConfig):
-    b: int = 7  # prompt tokens per set per layer (per tower)
-    m: int = 7  # rows of the source prompt; must divide b
-    n: int = 256  # columns of the source prompt; lowered to the largest that divides both widths
-    depth: int = 12  # layers of both towers that get prompts (capped at the shallower tower)
+    b: int = rule(7, ge=1)  # prompt tokens per set per layer (per tower)
+    m: int = rule(7, ge=1)  # rows of the source prompt; must divide b
+    n: int = rule(256, ge=1)  # columns of the source prompt; lowered to the largest that divides both widths
+    depth: int = rule(12, ge=1)  # layers of both towers that get prompts (capped at the shallower tower)
     groups: str = ""  # fixed groups, e.g. "Art,Clipart|Product,Real World"; empty: see `grouping`
-    grouping: str = "gradient"  # how `prepare` finds groups when none are fixed: gradient|random|all
-    max_groups: int = 2  # at most this many groups (gradient, random)
-    grouping_warmup_steps: int = 20  # SGD steps of the global prompt set before gradients are read
-    grouping_batches: int = 8  # batches each task's gradient is averaged over
+    grouping: str = rule("gradient", choices=GROUPINGS)  # how `prepare` finds groups when none are fixed
+    max_groups: int = rule(2, ge=1)  # at most this many groups (gradient, random)
+    grouping_warmup_steps: int = rule(20, ge=0)  # SGD steps of the global prompt set before gradients are read
+    grouping_batches: int = rule(8, ge=1)  # batches each task's gradient is averaged over
     task_specific: bool = True  # one set per task
     group_shared: bool = True  # one set per group
+
+    def check(self) -> None:
+        if self.b % self.m:
+            raise UserError(f"method.m={self.m}: m must divide b ({self.b}): the scaling matrices have b/m rows")
+        if not (self.task_specific or self.group_shared):
+            raise UserError("method.task_specific=False, method.group_shared=False: at least one of "
+                            "task_specific and group_shared must be on")
 
 
 @dataclass
 class MmAPMLPConfig(MmAPConfig):
-    s: int = 96  # width of the source prompt [b, s]
-    hidden: int = 36  # hidden width of the two MLPs
+    s: int = rule(96, ge=1)  # width of the source prompt [b, s]
+    hidden: int = rule(36, ge=1)  # hidden width of the two MLPs
 
 
 def parse_groups(spec: str, task_names: list[str], method: str) -> list[list[str]]:
@@ -148,7 +155,6 @@ class MmAP(DeepVisualPrompts, PetlModule):
 
     def __init__(self, cfg: MmAPConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        self.check_config(cfg)
         self.groups = parse_groups(cfg.groups, self.task_names, self.method_name)
         self.group_of = {task: g for g, group in enumerate(self.groups) for task in group}
         self.b, self.m = cfg.b, cfg.m
@@ -161,23 +167,6 @@ class MmAP(DeepVisualPrompts, PetlModule):
         self.n_visual, self.visual_depth = self.n_ctx, self.depth
         check_context_fits(self, self.n_ctx)
 
-    @classmethod
-    def check_config(cls, cfg: MmAPConfig) -> None:
-        name = cls.method_name
-        if cfg.b < 1 or cfg.m < 1 or cfg.n < 1 or cfg.depth < 1:
-            raise UserError(f"{name}: b, m, n and depth must be >= 1; got b {cfg.b}, m {cfg.m}, "
-                            f"n {cfg.n}, depth {cfg.depth}")
-        if cfg.b % cfg.m:
-            raise UserError(f"{name}: m must divide b (the scaling matrices have b/m rows); "
-                            f"got b {cfg.b}, m {cfg.m}")
-        if not (cfg.task_specific or cfg.group_shared):
-            raise UserError(f"{name}: at least one of task_specific and group_shared must be on")
-        if cfg.grouping not in GROUPINGS:
-            raise UserError(f"{name}: unknown grouping {cfg.grouping!r} (choose from {', '.join(GROUPINGS)})")
-        if cfg.max_groups < 1 or cfg.grouping_warmup_steps < 0 or cfg.grouping_batches < 1:
-            raise UserError(f"{name}: max_groups and grouping_batches must be >= 1 and "
-                            f"grouping_warmup_steps >= 0")
-
     # -- task groups, settled before the module is built -----------------------------------------
     @classmethod
     def prepare(cls, run, backbone, data, work_dir):
@@ -186,7 +175,6 @@ class MmAP(DeepVisualPrompts, PetlModule):
         `work_dir/grouping.json`, so a resumed run reuses it instead of searching again. A
         `fast_dev_run` searches on one batch."""
         cfg = run.params
-        cls.check_config(cfg)
         names = [task.name for task in data.tasks]
         if cfg.groups.strip() or not cfg.group_shared:
             facts = {"method": "fixed" if cfg.group_shared else "none (no group-shared sets)",
@@ -293,12 +281,6 @@ class MmAPJoint(MmAP):
 @register_method("mmap-mlp", MmAPMLPConfig)
 class MmAPMLP(MmAP):
     """MmAP's MLP baseline: two MLPs make the text and visual prompts from one source prompt."""
-
-    def __init__(self, cfg: MmAPMLPConfig, backbone, tasks, optim=None):
-        if cfg.s < 1 or cfg.hidden < 1:
-            raise UserError(f"{self.method_name}: s and hidden must be >= 1; got s {cfg.s}, "
-                            f"hidden {cfg.hidden}")
-        super().__init__(cfg, backbone, tasks, optim)
 
     def _mlps(self, width: int) -> nn.ModuleList:
         s, h = self.cfg.s, self.cfg.hidden

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.config import MethodConfig
+from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
@@ -43,10 +43,10 @@ from petl_bench.registry import register_method
 
 @dataclass
 class TipAdapterFConfig(MethodConfig):
-    alpha: float = 1.17  # weight of the cache logits
-    beta: float = 1.0  # sharpness of the affinity exp(-beta (1 - f . k))
-    augment_epochs: int = 10  # augmented passes over the shots averaged into each key
-    shots: int = 0  # cache entries per class and task: the split's shots, set by `prepare`
+    alpha: float = rule(1.17, ge=0)  # weight of the cache logits; 0: zero-shot
+    beta: float = rule(1.0, ge=0)  # sharpness of the affinity exp(-beta (1 - f . k))
+    augment_epochs: int = rule(10, ge=1)  # augmented passes over the shots averaged into each key
+    shots: int = rule(0, ge=0)  # cache entries per class and task: the split's shots, set by `prepare`
     state: str = ""  # the cache keys, written by `prepare` and read when the module is built
 
 
@@ -61,13 +61,12 @@ class TipAdapterF(PetlModule):
 
     def __init__(self, cfg: TipAdapterFConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.shots < 1 or cfg.augment_epochs < 1:
-            raise UserError(f"{self.method_name}: shots and augment_epochs must be >= 1 (`prepare` sets "
-                            f"shots to the split's, as petl-bench run does); got shots {cfg.shots}, "
-                            f"augment_epochs {cfg.augment_epochs}")
+        if cfg.shots < 1:  # not a range: a cache is built on a split, by `prepare`
+            raise UserError(f"{self.method_name}: shots must be >= 1 (`prepare` sets it to the split's, "
+                            f"as petl-bench run does); got {cfg.shots}")
         n_classes = len(self.tasks[0].classnames)
-        n_sets, per_class = (1, cfg.shots * len(self.tasks)) if self.shared else (len(self.tasks), cfg.shots)
-        self.cache_keys = nn.Parameter(torch.zeros(n_sets, n_classes, per_class, backbone.embed_dim))
+        per_class = cfg.shots * len(self.tasks) // self.n_sets  # a cache holds the shots of the tasks sharing it
+        self.cache_keys = nn.Parameter(torch.zeros(self.n_sets, n_classes, per_class, backbone.embed_dim))
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -87,7 +86,7 @@ class TipAdapterF(PetlModule):
 
     def logits(self, image_feat, text_feat, task):
         zero_shot = super().logits(image_feat, text_feat, task)
-        keys = self.cache_keys[0 if self.shared else self.task_names.index(task)]  # [classes, k, d]
+        keys = self.cache_keys[self.set_index(task)]  # [classes, k, d]
         affinity = F.normalize(image_feat, dim=-1) @ keys.flatten(0, 1).t()  # [batch, classes * k]
         votes = torch.exp(-self.cfg.beta * (1.0 - affinity)).view(len(image_feat), *keys.shape[:2])
         return zero_shot + self.cfg.alpha * votes.sum(-1)

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig
-from petl_bench.errors import UserError
+from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.prompts import DeepVisualPrompts
 from petl_bench.registry import register_method
@@ -30,8 +29,8 @@ from petl_bench.registry import register_method
 
 @dataclass
 class VPTConfig(MethodConfig):
-    n_prompts: int = 18  # visual prompt tokens per layer
-    depth: int = 12  # layers that get their own prompts (capped at the image tower's depth)
+    n_prompts: int = rule(18, ge=0)  # visual prompt tokens per layer
+    depth: int = rule(12, ge=0)  # layers that get their own prompts (capped at the image tower's depth)
 
 
 @register_method("vpt", VPTConfig)
@@ -44,20 +43,16 @@ class VPT(DeepVisualPrompts, PetlModule):
 
     def __init__(self, cfg: VPTConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.n_prompts < 0 or cfg.depth < 0:
-            raise UserError(f"{self.method_name}: n_prompts ({cfg.n_prompts}) and depth ({cfg.depth}) "
-                            "must be >= 0")
         self.n_visual = cfg.n_prompts
         self.visual_depth = min(cfg.depth, backbone.vision_depth)
-        n_sets = 1 if self.shared else len(self.tasks)
         width = backbone.vision_width
         patch_h, patch_w = backbone.model.visual.conv1.kernel_size
         bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
         self.visual_prompts = nn.Parameter(
-            torch.empty(n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
+            torch.empty(self.n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
 
     def visual_prompts_at(self, layer, task):
-        return self.visual_prompts[0 if self.shared else self.task_names.index(task), layer]
+        return self.visual_prompts[self.set_index(task), layer]
 
 
 @register_method("vpt-mt", VPTConfig)

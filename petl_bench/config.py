@@ -6,6 +6,9 @@ Every field's range lives beside it: `lr: float = rule(0.0035, gt=0)` (bounds `g
 or `choices`), and `validate` checks every rule of every section, a method's own fields included,
 whenever a `RunConfig` is built (`runargs.build_run_config`, `run.build`): a value out of range is
 a one-line `UserError` before any work. A new field takes a rule in the same line as its default.
+What no single field's rule can say (MmAP's m must divide b) is the method config's `check()`,
+which `validate` calls too; a module built directly checks its config the same way
+(`validate_params`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ def default_pretrained(arch: str) -> str | None:
 @dataclass
 class MethodConfig:
     """Base of every method's config; a method adds its own fields."""
+
+    def check(self) -> None:
+        """Constraints between fields, which `validate` checks after each field's rule: a one-line
+        UserError naming the fields as `--set` spells them. None by default."""
 
     def tag(self) -> str:
         """Run-name suffix for non-default fields, e.g. `-n_ctx8`; empty for the defaults."""
@@ -223,17 +230,28 @@ SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones 
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """`cfg`, if every field of every section keeps its `rule`; else a one-line UserError that
-    names the field as `--set` spells it."""
+    """`cfg`, if every field of every section keeps its `rule` and the method's fields agree
+    (`MethodConfig.check`); else a one-line UserError that names the field as `--set` spells it."""
+    validate_params(cfg.params)
     for section in SETTABLE:
-        values = getattr(cfg, section)
-        for f in dataclasses.fields(values):
-            value = getattr(values, f.name)
-            problem = f.metadata["rule"].problem(value) if "rule" in f.metadata else None
-            if problem:
-                prefix = "method" if section == "params" else section
-                raise UserError(f"{prefix}.{f.name}={value!r}: {problem}")
+        if section != "params":
+            _keep_rules(getattr(cfg, section), section)
     return cfg
+
+
+def validate_params(params: MethodConfig) -> MethodConfig:
+    """A method's own config, checked as `validate` checks it (its fields' rules, then `check`)."""
+    _keep_rules(params, "method")
+    params.check()
+    return params
+
+
+def _keep_rules(values, prefix: str) -> None:
+    for f in dataclasses.fields(values):
+        value = getattr(values, f.name)
+        problem = f.metadata["rule"].problem(value) if "rule" in f.metadata else None
+        if problem:
+            raise UserError(f"{prefix}.{f.name}={value!r}: {problem}")
 
 
 def from_dict(cls, values: dict):

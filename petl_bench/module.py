@@ -1,8 +1,8 @@
 """`PetlModule`: the LightningModule every tuning method subclasses.
 
 It owns the frozen backbone and all training and evaluation logic: logits, the per-task loss, SGD
-with Dassl's warm-up + cosine schedule, per-task accuracy, and checkpoints that hold only trainable
-parameters. A method builds its parameters in `__init__` and overrides the `Hooks` it needs:
+with Dassl's warm-up + cosine schedule (`petl_bench.schedule`), per-task accuracy, and checkpoints
+that hold only trainable parameters. A method builds its parameters in `__init__` and overrides the `Hooks` it needs:
 
     @register_method("coop-mt", CoOpConfig)
     class CoOpMT(PetlModule):
@@ -15,10 +15,7 @@ parameters. A method builds its parameters in `__init__` and overrides the `Hook
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -28,9 +25,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from .backbone import ClipBackbone, Hooks, Site
-from .config import MethodConfig, OptimConfig, RunConfig
+from .config import MethodConfig, OptimConfig, RunConfig, validate_params
 from .datamodules.records import Task
 from .errors import UserError
+from .frozen_features import FrozenImageEncoder
+from .schedule import lr_factor
 
 TEMPLATE = "a photo of a {}."
 
@@ -57,7 +56,7 @@ class PetlModule(Hooks, L.LightningModule):
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
                  optim: OptimConfig | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = validate_params(cfg)  # the runner validated it already; the Python API did not
         self.backbone = backbone
         self.tasks = list(tasks)
         self.task_names = [task.name for task in self.tasks]
@@ -82,6 +81,16 @@ class PetlModule(Hooks, L.LightningModule):
         run record (files go in `work_dir`). It must return a config that needs no further
         preparing."""
         return run.params, {}
+
+    # -- which parameter set a task uses: the ST / MT choice, made here once ---------------------
+    @property
+    def n_sets(self) -> int:
+        """How many parameter sets the method holds: one shared by all tasks (MT), else one per task."""
+        return 1 if self.shared else len(self.tasks)
+
+    def set_index(self, task: str) -> int:
+        """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
+        return 0 if self.shared else self.task_names.index(task)
 
     # -- what trains ----------------------------------------------------------------------------
     def trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -170,7 +179,7 @@ class PetlModule(Hooks, L.LightningModule):
         image, text = self.head(image, self.text_features(image, task), task)
         return self.logits(image, text, task)
 
-    def frozen_image_encoder(self) -> "FrozenImageEncoder | None":
+    def frozen_image_encoder(self) -> FrozenImageEncoder | None:
         """What test image features may be cached as, for every run, method and seed that shares
         them: the frozen backbone's, when this module declares `image_frozen` and encodes every
         task with the shared backbone; else None (test images go through `forward`)."""
@@ -275,62 +284,3 @@ class PetlModule(Hooks, L.LightningModule):
         self.check_trainable_state(state)
         self.load_state_dict(state, strict=False)
 
-
-def lr_factor(optim: OptimConfig, epochs: int, steps: int) -> tuple[str, Callable[[int], float]]:
-    """When the scheduler steps ("epoch" or "step") and the factor on `optim.lr` at each of them."""
-    if optim.schedule == "dassl":
-        return "epoch", lambda epoch: (dassl_lr(epoch, optim, epochs) / optim.lr) if optim.lr else 0.0
-    warmup = int(round(optim.warmup_epochs * steps / epochs))
-    return "step", lambda step: warmup_cosine(step, warmup, steps)
-
-
-def dassl_lr(epoch: int, optim: OptimConfig, epochs: int) -> float:
-    """The learning rate of epoch `epoch` (from 0) under Dassl's schedule as MaPLe and CoOp configure
-    it (LR_SCHEDULER cosine, WARMUP_TYPE constant, WARMUP_RECOUNT true), stepped once per epoch:
-    `warmup_lr` for the first `warmup_epochs`, then CosineAnnealingLR(T_max=`epochs`) counted from
-    the warm-up's end. lr 0.0035, 5 epochs: 1e-5, 3.5e-3, 3.17e-3, 2.29e-3, 1.21e-3."""
-    if epoch < optim.warmup_epochs:
-        return optim.warmup_lr
-    return 0.5 * optim.lr * (1.0 + math.cos(math.pi * (epoch - optim.warmup_epochs) / epochs))
-class FrozenImageEncoder:
-    """The frozen backbone's image features as this run computes them (its device and precision),
-    and a key naming everything they depend on besides the images: model, weights, activation,
-    precision, device (and TF32), torch version."""
-
-    def __init__(self, module: PetlModule):
-        self.module = module
-        self.dim = module.backbone.embed_dim
-        trainer = module._trainer
-        self.precision = str(trainer.precision) if trainer is not None else "32-true"
-        device = module.device
-        where = (f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
-                 if device.type == "cuda" else device.type)
-        self.key = hashlib.sha256("\0".join([
-            module.backbone.name, weights_digest(module.backbone.model.visual),
-            "quickgelu" if module.backbone.quick_gelu else "gelu", self.precision, where,
-            torch.__version__]).encode()).hexdigest()
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Features [batch, dim] of normalised images, on the CPU in the precision's dtype."""
-        trainer = self.module._trainer
-        context = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
-        with torch.inference_mode(), context:
-            return self.module.backbone.encode_image(images.to(self.module.device)).cpu()
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's parameters and buffers (names, shapes, dtypes, bytes)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

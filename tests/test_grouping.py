@@ -165,7 +165,7 @@ def test_random_grouping_keeps_the_gradient_sizes_but_not_its_groups(tiny_backbo
 
 
 def test_bad_grouping_config_fails_in_prepare(tiny_backbone, folder_data, tmp_path):
-    with pytest.raises(UserError, match="unknown grouping 'best'"):
+    with pytest.raises(UserError, match=r"^method\.grouping='best': must be one of gradient, random, all$"):
         prepare(MmAP, MmAPConfig(grouping="best"), tiny_backbone, folder_data, tmp_path)
     with pytest.raises(UserError, match="contains ',' or '|'"):
         format_groups([["a,b"], ["c"]])

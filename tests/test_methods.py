@@ -9,16 +9,21 @@ with the paper.
 
 import contextlib
 import copy
+import dataclasses
 import io
+import re
 
 import pytest
 import torch
 from petl_bench.datamodules import MultiDomainDataModule
 
+from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
 from petl_bench.config import DataConfig
+from petl_bench.module import PetlModule
 from petl_bench.params import agrees, count_rows, paper_figures
 from petl_bench.registry import get_method, method_names
+from cli_calls import call
 
 TRAINED = [name for name in method_names() if name != "zeroshot"]
 
@@ -86,6 +91,27 @@ def test_training_lowers_the_loss(name, tiny_backbone, batch_and_tasks, build_me
     pytest.fail(f"no learning rate lowered the loss: {tried}")
 
 
+SINGLE_TASK = [name for name in method_names() if get_method(name).cls.shared is False]
+
+
+@pytest.mark.parametrize("name", SINGLE_TASK)
+def test_a_single_task_method_sizes_and_picks_its_sets_through_the_base(name, tiny_backbone, batch_and_tasks,
+                                                                         build_method, monkeypatch):
+    """The ST/MT choice is made once, in PetlModule: a method builds `n_sets` parameter sets and a
+    task's forward picks its set by `set_index(task)`, never by a copy of that choice."""
+    batch, data = batch_and_tasks
+    asked = []
+    n_sets, set_index = PetlModule.n_sets, PetlModule.set_index
+    monkeypatch.setattr(PetlModule, "n_sets", property(lambda self: asked.append("n_sets") or n_sets.fget(self)))
+    monkeypatch.setattr(PetlModule, "set_index", lambda self, task: asked.append(task) or set_index(self, task))
+    module = build_method(name, copy.deepcopy(tiny_backbone), data)
+    assert "n_sets" in asked
+    task = module.task_names[-1]  # the last task: its set is not set 0
+    with torch.no_grad():
+        module(batch[task][0], task)
+    assert task in asked
+
+
 FROZEN_IMAGES = [name for name in method_names() if get_method(name).cls.image_frozen]
 
 
@@ -118,6 +144,60 @@ def test_fast_dev_run_through_the_cli(name, folder_root, tmp_path):
                      "2shot", "--model", "tiny", "--out", str(tmp_path), "--no-progress",
                      "--set", "data.num_workers=0", "--set", "train.fast_dev_run=true"])
     assert code == 0, err.getvalue()
+
+
+# -- every method field's range: one line from the command line, before any backbone or data ------
+NUMBERS = (int, float, "int", "float")  # annotations, evaluated or not (`from __future__ import annotations`)
+METHOD_FIELDS = [(name, f) for name in method_names() for f in dataclasses.fields(get_method(name).config_cls)
+                 if f.type in NUMBERS or "rule" in f.metadata]
+
+
+def _outside(rule) -> str:
+    """A value the rule refuses, as `--set` spells it."""
+    if rule.choices is not None:
+        return "no-such-choice"
+    if rule.ge is not None:
+        return str(rule.ge - 1)
+    if rule.gt is not None:
+        return str(rule.gt)
+    return str((rule.le if rule.le is not None else rule.lt) + 1)
+
+
+@pytest.fixture
+def no_backbone(monkeypatch):
+    """Building any backbone fails the test: what is checked here is checked before it."""
+    def refuse(*args, **kwargs):
+        pytest.fail("a backbone was built before the config was checked")
+
+    monkeypatch.setattr(ClipBackbone, "from_pretrained", classmethod(refuse))
+
+
+def _run_with(tmp_path, method: str, *items: str) -> tuple[int, str]:
+    """`petl-bench run` on a root that does not exist (scanning it would be another error)."""
+    code, _, err = call(["run", "--method", method, "--dataset", "folder", "--root", tmp_path / "no-such-root",
+                         "--model", "tiny", "--out", tmp_path, "--no-progress",
+                         *(arg for item in items for arg in ("--set", item))])
+    return code, err
+
+
+@pytest.mark.parametrize("name, field", METHOD_FIELDS, ids=[f"{n}.{f.name}" for n, f in METHOD_FIELDS])
+def test_every_method_field_refuses_a_value_out_of_range_before_the_backbone(name, field, tmp_path, no_backbone):
+    assert "rule" in field.metadata, f"{name}: method.{field.name} has no range: `x: int = rule(1, ge=0)`"
+    bad = _outside(field.metadata["rule"])
+    code, err = _run_with(tmp_path, name, f"method.{field.name}={bad}")
+    assert code == 2
+    assert re.fullmatch(rf"petl-bench: error: method\.{field.name}=\S+: must be [^\n]+\n", err), err
+
+
+@pytest.mark.parametrize("name, items, message", [
+    ("mmap", ["method.b=7", "method.m=2"], "method.m=2: m must divide b (7)"),
+    ("mmap-mlp", ["method.task_specific=false", "method.group_shared=false"],
+     "method.task_specific=False, method.group_shared=False: at least one of"),
+    ("cocoop", ["method.ctx_init=", "method.n_ctx=0"], "method.n_ctx=0: must be >= 1 when method.ctx_init is empty"),
+], ids=["mmap-m-divides-b", "mmap-some-sets", "cocoop-context"])
+def test_fields_that_must_agree_are_checked_before_the_backbone(name, items, message, tmp_path, no_backbone):
+    code, err = _run_with(tmp_path, name, *items)
+    assert code == 2 and err.startswith(f"petl-bench: error: {message}") and err.count("\n") == 1, err
 
 
 def test_vit_b16_counts_agree_with_the_paper():

@@ -179,8 +179,8 @@ def test_every_set_learns_when_every_task_is_in_the_batch(tiny_backbone, folder_
     (MmAPConfig(groups="art,clipart||product,real world"), "empty group"),
     (MmAPConfig(depth=0), "must be >= 1"),
     (MmAPConfig(b=14), "exceed the model's context length 32"),
-    (MmAPConfig(grouping="spectral"), "unknown grouping 'spectral'"),
-    (MmAPConfig(max_groups=0), "max_groups and grouping_batches must be >= 1"),
+    (MmAPConfig(grouping="spectral"), r"^method\.grouping='spectral': must be one of gradient, random, all$"),
+    (MmAPConfig(max_groups=0), r"^method\.max_groups=0: must be >= 1$"),
 ], ids=["m-b", "no-sets", "unknown-task", "missing-task", "duplicate-task", "empty-group", "depth0",
         "context", "grouping", "max-groups"])
 def test_bad_configs_are_user_errors(cfg, match, tiny_backbone, folder_data):

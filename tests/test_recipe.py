@@ -24,9 +24,9 @@ from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
 from petl_bench.config import DataConfig, OptimConfig
 from petl_bench.errors import UserError
-from petl_bench.module import dassl_lr
 from petl_bench.registry import get_method, method_names
 from petl_bench.runargs import build_run_config
+from petl_bench.schedule import dassl_lr
 
 # The five learning rates: lr 0.0035, 5 epochs, one constant warm-up epoch at 1e-5.
 DASSL_5_EPOCHS = ["1e-05", "0.0035", "0.00317", "0.00229", "0.00121"]

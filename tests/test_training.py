@@ -18,7 +18,8 @@ from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
-from petl_bench.module import PetlModule, warmup_cosine
+from petl_bench.module import PetlModule
+from petl_bench.schedule import warmup_cosine
 
 
 @pytest.mark.parametrize("method", [CoOp, CoOpMT])

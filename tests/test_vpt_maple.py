@@ -157,8 +157,8 @@ def test_a_step_on_one_task_leaves_the_other_tasks_sets_alone(cls, cfg, tiny_bac
 
 # -- bad sizes -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls, cfg, match", [
-    (MaPLeMT, MaPLeConfig(depth=0), "depth must be >= 1"),
-    (MaPLeMT, MaPLeConfig(n_ctx=-1, depth=3), "n_ctx >= 0"),
+    (MaPLeMT, MaPLeConfig(depth=0), r"^method\.depth=0: must be >= 1$"),
+    (MaPLeMT, MaPLeConfig(n_ctx=-1, depth=3), r"^method\.n_ctx=-1: must be >= 0$"),
     (MaPLe, MaPLeConfig(n_ctx=30, depth=3, ctx_init=""), "exceed the model's context length 32"),
     (VPT, VPTConfig(n_prompts=-1), "must be >= 0"),
 ], ids=["maple-depth0", "maple-negative-ctx", "maple-context", "vpt-negative"])
