@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import operator
 import re
 import types
@@ -196,13 +197,16 @@ SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones 
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """`cfg`, if every field of every section keeps its `rule`; else a one-line UserError that
-    names the field as `--set` spells it."""
+    """`cfg`, if every field of every section keeps its `rule` and every number is finite (`inf`,
+    `nan` and `1e309` parse as floats); else a one-line UserError that names the field as `--set`
+    spells it."""
     for section in SETTABLE:
         values = getattr(cfg, section)
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
             problem = f.metadata["rule"].problem(value) if "rule" in f.metadata else None
+            if isinstance(value, float) and not math.isfinite(value):
+                problem = "must be a finite number"
             if problem:
                 prefix = "method" if section == "params" else section
                 raise UserError(f"{prefix}.{f.name}={value!r}: {problem}")
