@@ -33,6 +33,7 @@ from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
 from .config import RunConfig, validate
 from .datamodules import MultiDomainDataModule, canonical_split
+from .divergence import StopOnDivergence
 from .errors import UserError
 from .files import safe_name, write_json_atomic
 from .guard import Interrupted, run_lock, stop_on_signals
@@ -189,7 +190,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
+        logger=loggers, callbacks=[run_progress, StopOnDivergence(), checkpoints, first_test_batch], plugins=_plugins(),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():

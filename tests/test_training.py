@@ -19,6 +19,7 @@ from petl_bench.cli import main
 from petl_bench.config import OptimConfig
 from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule, warmup_cosine
+from cli_calls import call
 
 
 @pytest.mark.parametrize("method", [CoOp, CoOpMT])
@@ -199,3 +200,17 @@ def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_r
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     ctx = [torch.load(tmp_path / out / ckpt, weights_only=True)["state_dict"]["ctx"] for out in ("alone", "resumed")]
     assert torch.equal(*ctx)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_in_one_line_and_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
+    # Regression (issue 18, item 8): a huge but finite lr trained into NaN and wrote a chance-level record, exit 0.
+    out = tmp_path / "results"
+    code, _, err = call(["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+                         "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
+                         "--set", "data.num_workers=0", "--set", "data.batch_size=2", "--set", "train.epochs=2",
+                         "--set", "optim.lr=1e30", "--set", "optim.warmup_epochs=0"])
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.fullmatch(r"petl-bench: error: training diverged at epoch 0, step [1-9]\d*: the loss is (nan|-?inf) "
+                        r"\(the last finite loss was \d[\d.e+]* at step \d+\); no record written .*", err.strip())
+    assert not list(out.glob("runs/**/seed0.json"))
