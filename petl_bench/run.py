@@ -181,12 +181,12 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
-    loggers = [CSVLogger(work_dir, name="logs", version="")]
-    wandb = cfg.logging.wandb and not cfg.train.fast_dev_run  # a smoke test logs nowhere
-    if wandb:
+    wandb = None
+    if cfg.logging.wandb and not cfg.train.fast_dev_run:  # a smoke test logs nowhere
         from .tracking import wandb_logger
 
-        loggers.append(wandb_logger(cfg, work_dir))
+        wandb = wandb_logger(cfg, work_dir)  # None: W&B failed, the run goes on without it
+    loggers = [CSVLogger(work_dir, name="logs", version=""), *([wandb] if wandb is not None else [])]
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
@@ -248,10 +248,10 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     if cfg.train.fast_dev_run:
         return record  # a smoke test: nothing to keep
     write_json_atomic(path, record)
-    if wandb:
+    if wandb is not None:
         from .tracking import finish_wandb
 
-        hint = finish_wandb(loggers[-1], record)
+        hint = finish_wandb(wandb, record)
         if hint:
             print(hint)
     return record
