@@ -26,7 +26,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .backbone import ClipBackbone
@@ -40,6 +39,7 @@ from .guard import Interrupted, run_lock, stop_on_signals
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
+from .runlog import RunLog
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
@@ -153,11 +153,18 @@ def execute(cfg: RunConfig, progress: bool = True, force: bool = False, wait: bo
             raise
 
 
+def _epochs_done(work_dir: Path) -> int:
+    """Epochs the run's last checkpoint holds; 0 without one."""
+    try:
+        return load_plain(work_dir / "checkpoints" / "last.ckpt")[PROGRESS]["epochs"]
+    except (UserError, KeyError, TypeError):
+        return 0
+
+
 def _kept(cfg: RunConfig, work_dir: Path) -> str:
     """What an interrupted run leaves to resume from, for its last line."""
-    try:
-        epochs = load_plain(work_dir / "checkpoints" / "last.ckpt")[PROGRESS]["epochs"]
-    except (UserError, KeyError, TypeError):
+    epochs = _epochs_done(work_dir)
+    if not epochs:
         return f"no epoch finished yet: the same command starts {cfg.run_name} again"
     return (f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
             "the same command resumes from there")
@@ -186,7 +193,8 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         from .tracking import wandb_logger
 
         wandb = wandb_logger(cfg, work_dir)  # None: W&B failed, the run goes on without it
-    loggers = [CSVLogger(work_dir, name="logs", version=""), *([wandb] if wandb is not None else [])]
+    # The CSV log keeps an earlier attempt's rows of the epochs the checkpoint resumes from.
+    loggers = [RunLog(work_dir, _epochs_done(work_dir) if last else 0), *([wandb] if wandb is not None else [])]
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,

@@ -214,3 +214,34 @@ def test_a_run_whose_loss_becomes_nan_stops_in_one_line_and_writes_no_record(fol
     assert re.fullmatch(r"petl-bench: error: training diverged at epoch 0, step [1-9]\d*: the loss is (nan|-?inf) "
                         r"\(the last finite loss was \d[\d.e+]* at step \d+\); no record written .*", err.strip())
     assert not list(out.glob("runs/**/seed0.json"))
+
+
+def test_a_resumed_run_keeps_every_attempts_rows_in_its_csv_log(folder_root, tiny_checkpoint, tmp_path, monkeypatch):
+    # Regression (issue 18, item 5): on resume Lightning deleted metrics.csv, which then began at the resumed epoch.
+    import pandas as pd
+
+    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+            "--model", "tiny", "--pretrained", tiny_checkpoint, "--no-progress", "--set", "data.num_workers=0",
+            "--set", "train.epochs=2", "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    log = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny-tiny/seed0/logs/metrics.csv")
+
+    def steps(out):  # the training rows, as the report's run page reads the log
+        rows = pd.read_csv(out / log).dropna(subset=["train/loss"])
+        return rows[["epoch", "step", "train/loss", "train/lr"]].reset_index(drop=True)
+
+    assert call([*argv, "--out", tmp_path / "alone"])[0] == 0
+    batch_start = PetlModule.on_train_batch_start
+
+    def sigint_in_the_second_epoch(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 2):  # two of its steps logged: they train again
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch_start(self, batch, batch_idx)
+
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", sigint_in_the_second_epoch)
+    assert call([*argv, "--out", tmp_path / "resumed"])[0] == 130
+    assert sorted(set(steps(tmp_path / "resumed").epoch)) == [0, 1]  # epoch 1 in part
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", batch_start)
+    assert call([*argv, "--out", tmp_path / "resumed"])[0] == 0
+    resumed, alone = steps(tmp_path / "resumed"), steps(tmp_path / "alone")
+    assert sorted(set(resumed.epoch)) == [0, 1] and resumed.step.is_unique
+    pd.testing.assert_frame_equal(resumed, alone)  # every step once, as the uninterrupted run logged it
