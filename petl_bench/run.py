@@ -35,7 +35,7 @@ from .datamodules import MultiDomainDataModule, canonical_split
 from .divergence import StopOnDivergence
 from .errors import UserError
 from .files import safe_name, write_json_atomic
-from .guard import Interrupted, run_lock, stop_on_signals
+from .guard import Interrupted, pending_stop, raise_pending_stop, run_lock, stop_on_signals
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
@@ -80,6 +80,20 @@ class FirstTestBatch(Callback):
             self.seconds = round(time.time() - self.started, 3)
 
 
+class PendingStop(Callback):
+    """A stop whose `Interrupted` Python dropped ends the run at the next batch's end
+    (`guard.raise_pending_stop`), before Lightning turns a SIGTERM it saw into exit status 0."""
+
+    def on_train_batch_end(self, *args):
+        raise_pending_stop()
+
+    def on_train_epoch_end(self, *args):
+        raise_pending_stop()
+
+    def on_test_batch_end(self, *args):
+        raise_pending_stop()
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (device lists, tips) out of the run's output."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -87,6 +101,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
     warnings.filterwarnings("ignore", ".*`srun` command is available.*")  # one process per run is meant
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # a resume's
 
 
 def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
@@ -148,9 +163,14 @@ def execute(cfg: RunConfig, progress: bool = True, force: bool = False, wait: bo
             return done
         try:
             return _execute(cfg, progress, force)
-        except Interrupted as stop:
+        except BaseException as err:
+            # After a stop signal whatever ends the run is the stop: a worker it ended, Lightning's
+            # SIGTERMException (exit status 0), or the Interrupted itself.
+            stop = err if isinstance(err, Interrupted) else pending_stop()
+            if stop is None:
+                raise
             stop.detail = _kept(cfg, path.with_suffix(""))
-            raise
+            raise stop from None
 
 
 def _epochs_done(work_dir: Path) -> int:
@@ -198,7 +218,8 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, precision=precision, accelerator=cfg.train.accelerator,
         devices=1, limit_train_batches=cfg.train.limit_train_batches, fast_dev_run=cfg.train.fast_dev_run,
-        logger=loggers, callbacks=[run_progress, StopOnDivergence(), checkpoints, first_test_batch], plugins=_plugins(),
+        logger=loggers, plugins=_plugins(),
+        callbacks=[run_progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():

@@ -245,3 +245,62 @@ def test_a_resumed_run_keeps_every_attempts_rows_in_its_csv_log(folder_root, tin
     resumed, alone = steps(tmp_path / "resumed"), steps(tmp_path / "alone")
     assert sorted(set(resumed.epoch)) == [0, 1] and resumed.step.is_unique
     pd.testing.assert_frame_equal(resumed, alone)  # every step once, as the uninterrupted run logged it
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_sigterm_to_a_run_with_loader_workers_stop_it_in_one_line(folder_root, copy_tree, tmp_path):
+    # Regression (issue 18, item 4): with loader workers, a signal to the process group (Ctrl-C, Slurm's scancel or
+    # pre-emption) gave ~200 lines of worker tracebacks and exit 1 (or, lost in a fork hook, exit 0 as if done).
+    root = copy_tree(folder_root)
+    for domain in ("clipart", "product", "real world"):  # one task: both workers serve its loader
+        shutil.rmtree(root / domain)
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "petl_bench.cli", "run", "--method", "coop-mt", "--dataset", "folder", "--root",
+            str(root), "--split", "2shot", "--model", "tiny", "--out", str(out), "--no-progress",
+            "--set", "data.num_workers=2", "--set", "train.epochs=8", "--set", "data.batch_size=2",
+            "--set", "method.n_ctx=4"]
+    work = out / "runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0"
+    last = work / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+
+    def stopped_by(signum, after_epochs: int) -> tuple[int, str, int]:
+        run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        try:
+            while not (last.is_file() and torch.load(last, weights_only=True)["resume"]["epochs"] >= after_epochs
+                       and _children(run.pid)):  # training, its loader workers up
+                assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+                time.sleep(0.02)
+            workers = _children(run.pid)
+            os.killpg(run.pid, signum)  # every process of the group, as a terminal's Ctrl-C and Slurm do
+            err = run.communicate(timeout=120)[1]
+        finally:
+            run.kill()
+        while not all(_gone(pid) for pid in workers):  # no worker outlives its run
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.05)
+        return run.returncode, err, torch.load(last, weights_only=True)["resume"]["epochs"]
+
+    line = (r"petl-bench: stopped by {}: {} of 8 epochs of coop-mt-n_ctx4@tiny kept in "
+            + re.escape(str(work / "checkpoints")) + ": the same command resumes from there\n")
+    code, err, kept = stopped_by(signal.SIGINT, after_epochs=1)
+    assert code == 130 and re.fullmatch(line.format("SIGINT", kept), err), err
+    code, err, kept_again = stopped_by(signal.SIGTERM, after_epochs=kept + 1)  # the resumed run
+    assert code == 143 and re.fullmatch(line.format("SIGTERM", kept_again), err), err
+    assert subprocess.run(argv, capture_output=True, timeout=240).returncode == 0
+    record = json.loads(work.with_suffix(".json").read_text())
+    assert (record["attempts"], record["resumed_from_epoch"]) == (3, kept_again)
