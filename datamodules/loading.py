@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,23 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from petl_bench.guard import quiet_worker
+
 from .images import open_rgb, read_encoded, reason
 from .records import Record
+
+
+def init_worker(worker_id: int) -> None:
+    """The start of each worker of the data module's loaders: stops are the main process's
+    (`guard.quiet_worker`); then the seeding Lightning gives a loader without an init function of
+    its own (`seed_everything(workers=True)`), so that the crops stay what they were."""
+    quiet_worker()
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)
 
 
 # -- decoding files --------------------------------------------------------------------------------

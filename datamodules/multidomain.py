@@ -45,6 +45,7 @@ from .loading import (
     collate_encoded,
     collate_images,
     collate_train,
+    init_worker,
     named_batches,
     split_transform,
     transform_key,
@@ -153,7 +154,8 @@ class MultiDomainDataModule(L.LightningDataModule):
     def _loader(self, dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False,
                 drop_last: bool = False) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last)
+                          collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+                          worker_init_fn=init_worker)
 
     # -- training ---------------------------------------------------------------------------------
     def _train_decode_device(self) -> torch.device | None:

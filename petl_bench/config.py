@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import operator
 import re
 import types
@@ -230,8 +231,8 @@ SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones 
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """`cfg`, if every field of every section keeps its `rule` and the method's fields agree
-    (`MethodConfig.check`); else a one-line UserError that names the field as `--set` spells it."""
+    """`cfg`, if every field of every section keeps its `rule`, every number is finite
+    (`inf`, `nan` and `1e309` parse as floats) and the method's fields agree (`MethodConfig.check`); else a one-line UserError that names the field as `--set` spells it."""
     validate_params(cfg.params)
     for section in SETTABLE:
         if section != "params":
@@ -250,6 +251,8 @@ def _keep_rules(values, prefix: str) -> None:
     for f in dataclasses.fields(values):
         value = getattr(values, f.name)
         problem = f.metadata["rule"].problem(value) if "rule" in f.metadata else None
+        if isinstance(value, float) and not math.isfinite(value):
+            problem = "must be a finite number"
         if problem:
             raise UserError(f"{prefix}.{f.name}={value!r}: {problem}")
 

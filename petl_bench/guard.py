@@ -16,6 +16,7 @@ import fcntl
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from .errors import UserError
 LOCK_NAME = "run.lock"
 BUSY_EXIT = 75  # EX_TEMPFAIL: the run is running elsewhere, try again later
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: list[int] = []  # the stop signals received while `stop_on_signals` guards a block
 
 
 class RunBusy(UserError):
@@ -59,10 +61,20 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def stop(signum, frame):
+        if os.getpid() != owner:  # a forked child (a loader worker before `quiet_worker`): its parent stops
+            return
+        _received.append(signum)
         raise Interrupted(signum)
 
+    def drop_pending(unraisable):  # see `raise_pending_stop`; anything else as before
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous_hook(unraisable)
+
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, drop_pending
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, stop)
@@ -71,6 +83,40 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = previous_hook
+        _received.clear()
+
+
+def pending_stop() -> Interrupted | None:
+    """The stop a signal asked for in the block `stop_on_signals` guards, if one did. Its
+    `Interrupted` may have been lost: Python drops an exception raised where it cannot hand it on
+    (a fork hook as loader workers start, a destructor), and the run goes on as if no signal had
+    come, or fails on what the signal did to its loader workers."""
+    return Interrupted(_received[0]) if _received else None
+
+
+def raise_pending_stop() -> None:
+    """Raise the pending stop, if any (the runner calls this at each batch's end)."""
+    stop = pending_stop()
+    if stop:
+        raise stop
+
+
+def quiet_worker(worker_id: int | None = None) -> None:
+    """In a data loader worker (its `worker_init_fn`): leave the stop to the main process. Ctrl-C
+    signals the whole process group and Slurm every process of a step, so workers get the signal
+    too; the handler they inherit would raise in each of them (a traceback apiece, and the main
+    process's loader then fails on its dead workers), and torch's own makes SIGTERM kill them. So
+    SIGINT is ignored, and SIGTERM ends the worker quietly with status 0, which the loader does not
+    take for a failure, unless the process ignores SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # As the parent had it: torch's own handler is set in C, out of Python's sight.
+    ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if ignored else _leave_quietly)
+
+
+def _leave_quietly(signum, frame):
+    os._exit(0)
 
 
 def lock_path(record: Path) -> Path:

@@ -19,6 +19,7 @@ from .backbone import ClipBackbone
 from .datamodules.loading import ImageFiles, collate_train
 from .errors import UserError
 from .files import atomic_path
+from .guard import quiet_worker
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -37,7 +38,7 @@ def shot_features(backbone: ClipBackbone, data, transform, passes: int = 1) -> d
             # The split drew only images that decode; one changed since is left out, with a warning.
             loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
                                 batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
-                                collate_fn=collate_train)
+                                collate_fn=collate_train, worker_init_fn=quiet_worker)
             total = labels = None
             for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
                 with torch.no_grad():

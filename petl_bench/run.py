@@ -26,20 +26,21 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
 from .config import RunConfig, resolved_root, validate
 from .datamodules import MultiDomainDataModule, canonical_split
+from .divergence import StopOnDivergence
 from .errors import UserError
 from .files import write_json_atomic
-from .guard import Interrupted, run_lock, stop_on_signals
+from .guard import Interrupted, pending_stop, raise_pending_stop, run_lock, stop_on_signals
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
+from .runlog import RunLog
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
@@ -70,6 +71,20 @@ class FirstTestBatch(Callback):
             self.seconds = round(time.time() - self.started, 3)
 
 
+class PendingStop(Callback):
+    """A stop whose `Interrupted` Python dropped ends the run at the next batch's end
+    (`guard.raise_pending_stop`), before Lightning turns a SIGTERM it saw into exit status 0."""
+
+    def on_train_batch_end(self, *args):
+        raise_pending_stop()
+
+    def on_train_epoch_end(self, *args):
+        raise_pending_stop()
+
+    def on_test_batch_end(self, *args):
+        raise_pending_stop()
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (device lists, tips) out of the run's output."""
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -77,6 +92,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
     warnings.filterwarnings("ignore", ".*`srun` command is available.*")  # one process per run is meant
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # a resume's
 
 
 def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
@@ -139,16 +155,28 @@ def execute(cfg: RunConfig, progress: bool = True, force: bool = False, wait: bo
             return done
         try:
             return _execute(cfg, progress, force)
-        except Interrupted as stop:
+        except BaseException as err:
+            # After a stop signal whatever ends the run is the stop: a worker it ended, Lightning's
+            # SIGTERMException (exit status 0), or the Interrupted itself.
+            stop = err if isinstance(err, Interrupted) else pending_stop()
+            if stop is None:
+                raise
             stop.detail = _kept(cfg, path.with_suffix(""))
-            raise
+            raise stop from None
+
+
+def _epochs_done(work_dir: Path) -> int:
+    """Epochs the run's last checkpoint holds; 0 without one."""
+    try:
+        return load_plain(work_dir / "checkpoints" / "last.ckpt")[PROGRESS]["epochs"]
+    except (UserError, KeyError, TypeError):
+        return 0
 
 
 def _kept(cfg: RunConfig, work_dir: Path) -> str:
     """What an interrupted run leaves to resume from, for its last line."""
-    try:
-        epochs = load_plain(work_dir / "checkpoints" / "last.ckpt")[PROGRESS]["epochs"]
-    except (UserError, KeyError, TypeError):
+    epochs = _epochs_done(work_dir)
+    if not epochs:
         return f"no epoch finished yet: the same command starts {cfg.run_name} again"
     return (f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
             "the same command resumes from there")
@@ -172,14 +200,16 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
-    loggers = [CSVLogger(work_dir, name="logs", version="")]
-    wandb = cfg.logging.wandb and not cfg.train.fast_dev_run  # a smoke test logs nowhere
-    if wandb:
+    wandb = None
+    if cfg.logging.wandb and not cfg.train.fast_dev_run:  # a smoke test logs nowhere
         from .tracking import wandb_logger
 
-        loggers.append(wandb_logger(cfg, work_dir))
+        wandb = wandb_logger(cfg, work_dir)  # None: W&B failed, the run goes on without it
+    # The CSV log keeps an earlier attempt's rows of the epochs the checkpoint resumes from.
+    loggers = [RunLog(work_dir, _epochs_done(work_dir) if last else 0), *([wandb] if wandb is not None else [])]
     trainer = L.Trainer(
-        **settings, logger=loggers, callbacks=[run_progress, checkpoints, first_test_batch], plugins=_plugins(),
+        **settings, logger=loggers, plugins=_plugins(),
+        callbacks=[run_progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
     if torch.cuda.is_available():
@@ -240,10 +270,10 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     if cfg.train.fast_dev_run:
         return record  # a smoke test: nothing to keep
     write_json_atomic(path, record)
-    if wandb:
+    if wandb is not None:
         from .tracking import finish_wandb
 
-        hint = finish_wandb(loggers[-1], record)
+        hint = finish_wandb(wandb, record)
         if hint:
             print(hint)
     return record

@@ -199,6 +199,33 @@ def test_each_rule_refuses_a_value_outside_it_in_one_line(section, name, rule):
     assert "\n" not in str(info.value)
 
 
+def _float_fields():
+    import dataclasses
+    import typing
+
+    from petl_bench.registry import get_method, method_names
+
+    configs = {prefix: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
+               for prefix, section in (("data", "data"), ("optim", "optim"), ("train", "train"))}
+    configs.update({f"method:{name}": get_method(name).config_cls for name in method_names()})
+    return [(prefix, f.name) for prefix, cls in configs.items()
+            for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] is float]
+
+
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e309"])
+@pytest.mark.parametrize("section, name", _float_fields())
+def test_every_float_field_refuses_a_non_finite_value_in_one_line(section, name, raw):
+    # Regression (issue 18, item 8): `optim.lr=inf` or `1e309` passed its rule and trained into NaN.
+    from petl_bench.config import validate
+    from petl_bench.registry import get_method
+
+    method = section.partition(":")[2] or "coop"
+    prefix = "method" if section.startswith("method") else section
+    cfg = apply_overrides(RunConfig(method=method, params=get_method(method).config_cls()), [f"{prefix}.{name}={raw}"])
+    with pytest.raises(UserError, match=rf"^{prefix}\.{name}=-?(inf|nan): must be a finite number$"):
+        validate(cfg)
+
+
 def test_a_new_field_with_a_rule_is_checked_like_the_rest():
     import dataclasses
 

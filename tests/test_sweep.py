@@ -407,3 +407,18 @@ def test_fresh_process_and_runs_per_gpu_are_checked(tmp_path, tiny_checkpoint, f
     out = tmp_path / "results"
     code, stdout, _ = call(["sweep", path, "--out", out, "--fresh-process", "--set", f"data.root={folder_root}"])
     assert code == 0 and "[1/1] zeroshot 2shot seed0: done in " in stdout, stdout
+
+
+def test_a_run_that_diverges_fails_in_its_sweep_with_the_line_in_its_log(tmp_path, tiny_checkpoint, folder_root):
+    # Regression (issue 18, item 8): a run trained into NaN counted as done, with a chance-level record.
+    out = tmp_path / "results"
+    path = write_grid(tmp_path / "d.yaml", tiny_checkpoint, seeds=[0], methods=[
+        {"method": "coop-mt", "label": "diverges",
+         "set": {"train.epochs": 1, "data.batch_size": 2, "optim.lr": 1e30, "optim.warmup_epochs": 0}}])
+    code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
+    assert code == 1, stdout
+    assert "[1/1] diverges 2shot seed0: FAILED (exit status 2)" in stdout
+    (run,) = expand_grid(path, [f"data.root={folder_root}"], str(out)).runs
+    log = (record_of(run).with_suffix("") / "sweep.log").read_text()
+    assert "petl-bench: error: training diverged at epoch 0, step " in log and "Traceback" not in log
+    assert records(out) == set() and run_status(run) == "todo"

@@ -20,6 +20,7 @@ from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule
 from petl_bench.schedule import warmup_cosine
+from cli_calls import call
 
 
 @pytest.mark.parametrize("method", [CoOp, CoOpMT])
@@ -200,3 +201,107 @@ def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_r
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     ctx = [torch.load(tmp_path / out / ckpt, weights_only=True)["state_dict"]["ctx"] for out in ("alone", "resumed")]
     assert torch.equal(*ctx)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_in_one_line_and_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
+    # Regression (issue 18, item 8): a huge but finite lr trained into NaN and wrote a chance-level record, exit 0.
+    out = tmp_path / "results"
+    code, _, err = call(["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+                         "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
+                         "--set", "data.num_workers=0", "--set", "data.batch_size=2", "--set", "train.epochs=2",
+                         "--set", "optim.lr=1e30", "--set", "optim.warmup_epochs=0"])
+    assert code == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.fullmatch(r"petl-bench: error: training diverged at epoch 0, step [1-9]\d*: the loss is (nan|-?inf) "
+                        r"\(the last finite loss was \d[\d.e+]* at step \d+\); no record written .*", err.strip())
+    assert not list(out.glob("runs/**/seed0.json"))
+
+
+def test_a_resumed_run_keeps_every_attempts_rows_in_its_csv_log(folder_root, tiny_checkpoint, tmp_path, monkeypatch):
+    # Regression (issue 18, item 5): on resume Lightning deleted metrics.csv, which then began at the resumed epoch.
+    import pandas as pd
+
+    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
+            "--model", "tiny", "--pretrained", tiny_checkpoint, "--no-progress", "--set", "data.num_workers=0",
+            "--set", "train.epochs=2", "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    log = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny-tiny/seed0/logs/metrics.csv")
+
+    def steps(out):  # the training rows, as the report's run page reads the log
+        rows = pd.read_csv(out / log).dropna(subset=["train/loss"])
+        return rows[["epoch", "step", "train/loss", "train/lr"]].reset_index(drop=True)
+
+    assert call([*argv, "--out", tmp_path / "alone"])[0] == 0
+    batch_start = PetlModule.on_train_batch_start
+
+    def sigint_in_the_second_epoch(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 2):  # two of its steps logged: they train again
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch_start(self, batch, batch_idx)
+
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", sigint_in_the_second_epoch)
+    assert call([*argv, "--out", tmp_path / "resumed"])[0] == 130
+    assert sorted(set(steps(tmp_path / "resumed").epoch)) == [0, 1]  # epoch 1 in part
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", batch_start)
+    assert call([*argv, "--out", tmp_path / "resumed"])[0] == 0
+    resumed, alone = steps(tmp_path / "resumed"), steps(tmp_path / "alone")
+    assert sorted(set(resumed.epoch)) == [0, 1] and resumed.step.is_unique
+    pd.testing.assert_frame_equal(resumed, alone)  # every step once, as the uninterrupted run logged it
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_sigterm_to_a_run_with_loader_workers_stop_it_in_one_line(folder_root, copy_tree, tmp_path):
+    # Regression (issue 18, item 4): with loader workers, a signal to the process group (Ctrl-C, Slurm's scancel or
+    # pre-emption) gave ~200 lines of worker tracebacks and exit 1 (or, lost in a fork hook, exit 0 as if done).
+    root = copy_tree(folder_root)
+    for domain in ("clipart", "product", "real world"):  # one task: both workers serve its loader
+        shutil.rmtree(root / domain)
+    out = tmp_path / "results"
+    argv = [sys.executable, "-m", "petl_bench.cli", "run", "--method", "coop-mt", "--dataset", "folder", "--root",
+            str(root), "--split", "2shot", "--model", "tiny", "--out", str(out), "--no-progress",
+            "--set", "data.num_workers=2", "--set", "train.epochs=8", "--set", "data.batch_size=2",
+            "--set", "method.n_ctx=4"]
+    work = out / "runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0"
+    last = work / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+
+    def stopped_by(signum, after_epochs: int) -> tuple[int, str, int]:
+        run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+        try:
+            while not (last.is_file() and torch.load(last, weights_only=True)["resume"]["epochs"] >= after_epochs
+                       and _children(run.pid)):  # training, its loader workers up
+                assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+                time.sleep(0.02)
+            workers = _children(run.pid)
+            os.killpg(run.pid, signum)  # every process of the group, as a terminal's Ctrl-C and Slurm do
+            err = run.communicate(timeout=120)[1]
+        finally:
+            run.kill()
+        while not all(_gone(pid) for pid in workers):  # no worker outlives its run
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.05)
+        return run.returncode, err, torch.load(last, weights_only=True)["resume"]["epochs"]
+
+    line = (r"petl-bench: stopped by {}: {} of 8 epochs of coop-mt-n_ctx4@tiny kept in "
+            + re.escape(str(work / "checkpoints")) + ": the same command resumes from there\n")
+    code, err, kept = stopped_by(signal.SIGINT, after_epochs=1)
+    assert code == 130 and re.fullmatch(line.format("SIGINT", kept), err), err
+    code, err, kept_again = stopped_by(signal.SIGTERM, after_epochs=kept + 1)  # the resumed run
+    assert code == 143 and re.fullmatch(line.format("SIGTERM", kept_again), err), err
+    assert subprocess.run(argv, capture_output=True, timeout=240).returncode == 0
+    record = json.loads(work.with_suffix(".json").read_text())
+    assert (record["attempts"], record["resumed_from_epoch"]) == (3, kept_again)

@@ -115,3 +115,58 @@ def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch
     assert {task: summary[f"accuracy/{task}"] for task in record["accuracy"]} == record["accuracy"]
     assert set(record["accuracy"]) == {"art", "clipart", "product", "real world", "average"}
     assert summary["trainable_params"] == record["trainable_params"] == 768
+
+
+def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, monkeypatch, recwarn):
+    # Regression (issue 18, item 11): a key the server refuses (401) failed every run with a traceback, no record.
+    import wandb
+
+    from petl_bench import tracking
+
+    started = wandb.init
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setattr(tracking, "wandb_mode", lambda: "online")  # a key, a server that answers
+
+    def refused_online(**kwargs):
+        if kwargs.get("mode") == "online":
+            raise wandb.errors.AuthenticationError("API key verification failed: 401 Unauthorized")
+        return started(**kwargs)
+
+    def run(out):
+        argv = [*RUN, "--out", out, "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=1",
+                "--wandb"]
+        argv[argv.index("ROOT")] = folder_root
+        recwarn.clear()
+        code, stdout, stderr = call(argv)
+        assert code == 0 and "Traceback" not in stderr, stderr
+        assert (out / "runs" / "folder" / "2shot" / "coop-mt@tiny" / "seed0.json").is_file()
+        return stdout, [str(w.message) for w in recwarn if "W&B" in str(w.message)]
+
+    monkeypatch.setattr(wandb, "init", refused_online)
+    stdout, warned = run(tmp_path / "refused")
+    assert warned == ["W&B failed (online: AuthenticationError: API key verification failed: 401 "
+                      "Unauthorized): logging this run offline instead"]
+    (log,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert f"upload it with `wandb sync {log.parent}`" in stdout
+    assert run_and_summary(log)[1]["trainable_params"] == 768
+
+    def broken(**kwargs):
+        raise wandb.errors.CommError("the W&B service did not start")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    stdout, warned = run(tmp_path / "broken")
+    assert warned == ["W&B failed (online: CommError: the W&B service did not start; offline: "
+                      "CommError: the W&B service did not start): this run goes on without it"]
+    assert "wandb sync" not in stdout
+
+    teardown = wandb.teardown
+
+    def full_disk():
+        teardown()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(wandb, "init", refused_online)
+    monkeypatch.setattr(wandb, "teardown", full_disk)  # closing the run fails after the record is written
+    stdout, warned = run(tmp_path / "closing")
+    assert warned[-1] == ("W&B failed to close the run (OSError: [Errno 28] No space left on device): its summary "
+                          "may lack the record's numbers")
