@@ -43,11 +43,11 @@ def run_cli(root: Path, out: Path, *extra: str, method: str = "coop-mt") -> dict
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main(["run", "--method", method, "--root", str(root), "--out", str(out), *RUN, *extra])
     assert code == 0, err.getvalue()
-    return json.loads(next(out.glob("runs/folder/2shot/*/seed0.json")).read_text())
+    return json.loads(next(out.glob("runs/folder/*/2shot/*/seed0.json")).read_text())
 
 
 def train_rows(out: Path) -> list[dict]:
-    path = next(out.glob("runs/folder/2shot/*/seed0/logs/metrics.csv"))
+    path = next(out.glob("runs/folder/*/2shot/*/seed0/logs/metrics.csv"))
     return [row for row in csv.DictReader(path.open()) if row["train/lr"]]
 
 

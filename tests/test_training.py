@@ -135,7 +135,7 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
     argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split", "2shot",
             "--model", "tiny", "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=4",
             "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
-    run_dir = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0")
+    run_dir = Path("runs/folder", root_folder(folder_root), "2shot/coop-mt-n_ctx4@tiny/seed0")
     assert main([*argv, "--out", str(tmp_path / "alone")]) == 0  # the uninterrupted run, for comparison
     alone = json.loads((tmp_path / "alone" / run_dir.with_suffix(".json")).read_text())
 
@@ -186,7 +186,7 @@ def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_r
     argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(root), "--split", "2shot",
             "--model", "tiny", "--no-progress", "--set", "data.num_workers=2", "--set", "train.epochs=2",
             "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
-    ckpt = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0/checkpoints/last.ckpt")
+    ckpt = Path("runs/folder", root_folder(root), "2shot/coop-mt-n_ctx4@tiny/seed0/checkpoints/last.ckpt")
     assert main([*argv, "--out", str(tmp_path / "alone")]) == 0
     epoch_start = PetlModule.on_train_epoch_start
 
@@ -224,7 +224,7 @@ def test_a_resumed_run_keeps_every_attempts_rows_in_its_csv_log(folder_root, tin
     argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
             "--model", "tiny", "--pretrained", tiny_checkpoint, "--no-progress", "--set", "data.num_workers=0",
             "--set", "train.epochs=2", "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
-    log = Path("runs/folder/2shot/coop-mt-n_ctx4@tiny-tiny/seed0/logs/metrics.csv")
+    log = Path("runs/folder", root_folder(folder_root), "2shot/coop-mt-n_ctx4@tiny-tiny/seed0/logs/metrics.csv")
 
     def steps(out):  # the training rows, as the report's run page reads the log
         rows = pd.read_csv(out / log).dropna(subset=["train/loss"])
@@ -274,7 +274,7 @@ def test_ctrl_c_and_sigterm_to_a_run_with_loader_workers_stop_it_in_one_line(fol
             str(root), "--split", "2shot", "--model", "tiny", "--out", str(out), "--no-progress",
             "--set", "data.num_workers=2", "--set", "train.epochs=8", "--set", "data.batch_size=2",
             "--set", "method.n_ctx=4"]
-    work = out / "runs/folder/2shot/coop-mt-n_ctx4@tiny/seed0"
+    work = out / "runs/folder" / root_folder(root) / "2shot/coop-mt-n_ctx4@tiny/seed0"
     last = work / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
 
