@@ -30,7 +30,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from petl_bench.config import DataConfig
-from petl_bench.hardware import loader_workers
+from petl_bench.cpus import loader_workers
 
 from .cache import Cache, digest
 from .counts import warn_if_short

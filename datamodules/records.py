@@ -21,7 +21,7 @@ from pathlib import Path
 
 from petl_bench.errors import UserError
 from petl_bench.files import ENCODING, shown
-from petl_bench.hardware import cpu_budget
+from petl_bench.cpus import cpu_budget
 
 from .cache import Cache
 from .images import ImageChecks, header_error

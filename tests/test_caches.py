@@ -12,7 +12,7 @@ from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
 
-from petl_bench import hardware
+from petl_bench import cpus
 from petl_bench.config import DataConfig
 from cli_calls import call
 
@@ -155,11 +155,11 @@ def test_cache_bound_removes_least_recently_used(tmp_path):
 
 def test_worker_budget_follows_the_machine_and_goes_to_the_loader_that_runs(
         folder_root, tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(6)))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    assert hardware.loader_workers(-1) == 5 and hardware.loader_workers(8) == 6
+    assert cpus.loader_workers(-1) == 5 and cpus.loader_workers(8) == 6
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
-    assert hardware.loader_workers(-1) == 3
+    assert cpus.loader_workers(-1) == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
 
     data = MultiDomainDataModule.for_backbone(
