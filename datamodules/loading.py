@@ -24,7 +24,8 @@ from torchvision import transforms as T
 
 from petl_bench.guard import quiet_worker
 
-from .images import open_rgb, read_encoded, reason
+from .device_images import read_encoded
+from .images import open_rgb, reason
 from .records import Record
 
 

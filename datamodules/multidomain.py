@@ -3,7 +3,7 @@
 Training: one loader per task, combined (`CombinedLoader`, max_size_cycle) so that every step sees a
 batch of every task and an epoch is one pass over the largest task; the worker budget is shared
 among them. On a GPU the loaders only read JPEG bytes: `on_before_batch_transfer` decodes them on
-the GPU and does the random crop and flip there (`images.RandomResizedCropFlip`).
+the GPU and does the random crop and flip there (`device_images.RandomResizedCropFlip`).
 Test: one loader per task, in task order (`dataloader_idx` = task index), with open_clip's
 validation transform for the model, run one after another, each with the whole worker budget.
 With a cache (`datamodules/cache.py`), a domain's images are decoded and resized once per root and
@@ -34,7 +34,8 @@ from petl_bench.cpus import loader_workers
 
 from .cache import Cache, digest
 from .counts import warn_if_short
-from .images import DECODED_OK, RandomResizedCropFlip, decode_on
+from .device_images import RandomResizedCropFlip, decode_on
+from .images import DECODED_OK
 from .loading import (
     EncodedBatch,
     EncodedFiles,
