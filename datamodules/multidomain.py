@@ -51,7 +51,8 @@ from .loading import (
     split_transform,
     transform_key,
 )
-from .records import Manifest, Record, Task, read_manifest
+from .manifest import read_manifest
+from .records import Manifest, Record, Task
 from .splits import draw_split, parse_shots, split_path, write_split
 
 # Images per task per step, as in the paper.

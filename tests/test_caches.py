@@ -11,6 +11,7 @@ import torch
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
+from petl_bench.datamodules.readers import read_folder
 
 from petl_bench import cpus
 from petl_bench.config import DataConfig
@@ -60,6 +61,19 @@ def test_manifest_is_scanned_once_and_changed_files_again(folder_root, copy_tree
     header_reads.clear()  # `data check` rescans everything, cache or not
     code, stdout, _ = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
     assert code == 0 and len(header_reads) == 49 and "1 unreadable" in stdout
+
+
+def test_a_reader_uses_the_cache_it_is_given_and_no_other(folder_root, copy_tree, tmp_path, header_reads):
+    root = copy_tree(folder_root)
+    first, second = Cache(tmp_path / "first", 10**9), Cache(tmp_path / "second", 10**9)
+    manifest = read_folder(root, first)
+    assert len(header_reads) == 48 and len(first.load_verdicts(root)) == 48
+    header_reads.clear()
+    assert read_folder(root, first) == manifest and header_reads == []  # the verdicts it was given
+    assert read_folder(root, None) == manifest and len(header_reads) == 48  # none: every header again
+    header_reads.clear()
+    assert read_folder(root, second) == manifest and len(header_reads) == 48  # not the first one's
+    assert second.load_verdicts(root) == first.load_verdicts(root)
 
 
 def _zeroshot(root, checkpoint, out, *extra, seed=0):
