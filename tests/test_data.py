@@ -387,4 +387,5 @@ def test_datamodules_import_downwards_only():
     assert {name: found for name, found in inner.items() if found} == {"__init__": ["multidomain"]}
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
     assert order.index("records") < order.index("scan") < order.index("readers") < order.index("manifest")
-    assert not graph["records"]
+    assert order.index("testsets") < order.index("multidomain")
+    assert not graph["testsets"] & {"multidomain"} and not graph["records"]
