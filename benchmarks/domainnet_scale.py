@@ -97,7 +97,7 @@ def first_batch(root: Path, out: Path, cache: Path, shots: int) -> None:
                            overrides=["data.num_workers=0", f"data.cache_dir={cache}"])
     _, data, _ = build(cfg)
     domain = data.tasks[0].name
-    loader = data._test_loader(domain, [r for r in data.test_records if r.domain == domain], None, cache=False)
+    loader = data.test_sets(cached=False).loader(domain, [r for r in data.test_records if r.domain == domain])
     images, _ = next(iter(loader))
     assert len(images) == cfg.data.eval_batch_size
 

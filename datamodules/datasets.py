@@ -16,6 +16,7 @@ Folder names match ignoring case, `_`, `-` and spaces (`Art_Painting`, `LABELME`
 folder, or a class folder the dataset does not have, is an error; a missing image is not (the counts in
 `petl_bench/data/{dataset}-counts.csv` say what is short: `petl_bench.datamodules.counts`). Labels index
 `petl_bench/data/{dataset}-classes.txt`; its header says where the names come from.
+Each reader takes the root and the manifest cache (or None). Imports `scan.py` and the records.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from petl_bench.errors import UserError
 
-from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, Manifest, Task, _build, _check_classes, _check_root, \
-    _images, _subdirs, canonical_classes, prompt_name
+from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, Manifest, Task, canonical_classes, prompt_name
+from .scan import build_manifest, check_classes, check_root, image_files, subdirs
+
+if TYPE_CHECKING:
+    from .cache import Cache
 
 
 def folder_key(name: str) -> str:
@@ -55,7 +60,7 @@ class DatasetSpec:
 
     @property
     def class_keys(self) -> list[str]:
-        """The class names `records._build` gets (prompts come from them by the usual rule)."""
+        """The class names `scan.build_manifest` gets (prompts come from them by the usual rule)."""
         return [self.prompts.get(c, c) for c in self.classes]
 
 
@@ -110,41 +115,41 @@ def _match(wanted: dict[str, tuple[str, ...]], folders: list[Path]) -> tuple[dic
 def domain_folders(spec: DatasetSpec, root: Path) -> dict[str, Path]:
     """Task name -> its folder, in the root or in one of the spec's wrapper folders."""
     candidates = [root, *(root / w for w in spec.wrappers if (root / w).is_dir())]
-    found = [_match(spec.domains, _subdirs(base))[0] for base in candidates]
+    found = [_match(spec.domains, subdirs(base))[0] for base in candidates]
     for folders in found:
         if len(folders) == len(spec.domains):
             return {name: folders[name] for name in spec.domains}
     best = max(range(len(found)), key=lambda i: len(found[i]))
     missing = [d for d in spec.domains if d not in found[best]]
     where = f" (or in {', '.join(w + '/' for w in spec.wrappers)})" if spec.wrappers else ""
-    seen = ", ".join(p.name for p in _subdirs(candidates[best])) or "nothing"
+    seen = ", ".join(p.name for p in subdirs(candidates[best])) or "nothing"
     raise UserError(f"{root} is not a {spec.title} root: expected folders {', '.join(spec.domains)}{where} "
                     f"(missing {', '.join(missing)}; found {seen})")
 
 
 def class_folders(spec: DatasetSpec, domain_folder: Path) -> dict[str, list[Path]]:
     """Canonical class -> its folders in a domain (one per part the release splits a domain into)."""
-    subs = {p.name.lower(): p for p in _subdirs(domain_folder)}
+    subs = {p.name.lower(): p for p in subdirs(domain_folder)}
     parts = next(([subs[p] for p in group if p in subs] for group in spec.parts if group[0] in subs), [domain_folder])
     wanted = {c: tuple(s for s, canonical in spec.class_spellings.items() if canonical == c) for c in spec.classes}
     folders: dict[str, list[Path]] = defaultdict(list)
     for part in parts:
-        matched, unmatched = _match(wanted, _subdirs(part))
-        _check_classes(set(matched) | {p.name for p in unmatched}, spec.classes, f"{spec.title} {part}")
+        matched, unmatched = _match(wanted, subdirs(part))
+        check_classes(set(matched) | {p.name for p in unmatched}, spec.classes, f"{spec.title} {part}")
         for name, folder in matched.items():
             folders[name].append(folder)
     return folders
 
 
-def read_dataset(spec: DatasetSpec, root: str | Path) -> Manifest:
+def read_dataset(spec: DatasetSpec, root: str | Path, cache: Cache | None = None) -> Manifest:
     """Every image in the class folders of every domain."""
-    root = _check_root(root)
+    root = check_root(root)
     keys = dict(zip(spec.classes, spec.class_keys))
     items = [(str(image.relative_to(root)), domain, keys[cls])
              for domain, folder in domain_folders(spec, root).items()
              for cls, folders in class_folders(spec, folder).items()
-             for class_folder in folders for image in _images(class_folder)]
-    return _build(root, items, list(spec.domains), spec.class_keys)
+             for class_folder in folders for image in image_files(class_folder)]
+    return build_manifest(root, items, list(spec.domains), spec.class_keys, cache)
 
 
 # -- DomainNet's image lists -----------------------------------------------------------------------
@@ -204,18 +209,18 @@ def present_images(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
     return present
 
 
-def read_domainnet(root: str | Path) -> Manifest:
+def read_domainnet(root: str | Path, cache: Cache | None = None) -> Manifest:
     spec = SPECS["domainnet"]
-    root = _check_root(root)
+    root = check_root(root)
     lists = domainnet_lists(root)
     if lists is None:
-        return read_dataset(spec, root)
+        return read_dataset(spec, root, cache)
     domain_folders(spec, root)  # every domain folder, or the error naming the missing ones
     images = listed_images(lists, spec.classes)
     present = present_images(root, images)
     keys = dict(zip(spec.classes, spec.class_keys))
     items = [(rel, domain, keys[cls]) for rel, domain, cls in images if rel in present]
-    return _build(root, items, list(spec.domains), spec.class_keys)
+    return build_manifest(root, items, list(spec.domains), spec.class_keys, cache)
 
 
 READERS = {name: partial(read_dataset, spec) for name, spec in SPECS.items() if name != "domainnet"}

@@ -19,12 +19,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from petl_bench.guard import quiet_worker
 
-from .images import open_rgb, read_encoded, reason
+from .device_images import read_encoded
+from .images import open_rgb, reason
 from .records import Record
 
 
@@ -35,6 +36,14 @@ def init_worker(worker_id: int) -> None:
     quiet_worker()
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         pl_worker_init_function(worker_id)
+
+
+def make_loader(dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader as every loader of the data module is made: pinned memory on a GPU machine and
+    `init_worker` in each worker."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=init_worker)
 
 
 # -- decoding files --------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoints import load_plain
     from .config import OptimConfig, TrainConfig, from_dict
     from .registry import get_method
-    from .run import build, load_trained, quiet_lightning, trainer_settings
+    from .run import build, hand_image_encoder, load_trained, quiet_lightning, trainer_settings
 
     quiet_lightning()
     path = Path(args.ckpt)
@@ -88,6 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         settings, _ = trainer_settings(cfg)  # the run's precision, device and TF32
         trainer = L.Trainer(**settings, logger=False, enable_model_summary=False)
         load_trained(trainer, module, checkpoint["state_dict"])
+        hand_image_encoder(trainer, module, data)
         trainer.test(module, datamodule=data, verbose=False)
     finally:
         module.release()

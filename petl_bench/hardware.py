@@ -1,35 +1,13 @@
-"""What this process may use: CPUs for data loading, the device a run trains on, its precision.
+"""The device a run trains on, its precision and TF32 (the CPUs it may use: `cpus.py`).
 
-One place for these choices, so that the data module, the runner and MmAP's group search agree.
+One place for these choices, so that the runner, `petl-bench eval` and MmAP's group search agree.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 AUTO = "auto"
-
-
-def cpu_budget() -> int:
-    """CPUs this process may use: its CPU affinity (what taskset, cgroups or Slurm's binding
-    allow), capped by Slurm's cpus_per_task when the process runs in a Slurm job."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        cpus = min(cpus, int(slurm))
-    return max(1, cpus)
-
-
-def loader_workers(requested: int) -> int:
-    """Data loader worker processes in all: `requested` (capped at the CPUs), or for -1 one per
-    CPU less the main process, which feeds the model."""
-    budget = cpu_budget()
-    return budget - 1 if requested < 0 else min(requested, budget)
 
 
 def run_device(accelerator: str) -> torch.device:

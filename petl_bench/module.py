@@ -15,7 +15,8 @@ that hold only trainable parameters. A method builds its parameters in `__init__
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -179,13 +180,16 @@ class PetlModule(Hooks, L.LightningModule):
         image, text = self.head(image, self.text_features(image, task), task)
         return self.logits(image, text, task)
 
-    def frozen_image_encoder(self) -> FrozenImageEncoder | None:
+    def frozen_image_encoder(self, device: torch.device | str | None = None, precision: str = "32-true",
+                             forward_context: Callable[[], AbstractContextManager] = nullcontext,
+                             ) -> FrozenImageEncoder | None:
         """What test image features may be cached as, for every run, method and seed that shares
-        them: the frozen backbone's, when this module declares `image_frozen` and encodes every
-        task with the shared backbone; else None (test images go through `forward`)."""
+        them: the frozen backbone's on `device` (by default wherever it is when encoding) in
+        `precision` under `forward_context()`, when this module declares `image_frozen` and encodes
+        every task with the shared backbone; else None (test images go through `forward`)."""
         if not self.image_frozen or any(self.encoder(task) is not self.backbone for task in self.task_names):
             return None
-        return FrozenImageEncoder(self)
+        return FrozenImageEncoder(self.backbone, device, precision, forward_context)
 
     # -- training -------------------------------------------------------------------------------
     def regularizer(self, task: str) -> torch.Tensor | float:

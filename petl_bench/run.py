@@ -212,6 +212,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         callbacks=[run_progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
+    hand_image_encoder(trainer, module, data)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -288,6 +289,13 @@ def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:
     return {"max_epochs": cfg.train.epochs, "precision": run_precision(cfg.train.precision, device),
             "accelerator": cfg.train.accelerator, "devices": 1,
             "limit_train_batches": cfg.train.limit_train_batches, "fast_dev_run": cfg.train.fast_dev_run}, tf32
+
+
+def hand_image_encoder(trainer: L.Trainer, module: PetlModule, data: MultiDomainDataModule) -> None:
+    """Give the data module the module's frozen image tower as `trainer` runs it (device, precision
+    and the precision's forward context), for the test features it caches; None where it trains."""
+    data.image_encoder = module.frozen_image_encoder(trainer.strategy.root_device, trainer.precision,
+                                                     trainer.precision_plugin.forward_context)
 
 
 def load_trained(trainer: L.Trainer, module: PetlModule, state: dict) -> None:

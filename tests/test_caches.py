@@ -1,6 +1,7 @@
 """The cache folder: a manifest scanned once, test images decoded once, frozen image features encoded
 once, bounded, shared by concurrent runs, and never changing a number; the worker budget."""
 
+import contextlib
 import json
 import os
 import threading
@@ -11,9 +12,12 @@ import torch
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
+from petl_bench.datamodules.readers import read_folder
+from petl_bench.datamodules.testsets import TaskTestSets
 
-from petl_bench import hardware
+from petl_bench import cpus
 from petl_bench.config import DataConfig
+from petl_bench.frozen_features import FrozenImageEncoder
 from cli_calls import call
 
 
@@ -62,6 +66,19 @@ def test_manifest_is_scanned_once_and_changed_files_again(folder_root, copy_tree
     assert code == 0 and len(header_reads) == 49 and "1 unreadable" in stdout
 
 
+def test_a_reader_uses_the_cache_it_is_given_and_no_other(folder_root, copy_tree, tmp_path, header_reads):
+    root = copy_tree(folder_root)
+    first, second = Cache(tmp_path / "first", 10**9), Cache(tmp_path / "second", 10**9)
+    manifest = read_folder(root, first)
+    assert len(header_reads) == 48 and len(first.load_verdicts(root)) == 48
+    header_reads.clear()
+    assert read_folder(root, first) == manifest and header_reads == []  # the verdicts it was given
+    assert read_folder(root, None) == manifest and len(header_reads) == 48  # none: every header again
+    header_reads.clear()
+    assert read_folder(root, second) == manifest and len(header_reads) == 48  # not the first one's
+    assert second.load_verdicts(root) == first.load_verdicts(root)
+
+
 def _zeroshot(root, checkpoint, out, *extra, seed=0):
     code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root,
                             "--split", "2shot", "--model", "tiny", "--pretrained", checkpoint, "--out", out,
@@ -107,15 +124,71 @@ def test_cached_test_images_equal_decoded_ones(folder_root, tiny_backbone, tmp_p
                 assert torch.equal(images, images_d) and torch.equal(labels, labels_d)
 
 
+class CountingEncoder:
+    """The tiny backbone's image tower as an `ImageEncoder`, counting batches and forward contexts."""
+
+    def __init__(self, backbone, key="tiny-test"):
+        self.frozen = FrozenImageEncoder(backbone, "cpu", "32-true", self.context)
+        self.dim, self.key, self.batches, self.contexts = backbone.embed_dim, key, 0, 0
+
+    def context(self):
+        self.contexts += 1
+        return contextlib.nullcontext()
+
+    def encode(self, images):
+        self.batches += 1
+        return self.frozen.encode(images)
+
+
+def _test_batches(root, backbone, out, encoder=None, cache_dir=""):
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(root), "2shot", num_workers=0, eval_batch_size=3, cache_dir=cache_dir), backbone,
+        out=out)
+    data.image_encoder = encoder
+    data.setup()
+    return [list(loader) for loader in data.test_dataloader()], data.test_sources
+
+
+def test_a_data_module_given_an_image_encoder_tests_on_its_features(folder_root, tiny_backbone, tmp_path):
+    decoded, _ = _test_batches(folder_root, tiny_backbone, tmp_path, cache_dir="off")
+    encoder = CountingEncoder(tiny_backbone)
+    cold, sources = _test_batches(folder_root, tiny_backbone, tmp_path, encoder)
+    assert set(sources.values()) == {"features (cached now)"}
+    assert encoder.batches == encoder.contexts == 4  # one fill batch per domain, each in the given context
+    for task_features, task_decoded in zip(cold, decoded):
+        (batch,) = task_features  # 4 test images per task, one feature batch
+        images = torch.cat([images for images, _ in task_decoded])
+        with torch.inference_mode():
+            expected = tiny_backbone.encode_image(images)
+        assert batch["image_features"].shape == (4, tiny_backbone.embed_dim)
+        assert torch.allclose(batch["image_features"], expected, atol=1e-5)
+        assert batch["labels"].tolist() == torch.cat([labels for _, labels in task_decoded]).tolist()
+    warm, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone))
+    assert set(sources.values()) == {"features (cached)"}
+    other, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone, "other"))
+    assert set(sources.values()) == {"features (cached now)"}  # another encoder's key: its own features
+
+
+def test_a_data_module_given_no_image_encoder_tests_on_images(folder_root, tiny_backbone, tmp_path):
+    features = CountingEncoder(tiny_backbone)
+    for encoder, cache_dir, source in ((None, "off", "decoded"), (None, "", "images (cached now)"),
+                                       (features, "", "features (cached now)"), (None, "", "images (cached)")):
+        batches, sources = _test_batches(folder_root, tiny_backbone, tmp_path, encoder, cache_dir)
+        assert set(sources.values()) == {source}
+        if encoder is None:  # images through the model, even with the features in the cache
+            for task in batches:
+                assert [tuple(images.shape) for images, _ in task] == [(3, 3, 32, 32), (1, 3, 32, 32)]
+
+
 def test_concurrent_runs_fill_an_entry_once(folder_root, tiny_backbone, tmp_path, monkeypatch):
     fills = []
-    real = MultiDomainDataModule._fill_images
+    real = TaskTestSets._fill_images
 
     def counted(self, *args):
         fills.append(threading.get_ident())
         return real(self, *args)
 
-    monkeypatch.setattr(MultiDomainDataModule, "_fill_images", counted)
+    monkeypatch.setattr(TaskTestSets, "_fill_images", counted)
     results = []
 
     def run():
@@ -155,11 +228,11 @@ def test_cache_bound_removes_least_recently_used(tmp_path):
 
 def test_worker_budget_follows_the_machine_and_goes_to_the_loader_that_runs(
         folder_root, tiny_backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(6)))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    assert hardware.loader_workers(-1) == 5 and hardware.loader_workers(8) == 6
+    assert cpus.loader_workers(-1) == 5 and cpus.loader_workers(8) == 6
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
-    assert hardware.loader_workers(-1) == 3
+    assert cpus.loader_workers(-1) == 3
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
 
     data = MultiDomainDataModule.for_backbone(

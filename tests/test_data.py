@@ -1,17 +1,23 @@
 """Dataset layouts, seeded k-shot splits, the data module, and zero-shot against raw open_clip."""
 
+import ast
 import csv
+import graphlib
 import hashlib
 import io
 import random
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from petl_bench import datamodules
 from petl_bench.datamodules import (
     Manifest,
     MultiDomainDataModule,
@@ -21,7 +27,8 @@ from petl_bench.datamodules import (
     parse_shots,
     read_manifest,
 )
-from petl_bench.datamodules.records import all_readers, canonical_classes
+from petl_bench.datamodules.manifest import READERS
+from petl_bench.datamodules.records import canonical_classes
 from petl_bench.datamodules.splits import split_csv, split_path
 from PIL import Image
 
@@ -50,7 +57,7 @@ def _check_manifest(manifest: Manifest, domains, n_classes, per_class=PER_CLASS)
 
 
 def test_every_dataset_the_cli_offers_has_a_reader():
-    assert set(DATASETS) == set(all_readers())
+    assert set(DATASETS) == set(READERS)
 
 
 def test_officehome_layout(officehome_root):
@@ -141,7 +148,7 @@ def test_missing_root(tmp_path, dataset):
 
 
 def test_empty_root_string_is_not_the_working_directory(folder_root, monkeypatch):
-    # Regression (fixed): records._check_root tests `not str(root)` after Path(""), which is "." - never empty -
+    # Regression (fixed): scan.check_root tests `not str(root)` after Path(""), which is "." - never empty -
     # so an empty root (DataConfig.root's default) silently reads the current directory.
     monkeypatch.chdir(folder_root)
     with pytest.raises(UserError):
@@ -337,3 +344,48 @@ def test_zeroshot_equals_raw_open_clip(folder_root, tiny_backbone):
     assert torch.equal(logits, again)
     assert zeroshot.num_trainable == 0
     assert zeroshot.prompts("clipart") == [f"a photo of a {c}." for c in manifest.classnames]
+
+
+# -- layers ---------------------------------------------------------------------------------------
+LIGHT_MODULES = ["records", "scan", "images", "cache", "readers", "datasets", "manifest", "splits", "counts"]
+
+
+def test_reading_roots_and_splits_imports_no_training_stack(tmp_path):
+    code = ("import sys; import petl_bench.datamodules; "
+            + "; ".join(f"import petl_bench.datamodules.{name}" for name in LIGHT_MODULES)
+            + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))"
+            + "; from petl_bench.datamodules import MultiDomainDataModule"
+            + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.splitlines() == ["[]", "['lightning', 'torch', 'torchvision']"]
+
+
+def _package_imports(path: Path) -> tuple[set[str], list[str]]:
+    """(the datamodules modules `path` imports at module level, those it imports inside a function);
+    imports for type checking only are none."""
+    top, inner = set(), []
+
+    def visit(node, in_function: bool):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) == "TYPE_CHECKING":
+                continue
+            if isinstance(child, ast.ImportFrom) and child.level == 1:
+                names = [child.module] if child.module else [alias.name for alias in child.names]
+                (inner.extend if in_function else top.update)(names)
+            visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text()), False)
+    return top, inner
+
+
+def test_datamodules_import_downwards_only():
+    folder = Path(datamodules.__file__).parent
+    graph, inner = {}, {}
+    for path in sorted(folder.glob("*.py")):
+        graph[path.stem], inner[path.stem] = _package_imports(path)
+    # Only the package's lazy MultiDomainDataModule imports inside a function; nothing dodges a circle.
+    assert {name: found for name, found in inner.items() if found} == {"__init__": ["multidomain"]}
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert order.index("records") < order.index("scan") < order.index("readers") < order.index("manifest")
+    assert order.index("testsets") < order.index("multidomain")
+    assert not graph["testsets"] & {"multidomain"} and not graph["records"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 from petl_bench.datamodules import MultiDomainDataModule, draw_split, read_manifest
-from petl_bench.datamodules.images import RandomResizedCropFlip, decode_on, open_rgb, read_encoded
+from petl_bench.datamodules.device_images import RandomResizedCropFlip, decode_on, read_encoded
+from petl_bench.datamodules.images import open_rgb
 from petl_bench.datamodules.multidomain import train_transform
 from PIL import Image
 

@@ -1,0 +1,95 @@
+"""The steps every reader of a dataset root shares: finding folders and images, checking class
+lists, and building the `Manifest` from (path, domain, class) items.
+
+`build_manifest` stats every file and reads the header of each new or changed one; with a `Cache`
+(passed by the caller, `manifest.read_manifest`), the verdicts of an earlier scan of the root are
+reused and this scan's kept. Imports the records, `images.ImageChecks` and the foundation: no torch.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from petl_bench.cpus import cpu_budget
+from petl_bench.errors import UserError
+from petl_bench.files import ENCODING, shown
+
+from .images import ImageChecks
+from .records import Manifest, Record, prompt_name
+
+if TYPE_CHECKING:
+    from .cache import Cache
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+Item = tuple[str, str, str]  # (path relative to the root, domain, class folder name)
+
+
+def check_root(root: str | Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"dataset root not found: {root}")
+    return root
+
+
+def subdirs(path: Path) -> list[Path]:
+    """Sub-folders in name order, leaving out hidden ones and those starting with `_`."""
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def check_classes(found: set[str], expected: list[str], what: str) -> None:
+    """A one-line UserError naming the classes missing from `found` and those it has in excess."""
+    missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
+    if missing or extra:
+        parts = [f"missing {len(missing)}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                 if missing else "", f"unexpected {len(extra)}: {', '.join(extra[:5])}"
+                 f"{' ...' if len(extra) > 5 else ''}" if extra else ""]
+        raise UserError(f"{what}: classes differ from the canonical list ({'; '.join(p for p in parts if p)})")
+
+
+def build_manifest(root: Path, items: list[Item], domains: list[str], classes: list[str],
+                   cache: Cache | None) -> Manifest:
+    """The manifest of `items`, labelled by their class's index in `classes`. Every file is stat-ed
+    (a listed file that is missing is an error); only files that are new or changed since the
+    cached scan of this root (if any) have their header read."""
+    check_folder_names(root, items)
+    checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
+                         cache.saver(root) if cache else None, threads=4 * cpu_budget())
+    missing = checks.scan([rel for rel, _, _ in items])
+    if missing:
+        raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
+    checks.save()
+    label = {name: i for i, name in enumerate(classes)}
+    names = {cls: prompt_name(cls) for cls in classes}
+    records, skipped = [], []
+    readable = {rel for rel in checks.verdicts if checks.readable(rel)}
+    for rel, domain, cls in items:
+        if rel in readable:
+            records.append(Record(rel, label[cls], domain, names[cls]))
+        else:
+            skipped.append(rel)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable or empty image(s), e.g. {skipped[0]}", stacklevel=2)
+    return Manifest(root, domains, [prompt_name(c) for c in classes], records, skipped, checks)
+
+
+def check_folder_names(root: Path, items: list[Item]) -> None:
+    """A one-line UserError if a domain or class folder's name is not UTF-8: it names a task and a
+    prompt, which must be text. Image file names may be any bytes (`files.py`'s policy)."""
+    first = {}  # (domain, class) -> an image of it
+    for rel, domain, cls in items:
+        first.setdefault((domain, cls), rel)
+    for (domain, cls), rel in first.items():
+        for name in (domain, cls):
+            try:
+                name.encode(ENCODING)
+            except UnicodeEncodeError:
+                folder = posixpath.dirname(rel) if name == cls else posixpath.dirname(posixpath.dirname(rel))
+                raise UserError(f"the folder {shown(root / folder)} has a name that is not UTF-8 text; it names a "
+                                "task or a class prompt: rename it") from None
