@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from petl_bench.config import DataConfig
+from petl_bench.config import PAPER_BATCH_SIZE, DataConfig
 from petl_bench.hardware import loader_workers
 
 from .cache import Cache, digest
@@ -53,8 +53,6 @@ from .loading import (
 from .records import Manifest, Record, Task, read_manifest
 from .splits import draw_split, parse_shots, split_path, write_split
 
-# Images per task per step, as in the paper.
-PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 FEATURE_FILL_BATCH = 256  # images per forward pass when a domain's features are cached
 
 
