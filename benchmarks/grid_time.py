@@ -35,7 +35,7 @@ from petl_bench.datamodules.counts import expected_counts
 from petl_bench.datamodules.datasets import canonical_tasks
 from petl_bench.errors import UserError
 from petl_bench.hardware import allow_tf32, run_device, run_precision
-from petl_bench.sweep import Grid, expand_grid, grid_file
+from petl_bench.sweep.grid import Grid, expand_grid, grid_file
 
 
 @dataclass
