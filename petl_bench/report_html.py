@@ -57,7 +57,7 @@ class RunState:
 @dataclass
 class GridReport:
     name: str
-    sweep: dict  # what the sweep left: its `sweep_state` file
+    sweep: dict  # what the sweep left: its `sweep.state` file
     summary: Summary | None = None
     runs: list[RunState] = field(default_factory=list)
     error: str = ""  # why the grid cannot be expanded now

@@ -251,7 +251,7 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
     assert stdout.splitlines()[-1] == "z: 0 done now, 1 skipped (done before), 1 stale left, 0 failed"
 
     # Everything left, two at a time (GPU slots "0" and "1"; there is no GPU, so they run on CPU).
-    monkeypatch.setattr(launchers, "gpu_slots", lambda requested: ["0", "1"])
+    monkeypatch.setattr(local, "gpu_slots", lambda requested: ["0", "1"])
     code, stdout, _ = call([*sweep, "--rerun-stale"])
     assert code == 1
     lines = stdout.splitlines()
