@@ -35,7 +35,7 @@ from petl_bench.datamodules.counts import expected_counts
 from petl_bench.datamodules.datasets import canonical_tasks
 from petl_bench.errors import UserError
 from petl_bench.hardware import allow_tf32, run_device, run_precision
-from petl_bench.sweep import Grid, expand_grid, grid_file
+from petl_bench.sweep.grid import Grid, expand_grid, grid_file
 
 
 @dataclass
@@ -115,7 +115,7 @@ def estimate(name: str, args) -> float:
         if speed is None:
             print(f"  {label:<16} not measured: {unmeasured[label]}")
             continue
-        mine = [t for run, t in zip(grid.runs, times) if run.label == label]
+        mine = [t for run, t in zip(grid.runs, times, strict=True) if run.label == label]
         train = f"{speed.train:.1f}" if speed.train else "-"
         source = "cache" if speed.cached_features else "images"
         print(f"  {label:<16}{speed.trainable:>12,}{train:>13}{speed.test:>12.1f}{source:>11}{speed.peak_mib:>10,.0f}"

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torchvision import transforms as T
 
-from petl_bench.config import DataConfig
+from petl_bench.config import PAPER_BATCH_SIZE, DataConfig
 from petl_bench.cpus import loader_workers
 
 from .cache import Cache
@@ -37,9 +37,6 @@ from .manifest import read_manifest
 from .records import Manifest, Record, Task
 from .splits import draw_split, parse_shots, split_path, write_split
 from .testsets import ImageEncoder, TaskTestSets
-
-# Images per task per step, as in the paper.
-PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 
 
 def train_transform(size: int, mean, std, scale_min: float):

@@ -8,50 +8,16 @@ line too, exit status 1, with the traceback kept in a log file that the line nam
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
-import time
-import traceback
-import warnings
 from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
 from .errors import UserError
-from .guard import BUSY_EXIT, Interrupted, RunBusy
-from .runargs import add_run_options, config_from_args
+from .runargs import add_run_options
+from .runcommand import answered, format_accuracy, run_from_args
 
 
 # -- run / eval ------------------------------------------------------------------------------------
-def format_accuracy(record: dict) -> str:
-    lines = [f"{record['run_name']} on {record['dataset']} {record['split']} seed {record['seed']} "
-             f"({record['trainable_params']:,} trainable parameters)",
-             f"  {'task':<14}{'accuracy %':>11}"]
-    for task, value in record["accuracy"].items():
-        lines.append(f"  {task:<14}{value:>11.2f}")
-    return "\n".join(lines)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .datamodules import parse_shots
-    from .files import check_writable_folder
-    from .run import execute, finished_record, record_path
-
-    cfg = config_from_args(args)
-    parse_shots(cfg.data.dataset, cfg.data.split)
-    path = record_path(cfg)
-    existing = finished_record(cfg, args.force)
-    if existing:
-        print(format_accuracy(existing))
-        print(f"already done: {path} (--force to run again)")
-        return 0
-    check_writable_folder(cfg.out, "--out")
-    record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
-    print(format_accuracy(record))
-    print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -117,15 +83,15 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 # -- sweeps ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import expand_grid, grid_file, sweep
+    from .sweep.driver import sweep
+    from .sweep.grid import expand_grid, grid_file
+    from .sweep.state import on_swept_root
 
     if args.runs_per_gpu < 1:
         raise UserError(f"--runs-per-gpu must be >= 1; got {args.runs_per_gpu}")
     overrides = [*args.set, *(["logging.wandb=true"] if args.wandb else [])]
     grid = expand_grid(grid_file(args.file), overrides, args.out)
     if args.dry_run:  # as `table` sees it: on the root its sweeps ran on, if none is given
-        from .sweep_state import on_swept_root
-
         grid = on_swept_root(grid)
     return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale,
                  runs_per_gpu=args.runs_per_gpu, fresh_process=args.fresh_process)
@@ -134,8 +100,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # -- tables and figures ----------------------------------------------------------------------------
 def _summary(name: str, overrides: list[str], out: str | None):
     from .report import summarize
-    from .sweep import expand_grid, grid_file
-    from .sweep_state import on_swept_root
+    from .sweep.grid import expand_grid, grid_file
+    from .sweep.state import on_swept_root
 
     return summarize(on_swept_root(expand_grid(grid_file(name), overrides, out)))
 
@@ -256,7 +222,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = add_run_options(sub.add_parser("run", help="train and test one method on one dataset split and seed"))
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=run_from_args)
 
     ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
     ev.add_argument("--ckpt", required=True)
@@ -349,59 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"{category.__name__}: {message}\n"  # for users, not the source line that warned
-
-
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = _one_line_warning
     args = make_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except RunBusy as busy:
-        print(f"petl-bench: {busy}", file=sys.stderr)
-        return BUSY_EXIT
-    except UserError as err:
-        print(f"petl-bench: error: {err}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"petl-bench: {stop}", file=sys.stderr)
-        return stop.exit_status
-    except KeyboardInterrupt:
-        print("petl-bench: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # the last guard: no user sees a stack trace
-        command = sys.argv[1:] if argv is None else argv
-        print(f"petl-bench: {unexpected(err)} ({kept_traceback(err, command)})", file=sys.stderr)
-        return 1
-
-
-def unexpected(err: Exception) -> str:
-    """What an exception that no command turned into a UserError means, in one line."""
-    message = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    if isinstance(err, OSError):
-        where = f"{err.filename}: " if err.filename else ""
-        return f"error: {where}{err.strerror or message}"
-    if isinstance(err, UnicodeError):
-        return f"error: cannot read or write text: {message}"
-    module = type(err).__module__.split(".")[0]
-    if module not in ("builtins", __package__):
-        return f"error in {module}: {type(err).__name__}: {message}"
-    return f"internal error, this is a bug (please report it with the log): {type(err).__name__}: {message}"
-
-
-def kept_traceback(err: Exception, command: list[str]) -> str:
-    """Writes the command and its traceback to a log file in the temporary folder (a full `--out`
-    could not take it); says where, or why not."""
-    folder = Path(tempfile.gettempdir()) / "petl-bench-logs"
-    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    try:
-        folder.mkdir(exist_ok=True)
-        path.write_text(f"petl-bench {' '.join(map(str, command))}\n"
-                        + "".join(traceback.format_exception(err)), encoding="utf-8", errors="replace")
-    except OSError as log_err:
-        return f"traceback not kept: {log_err.strerror or log_err}"
-    return f"traceback: {path}"
+    return answered(lambda: args.func(args), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Paper-style tables from run records: `petl-bench table table1|table2|ablation|kshot`.
 
-A grid (see `petl_bench.sweep`) says which runs make a table; their records are read from
+A grid (see `petl_bench.sweep.grid`) says which runs make a table; their records are read from
 `{out}/runs/**/seed*.json` (through `results.load_record`: a file that is no usable record is listed
 in the footer with its reason and counts as missing). Only a record whose `config_sha256` equals its
 grid run's config counts; others are stale and listed in the footer. Each cell is the mean over seeds with the sample standard
@@ -20,7 +20,7 @@ import pandas as pd
 from .datamodules import canonical_split, paper_split
 from .datamodules.datasets import TITLES
 from .files import write_text_atomic
-from .results import read_records
+from .results import read_records, record_path
 
 # Our method names -> the paper's column names (Tables 1 and 2).
 PAPER_NAMES = {
@@ -92,8 +92,6 @@ def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
 def expected_runs(grid) -> pd.DataFrame:
     """The grid's runs: label (in grid order), method, dataset, split (Nshot), seed, the record path
     and the config hash a record must carry to count."""
-    from .results import record_path
-
     rows = [{"label": run.label, "method": run.cfg.method, "dataset": run.cfg.data.dataset,
              "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split), "seed": run.cfg.data.seed,
              "model": run.cfg.model.arch, "pretrained": run.cfg.model.pretrained,

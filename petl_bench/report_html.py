@@ -9,7 +9,7 @@
 HTML and PNG files only, with no script and nothing loaded from elsewhere: the site opens from disk
 on a machine without network. Images are drawn or copied into the site; a run's record, CSV log,
 sweep log, checkpoint and split file are linked where they lie in the results folder, not copied (a
-checkpoint may be gigabytes). Grids come from what each sweep left (`petl_bench.sweep_state`); a
+checkpoint may be gigabytes). Grids come from what each sweep left (`petl_bench.sweep.state`); a
 run's state comes from its record as it is now: done (the grid's config hash), stale (another
 config), failed (no current record and the sweep's last attempt failed) or missing.
 """
@@ -32,8 +32,8 @@ from .files import atomic_path, write_text_atomic
 from .report import AVERAGE, Cell, ParamCell, Summary, cell_text, column_name, dataset_name, layout, \
     off_paper_reasons, split_name, summarize
 from .results import read_records
-from .sweep import expand_grid, record_of
-from .sweep_state import read_states
+from .sweep.grid import expand_grid, record_of
+from .sweep.state import read_states
 
 STATES = ("done", "stale", "failed", "missing")
 FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5"}
@@ -57,7 +57,7 @@ class RunState:
 @dataclass
 class GridReport:
     name: str
-    sweep: dict  # what the sweep left: its `sweep_state` file
+    sweep: dict  # what the sweep left: its `sweep.state` file
     summary: Summary | None = None
     runs: list[RunState] = field(default_factory=list)
     error: str = ""  # why the grid cannot be expanded now

@@ -19,7 +19,7 @@ from petl_bench.config import DataConfig, root_folder
 from petl_bench.errors import UserError
 from petl_bench.params import count_rows
 from petl_bench.report import dataset_name
-from petl_bench.sweep import expand_grid, grid_file
+from petl_bench.sweep.grid import expand_grid, grid_file
 from cli_calls import call
 
 PER_CELL = {"pacs": 7, "vlcs": 3, "office31": 2, "terraincognita": 2, "domainnet": 1}  # as conftest writes

@@ -5,7 +5,7 @@ import pytest
 from petl_bench.benchmarks.grid_time import dataset_sizes, run_times
 from petl_bench.benchmarks.speed import Throughput
 
-from petl_bench.sweep import expand_grid, grid_file
+from petl_bench.sweep.grid import expand_grid, grid_file
 
 
 def test_dataset_sizes_are_the_papers():

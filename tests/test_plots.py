@@ -10,7 +10,7 @@ from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
-from petl_bench.sweep import expand_grid
+from petl_bench.sweep.grid import expand_grid
 from cli_calls import call
 
 GRIDS = {

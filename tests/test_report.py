@@ -16,7 +16,7 @@ from petl_bench.registry import method_names
 from petl_bench.report import BEYOND_NAMES, Cell, cell_text, paper_results, render, summarize
 from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
-from petl_bench.sweep import expand_grid
+from petl_bench.sweep.grid import expand_grid
 from cli_calls import call
 
 TASKS = OFFICEHOME_DOMAINS  # Art, Clipart, Product, Real World
@@ -269,7 +269,7 @@ def test_table_errors_are_one_line(tmp_path):
 def test_a_table_never_averages_two_roots_and_takes_the_swept_one(tmp_path):
     """`table` given no root takes the one its sweeps ran on; of two, it says so in one line and
     counts only the root that --set names."""
-    from petl_bench import sweep_state
+    from petl_bench.sweep import state
 
     path = grid_yaml(tmp_path, "small", MAIN)
     out = tmp_path / "results"
@@ -280,14 +280,14 @@ def test_a_table_never_averages_two_roots_and_takes_the_swept_one(tmp_path):
         for run in runs_of(grid, "zeroshot", "10pct"):
             write_record(run, art, params=0)
         if name == "full":
-            sweep_state.save(grid, [{"outcome": "done"}] * len(grid.runs))
+            state.save(grid, [{"outcome": "done"}] * len(grid.runs))
             code, stdout, stderr = call(["table", path, "--out", out])
             assert code == 0, stderr
             assert next(line for line in stdout.splitlines() if line.startswith("| Art |")).startswith(
                 "| Art | 80.0 ± 0.0 ")
             code, stdout, _ = call(["sweep", path, "--out", out, "--dry-run"])
             assert code == 0 and stdout.splitlines()[-1] == "3 done, 0 stale, 15 to run"
-    sweep_state.save(grid, [{"outcome": "done"}] * len(grid.runs))  # a sweep of the subset too
+    state.save(grid, [{"outcome": "done"}] * len(grid.runs))  # a sweep of the subset too
     code, stdout, stderr = call(["table", path, "--out", out])
     assert code == 2 and stdout == "" and stderr.count("\n") == 1
     assert stderr.startswith(f"petl-bench: error: grid small was swept on 2 dataset roots under {out} (")

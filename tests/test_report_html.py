@@ -23,13 +23,15 @@ from urllib.parse import unquote
 import pytest
 import torch
 
-from petl_bench import launchers, sweep, sweep_state
+from petl_bench.sweep import driver
+from petl_bench.sweep import state as sweep_state
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.files import write_json_atomic, write_text_atomic
 from petl_bench.config import root_folder
 from petl_bench.grouping import TaskSimilarity, save_heatmap
-from petl_bench.run import record_path
-from petl_bench.sweep import expand_grid
+from petl_bench.results import record_path
+from petl_bench.sweep.grid import expand_grid
+from petl_bench.sweep.jobs import Job, JobResult, Outcome
 from cli_calls import call
 
 GRID = """\
@@ -103,17 +105,18 @@ def write_run(cfg, out: Path) -> None:
 
 def fake_launch(grid, todo, *how):
     """The sweep's launcher, writing each run's files instead of training; FAILS fails."""
-    failures = []
+    results = []
     for number, (run, _) in enumerate(todo, 1):
         key = (run.cfg.method, run.cfg.data.seed)
-        job = launchers.Job(number, len(todo), run, [])
+        job = Job(number, len(todo), run, [])
         if key == FAILS:
             job.log.parent.mkdir(parents=True, exist_ok=True)
             job.log.write_text("Traceback ...\nRuntimeError: CUDA out of memory\n")
-            failures.append(launchers.Failure(job, "exit status 1", job.log))
+            results.append(JobResult(job, Outcome.FAILED, "exit status 1", job.log))
         else:
             write_run(run.cfg, grid.out)
-    return failures
+            results.append(JobResult(job, Outcome.DONE))
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,7 @@ def swept(tmp_path_factory, tiny_checkpoint):
     runs[STALE].cfg.optim.lr = 0.1
     write_run(runs[STALE].cfg, out)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sweep, "_launch", fake_launch)
+        patch.setattr(driver, "_launch", fake_launch)
         code, stdout, _ = call(["sweep", grid_path, "--out", out, *(f"--set={o}" for o in overrides)])
     assert code == 1 and "mini: 7 done now, 0 skipped (done before), 1 stale left, 1 failed" in stdout
     record_path(runs[REMOVED].cfg).unlink()  # the report reads the records as they are now
@@ -158,12 +161,12 @@ def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, 
     grid_path, out, _ = swept
     state = json.loads((out / "sweeps" / "mini.json").read_text())
     grid = expand_grid(grid_path, state["overrides"], str(out))
-    outcomes = sweep_state.starting(grid, [sweep.run_status(run) for run in grid.runs])
+    outcomes = sweep_state.starting(grid, [sweep_state.run_status(run) for run in grid.runs])
     by_run = {(run.cfg.method, run.cfg.data.seed): outcome for run, outcome in zip(grid.runs, outcomes)}
     assert by_run[FAILS]["outcome"] == "failed" and by_run[FAILS]["reason"] == "exit status 1"
     assert by_run[REMOVED] == {"outcome": "todo"} and by_run[STALE] == {"outcome": "stale"}
     attempted = [run for run in grid.runs if (run.cfg.method, run.cfg.data.seed) == FAILS]
-    after = sweep_state.finished(grid, outcomes, attempted, failures=[])
+    after = sweep_state.finished(grid, outcomes, [JobResult(Job(1, 1, run, []), Outcome.DONE) for run in attempted])
     assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after)}[FAILS] == "done"
 
 

@@ -35,6 +35,26 @@ def slurm_unreachable() -> str | None:
     return None
 
 
+def slurm_or_skip() -> None:
+    """A Slurm that takes jobs (`.ci/run` starts one with `.ci/slurm-up`). CI must have one: under
+    CI=true the test fails, saying why; elsewhere it skips."""
+    reason = slurm_unreachable()
+    if reason and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and no Slurm takes jobs: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def test_without_a_slurm_ci_fails_and_elsewhere_the_tests_skip(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no sinfo, no sbatch
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"^CI=true and no Slurm takes jobs: no Slurm client here"):
+        slurm_or_skip()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"^no Slurm client here"):
+        slurm_or_skip()
+
+
 def sweep_command(grid, out, root) -> list[str]:
     return [sys.executable, "-m", "petl_bench.cli", "sweep", str(grid), "--launcher", "slurm", "--out", str(out),
             "--set", f"data.root={root}", "--set", "slurm.gpus_per_job=0", "--set", "slurm.cpus_per_task=1",
@@ -52,9 +72,7 @@ def sweep(grid, out, root, timeout=420):
 
 
 def test_slurm_sweep_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_path, folder_root, tiny_checkpoint):
-    reason = slurm_unreachable()
-    if reason:
-        pytest.skip(reason)
+    slurm_or_skip()
     grid = tmp_path / f"slurmgrid{UNIQUE}.yaml"
     grid.write_text(yaml.safe_dump({
         "table": "table1", "dataset": "folder", "splits": ["2shot"], "seeds": [0, 1], "methods": ["zeroshot"],
@@ -78,9 +96,7 @@ def test_slurm_sweep_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_path
 
 
 def test_a_failing_slurm_job_is_reported_with_its_log(tmp_path, folder_root, tiny_checkpoint):
-    reason = slurm_unreachable()
-    if reason:
-        pytest.skip(reason)
+    slurm_or_skip()
     grid = tmp_path / f"broken{UNIQUE}.yaml"
     grid.write_text(yaml.safe_dump({  # 9 training images per class, and the set has 3
         "table": "table1", "dataset": "folder", "splits": ["9shot"], "seeds": [0], "methods": ["zeroshot"],
@@ -97,9 +113,7 @@ def test_a_failing_slurm_job_is_reported_with_its_log(tmp_path, folder_root, tin
 def test_a_cancelled_slurm_job_is_reported_not_waited_for(tmp_path, folder_root, tiny_checkpoint):
     """A job that dies without a result (scancel here; a time or memory limit on a cluster) is a
     failure even where sacct has no accounting to tell submitit so."""
-    reason = slurm_unreachable()
-    if reason:
-        pytest.skip(reason)
+    slurm_or_skip()
     grid = tmp_path / f"long{UNIQUE}.yaml"
     job_name = f"petl-{grid.stem}"
     grid.write_text(yaml.safe_dump({

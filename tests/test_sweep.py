@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petl_bench import launchers
+from petl_bench.sweep import local
 from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.guard import holder
 from petl_bench.runargs import parse_run_argv, run_argv
-from petl_bench.sweep import BENCHMARKS, expand_grid, grid_file, record_of, run_status
+from petl_bench.sweep.grid import BENCHMARKS, expand_grid, grid_file, record_of
+from petl_bench.sweep.jobs import Job, Outcome
+from petl_bench.sweep.state import run_status
 from cli_calls import call
 
 TABLE1_METHODS = ["zeroshot", "fullft", "coop", "vpt", "maple", "fullft-mt", "clip-adapter", "bitfit", "coop-mt",
@@ -206,16 +208,16 @@ def test_gpu_slots(monkeypatch, capsys):
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert launchers.gpu_slots(None) == [] and launchers.gpu_slots(2) == []
+    assert local.gpu_slots(None) == [] and local.gpu_slots(2) == []
     assert "no GPU here; running one at a time on CPU" in capsys.readouterr().out
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert launchers.gpu_slots(None) == ["3", "5"] and launchers.gpu_slots(1) == ["3"]
-    assert launchers.gpu_slots(0) == []
+    assert local.gpu_slots(None) == ["3", "5"] and local.gpu_slots(1) == ["3"]
+    assert local.gpu_slots(0) == []
     with pytest.raises(UserError, match="only 2 GPU"):
-        launchers.gpu_slots(3)
+        local.gpu_slots(3)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert launchers.gpu_slots(None) == ["0", "1"]
+    assert local.gpu_slots(None) == ["0", "1"]
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
     assert stdout.splitlines()[-1] == "z: 0 done now, 1 skipped (done before), 1 stale left, 0 failed"
 
     # Everything left, two at a time (GPU slots "0" and "1"; there is no GPU, so they run on CPU).
-    monkeypatch.setattr(launchers, "gpu_slots", lambda requested: ["0", "1"])
+    monkeypatch.setattr(local, "gpu_slots", lambda requested: ["0", "1"])
     code, stdout, _ = call([*sweep, "--rerun-stale"])
     assert code == 1
     lines = stdout.splitlines()
@@ -329,8 +331,8 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
         code, stdout, _ = call(sweep)
         assert code == 0 and "0 to run (local), 1 running in another process (skipped)" in stdout
         # A run that became busy after the sweep looked: skipped at launch, no process started.
-        job = launchers.Job(1, 1, run, ["run"])
-        assert [f.busy for f in launchers.run_local([job], [])] == [True]
+        job = Job(1, 1, run, ["run"])
+        assert [r.outcome for r in local.run_local([job], [])] == [Outcome.BUSY]
         assert capsys.readouterr().out == f"[1/1] zeroshot 2shot seed0: running in another process (pid {other.pid} " \
                                           f"on {socket.gethostname()}): skipped\n"
         # By hand, told not to wait: exit status 75 and one line.

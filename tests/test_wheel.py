@@ -85,8 +85,8 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
 # data it reads is the point here, not ViT-B/16's counts, which tests/test_methods.py checks).
 COMMANDS = """
 import contextlib, io, json, runpy, sys
-import petl_bench.sweep
-found = {"package": petl_bench.__file__, "grid": str(petl_bench.sweep.grid_file("table1"))}
+import petl_bench.sweep.grid
+found = {"package": petl_bench.__file__, "grid": str(petl_bench.sweep.grid.grid_file("table1"))}
 script = sys.argv[1]
 for name, argv in [("sweep", ["sweep", "table1", "--dry-run"]), ("params", ["params", "--model=tiny"])]:
     sys.argv, out = [script, *argv], io.StringIO()

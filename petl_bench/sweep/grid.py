@@ -1,4 +1,4 @@
-"""Sweeps: a YAML grid of methods x splits x seeds becomes `petl-bench run`s; those done are skipped.
+"""A sweep's grid: a YAML file of methods x splits x seeds, expanded into the `RunConfig` of every run.
 
 A grid file (`benchmarks/*.yaml`):
 
@@ -18,13 +18,11 @@ A grid file (`benchmarks/*.yaml`):
 Precedence, lowest first: the dataclass defaults, the grid's `set`, a method entry's `set`, the
 command line's `--set` (where `slurm.key=value` sets the Slurm block). The dataset root is not part
 of a grid: give it with `--set data.root=DIR` (a sweep keeps it in `{out}/sweeps/{grid}.json`, where
-`table` and `--dry-run` find it when not given one: `sweep_state.on_swept_root`).
+`table` and `--dry-run` find it when not given one: `state.on_swept_root`).
 
-Each run's config is built by the same code as `petl-bench run` builds it, and each run is executed
-as that command (`run_argv`), so a sweep's run and a hand-typed run are one and the same.
-A run is *done* when its record exists with the grid's config hash, *running* while another process
-holds its lock (a second sweep of the grid, a hand-typed run: skipped, and said so), *stale* when its
-record holds another config (re-run only with `--rerun-stale`), else *to do*.
+Each run's config is built by the same code as `petl-bench run` builds it (`runargs`), so a sweep's
+run and a hand-typed run are one and the same. The module imports no torch (tests/test_layers.py);
+building the runs' configs loads the registered methods (`registry.get_method`).
 """
 
 from __future__ import annotations
@@ -36,11 +34,14 @@ from pathlib import Path
 
 import yaml
 
-from . import benchmarks
-from .config import DATASETS, RunConfig, parse_value
-from .errors import UserError
-from .files import safe_name
-from .runargs import build_run_config, run_argv
+from .. import benchmarks
+from ..config import DATASETS, RunConfig, parse_value
+from ..errors import UserError
+from ..files import safe_name
+from ..registry import get_method
+from ..results import record_path
+from ..runargs import build_run_config
+from ..splitnames import parse_shots
 
 BENCHMARKS = Path(benchmarks.__file__).parent  # benchmarks/ of the checkout, or of the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot")
@@ -98,8 +99,6 @@ def grid_file(name_or_path: str) -> Path:
 def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, text: str | None = None) -> Grid:
     """The grid's runs, each config built as `petl-bench run` builds it; `overrides` as `--set`.
     `text`: the grid file's content as a sweep saw it, instead of the file's content now."""
-    from .datamodules import parse_shots
-
     path, out = Path(path), out or "results"
     text = _read_text(path) if text is None else text
     spec = _read_yaml(path, text)
@@ -144,31 +143,8 @@ def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, t
 
 
 def record_of(run: GridRun) -> Path:
-    from .results import record_path
-
+    """Where the run's record lands (its folder beside it holds checkpoints, logs and its lock)."""
     return record_path(run.cfg)
-
-
-def run_status(run: GridRun) -> str:
-    """`done` (record with this config), `running` (in another process), `stale` (record with
-    another config) or `todo` (no record, or a file that is no usable record: `unusable_records`)."""
-    from .guard import holder
-    from .results import read_record
-
-    record = read_record(record_of(run))
-    if record is not None and record.get("config_sha256") == run.cfg.sha256():
-        return "done"
-    if holder(record_of(run)):
-        return "running"
-    return "todo" if record is None else "stale"
-
-
-def unusable_records(runs: list[GridRun]) -> list[str]:
-    """`path (why)` of each run's record file that is not a usable record (the run replaces it)."""
-    from .results import load_record
-
-    problems = [(record_of(run), load_record(record_of(run))[1]) for run in runs]
-    return [f"{path} ({problem})" for path, problem in problems if problem]
 
 
 def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
@@ -237,8 +213,6 @@ def _set_items(path: Path, where: str, mapping) -> list[str]:
 
 def _entry(path: Path, where: str, entry) -> tuple[str, str, list[str]]:
     """A `methods` item -> (method, label, its set items); the method must be registered."""
-    from .registry import get_method
-
     if isinstance(entry, str):
         entry = {"method": entry}
     if not isinstance(entry, dict):
@@ -269,77 +243,3 @@ def _set_slurm(slurm: SlurmConfig, name: str, value) -> SlurmConfig:
     if name not in hints:
         raise UserError(f"unknown key slurm.{name} (valid: {', '.join(hints)})")
     return dataclasses.replace(slurm, **{name: parse_value(str(value), hints[name], f"slurm.{name}={value}")})
-
-
-# -- running ---------------------------------------------------------------------------------------
-def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run: bool = False,
-          rerun_stale: bool = False, runs_per_gpu: int = 1, fresh_process: bool = False) -> int:
-    """Run every run of the grid that is not done; 1 if any failed. Prints a line per run."""
-    from collections import Counter
-
-    from . import sweep_state
-
-    statuses = [run_status(run) for run in grid.runs]
-    counts = Counter(statuses)
-    print(f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
-          f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}")
-    unusable = unusable_records([run for run, status in zip(grid.runs, statuses) if status == "todo"])
-    if unusable:
-        print(f"{len(unusable)} record file(s) that are not usable records, to run again:")
-        for line in unusable:
-            print(f"  {line}")
-    if dry_run:
-        for run, status in zip(grid.runs, statuses):
-            cfg = run.cfg
-            print(f"  {status:<7}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
-        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
-              + (f", {counts['running']} running in another process" if counts["running"] else ""))
-        return 0
-    stale = [run for run, status in zip(grid.runs, statuses) if status == "stale"]
-    if stale and not rerun_stale:
-        print(f"{len(stale)} stale: a record with another config (--rerun-stale runs them again):")
-        for run in stale:
-            print(f"  {record_of(run)}")
-    todo = [(run, status == "stale") for run, status in zip(grid.runs, statuses)
-            if status == "todo" or (status == "stale" and rerun_stale)]
-    if todo:
-        _check_root(grid)
-    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})"
-          + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""), flush=True)
-    outcomes = sweep_state.starting(grid, statuses)
-    sweep_state.save(grid, outcomes)  # the report sees the grid from now on, even if this sweep is killed
-    failures = _launch(grid, todo, launcher, gpus, runs_per_gpu, fresh_process) if todo else []
-    busy = [failure for failure in failures if failure.busy]
-    failures = [failure for failure in failures if not failure.busy]
-    taken = {id(failure.job.run) for failure in busy}  # by another process: their outcome is not ours to say
-    sweep_state.save(grid, sweep_state.finished(grid, outcomes, [run for run, _ in todo if id(run) not in taken],
-                                                failures))
-    print(f"{grid.name}: {len(todo) - len(failures) - len(busy)} done now, {counts['done']} skipped (done before), "
-          f"{0 if rerun_stale else len(stale)} stale left, {len(failures)} failed"
-          + (f", {len(busy) + counts['running']} running in another process" if busy or counts["running"] else ""))
-    for failure in failures:
-        print(f"  failed: {failure.job.title} ({failure.reason}); log: {failure.log}")
-    return 1 if failures else 0
-
-
-def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None, runs_per_gpu: int,
-            fresh_process: bool) -> list:
-    from .launchers import Job, gpu_slots, run_local, run_slurm
-
-    # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
-    jobs = [Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
-            for number, (run, force) in enumerate(todo, 1)]
-    if launcher == "slurm":
-        return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
-    return run_local(jobs, gpu_slots(gpus), runs_per_gpu, fresh_process)
-
-
-def _check_root(grid: Grid) -> None:
-    from .files import check_writable_folder
-
-    root = grid.runs[0].cfg.data.root
-    if not root:
-        raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
-    if not Path(root).expanduser().is_dir():
-        raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")
-    check_writable_folder(grid.out, "--out")

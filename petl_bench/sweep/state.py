@@ -1,4 +1,9 @@
-"""What a sweep leaves under `--out` for `petl-bench report`: `{out}/sweeps/{grid}.json`.
+"""The state of a sweep's runs: each run's status from its record and lock, and what a sweep leaves
+under `--out` for `petl-bench report`: `{out}/sweeps/{grid}.json`.
+
+A run is *done* when its record exists with the grid's config hash, *running* while another process
+holds its lock (a second sweep of the grid, a hand-typed run: skipped, and said so), *stale* when its
+record holds another config (re-run only with `--rerun-stale`), else *to do*.
 
 Run records do not know their grid, so a sweep writes (atomically, as it starts and as it ends) the
 grid file it expanded (its path, and its text as it was), the command line's `--set` items, every
@@ -15,10 +20,30 @@ import json
 import time
 from pathlib import Path
 
-from .config import resolved_root
-from .errors import UserError
-from .files import write_json_atomic
-from .sweep import Grid, GridRun, expand_grid, record_of
+from ..config import resolved_root
+from ..errors import UserError
+from ..files import write_json_atomic
+from ..guard import holder
+from ..results import load_record, read_record
+from .grid import Grid, GridRun, expand_grid, record_of
+from .jobs import JobResult, Outcome
+
+
+def run_status(run: GridRun) -> str:
+    """`done` (record with this config), `running` (in another process), `stale` (record with
+    another config) or `todo` (no record, or a file that is no usable record: `unusable_records`)."""
+    record = read_record(record_of(run))
+    if record is not None and record.get("config_sha256") == run.cfg.sha256():
+        return "done"
+    if holder(record_of(run)):
+        return "running"
+    return "todo" if record is None else "stale"
+
+
+def unusable_records(runs: list[GridRun]) -> list[str]:
+    """`path (why)` of each run's record file that is not a usable record (the run replaces it)."""
+    problems = [(record_of(run), load_record(record_of(run))[1]) for run in runs]
+    return [f"{path} ({problem})" for path, problem in problems if problem]
 
 
 def state_path(out: Path, grid_name: str) -> Path:
@@ -35,7 +60,7 @@ def starting(grid: Grid, statuses: list[str]) -> list[dict]:
     sweep's failure stays its last outcome until this sweep attempts it."""
     earlier = {run.get("record"): run for run in (_read(state_path(grid.out, grid.name)) or {}).get("runs", [])}
     outcomes = []
-    for run, status in zip(grid.runs, statuses):
+    for run, status in zip(grid.runs, statuses, strict=True):
         before = earlier.get(_record(grid, run), {})
         if status in ("done", "stale"):
             outcomes.append({"outcome": status})
@@ -46,21 +71,21 @@ def starting(grid: Grid, statuses: list[str]) -> list[dict]:
     return outcomes
 
 
-def finished(grid: Grid, outcomes: list[dict], attempted: list[GridRun], failures: list) -> list[dict]:
-    """The outcomes after the launcher returned: each attempted run `done` or `failed`."""
-    failed = {id(failure.job.run): failure for failure in failures}
-    tried = {id(run) for run in attempted}
+def finished(grid: Grid, outcomes: list[dict], results: list[JobResult]) -> list[dict]:
+    """The outcomes after the launcher returned: each run it did `done` or `failed`; a run another
+    process took (`BUSY`) keeps its outcome from the start."""
+    ended = {id(result.job.run): result for result in results}
     now = _now()
-    result = []
-    for run, outcome in zip(grid.runs, outcomes):
-        if id(run) in failed:
-            failure = failed[id(run)]
-            outcome = {"outcome": "failed", "reason": failure.reason, "log": str(Path(failure.log).resolve()),
+    after = []
+    for run, outcome in zip(grid.runs, outcomes, strict=True):
+        result = ended.get(id(run))
+        if result is not None and result.outcome is Outcome.FAILED:
+            outcome = {"outcome": "failed", "reason": result.reason, "log": str(Path(result.log).resolve()),
                        "at": now}
-        elif id(run) in tried:
+        elif result is not None and result.outcome is Outcome.DONE:
             outcome = {"outcome": "done"}
-        result.append(outcome)
-    return result
+        after.append(outcome)
+    return after
 
 
 def save(grid: Grid, outcomes: list[dict]) -> Path:
@@ -70,7 +95,7 @@ def save(grid: Grid, outcomes: list[dict]) -> Path:
         "grid": grid.name, "table": grid.table, "dataset": grid.dataset, "grid_file": str(grid.path.resolve()),
         "grid_text": grid.text, "overrides": grid.overrides, "roots": sorted(roots), "updated": _now(),
         "runs": [{"label": run.label, "split": run.cfg.data.split, "seed": run.cfg.data.seed,
-                  "record": _record(grid, run), **outcome} for run, outcome in zip(grid.runs, outcomes)]})
+                  "record": _record(grid, run), **outcome} for run, outcome in zip(grid.runs, outcomes, strict=True)]})
     return path
 
 

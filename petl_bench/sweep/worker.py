@@ -1,13 +1,14 @@
 """A local sweep's long-lived run process: it imports once, keeps each loaded backbone, and runs one
 run after another.
 
-The sweep (`launchers.run_local`) starts one per slot (a GPU, `--runs-per-gpu` per GPU, or one on
-CPU) and writes one job per line to its stdin: `{"argv": [...], "log": path}`. The worker runs the
-job as `petl-bench run` would (`cli.main` on the same arguments, so a sweep run builds the config a
-hand-typed one builds) with its output, down to the file descriptors, in the job's log, and answers
-`{"status": N, "last": bool}` on its stdout. Between runs it puts back the process state a run may
-change. After a run that raised what `cli.main` does not expect, or that a signal stopped, its
-state is not to be trusted: it answers `last` and exits, and the sweep starts a fresh worker.
+The sweep (`local.run_local`) starts one per slot (a GPU, `--runs-per-gpu` per GPU, or one on CPU)
+and writes one job per line to its stdin: `{"argv": [...], "log": path}`. The worker runs the job as
+`petl-bench run` would (`runcommand.run_command` on the same arguments, so a sweep run builds the
+config a hand-typed one builds) with its output, down to the file descriptors, in the job's log, and
+answers `{"status": N, "last": bool}` on its stdout. Between runs it puts back the process state a
+run may change. After a run that raised what `run_command` does not expect, or that a signal
+stopped, its state is not to be trusted: it answers `last` and exits, and the sweep starts a fresh
+worker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import sys
 import traceback
 import warnings
 
+import torch
+
+from ..run import keep_backbones
+from ..runcommand import run_command
+
 # Exit statuses after which the worker stops: the run was stopped by SIGINT / SIGTERM.
 STOPPED = (130, 143)
 
@@ -27,8 +33,6 @@ class ProcessState:
     """What a run may change in its process and the next run must not inherit."""
 
     def __init__(self):
-        import torch
-
         self.environ = dict(os.environ)
         self.cwd = os.getcwd()
         self.warning_filters = list(warnings.filters)
@@ -40,8 +44,6 @@ class ProcessState:
         self.threads = torch.get_num_threads()
 
     def restore(self) -> None:
-        import torch
-
         os.environ.clear()
         os.environ.update(self.environ)
         os.chdir(self.cwd)
@@ -56,29 +58,27 @@ class ProcessState:
 
 
 def serve() -> None:
-    from . import cli, run
-
     answers = os.fdopen(os.dup(1), "w", buffering=1)  # fd 1 and 2 become each run's log
     quiet = os.open(os.devnull, os.O_WRONLY)
     _point_output_at(quiet)
-    run.keep_backbones()
+    keep_backbones()
     state = ProcessState()
     for line in sys.stdin:
         job = json.loads(line)
-        status, last = _run(cli, job["argv"], job["log"], quiet)
+        status, last = _run(job["argv"], job["log"], quiet)
         state.restore()
         answers.write(json.dumps({"status": status, "last": last}) + "\n")
         if last:
             return
 
 
-def _run(cli, argv: list[str], log: str, quiet: int) -> tuple[int, bool]:
+def _run(argv: list[str], log: str, quiet: int) -> tuple[int, bool]:
     with open(log, "a") as file:
         _point_output_at(file.fileno())
     try:
-        status = cli.main(argv)
+        status = run_command(argv)
         return status, status in STOPPED
-    except BaseException:  # cli.main answers every failure it expects; this one may leave any state
+    except BaseException:  # run_command answers every failure it expects; this one may leave any state
         traceback.print_exc()
         return 1, True
     finally:

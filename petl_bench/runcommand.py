@@ -1,0 +1,119 @@
+"""What `petl-bench run` does, and how any command's failures become one line and an exit status.
+
+`run_command(argv)` is the run command on its own: a sweep's worker process and a Slurm job call it
+with the command line `runargs.run_argv` spells, so a sweep's run is the hand-typed one, with the same
+exit statuses, without the CLI above it. `answered` is what `cli.main` and `run_command` share: bad
+input is one line on stderr and exit status 2, a busy run 75, a stop by a signal 130 / 143, and
+anything else (a disk or file fault, text that does not decode, a dependency's error, a bug) one
+line too, exit status 1, with the traceback kept in a log file that the line names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import UserError
+from .files import check_writable_folder
+from .guard import BUSY_EXIT, Interrupted, RunBusy
+from .results import record_path
+from .runargs import add_run_options, config_from_args
+from .splitnames import parse_shots
+
+
+def run_command(argv: list[str]) -> int:
+    """`petl-bench run ...` for `argv` = `["run", ...]`: its exit status, its output on stdout and stderr."""
+    if argv[:1] != ["run"]:
+        raise ValueError(f"not a run's command line: {argv}")
+    parser = add_run_options(argparse.ArgumentParser(prog="petl-bench run"))
+    args = parser.parse_args(argv[1:])
+    return answered(lambda: run_from_args(args), argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """The run `petl-bench run`'s parsed options name: skipped when its record is there, else executed."""
+    from .run import execute, finished_record  # the training stack, imported only by a command that trains
+
+    cfg = config_from_args(args)
+    parse_shots(cfg.data.dataset, cfg.data.split)
+    path = record_path(cfg)
+    existing = finished_record(cfg, args.force)
+    if existing:
+        print(format_accuracy(existing))
+        print(f"already done: {path} (--force to run again)")
+        return 0
+    check_writable_folder(cfg.out, "--out")
+    record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
+    print(format_accuracy(record))
+    print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
+    return 0
+
+
+def format_accuracy(record: dict) -> str:
+    lines = [f"{record['run_name']} on {record['dataset']} {record['split']} seed {record['seed']} "
+             f"({record['trainable_params']:,} trainable parameters)",
+             f"  {'task':<14}{'accuracy %':>11}"]
+    for task, value in record["accuracy"].items():
+        lines.append(f"  {task:<14}{value:>11.2f}")
+    return "\n".join(lines)
+
+
+def answered(command: Callable[[], int], argv: list[str]) -> int:
+    """`command()`'s exit status, every failure it raises answered in one line on stderr."""
+    warnings.formatwarning = _one_line_warning
+    try:
+        return command()
+    except RunBusy as busy:
+        print(f"petl-bench: {busy}", file=sys.stderr)
+        return BUSY_EXIT
+    except UserError as err:
+        print(f"petl-bench: error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"petl-bench: {stop}", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:
+        print("petl-bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last guard: no user sees a stack trace
+        print(f"petl-bench: {unexpected(err)} ({kept_traceback(err, argv)})", file=sys.stderr)
+        return 1
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message}\n"  # for users, not the source line that warned
+
+
+def unexpected(err: Exception) -> str:
+    """What an exception that no command turned into a UserError means, in one line."""
+    message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"error: {where}{err.strerror or message}"
+    if isinstance(err, UnicodeError):
+        return f"error: cannot read or write text: {message}"
+    module = type(err).__module__.split(".")[0]
+    if module not in ("builtins", __package__):
+        return f"error in {module}: {type(err).__name__}: {message}"
+    return f"internal error, this is a bug (please report it with the log): {type(err).__name__}: {message}"
+
+
+def kept_traceback(err: Exception, command: list[str]) -> str:
+    """Writes the command and its traceback to a log file in the temporary folder (a full `--out`
+    could not take it); says where, or why not."""
+    folder = Path(tempfile.gettempdir()) / "petl-bench-logs"
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(exist_ok=True)
+        path.write_text(f"petl-bench {' '.join(map(str, command))}\n"
+                        + "".join(traceback.format_exception(err)), encoding="utf-8", errors="replace")
+    except OSError as log_err:
+        return f"traceback not kept: {log_err.strerror or log_err}"
+    return f"traceback: {path}"

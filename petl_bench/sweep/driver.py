@@ -1,0 +1,89 @@
+"""A sweep: every run of a grid that is not done, through a launcher; those done are skipped.
+
+The driver finds each run's status (`state.run_status`), prints what it will do, leaves the sweep's
+state for the report as it starts and as it ends (`state.save`), and hands the runs to do to the
+local launcher (`local.py`) or to Slurm (`slurm.py`) as jobs, each the `petl-bench run` command line
+that rebuilds its config (`runargs.run_argv`), so a sweep's run and a hand-typed run are one and
+the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..errors import UserError
+from ..files import check_writable_folder
+from ..runargs import run_argv
+from . import local, state
+from .grid import Grid, GridRun, record_of
+from .jobs import Job, JobResult, Outcome
+from .slurm import run_slurm
+
+
+def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run: bool = False,
+          rerun_stale: bool = False, runs_per_gpu: int = 1, fresh_process: bool = False) -> int:
+    """Run every run of the grid that is not done; 1 if any failed. Prints a line per run."""
+    statuses = [state.run_status(run) for run in grid.runs]
+    counts = Counter(statuses)
+    with_status = list(zip(grid.runs, statuses, strict=True))
+    print(f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
+          f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}")
+    unusable = state.unusable_records([run for run, status in with_status if status == "todo"])
+    if unusable:
+        print(f"{len(unusable)} record file(s) that are not usable records, to run again:")
+        for line in unusable:
+            print(f"  {line}")
+    if dry_run:
+        for run, status in with_status:
+            cfg = run.cfg
+            print(f"  {status:<7}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
+        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
+              + (f", {counts['running']} running in another process" if counts["running"] else ""))
+        return 0
+    stale = [run for run, status in with_status if status == "stale"]
+    if stale and not rerun_stale:
+        print(f"{len(stale)} stale: a record with another config (--rerun-stale runs them again):")
+        for run in stale:
+            print(f"  {record_of(run)}")
+    todo = [(run, status == "stale") for run, status in with_status
+            if status == "todo" or (status == "stale" and rerun_stale)]
+    if todo:
+        _check_root(grid)
+    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})"
+          + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""), flush=True)
+    outcomes = state.starting(grid, statuses)
+    state.save(grid, outcomes)  # the report sees the grid from now on, even if this sweep is killed
+    results = _launch(grid, todo, launcher, gpus, runs_per_gpu, fresh_process) if todo else []
+    for (run, _), result in zip(todo, results, strict=True):  # one result per run to do, in order
+        if result.job.run is not run:
+            raise RuntimeError(f"{result.job.title}: the launcher's results are not in its jobs' order")
+    state.save(grid, state.finished(grid, outcomes, results))
+    ended = Counter(result.outcome for result in results)
+    print(f"{grid.name}: {ended[Outcome.DONE]} done now, {counts['done']} skipped (done before), "
+          f"{0 if rerun_stale else len(stale)} stale left, {ended[Outcome.FAILED]} failed"
+          + (f", {ended[Outcome.BUSY] + counts['running']} running in another process"
+             if ended[Outcome.BUSY] or counts["running"] else ""))
+    for result in results:
+        if result.outcome is Outcome.FAILED:
+            print(f"  failed: {result.job.title} ({result.reason}); log: {result.log}")
+    return 1 if ended[Outcome.FAILED] else 0
+
+
+def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None, runs_per_gpu: int,
+            fresh_process: bool) -> list[JobResult]:
+    # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
+    jobs = [Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
+            for number, (run, force) in enumerate(todo, 1)]
+    if launcher == "slurm":
+        return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
+    return local.run_local(jobs, local.gpu_slots(gpus), runs_per_gpu, fresh_process)
+
+
+def _check_root(grid: Grid) -> None:
+    root = grid.runs[0].cfg.data.root
+    if not root:
+        raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
+    if not Path(root).expanduser().is_dir():
+        raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")
+    check_writable_folder(grid.out, "--out")
