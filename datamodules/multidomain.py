@@ -33,6 +33,7 @@ from petl_bench.config import DataConfig
 from petl_bench.hardware import loader_workers
 
 from .cache import Cache, digest
+from .catalog import PAPER_BATCH_SIZE
 from .counts import warn_if_short
 from .images import DECODED_OK, RandomResizedCropFlip, decode_on
 from .loading import (
@@ -53,8 +54,6 @@ from .loading import (
 from .records import Manifest, Record, Task, read_manifest
 from .splits import draw_split, parse_shots, split_path, write_split
 
-# Images per task per step, as in the paper.
-PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 FEATURE_FILL_BATCH = 256  # images per forward pass when a domain's features are cached
 
 

@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import random
-import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -19,38 +18,8 @@ from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.files import FILE_NAMES, write_text_atomic
 
+from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401  (their home)
 from .records import Manifest, Record
-
-# The paper's split names: "10% (6-shot per class)" and so on.
-PAPER_SPLITS = {
-    "officehome": {"10pct": 6, "20pct": 12},
-    "minidomainnet": {"1pct": 3, "2pct": 6},
-}
-_SHOT = re.compile(r"^(\d+)shot$")
-
-
-def parse_shots(dataset: str, split: str) -> int:
-    """`Nshot` or a paper alias -> N."""
-    aliases = PAPER_SPLITS.get(dataset, {})
-    if split in aliases:
-        return aliases[split]
-    match = _SHOT.match(split)
-    if not match or int(match.group(1)) < 1:
-        known = ", ".join(["Nshot (N >= 1)", *aliases])
-        raise UserError(f"unknown split {split!r} for {dataset} (use {known})")
-    return int(match.group(1))
-
-
-def canonical_split(dataset: str, split: str) -> str:
-    """The name runs are stored under: Office-Home `10pct` and `6shot` are the same runs."""
-    return f"{parse_shots(dataset, split)}shot"
-
-
-def paper_split(dataset: str, split: str) -> str:
-    """The name tables show: the paper's alias where there is one."""
-    shots = parse_shots(dataset, split)
-    return next((alias for alias, n in PAPER_SPLITS.get(dataset, {}).items() if n == shots), f"{shots}shot")
-
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
 

@@ -33,7 +33,7 @@ def format_accuracy(record: dict) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .datamodules import parse_shots
+    from .datamodules.catalog import parse_shots
     from .files import check_writable_folder
     from .run import execute, finished_record, record_path
 

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, canonical_split
+from .errors import UserError, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
 TINY = "tiny"  # the tiny random-init CLIP of tests and the demo: no pretrained tags
-# The readers of petl_bench.datamodules.records (the last five in datamodules/datasets.py).
-DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -209,9 +208,6 @@ class RunConfig:
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
         0 and the dataset's paper value; `~/data` and its absolute path), so a k-shot sweep finds the
         runs a 10pct/20pct sweep already made."""
-        from .datamodules.multidomain import PAPER_BATCH_SIZE  # datamodules import this module
-        from .datamodules.splits import PAPER_SPLITS, canonical_split
-
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         data = d.get("data", {})

@@ -21,7 +21,7 @@ from importlib import resources
 
 from .backbone import ClipBackbone
 from .datamodules.datasets import canonical_tasks
-from .datamodules.splits import PAPER_SPLITS
+from .datamodules.catalog import PAPER_SPLITS
 from .registry import get_method, method_names
 
 N_TASKS = 4  # both of the paper's datasets have four domains

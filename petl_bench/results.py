@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from .config import RunConfig, root_folder
+from .datamodules.catalog import canonical_split
 from .files import safe_name
 
 SCHEMA = 1
@@ -28,8 +29,6 @@ JSON_TYPES = {list: "array", type(None): "null", str: "string", int: "number", f
 
 
 def record_path(cfg: RunConfig) -> Path:
-    from .datamodules.splits import canonical_split  # the data layer imports torch: only when asked
-
     split = canonical_split(cfg.data.dataset, cfg.data.split)
     return (Path(cfg.out) / "runs" / cfg.data.dataset / root_folder(cfg.data.root) / split /
             safe_name(cfg.run_name, "run name") / f"seed{cfg.data.seed}.json")

@@ -98,7 +98,7 @@ def grid_file(name_or_path: str) -> Path:
 def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, text: str | None = None) -> Grid:
     """The grid's runs, each config built as `petl-bench run` builds it; `overrides` as `--set`.
     `text`: the grid file's content as a sweep saw it, instead of the file's content now."""
-    from .datamodules import parse_shots
+    from .datamodules.catalog import parse_shots
 
     path, out = Path(path), out or "results"
     text = _read_text(path) if text is None else text
