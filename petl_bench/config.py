@@ -58,6 +58,13 @@ class Rule:
                 return f"must be {words} {bound}"
         return None
 
+    def describe(self) -> str:
+        """The range in words, e.g. `>= 0, < 1` or `one of sum, mean`."""
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        return ", ".join(f"{words} {getattr(self, name)}" for name, words in
+                         (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(self, name) is not None)
+
 
 def rule(default, **limits) -> Any:
     """A dataclass field whose value `validate` keeps within `limits` (`Rule`'s ge, gt, le, lt, choices)."""
@@ -224,6 +231,21 @@ class RunConfig:
 
 SECTIONS = ("params", "data", "model", "optim", "train")
 SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones plus logging
+SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
+                   "logging": LoggingConfig}  # the sections every run has; `params` is the method's
+
+
+def settable_fields(cls, prefix: str) -> list[tuple[str, str, str, str]]:
+    """(`--set` key, type, default, range) of every field of config class `cls`, from its
+    annotations and rules: what `petl-bench config` lists."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        kind = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
+        limits = f.metadata["rule"].describe() if "rule" in f.metadata else ("true or false" if kind == "bool" else "")
+        rows.append((f"{prefix}.{f.name}", kind, repr(f.default) if isinstance(f.default, str) else str(f.default),
+                     limits))
+    return rows
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -286,8 +308,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         target = getattr(cfg, section)
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields:
-            valid = ", ".join(f"{key.partition('.')[0]}.{f}" for f in fields) or "none"
-            raise UserError(f"--set {item!r}: unknown key {name!r} (valid: {valid})")
+            spelt = key.strip().partition(".")[0]
+            near = near_names(name, fields)
+            hint = (f"did you mean {', '.join(f'{spelt}.{n}' for n in near)}?" if near
+                    else f"valid: {', '.join(f'{spelt}.{f}' for f in fields) or 'none'}")
+            raise UserError(f"--set {item!r}: unknown key {name!r} ({hint})")
         value = parse_value(raw.strip(), _field_type(type(target), name), item)
         setattr(cfg, section, dataclasses.replace(target, **{name: value}))
     return cfg
