@@ -50,9 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"already done: {path} (--force to run again)")
         return 0
     check_writable_folder(cfg.out, "--out")
-    if cfg.model.pretrained is None:
-        print(f"petl-bench: note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its "
-              "accuracy says nothing about the method", file=sys.stderr)
+    if cfg.model.pretrained is None:  # on stdout, with the run's own lines: it is no error
+        print(f"note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its accuracy "
+              "says nothing about the method", flush=True)
     record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
@@ -70,6 +70,9 @@ def check_root_exists(root: str) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
+    path = Path(args.ckpt)
+    if not path.is_file():  # before the training stack is imported
+        raise UserError(f"checkpoint not found: {path}")
     import lightning as L
 
     from .checkpoints import load_plain
@@ -78,9 +81,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .run import build, load_trained, quiet_lightning, trainer_settings
 
     quiet_lightning()
-    path = Path(args.ckpt)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     checkpoint = load_plain(path)
     kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
