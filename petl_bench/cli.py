@@ -126,14 +126,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     from .config import SECTION_CLASSES, settable_fields
     from .registry import get_method, method_names
 
-    names = [get_method(args.method).name] if args.method else method_names()
-    blocks = [("every run (its data, model, optim, train and logging sections)", [row for section, cls in SECTION_CLASSES.items() for row in settable_fields(cls, section)])]
-    by_config: dict[type, list[str]] = {}
-    for name in names:
-        by_config.setdefault(get_method(name).config_cls, []).append(name)
-    for config_cls, users in by_config.items():
-        fields = settable_fields(config_cls, "method")
-        blocks.append((f"{', '.join(users)} ({config_cls.__name__})", fields or [("(none)", "", "", "")]))
+    every_run = [row for section, cls in SECTION_CLASSES.items() for row in settable_fields(cls, section)]
+    blocks = [("every run (its data, model, optim, train and logging sections)", every_run)]
+    users: dict[type, list[str]] = {}  # config class -> the methods it configures
+    for name in [get_method(args.method).name] if args.method else method_names():
+        users.setdefault(get_method(name).config_cls, []).append(name)
+    for config_cls, names in users.items():
+        rows = settable_fields(config_cls, "method") or [("(none)", "", "", "")]
+        blocks.append((f"{', '.join(names)} ({config_cls.__name__})", rows))
     width = max(len(row[0]) for _, rows in blocks for row in rows) + 2
     print("`--set KEY=VALUE` keys (petl-bench run, sweep, table and plot take them):")
     for title, rows in blocks:

@@ -310,9 +310,9 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         if name not in fields:
             spelt = key.strip().partition(".")[0]
             near = near_names(name, fields)
-            hint = (f"did you mean {', '.join(f'{spelt}.{n}' for n in near)}?" if near
-                    else f"valid: {', '.join(f'{spelt}.{f}' for f in fields) or 'none'}")
-            raise UserError(f"--set {item!r}: unknown key {name!r} ({hint})")
+            hint = f"did you mean {', '.join(f'{spelt}.{n}' for n in near)}? " if near else ""
+            valid = ", ".join(f"{spelt}.{f}" for f in fields) or "none"  # a section's keys are few: all of them
+            raise UserError(f"--set {item!r}: unknown key {name!r} ({hint}valid: {valid})")
         value = parse_value(raw.strip(), _field_type(type(target), name), item)
         setattr(cfg, section, dataclasses.replace(target, **{name: value}))
     return cfg

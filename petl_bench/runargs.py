@@ -17,7 +17,8 @@ from .config import DATASETS, DEFAULT_ARCH, SETTABLE, DataConfig, ModelConfig, R
 def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `petl-bench run` (the subcommand's parser, filled in place)."""
     run.add_argument("--method", required=True, help="a registered method (`petl-bench methods` lists them)")
-    run.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset's layout")
+    run.add_argument("--dataset", required=True, choices=DATASETS, metavar="DATASET",
+                     help=f"the dataset's layout: {', '.join(DATASETS)}")
     run.add_argument("--root", required=True, help="dataset folder")
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
     run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
