@@ -13,10 +13,11 @@ tree (nothing to run) leaves the sweep state the report reads.
 Then times each command in fresh processes, as a user types it: `table table1`, `report`,
 `sweep table1 --dry-run` (target under 2 s each on 2 cores), and bad inputs that must answer
 before torch is imported (target under 1 s): an unknown method, a missing root, a split the
-dataset does not have, `--set optim.lr` without a value. Prints min and median wall seconds, the
-exit status, and whether torch was imported, below the floor every command pays (a Python that
+dataset does not have, `--set optim.lr` without a value. Prints min and median wall seconds,
+median CPU seconds (user + system: what a machine with a core to spare would take as wall time),
+the exit status and whether torch was imported, below the floor every command pays (a Python that
 does nothing, and one that imports the CLI); `--importtime` adds the slowest top-level imports of
-each command (`python -X importtime`). On a shared machine every number is inflated by the load.
+each command (`python -X importtime`). On a shared machine the wall times are inflated by the load.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,21 +74,28 @@ def petl_bench() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "petl_bench.cli"]
 
 
-def timed(argv: list[str], repeat: int, command: list[str] | None = None) -> tuple[list[float], int, bool, str]:
-    """Wall seconds of `repeat` fresh processes of `petl-bench ARGV` (or of `command`), the exit
-    status, whether torch was imported (one more process, probed; not for `command`), and the last
-    line of stderr."""
-    seconds, code = [], None
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], repeat: int, command: list[str] | None = None) -> tuple[list[float], list[float], int, bool, str]:
+    """Wall and CPU seconds of `repeat` fresh processes of `petl-bench ARGV` (or of `command`), the
+    exit status, whether torch was imported (one more process, probed; not for `command`), and the
+    last line of stderr. CPU time is what a machine with a core to spare would take as wall time."""
+    seconds, cpu, code = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_s()
         done = subprocess.run(command or [*petl_bench(), *argv], capture_output=True, text=True)
         seconds.append(time.perf_counter() - start)
+        cpu.append(cpu_s() - start_cpu)
         code = done.returncode
     if command:
-        return seconds, code, False, ""
+        return seconds, cpu, code, False, ""
     probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, *argv], capture_output=True, text=True)
     lines = probe.stderr.strip().splitlines()
-    return seconds, code, "TORCH-IMPORTED" in lines, (lines[-2] if len(lines) > 1 else "")
+    return seconds, cpu, code, "TORCH-IMPORTED" in lines, (lines[-2] if len(lines) > 1 else "")
 
 
 def slowest_imports(argv: list[str], top: int) -> list[tuple[float, str]]:
@@ -129,14 +138,16 @@ def main() -> None:
             ("run: --set optim.lr", [*run, "--method", "coop", "--set", "optim.lr"], 1.0),
         ]
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.repeat} fresh processes each")
-        print(f"{'command':<26}{'min s':>7}{'median s':>10}{'target s':>10}{'exit':>6}  torch  last line")
+        print(f"{'command':<26}{'wall min':>9}{'median':>8}{'cpu median':>11}{'target':>7}{'exit':>5}  torch  "
+              "last line of stderr")
         for label, code in (("python -c pass", "pass"), ("python: import the CLI", "import petl_bench.cli")):
-            seconds, _, _, _ = timed([], args.repeat, [sys.executable, "-c", code])
-            print(f"{label:<26}{min(seconds):>7.2f}{statistics.median(seconds):>10.2f}{'':>10}{0:>6}  no     (floor)")
+            seconds, cpu, _, _, _ = timed([], args.repeat, [sys.executable, "-c", code])
+            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                  f"{'':>7}{0:>5}  no     (the floor)")
         for label, argv, target in commands:
-            seconds, code, torch, last = timed(argv, args.repeat)
-            print(f"{label:<26}{min(seconds):>7.2f}{statistics.median(seconds):>10.2f}{target:>10.1f}{code:>6}  "
-                  f"{'yes' if torch else 'no ':<5}  {last[:70]}")
+            seconds, cpu, code, torch, last = timed(argv, args.repeat)
+            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                  f"{target:>7.1f}{code:>5}  {'yes' if torch else 'no ':<5}  {last[:60]}")
         probe = subprocess.run([sys.executable, "-c", "import sys, petl_bench.config; print('torch' in sys.modules)"],
                                capture_output=True, text=True)
         print(f"import petl_bench.config imports torch: {json.loads(probe.stdout.strip().lower())}")

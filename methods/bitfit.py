@@ -8,7 +8,6 @@ LN 2w + attention 3w + w + MLP 4w + w = 11w, so the image tower 12 x 11 x 768 + 
 and the text tower 12 x 11 x 512 + 512 = 68,096: 171,008 (the paper's 0.17 M).
 """
 
-
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 

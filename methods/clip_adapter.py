@@ -14,7 +14,6 @@ Init: PyTorch's default, as in the official code (an image-feature adapter witho
 exactly, whatever the weights.
 """
 
-
 from torch import nn
 
 from petl_bench.module import PetlModule

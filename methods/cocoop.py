@@ -22,7 +22,6 @@ recipe uses batch size 1), here one batched pass; the suite's recipe (batch 16 p
 lr 0.0035) replaces theirs (batch 1, 10 epochs, lr 0.002).
 """
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -10,7 +10,6 @@ the context (and whose token count sets `n_ctx`); an untrained CoOp so initialis
 zero-shot with the template "a photo of a {class}.".
 """
 
-
 import torch
 from torch import nn
 

@@ -16,7 +16,6 @@ Departures from the official code (trainers/kgcoop.py): its hand-written prompt 
 template (CUSTOM_TEMPLATES; Office-Home has none there), ours the suite's "a photo of a {class}.".
 """
 
-
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +24,6 @@ from petl_bench.module import TEMPLATE
 from petl_bench.registry import register_method
 
 from .configs import KgCoOpConfig
-
 from .coop import CoOp
 
 

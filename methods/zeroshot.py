@@ -1,6 +1,5 @@
 """Zero-shot CLIP: the template "a photo of a {class}." and nothing trained."""
 
-
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 

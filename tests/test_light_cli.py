@@ -79,6 +79,15 @@ def test_light_commands_import_no_model():
     assert config[0] == 0 and config[2] == []
 
 
+def test_config_results_and_the_method_configs_import_no_model():
+    code = ("import sys, petl_bench.config, petl_bench.results, petl_bench.datamodules.catalog\n"
+            "from petl_bench.registry import get_method, method_names\n"
+            "configs = [get_method(name).config_cls() for name in method_names()]\n"
+            f"print(len(configs), sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split(maxsplit=1) == [str(len(method_names())), "[]\n"], done.stderr
+
+
 def test_a_name_with_no_near_name_lists_every_known_one():
     code, _, err = call(["config", "--method", "zzzz"])
     assert code == 2 and f"(known: {', '.join(method_names())})" in err
