@@ -263,3 +263,12 @@ def test_a_declared_module_that_does_not_register_is_refused(plugin_dir):
 def test_a_second_declaration_of_a_name_is_refused(plugin_dir):
     with pytest.raises(ValueError, match="'coop' is already registered by petl_bench.methods.coop:CoOp"):
         registry.declare_method("coop", lazy_config(), "elsewhere:CoOp", False, "Another CoOp.")
+
+
+def test_the_catalog_titles_are_the_readers():
+    from petl_bench.datamodules.catalog import DATASETS, TITLES
+    from petl_bench.datamodules.datasets import SPECS
+    from petl_bench.datamodules.records import READERS
+
+    assert {name: TITLES[name] for name in SPECS} == {name: spec.title for name, spec in SPECS.items()}
+    assert set(DATASETS) == {*READERS, *SPECS} and set(TITLES) == set(DATASETS) - {"folder"}
