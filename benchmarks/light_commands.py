@@ -1,86 +1,160 @@
-"""Seconds the light commands take (wall and CPU), each in a fresh process, on a results tree of Table 1's 72 records,
-and whether each imports torch: `petl-bench table table1`, `report` and `sweep table1 --dry-run`,
-and `import petl_bench.config`. Issue 24's target: each under 2 s on 2 cores, config without torch.
+"""How fast the commands that need no model answer: tables, the report, a dry run, bad inputs.
 
-    python benchmarks/light_commands.py [--repeat 3]
+    python benchmarks/light_commands.py                  # 3 fresh processes per command
+    python benchmarks/light_commands.py --repeat 5 --importtime --work /tmp/light   # keeps the tree
 
-The records are made up (every run of the grid done, accuracies from its seed); what is timed is
-finding, reading and laying them out, not training. CPU seconds (user + system) say what a
-command costs where other work shares the cores; wall seconds, what a person waits.
+Builds a results tree of Table 1's 72 runs on a generated Office-Home tree with the tiny CLIP:
+one real run (zero-shot, random-init tiny CLIP, 10pct seed 0) writes its record with the real
+record-writing code, and that record is copied to the other 71 runs of the grid with their own
+method, split, seed and config hash, so that the table counts them (their accuracies are the one
+run's, which is all a timing needs: no table from this tree is a result). A sweep over the full
+tree (nothing to run) leaves the sweep state the report reads.
+
+Then times each command in fresh processes, as a user types it: `table table1`, `report`,
+`sweep table1 --dry-run` (target under 2 s each on 2 cores), and bad inputs that must answer
+before torch is imported (target under 1 s): an unknown method, a missing root, a split the
+dataset does not have, `--set optim.lr` without a value. Prints min and median wall seconds,
+median CPU seconds (user + system: what a machine with a core to spare would take as wall time),
+the exit status and whether torch was imported, below the floor every command pays (a Python that
+does nothing, and one that imports the CLI); `--importtime` adds the slowest top-level imports of
+each command (`python -X importtime`). On a shared machine the wall times are inflated by the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from petl_bench.files import write_json_atomic
-from petl_bench.results import record_path
-from petl_bench.splitnames import canonical_split
-from petl_bench.sweep import state
-from petl_bench.sweep.grid import expand_grid, grid_file
-
-OFFICEHOME = ["Art", "Clipart", "Product", "Real World"]
-# A command run in-process by a fresh interpreter, which then says whether torch was imported.
-PROBE = ("import sys; from petl_bench.cli import main; code = main(sys.argv[1:]); "
-         "print('torch' in sys.modules, file=sys.stderr); sys.exit(code)")
+TORCH_PROBE = ("import runpy, sys; sys.argv = ['petl-bench', *sys.argv[1:]]\n"
+               "try:\n    runpy.run_module('petl_bench.cli', run_name='__main__')\n"
+               "finally:\n    print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-FREE', file=sys.stderr)")
 
 
-def results_tree(out: Path, root: Path) -> int:
-    """Table 1's grid swept on `root`: a record for each of its runs and the sweep's state file."""
-    grid = expand_grid(grid_file("table1"), [f"data.root={root}"], str(out))
+def build_tree(work: Path) -> tuple[Path, list[str]]:
+    """(results folder, the `--set` arguments of its grid): 72 records of grid table1, built in
+    `work` unless a finished tree is there."""
+    from petl_bench.cli import main as cli
+    from petl_bench.files import write_json_atomic
+    from petl_bench.results import read_record, record_path
+    from petl_bench.runargs import run_argv
+    from petl_bench.sweep.grid import expand_grid, grid_file
+
+    root, out = work / "officehome", work / "results"
+    sets = [f"data.root={root}", "model.arch=tiny", "model.pretrained=none", "data.num_workers=0"]
+    set_args = [arg for item in sets for arg in ("--set", item)]
+    if (work / "tree-done").is_file():
+        return out, set_args
+    cli(["data", "synth", "--out", str(root), "--layout", "officehome", "--per-class", "8"])
+    grid = expand_grid(grid_file("table1"), sets, str(out))
+    first = next(run for run in grid.runs if run.cfg.method == "zeroshot")
+    if cli(run_argv(first.cfg)) != 0:
+        raise SystemExit("the real tiny run failed")
+    record = read_record(record_path(first.cfg))
     for run in grid.runs:
         cfg = run.cfg
-        accuracy = {task: 70.0 + i + cfg.data.seed for i, task in enumerate(OFFICEHOME)}
-        accuracy["average"] = sum(accuracy.values()) / len(OFFICEHOME)
-        write_json_atomic(record_path(cfg), {
-            "schema": 1, "method": cfg.method, "run_name": cfg.run_name, "dataset": cfg.data.dataset,
-            "split": canonical_split(cfg.data.dataset, cfg.data.split), "seed": cfg.data.seed, "model": cfg.model.arch,
-            "pretrained": cfg.model.pretrained, "tasks": OFFICEHOME, "accuracy": accuracy, "trainable_params": 1000,
-            "config": cfg.to_dict(), "config_sha256": cfg.sha256(), "wall_s": 60.0})
-    state.save(grid, [{"outcome": "done"}] * len(grid.runs))
-    return len(grid.runs)
+        path = record_path(cfg)
+        write_json_atomic(path, {**record, "method": cfg.method, "run_name": cfg.run_name, "seed": cfg.data.seed,
+                                 "split": path.parent.parent.name, "config_sha256": cfg.sha256()})
+    subprocess.run([*petl_bench(), "sweep", "table1", "--out", str(out), *set_args], check=True,
+                   stdout=subprocess.DEVNULL)
+    (work / "tree-done").write_text("")
+    return out, set_args
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, float, bool]:
-    """(wall seconds, CPU seconds, whether it imported torch) of the command in a process."""
-    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return seconds, cpu, done.stderr.strip().splitlines()[-1] == "True"
+def petl_bench() -> list[str]:
+    script = Path(sys.executable).with_name("petl-bench")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "petl_bench.cli"]
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], repeat: int, command: list[str] | None = None) -> tuple[list[float], list[float], int, bool, str]:
+    """Wall and CPU seconds of `repeat` fresh processes of `petl-bench ARGV` (or of `command`), the
+    exit status, whether torch was imported (one more process, probed; not for `command`), and the
+    last line of stderr. CPU time is what a machine with a core to spare would take as wall time."""
+    seconds, cpu, code = [], [], None
+    for _ in range(repeat):
+        start, start_cpu = time.perf_counter(), cpu_s()
+        done = subprocess.run(command or [*petl_bench(), *argv], capture_output=True, text=True)
+        seconds.append(time.perf_counter() - start)
+        cpu.append(cpu_s() - start_cpu)
+        code = done.returncode
+    if command:
+        return seconds, cpu, code, False, ""
+    probe = subprocess.run([sys.executable, "-c", TORCH_PROBE, *argv], capture_output=True, text=True)
+    lines = probe.stderr.strip().splitlines()
+    return seconds, cpu, code, "TORCH-IMPORTED" in lines, (lines[-2] if len(lines) > 1 else "")
+
+
+def slowest_imports(argv: list[str], top: int) -> list[tuple[float, str]]:
+    """The `top` slowest top-level imports of the command, cumulative seconds."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", TORCH_PROBE, *argv],
+                          capture_output=True, text=True)
+    rows = []
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|")
+            if not name.startswith("  ") and cumulative.strip().isdigit():  # top level: one space of indent
+                rows.append((int(cumulative) / 1e6, name.strip()))
+    return sorted(rows, reverse=True)[:top]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the least time is shown")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per command")
+    parser.add_argument("--importtime", action="store_true", help="also list each command's slowest imports")
+    parser.add_argument("--work", default=None, help="build the tree here and keep it (reused when there)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "data").mkdir()
-        out = tmp / "results"
-        print(f"{results_tree(out, tmp / 'data')} records under {out}")
-        commands = {
-            "table table1": [sys.executable, "-c", PROBE, "table", "table1", "--out", str(out)],
-            "report": [sys.executable, "-c", PROBE, "report", "--out", str(out)],
-            "sweep table1 --dry-run": [sys.executable, "-c", PROBE, "sweep", "table1", "--out", str(out),
-                                       "--dry-run"],
-            "import petl_bench.config": [sys.executable, "-c", "import sys, petl_bench.config; "
-                                                                "print('torch' in sys.modules, file=sys.stderr)"],
-        }
-        print(f"{'command':<28}{'wall s':>8}{'cpu s':>8}{'every wall s':>22}  imports torch")
-        for name, argv in commands.items():
-            runs = [timed(argv, tmp) for _ in range(args.repeat)]
-            walls = [wall for wall, _, _ in runs]
-            print(f"{name:<28}{min(walls):>8.2f}{min(cpu for _, cpu, _ in runs):>8.2f}"
-                  f"{' '.join(f'{wall:.2f}' for wall in walls):>22}  {'yes' if any(t for _, _, t in runs) else 'no'}")
+
+    with tempfile.TemporaryDirectory(prefix="petl-light-") as scratch:
+        work = Path(args.work or scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        out, sets = build_tree(work)
+        records = len(list((out / "runs").rglob("seed*.json")))
+        print(f"results tree: {records} records of grid table1 under {out} (built in {time.perf_counter() - start:.0f} s)")
+        root = sets[1].partition("=")[2]
+        run = ["run", "--dataset", "officehome", "--root", root, "--model", "tiny", "--out", str(out)]
+        commands = [
+            ("table table1", ["table", "table1", "--out", str(out), *sets], 2.0),
+            ("report", ["report", "--out", str(out), "--site", str(work / "site")], 2.0),
+            ("sweep table1 --dry-run", ["sweep", "table1", "--dry-run", "--out", str(out), *sets], 2.0),
+            ("run: unknown method", [*run, "--method", "copo"], 1.0),
+            ("run: missing root", ["run", "--method", "coop", "--dataset", "officehome", "--root",
+                                   str(work / "absent"), "--out", str(out)], 1.0),
+            ("run: bad split", [*run[:2], "minidomainnet", *run[3:], "--method", "coop", "--split", "10pct"], 1.0),
+            ("run: --set optim.lr", [*run, "--method", "coop", "--set", "optim.lr"], 1.0),
+        ]
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.repeat} fresh processes each")
+        print(f"{'command':<26}{'wall min':>9}{'median':>8}{'cpu median':>11}{'target':>7}{'exit':>5}  torch  "
+              "last line of stderr")
+        for label, code in (("python -c pass", "pass"), ("python: import the CLI", "import petl_bench.cli")):
+            seconds, cpu, _, _, _ = timed([], args.repeat, [sys.executable, "-c", code])
+            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                  f"{'':>7}{0:>5}  no     (the floor)")
+        for label, argv, target in commands:
+            seconds, cpu, code, torch, last = timed(argv, args.repeat)
+            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                  f"{target:>7.1f}{code:>5}  {'yes' if torch else 'no ':<5}  {last[:60]}")
+        probe = subprocess.run([sys.executable, "-c", "import sys, petl_bench.config; print('torch' in sys.modules)"],
+                               capture_output=True, text=True)
+        print(f"import petl_bench.config imports torch: {json.loads(probe.stdout.strip().lower())}")
+        if args.importtime:
+            for label, argv, _ in commands:
+                top = ", ".join(f"{name} {s:.2f}" for s, name in slowest_imports(argv, 6))
+                print(f"slowest imports, {label}: {top}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,19 @@
 """Multi-domain image datasets, their manifests and seeded k-shot splits.
 
-What needs no torch is imported here; the LightningDataModule (Lightning, torchvision) only when it
-is asked for (`from petl_bench.datamodules import MultiDomainDataModule`), so that reading a
-root, a split or a record name stays light.
+The names below load on first use, so that `datamodules.catalog` (dataset facts, no torch) can be
+read by the config and the light commands without the data stack.
 """
 
-from .manifest import read_manifest
-from .records import Manifest, Record, Task
-from .splits import PAPER_SPLITS, canonical_split, draw_split, paper_split, parse_shots
+import importlib
 
-_DATA_MODULE = ("MultiDomainDataModule", "PAPER_BATCH_SIZE")  # from .multidomain, on first use
+_HOMES = {"MultiDomainDataModule": "multidomain", "Manifest": "records", "Record": "records", "Task": "records",
+          "read_manifest": "manifest", "draw_split": "splits", "PAPER_BATCH_SIZE": "catalog",
+          "PAPER_SPLITS": "catalog", "canonical_split": "catalog", "paper_split": "catalog", "parse_shots": "catalog"}
 
-__all__ = ["PAPER_BATCH_SIZE", "PAPER_SPLITS", "Manifest", "MultiDomainDataModule", "Record", "Task",
-           "canonical_split", "draw_split", "paper_split", "parse_shots", "read_manifest"]
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    if name in _DATA_MODULE:
-        from . import multidomain
-
-        return getattr(multidomain, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

@@ -26,10 +26,11 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torchvision import transforms as T
 
-from petl_bench.config import PAPER_BATCH_SIZE, DataConfig
+from petl_bench.config import DataConfig
 from petl_bench.cpus import loader_workers
 
 from .cache import Cache
+from .catalog import PAPER_BATCH_SIZE
 from .counts import warn_if_short
 from .device_images import RandomResizedCropFlip, decode_on
 from .loading import EncodedBatch, EncodedFiles, ImageFiles, collate_encoded, collate_train, make_loader

@@ -18,8 +18,8 @@ from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.files import FILE_NAMES, write_text_atomic
 # The split names live beside the config, torch-free; the splits they name are drawn here.
-from petl_bench.splitnames import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401
 
+from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401  (their home)
 from .records import Manifest, Record
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded

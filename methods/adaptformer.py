@@ -22,21 +22,14 @@ eq. (2) writes, which is what the MLP module's input is. Scale 0.1 and dropout 0
 """
 
 import math
-from dataclasses import dataclass
 
 from torch import nn
 
 from petl_bench.backbone import Site
-from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
-
-@dataclass
-class AdaptFormerConfig(MethodConfig):
-    bottleneck: int = rule(64, ge=1)  # h: the adapter's hidden width
-    scale: float = rule(0.1, ge=0)  # s: the adapter's output weight; 0: zero-shot
-    dropout: float = rule(0.1, ge=0, lt=1)  # on the adapter's hidden layer while training
+from .configs import AdaptFormerConfig
 
 
 def adapter(width: int, bottleneck: int, dropout: float) -> nn.Sequential:

@@ -8,16 +8,10 @@ LN 2w + attention 3w + w + MLP 4w + w = 11w, so the image tower 12 x 11 x 768 + 
 and the text tower 12 x 11 x 512 + 512 = 68,096: 171,008 (the paper's 0.17 M).
 """
 
-from dataclasses import dataclass
-
-from petl_bench.config import MethodConfig
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
-
-@dataclass
-class BitFitConfig(MethodConfig):
-    pass
+from .configs import BitFitConfig
 
 
 @register_method("bitfit", BitFitConfig)

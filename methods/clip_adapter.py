@@ -14,22 +14,12 @@ Init: PyTorch's default, as in the official code (an image-feature adapter witho
 exactly, whatever the weights.
 """
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
-TOWERS = ("both", "image", "text")
-
-
-@dataclass
-class CLIPAdapterConfig(MethodConfig):
-    reduction: int = rule(2, ge=1)  # bottleneck width = embed dim // reduction
-    ratio: float = rule(0.2, ge=0, le=1)  # weight of the adapted feature in the residual blend
-    towers: str = rule("both", choices=TOWERS)  # whose features get an adapter: both | image | text
+from .configs import CLIPAdapterConfig
 
 
 def bottleneck(width: int, reduction: int) -> nn.Sequential:

@@ -22,31 +22,17 @@ recipe uses batch size 1), here one batched pass; the suite's recipe (batch 16 p
 lr 0.0035) replaces theirs (batch 1, 10 epochs, lr 0.002).
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from petl_bench.backbone import Hooks
-from petl_bench.config import MethodConfig, rule
-from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import check_context_fits, context_prompts, phrase_embeddings, with_text_context
 from petl_bench.registry import register_method
 
-
-@dataclass
-class CoCoOpConfig(MethodConfig):
-    n_ctx: int = rule(4, ge=0)  # learnable context tokens (ignored when ctx_init is set)
-    ctx_init: str = "a photo of a"  # phrase whose embeddings initialise the context
-    # images per checkpointed text pass while training; 0 = one pass, no checkpointing
-    text_chunk: int = rule(4, ge=0)
-
-    def check(self) -> None:
-        if not self.ctx_init and self.n_ctx < 1:
-            raise UserError(f"method.n_ctx={self.n_ctx}: must be >= 1 when method.ctx_init is empty")
+from .configs import CoCoOpConfig
 
 
 class RowContext(Hooks):

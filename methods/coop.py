@@ -10,21 +10,14 @@ the context (and whose token count sets `n_ctx`); an untrained CoOp so initialis
 zero-shot with the template "a photo of a {class}.".
 """
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.prompts import check_context_fits, context_prompts, phrase_embeddings, with_text_context
 from petl_bench.registry import register_method
 
-
-@dataclass
-class CoOpConfig(MethodConfig):
-    n_ctx: int = rule(16, ge=1)  # learnable context tokens (ignored when ctx_init is set)
-    ctx_init: str = ""  # phrase whose embeddings initialise the context, e.g. "a photo of a"
+from .configs import CoOpConfig
 
 
 @register_method("coop", CoOpConfig)

@@ -9,18 +9,13 @@ has its own logit_scale, which trains too (`PetlModule.forward` reads the encode
 """
 
 import copy
-from dataclasses import dataclass
 
 from torch import nn
 
-from petl_bench.config import MethodConfig
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
-
-@dataclass
-class FullFTConfig(MethodConfig):
-    pass
+from .configs import FullFTConfig
 
 
 @register_method("fullft-mt", FullFTConfig)

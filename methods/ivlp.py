@@ -26,7 +26,8 @@ from torch import nn
 
 from petl_bench.registry import register_method
 
-from .maple import MaPLe, MaPLeConfig
+from .configs import MaPLeConfig
+from .maple import MaPLe
 
 
 @register_method("ivlp", MaPLeConfig)

@@ -16,24 +16,15 @@ Departures from the official code (trainers/kgcoop.py): its hand-written prompt 
 template (CUSTOM_TEMPLATES; Office-Home has none there), ours the suite's "a photo of a {class}.".
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from petl_bench.backbone import IDENTITY
-from petl_bench.config import rule
 from petl_bench.module import TEMPLATE
 from petl_bench.registry import register_method
 
-from .coop import CoOp, CoOpConfig
-
-
-@dataclass
-class KgCoOpConfig(CoOpConfig):
-    n_ctx: int = rule(4, ge=1)  # learnable context tokens (ignored when ctx_init is set), CoOp's rule
-    ctx_init: str = "a photo of a"  # phrase whose embeddings initialise the context
-    weight: float = rule(8.0, ge=0)  # lambda: weight of 1 - cos(learnt, hand-written) in each task's loss
+from .configs import KgCoOpConfig
+from .coop import CoOp
 
 
 @register_method("kgcoop", KgCoOpConfig)

@@ -27,29 +27,23 @@ import contextlib
 import dataclasses
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
 from petl_bench.registry import register_method
 
+from .configs import LinearProbeConfig
+
 FIRST_GRID = [10.0 ** e for e in range(-6, 7, 2)]  # CLIP's starting values of C
 STEPS_PER_DECADE = 8  # the search's final resolution
 MAX_ITER = 1000
 TOLERANCE = 1e-4  # on the largest gradient entry of the averaged objective, as scikit-learn's `tol`
-
-
-@dataclass
-class LinearProbeConfig(MethodConfig):
-    c: float = rule(0.0, ge=0)  # inverse L2 strength (scikit-learn's C); 0 = chosen on held-out training shots
-    state: str = ""  # the fitted weights, written by `prepare` and read when the module is built
 
 
 @contextlib.contextmanager

@@ -24,25 +24,18 @@ SGD recipe, and `--set optim.lr=2e-4` gives their learning rate.
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from petl_bench.backbone import TOWERS, Site
-from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
+from .configs import LoRAConfig
+
 SITE = "attn.in_proj_weight"  # q, k and v, fused
-
-
-@dataclass
-class LoRAConfig(MethodConfig):
-    rank: int = rule(2, ge=1)  # r
-    alpha: float = rule(1.0, ge=0)  # the update is scaled by alpha / sqrt(rank); 0: zero-shot
-    dropout: float = rule(0.25, ge=0, lt=1)  # on the input features of A while training
 
 
 @register_method("lora", LoRAConfig)

@@ -25,24 +25,17 @@ means no prompts anywhere, the zero-shot template, and exactly zero-shot logits.
 """
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prompts import (DeepVisualPrompts, check_context_fits, context_prompts, phrase_embeddings,
                                 with_text_context)
 from petl_bench.registry import register_method
 
-
-@dataclass
-class MaPLeConfig(MethodConfig):
-    n_ctx: int = rule(4, ge=0)  # context tokens per layer
-    depth: int = rule(12, ge=1)  # layers of both towers that get prompts (capped at the shallower tower)
-    ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
+from .configs import MaPLeConfig
 
 
 @register_method("maple", MaPLeConfig)

@@ -55,14 +55,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from petl_bench import grouping
-from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.files import write_json_atomic
 from petl_bench.hardware import run_device
@@ -70,37 +68,10 @@ from petl_bench.module import PetlModule
 from petl_bench.prompts import DeepVisualPrompts, check_context_fits, context_prompts, with_text_context
 from petl_bench.registry import register_method
 
+from .configs import MmAPConfig, MmAPMLPConfig
+
 INIT_STD = 0.02  # the paper's, for the source prompt
 SCALE_INIT_STD = 1.0  # so that the products start at the source prompt's scale (see the docstring)
-GROUPINGS = ("gradient", "random", "all")
-
-
-@dataclass
-class MmAPConfig(MethodConfig):
-    b: int = rule(7, ge=1)  # prompt tokens per set per layer (per tower)
-    m: int = rule(7, ge=1)  # rows of the source prompt; must divide b
-    n: int = rule(256, ge=1)  # columns of the source prompt; lowered to the largest that divides both widths
-    depth: int = rule(12, ge=1)  # layers of both towers that get prompts (capped at the shallower tower)
-    groups: str = ""  # fixed groups, e.g. "Art,Clipart|Product,Real World"; empty: see `grouping`
-    grouping: str = rule("gradient", choices=GROUPINGS)  # how `prepare` finds groups when none are fixed
-    max_groups: int = rule(2, ge=1)  # at most this many groups (gradient, random)
-    grouping_warmup_steps: int = rule(20, ge=0)  # SGD steps of the global prompt set before gradients are read
-    grouping_batches: int = rule(8, ge=1)  # batches each task's gradient is averaged over
-    task_specific: bool = True  # one set per task
-    group_shared: bool = True  # one set per group
-
-    def check(self) -> None:
-        if self.b % self.m:
-            raise UserError(f"method.m={self.m}: m must divide b ({self.b}): the scaling matrices have b/m rows")
-        if not (self.task_specific or self.group_shared):
-            raise UserError("method.task_specific=False, method.group_shared=False: at least one of "
-                            "task_specific and group_shared must be on")
-
-
-@dataclass
-class MmAPMLPConfig(MmAPConfig):
-    s: int = rule(96, ge=1)  # width of the source prompt [b, s]
-    hidden: int = rule(36, ge=1)  # hidden width of the two MLPs
 
 
 def parse_groups(spec: str, task_names: list[str], method: str) -> list[list[str]]:

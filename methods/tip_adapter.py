@@ -27,27 +27,18 @@ logits use the model's logit scale (100 for OpenAI CLIP, their fixed factor).
 """
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
 from petl_bench.registry import register_method
 
-
-@dataclass
-class TipAdapterFConfig(MethodConfig):
-    alpha: float = rule(1.17, ge=0)  # weight of the cache logits; 0: zero-shot
-    beta: float = rule(1.0, ge=0)  # sharpness of the affinity exp(-beta (1 - f . k))
-    augment_epochs: int = rule(10, ge=1)  # augmented passes over the shots averaged into each key
-    shots: int = rule(0, ge=0)  # cache entries per class and task: the split's shots, set by `prepare`
-    state: str = ""  # the cache keys, written by `prepare` and read when the module is built
+from .configs import TipAdapterFConfig
 
 
 @register_method("tip-adapter-f", TipAdapterFConfig)

@@ -16,21 +16,15 @@ bound from the patch embedding's fan-in. `n_prompts = 0` appends nothing: exactl
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from petl_bench.config import MethodConfig, rule
 from petl_bench.module import PetlModule
 from petl_bench.prompts import DeepVisualPrompts
 from petl_bench.registry import register_method
 
-
-@dataclass
-class VPTConfig(MethodConfig):
-    n_prompts: int = rule(18, ge=0)  # visual prompt tokens per layer
-    depth: int = rule(12, ge=0)  # layers that get their own prompts (capped at the image tower's depth)
+from .configs import VPTConfig
 
 
 @register_method("vpt", VPTConfig)

@@ -1,15 +1,9 @@
 """Zero-shot CLIP: the template "a photo of a {class}." and nothing trained."""
 
-from dataclasses import dataclass
-
-from petl_bench.config import MethodConfig
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
 
-
-@dataclass
-class ZeroShotConfig(MethodConfig):
-    pass
+from .configs import ZeroShotConfig
 
 
 @register_method("zeroshot", ZeroShotConfig)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
-from .errors import UserError
+from .errors import UserError, near_names
 from .runargs import add_run_options
 from .runcommand import answered, format_accuracy, run_from_args
 
@@ -21,6 +21,9 @@ from .runcommand import answered, format_accuracy, run_from_args
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
+    path = Path(args.ckpt)
+    if not path.is_file():  # before the training stack is imported
+        raise UserError(f"checkpoint not found: {path}")
     import lightning as L
 
     from .checkpoints import load_plain
@@ -29,9 +32,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .run import build, hand_image_encoder, load_trained, quiet_lightning, trainer_settings
 
     quiet_lightning()
-    path = Path(args.ckpt)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     checkpoint = load_plain(path)
     kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
@@ -70,7 +70,28 @@ def cmd_methods(args: argparse.Namespace) -> int:
     sharing = {True: "MT", False: "ST", None: "-"}  # a set shared by all tasks / one per task / none
     for name in method_names():
         entry = get_method(name)
-        print(f"{name:<18}{sharing[entry.cls.shared]:<4}{entry.summary}")
+        print(f"{name:<18}{sharing[entry.shared]:<4}{entry.summary}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import SECTION_CLASSES, settable_fields
+    from .registry import get_method, method_names
+
+    every_run = [row for section, cls in SECTION_CLASSES.items() for row in settable_fields(cls, section)]
+    blocks = [("every run (its data, model, optim, train and logging sections)", every_run)]
+    users: dict[type, list[str]] = {}  # config class -> the methods it configures
+    for name in [get_method(args.method).name] if args.method else method_names():
+        users.setdefault(get_method(name).config_cls, []).append(name)
+    for config_cls, names in users.items():
+        rows = settable_fields(config_cls, "method") or [("(none)", "", "", "")]
+        blocks.append((f"{', '.join(names)} ({config_cls.__name__})", rows))
+    width = max(len(row[0]) for _, rows in blocks for row in rows) + 2
+    print("`--set KEY=VALUE` keys (petl-bench run, sweep, table and plot take them):")
+    for title, rows in blocks:
+        print(f"\n{title}:")
+        for key, kind, default, limits in rows:
+            print(f"  {key:<{width}}{kind:<12} {default:<15} {limits}".rstrip())
     return 0
 
 
@@ -217,32 +238,71 @@ def _guess_layout(root: Path) -> str:
 
 
 # -- parser ----------------------------------------------------------------------------------------
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is
+    none to say (a switch, a repeatable option, a required one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.required or no_default(action.default):
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def no_default(value) -> bool:
+    """Nothing to show: no value, a switch's False, an empty list (`is`: 0 is a default to show)."""
+    return value is None or value is False or value == [] or value is argparse.SUPPRESS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and a "did you mean" for a mistyped choice."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=HelpWithDefaults, **kwargs)
+
+    def _check_value(self, action, value):  # argparse's own check of `choices`, with the near names
+        if action.choices is not None and value not in action.choices:
+            known = list(action.choices)
+            near = near_names(str(value), known)
+            hint = f"did you mean {', '.join(near)}?" if near else f"choose from {', '.join(map(str, known))}"
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({hint})")
+
+    def error(self, message):  # the message alone, not the usage block above it
+        self.exit(2, f"petl-bench: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="petl-bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="petl-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = add_run_options(sub.add_parser("run", help="train and test one method on one dataset split and seed"))
     run.set_defaults(func=run_from_args)
 
     ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
-    ev.add_argument("--ckpt", required=True)
+    ev.add_argument("--ckpt", required=True, help="a run's checkpoint (seed{K}/checkpoints/last.ckpt)")
     ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser("methods", help="list registered methods: ST (a set per task) or MT (one shared set), "
                                    "and what trains").set_defaults(func=cmd_methods)
 
+    config = sub.add_parser("config", help="every `--set` key of a run, with its type, default and range")
+    config.add_argument("--method", default=None, help="list this method's keys (default: every method's)")
+    config.set_defaults(func=cmd_config)
+
     params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")
     params.add_argument("--model", default="ViT-B-16", help="built without weights")
-    params.add_argument("--dataset", default="officehome", choices=[d for d in DATASETS if d != "folder"])
-    params.add_argument("--format", default="md", choices=["md", "csv"])
+    params.add_argument("--dataset", default="officehome", choices=[d for d in DATASETS if d != "folder"],
+                        help="whose classes and domains size the parameters")
+    params.add_argument("--format", default="md", choices=["md", "csv"], help="Markdown table or CSV")
     params.set_defaults(func=cmd_params)
 
     sweep = sub.add_parser("sweep", help="run a grid of methods x splits x seeds (benchmarks/*.yaml), "
                                          "skipping runs already done")
     sweep.add_argument("file", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
     sweep.add_argument("--out", default=None, help="results folder (default: results)")
-    sweep.add_argument("--launcher", default="local", choices=["local", "slurm"])
+    sweep.add_argument("--launcher", default="local", choices=["local", "slurm"],
+                       help="run here, or submit one Slurm job per run")
     sweep.add_argument("--gpus", type=int, default=None,
                        help="local runs at once, one GPU each (default: every visible GPU; none: one at a time on CPU)")
     sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
@@ -260,13 +320,14 @@ def make_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="a paper-style table from a grid's run records")
     table.add_argument("grid", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
     table.add_argument("--out", default=None, help="results folder (default: the grid's, results/)")
-    table.add_argument("--format", default="md", choices=["md", "latex", "csv"])
+    table.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="Markdown, LaTeX or CSV")
     table.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="the overrides the sweep ran with (they decide which records count)")
     table.set_defaults(func=cmd_table)
 
     plot = sub.add_parser("plot", help="the paper's Figure 1, 4 or 5 from a grid's run records")
-    plot.add_argument("figure", choices=["fig1", "fig4", "fig5"])
+    plot.add_argument("figure", choices=["fig1", "fig4", "fig5"],
+                      help="fig1: accuracy vs trainable parameters; fig4: per task; fig5: accuracy vs shots")
     plot.add_argument("--grid", default=None, help="default: table1 (fig1), ablation (fig4), kshot (fig5)")
     plot.add_argument("--split", default=None, help="fig1, fig4: the split (default: the grid's first)")
     plot.add_argument("--out", default=None, help="PNG file (default: {results}/figures/FIG-DATASET[-SPLIT].png)")
@@ -281,7 +342,8 @@ def make_parser() -> argparse.ArgumentParser:
     report.add_argument("--site", default=None, help="where to write the site (default: {out}/report)")
     report.set_defaults(func=cmd_report)
     cache = sub.add_parser("cache", help="show or clear the cache folder (manifests, test images, features)")
-    cache.add_argument("action", nargs="?", default="show", choices=["show", "clear"])
+    cache.add_argument("action", nargs="?", default="show", choices=["show", "clear"],
+                       help="show the entries per kind, or delete them")
     cache.add_argument("--out", default="results", help="results folder whose cache/ is meant (the default)")
     cache.add_argument("--dir", default=None,
                        help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
@@ -291,16 +353,16 @@ def make_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
     check = data.add_parser("check", help="count images per domain and class; list unreadable files")
-    check.add_argument("--dataset", required=True, choices=DATASETS)
-    check.add_argument("--root", required=True)
-    check.add_argument("--no-progress", action="store_true")
+    check.add_argument("--dataset", required=True, choices=DATASETS, help="the layout to read the root as")
+    check.add_argument("--root", required=True, help="dataset folder")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar while the images are checked")
     check.set_defaults(func=cmd_data_check)
     synth = data.add_parser("synth", help="write a small learnable synthetic image set in a real layout")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--layout", required=True, choices=DATASETS)
+    synth.add_argument("--out", required=True, help="folder to write the dataset to")
+    synth.add_argument("--layout", required=True, choices=DATASETS, help="whose folder layout and domains to write")
     synth.add_argument("--per-class", type=int, default=10, help="images per class per domain")
     synth.add_argument("--classes", type=int, default=10, help="classes for the folder layout (at most 16)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="seeds the drawing")
     synth.add_argument("--related-pairs", action="store_true",
                        help="the second half of the domains draws every class as another class looks "
                             "(a known answer for task grouping)")
@@ -308,9 +370,9 @@ def make_parser() -> argparse.ArgumentParser:
     tiny = data.add_parser("tiny-clip", help="pre-train the tiny CLIP for the demo and tests")
     tiny.add_argument("--data", required=True, help="a synthetic dataset from `data synth`")
     tiny.add_argument("--dataset", default=None, choices=DATASETS, help="its layout (default: guessed)")
-    tiny.add_argument("--out", required=True)
-    tiny.add_argument("--steps", type=int, default=700)
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--out", required=True, help="checkpoint file to write")
+    tiny.add_argument("--steps", type=int, default=700, help="contrastive pre-training steps")
+    tiny.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batches")
     tiny.set_defaults(func=cmd_data_tiny_clip)
     return parser
 

@@ -25,17 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .splitnames import PAPER_SPLITS, canonical_split
+from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, canonical_split
+from .errors import UserError, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
 TINY = "tiny"  # the tiny random-init CLIP of tests and the demo: no pretrained tags
-# The readers of petl_bench.datamodules.records (the last five in datamodules/datasets.py).
-DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")  # Lightning's names
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}  # images per task per step, as in the paper
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,13 @@ class Rule:
             if bound is not None and not holds(value, bound):
                 return f"must be {words} {bound}"
         return None
+
+    def describe(self) -> str:
+        """The range in words, e.g. `>= 0, < 1` or `one of sum, mean`."""
+        if self.choices is not None:
+            return f"one of {', '.join(map(str, self.choices))}"
+        return ", ".join(f"{words} {getattr(self, name)}" for name, words in
+                         (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(self, name) is not None)
 
 
 def rule(default, **limits) -> Any:
@@ -227,6 +231,21 @@ class RunConfig:
 
 SECTIONS = ("params", "data", "model", "optim", "train")
 SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones plus logging
+SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
+                   "logging": LoggingConfig}  # the sections every run has; `params` is the method's
+
+
+def settable_fields(cls, prefix: str) -> list[tuple[str, str, str, str]]:
+    """(`--set` key, type, default, range) of every field of config class `cls`, from its
+    annotations and rules: what `petl-bench config` lists."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        kind = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
+        limits = f.metadata["rule"].describe() if "rule" in f.metadata else ("true or false" if kind == "bool" else "")
+        rows.append((f"{prefix}.{f.name}", kind, repr(f.default) if isinstance(f.default, str) else str(f.default),
+                     limits))
+    return rows
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -289,8 +308,11 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         target = getattr(cfg, section)
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields:
-            valid = ", ".join(f"{key.partition('.')[0]}.{f}" for f in fields) or "none"
-            raise UserError(f"--set {item!r}: unknown key {name!r} (valid: {valid})")
+            spelt = key.strip().partition(".")[0]
+            near = near_names(name, fields)
+            hint = f"did you mean {', '.join(f'{spelt}.{n}' for n in near)}? " if near else ""
+            valid = ", ".join(f"{spelt}.{f}" for f in fields) or "none"  # a section's keys are few: all of them
+            raise UserError(f"--set {item!r}: unknown key {name!r} ({hint}valid: {valid})")
         value = parse_value(raw.strip(), _field_type(type(target), name), item)
         setattr(cfg, section, dataclasses.replace(target, **{name: value}))
     return cfg

@@ -19,9 +19,7 @@ import io
 from dataclasses import dataclass
 from importlib import resources
 
-from .backbone import ClipBackbone
-from .datamodules.datasets import canonical_tasks
-from .datamodules.splits import PAPER_SPLITS
+from .datamodules.catalog import PAPER_SPLITS
 from .registry import get_method, method_names
 
 N_TASKS = 4  # both of the paper's datasets have four domains
@@ -52,6 +50,9 @@ def agrees(count: int, figure: PaperFigure, n_tasks: int = N_TASKS) -> bool:
 
 
 def count_rows(arch: str, dataset: str) -> list[dict]:
+    from .backbone import ClipBackbone  # the model stack, for counting only: tables read the figures alone
+    from .datamodules.datasets import canonical_tasks
+
     backbone = ClipBackbone.from_pretrained(arch, None)  # sizes only: no weights needed
     tasks = canonical_tasks(dataset)
     figures = paper_figures() if dataset in PAPER_SPLITS else {}  # the paper's datasets only

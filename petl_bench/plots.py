@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only: no display needed, and none is there on a c
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from .datamodules import canonical_split, paper_split, parse_shots  # noqa: E402
+from .datamodules.catalog import canonical_split, paper_split, parse_shots  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .files import atomic_path  # noqa: E402
 from .report import AVERAGE, Summary, column_name, dataset_name, split_name  # noqa: E402

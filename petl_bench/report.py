@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .datamodules import canonical_split, paper_split
-from .datamodules.datasets import TITLES
+from .datamodules.catalog import TITLES, canonical_split, paper_split
 from .files import write_text_atomic
 from .results import read_records, record_path
 

@@ -16,8 +16,9 @@ import math
 from pathlib import Path
 
 from .config import RunConfig, root_folder
+from .datamodules.catalog import canonical_split
 from .files import safe_name
-from .splitnames import canonical_split
+from .datamodules.catalog import canonical_split
 
 SCHEMA = 1
 # What every reader needs, by type; `pretrained` may be None (random init).

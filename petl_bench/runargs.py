@@ -16,24 +16,27 @@ from .config import DATASETS, DEFAULT_ARCH, SETTABLE, DataConfig, ModelConfig, R
 
 def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `petl-bench run` (the subcommand's parser, filled in place)."""
-    run.add_argument("--method", required=True)
-    run.add_argument("--dataset", required=True, choices=DATASETS)
+    run.add_argument("--method", required=True, help="a registered method (`petl-bench methods` lists them)")
+    run.add_argument("--dataset", required=True, choices=DATASETS, metavar="DATASET",
+                     help=f"the dataset's layout: {', '.join(DATASETS)}")
     run.add_argument("--root", required=True, help="dataset folder")
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
     run.add_argument("--model", default=DEFAULT_ARCH, help="open_clip architecture, or 'tiny'")
     run.add_argument("--pretrained", default=None,
                      help="open_clip tag or checkpoint file (default: openai; none for 'tiny')")
-    run.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed")
+    run.add_argument("--precision", default=None,
+                     help="Lightning precision, e.g. bf16-mixed (default: train.precision, auto)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a config field (sections: method, data, model, optim, train, logging)")
-    run.add_argument("--out", default="results")
+                     help="override a config field (sections: method, data, model, optim, train, logging; "
+                          "`petl-bench config [--method M]` lists every key with its default and range)")
+    run.add_argument("--out", default="results", help="results folder")
     run.add_argument("--force", action="store_true", help="run again from scratch even if a record or a "
                                                           "checkpoint exists, replacing them")
     run.add_argument("--if-locked", default="wait", choices=["wait", "skip"],
                      help="when another process is running this run: wait for it (default), or skip it "
                           "(exit status 75)")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     return run
 

@@ -24,8 +24,8 @@ from .errors import UserError
 from .files import check_writable_folder
 from .guard import BUSY_EXIT, Interrupted, RunBusy
 from .results import record_path
+from .datamodules.catalog import parse_shots
 from .runargs import add_run_options, config_from_args
-from .splitnames import parse_shots
 
 
 def run_command(argv: list[str]) -> int:
@@ -39,10 +39,12 @@ def run_command(argv: list[str]) -> int:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The run `petl-bench run`'s parsed options name: skipped when its record is there, else executed."""
-    from .run import execute, finished_record  # the training stack, imported only by a command that trains
-
+    # Every check that needs no model comes first, so that a bad input answers at once.
     cfg = config_from_args(args)
     parse_shots(cfg.data.dataset, cfg.data.split)
+    check_root_exists(cfg.data.root)
+    from .run import execute, finished_record  # the training stack: once the input is known good
+
     path = record_path(cfg)
     existing = finished_record(cfg, args.force)
     if existing:
@@ -50,10 +52,21 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"already done: {path} (--force to run again)")
         return 0
     check_writable_folder(cfg.out, "--out")
+    if cfg.model.pretrained is None:  # on stdout, with the run's own lines: it is no error
+        print(f"note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its accuracy "
+              "says nothing about the method", flush=True)
     record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
     return 0
+
+
+def check_root_exists(root: str) -> None:
+    """The reader's first two checks of `--root`, made before the data stack is imported."""
+    if not str(root).strip():  # Path("") would silently mean the working directory
+        raise UserError("no dataset root given (--root DIR)")
+    if not Path(root).expanduser().is_dir():
+        raise UserError(f"dataset root not found: {Path(root).expanduser()}")
 
 
 def format_accuracy(record: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Folder -> the name it installs under (pyproject's [tool.setuptools.package-dir]).
 PACKAGES = {"petl_bench": "petl_bench", "methods": "petl_bench.methods", "datamodules": "petl_bench.datamodules"}
-FOUNDATION = ["petl_bench.errors", "petl_bench.files", "petl_bench.splitnames", "petl_bench.config",
+FOUNDATION = ["petl_bench.errors", "petl_bench.files", "petl_bench.datamodules.catalog", "petl_bench.config",
               "petl_bench.results", "petl_bench.sweep.grid"]
 TRAINING_STACK = {"torch", "lightning", "open_clip", "torchvision"}
 

@@ -41,7 +41,7 @@ from ..files import safe_name
 from ..registry import get_method
 from ..results import record_path
 from ..runargs import build_run_config
-from ..splitnames import parse_shots
+from ..datamodules.catalog import parse_shots
 
 BENCHMARKS = Path(benchmarks.__file__).parent  # benchmarks/ of the checkout, or of the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot")

@@ -1,0 +1,56 @@
+"""Facts about the datasets that need no image, no reader and no torch: their names, titles, the
+paper's split names and batch sizes, and how a split name reads.
+
+The foundation (`config`: the config hash), the results module (record paths) and the light
+commands (`table`, `report`, `sweep --dry-run`, the CLI's checks) read them here; the readers and
+the data module read them here too, so each fact has this one home.
+"""
+
+from __future__ import annotations
+
+import re
+
+from petl_bench.errors import UserError, near_names
+
+# Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
+DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
+
+# Every dataset's name in tables and messages.
+TITLES = {"officehome": "Office-Home", "minidomainnet": "MiniDomainNet", "pacs": "PACS", "vlcs": "VLCS",
+          "office31": "Office-31", "terraincognita": "TerraIncognita", "domainnet": "DomainNet"}
+
+# The paper's split names: "10% (6-shot per class)" and so on.
+PAPER_SPLITS = {
+    "officehome": {"10pct": 6, "20pct": 12},
+    "minidomainnet": {"1pct": 3, "2pct": 6},
+}
+
+# Images per task per step, as in the paper.
+PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
+
+_SHOT = re.compile(r"^(\d+)shot$")
+
+
+def parse_shots(dataset: str, split: str) -> int:
+    """`Nshot` or a paper alias -> N."""
+    aliases = PAPER_SPLITS.get(dataset, {})
+    if split in aliases:
+        return aliases[split]
+    match = _SHOT.match(split)
+    if not match or int(match.group(1)) < 1:
+        near = near_names(split, aliases)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise UserError(f"unknown split {split!r} for {dataset} ({hint}use {', '.join(['Nshot (N >= 1)', *aliases])})")
+    return int(match.group(1))
+
+
+def canonical_split(dataset: str, split: str) -> str:
+    """The name runs are stored under: Office-Home `10pct` and `6shot` are the same runs."""
+    return f"{parse_shots(dataset, split)}shot"
+
+
+def paper_split(dataset: str, split: str) -> str:
+    """The name tables show: the paper's alias where there is one."""
+    shots = parse_shots(dataset, split)
+    return next((alias for alias, n in PAPER_SPLITS.get(dataset, {}).items() if n == shots), f"{shots}shot")
+
