@@ -156,7 +156,6 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
             draw.ellipse([px - r / 3, py - r / 3, px + r / 3, py + r / 3], fill=colour)
 
 
-LAYOUTS = ("officehome", "minidomainnet", "folder", *SPECS)
 CLASS_SUBDIR = {"office31": "images"}  # the original archive's {domain}/images/{class}/
 
 
