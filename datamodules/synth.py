@@ -43,9 +43,10 @@ class Style:
 
 
 def pretrain_style(rng: random.Random) -> tuple[Style, str]:
-    """A random single-attribute style on a plain background of random colour, and the words that
-    describe it ("a noisy picture of a"). The benchmark domains combine attributes on their own
-    backgrounds, so none of them is seen as such; the words let prompts describe a domain."""
+    """A random style, each attribute (noisy, blurry, grey, striped, outlined) drawn on its own, on
+    a plain background of random colour, and the words that describe it ("a noisy picture of a").
+    The benchmark domains combine attributes on their own backgrounds, so none of them is seen as
+    such; the words let prompts describe a domain."""
     outline, stripes, noise = rng.random() < 0.3, rng.random() < 0.3, rng.random() < 0.3
     grey, blur = rng.random() < 0.2, rng.random() < 0.2
     style = Style(background=tuple(rng.randrange(256) for _ in range(3)), stripes=stripes,
@@ -156,7 +157,6 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
             draw.ellipse([px - r / 3, py - r / 3, px + r / 3, py + r / 3], fill=colour)
 
 
-LAYOUTS = ("officehome", "minidomainnet", "folder", *SPECS)
 CLASS_SUBDIR = {"office31": "images"}  # the original archive's {domain}/images/{class}/
 
 

@@ -1,10 +1,11 @@
 """Contrastive pre-training of the tiny CLIP on synthetic images, for the demo and learning tests.
 
-Each image is rendered in a random single-attribute style (noisy, blurry, grey, striped, outlined)
-that no benchmark domain uses as such, and captioned with its class and its style's words
-("a noisy drawing of a desk lamp."). The hand-made zero-shot prompt "a photo of a {}." names no
-style, so zero-shot accuracy on the benchmark domains is well above chance but far from perfect,
-and a learnt context can describe a domain's look: tuning methods have room to show what they do.
+Each image is rendered in a random style (attributes noisy, blurry, grey, striped, outlined, each
+drawn on its own) that no benchmark domain uses as such, and captioned with its class and its
+style's words ("a noisy drawing of a desk lamp."). Zero-shot accuracy on the benchmark domains is
+well above chance but far from perfect (29.6 % on a held-out synthetic set, 65 classes). The style
+words matter little there: "a noisy blurry picture of a {}." reaches 30.5 %, while class means of
+6 image features per class reach 59.8 %: the image tower knows more than the text tower says.
 """
 
 from __future__ import annotations
@@ -38,11 +39,24 @@ def _pretrain_pairs(backbone: ClipBackbone, classnames: list[str], per_class: in
 def pretrain(manifest: Manifest, steps: int = 600, batch: int = 64, lr: float = 1e-3,
              per_class: int = 32, seed: int = 0) -> ClipBackbone:
     """Train the tiny CLIP from random init; return it (frozen again, in eval mode)."""
+    threads = torch.get_num_threads()
+    # Its matrices are so small that a second thread costs more than it saves: 1 s of CPU a step
+    # with two threads on a busy 2-core machine, 0.1 s with one.
+    torch.set_num_threads(1)
+    try:
+        return _pretrain(manifest, steps, batch, lr, per_class, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(manifest: Manifest, steps: int, batch: int, lr: float, per_class: int, seed: int) -> ClipBackbone:
     torch.manual_seed(seed)
     backbone = ClipBackbone.from_config(TINY_CONFIG, TINY)
     model = backbone.model
     n_classes = len(manifest.classnames)
     images, captions = _pretrain_pairs(backbone, manifest.classnames, per_class, seed)
+    full_embedding = model.token_embedding
+    model.token_embedding, captions, used = _used_rows(full_embedding, captions)
     model.requires_grad_(True)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
@@ -67,9 +81,22 @@ def pretrain(manifest: Manifest, steps: int = 600, batch: int = 64, lr: float = 
         loss.backward()
         optimizer.step()
         schedule.step()
+    with torch.no_grad():
+        full_embedding.weight[used] = model.token_embedding.weight
+    model.token_embedding = full_embedding
     model.eval()
     backbone.requires_grad_(False)
     return backbone
+
+
+def _used_rows(embedding: torch.nn.Embedding, tokens: torch.Tensor):
+    """An embedding of only the vocabulary rows `tokens` use, the tokens renumbered into it, and the
+    rows' ids. The captions use ~100 of 49,408 rows: training the whole table made AdamW's step and
+    the dense embedding gradient most of a step's time. The renumbering keeps the ids' order, so the
+    end token stays each caption's largest id, where open_clip pools the text features."""
+    used = torch.unique(tokens)  # sorted
+    small = torch.nn.Embedding.from_pretrained(embedding.weight[used].clone(), freeze=False)
+    return small, torch.searchsorted(used, tokens), used
 
 
 def save(backbone: ClipBackbone, path: Path) -> None:

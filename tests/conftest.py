@@ -82,6 +82,19 @@ def domainnet_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_setup(tmp_path_factory) -> dict:
+    """The demo's set-up, made as the Makefile's `demo-data` makes it: synthetic Office-Home (16
+    images per class and domain), the tiny CLIP pre-trained on it by `data tiny-clip`."""
+    from cli_calls import call_ok
+
+    base, per_class = tmp_path_factory.mktemp("learning"), 16
+    call_ok(["data", "synth", "--out", base / "data", "--layout", "officehome", "--per-class", per_class])
+    stdout = call_ok(["data", "tiny-clip", "--data", base / "data", "--out", base / "tiny-clip.pt"])
+    return {"root": base / "data", "weights": base / "tiny-clip.pt", "out": base / "results",
+            "tiny_clip_stdout": stdout, "per_class": per_class}
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny CLIP saved as an open_clip checkpoint, for `--model tiny --pretrained PATH`."""
     import torch

@@ -24,13 +24,10 @@ RUN = ["--dataset", "officehome", "--split", "10pct", "--model", "tiny", "--no-p
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    """The demo's set-up: synthetic Office-Home, tiny CLIP pre-trained by `data tiny-clip`."""
-    base = tmp_path_factory.mktemp("learning")
-    call_ok(["data", "synth", "--out", base / "data", "--layout", "officehome", "--per-class", PER_CLASS])
-    stdout = call_ok(["data", "tiny-clip", "--data", base / "data", "--out", base / "tiny-clip.pt"])
-    return {"root": base / "data", "weights": base / "tiny-clip.pt", "out": base / "results",
-            "tiny_clip_stdout": stdout}
+def pretrained(demo_setup):
+    """The demo's set-up (conftest's `demo_setup`), shared with tests/test_demo.py."""
+    assert demo_setup["per_class"] == PER_CLASS
+    return demo_setup
 
 
 def run(pretrained, method, *extra):

@@ -102,7 +102,7 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
     ("kshot", 60, ["zeroshot", "coop-mt", "vpt-mt", "maple-mt", "mmap"]),
     ("ablation", 42, ["task-specific only", "group-shared only", "random groups", "gradient groups", "one group",
                       "joint train", "MLP prompt"]),
-    ("demo", 4, ["zeroshot", "coop-mt"]),
+    ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
     ("beyond", 150, BEYOND_METHODS),
     ("beyond-demo", 25, BEYOND_METHODS),
 ])
