@@ -41,6 +41,7 @@ from .guard import Interrupted, pending_stop, raise_pending_stop, run_lock, stop
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .phases import phase, say
+from .quiet import quiet_third_parties
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
 from .runlog import RUN_LOG, EpochLines, RunLog, text_log
@@ -89,11 +90,12 @@ class PendingStop(Callback):
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up chatter (device lists, tips) out of the run's output."""
+    """Keep Lightning's start-up chatter (device lists, tips) out of the run's output: the run says
+    what it does itself (`petl_bench.phases`)."""
+    quiet_third_parties()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")  # the worker budget is data.num_workers
     warnings.filterwarnings("ignore", ".*`srun` command is available.*")  # one process per run is meant
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # a resume's
 
