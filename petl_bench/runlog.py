@@ -20,7 +20,8 @@ import csv
 import logging
 import sys
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
 from tqdm import tqdm
 
 from .errors import UserError
@@ -104,8 +104,8 @@ class EpochLines(Callback):
     of its last step, the run's elapsed time (every attempt's, from `elapsed`) and the ETA at this
     attempt's pace."""
 
-    def __init__(self, elapsed):
-        self.elapsed = elapsed  # () -> seconds the run has taken so far
+    def __init__(self, elapsed: Callable[[], float]):
+        self.elapsed = elapsed  # seconds the run has taken so far
         self.losses: list[float] = []
         self.lr: float | None = None
         self.started, self.first_epoch = 0.0, 0
@@ -145,6 +145,22 @@ class _Console(logging.Handler):
             self.handleError(record)
 
 
+class _File(logging.FileHandler):
+    """The text log's file. A write that fails (a full disk) is one warning, and the run goes on
+    without its text log: not logging's traceback on stderr at every line."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
+        warnings.warn(f"{self.baseFilename}: writing the run's text log failed ({sys.exc_info()[1]}); "
+                      "the run goes on without it", stacklevel=2)
+
+
 @contextmanager
 def text_log(path: Path | None) -> Iterator[None]:
     """While the block runs, what the run says goes to the console and, with `path`, is appended to
@@ -152,7 +168,7 @@ def text_log(path: Path | None) -> Iterator[None]:
     handlers: list[logging.Handler] = [_Console()]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(path, mode="a", encoding="utf-8")
+        file = _File(path, mode="a", encoding="utf-8")
         file.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
         handlers.append(file)
     level = LOG.level

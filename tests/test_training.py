@@ -1,6 +1,8 @@
 """PetlModule training mechanics on the tiny random-init CLIP: what changes, the schedule, resuming."""
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +21,8 @@ from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule
+from petl_bench.phases import say
+from petl_bench.runlog import text_log
 from petl_bench.schedule import warmup_cosine
 from cli_calls import call
 
@@ -153,6 +157,36 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
     said = logged(log)  # afresh, as the run
     attempts = [line for line in said if line.startswith("run: ")]
     assert len(attempts) == 1 and ", started (pid " in attempts[0] and epoch_lines(said) == ["1/2", "2/2"]
+
+
+class FullDisk:
+    """A file whose writes fail as a full disk's do."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_text_log_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path, capsys):
+    path = tmp_path / "run.log"
+    with pytest.warns(UserWarning, match="run.log: writing the run's text log failed .*No space left") as warned:
+        with text_log(path):
+            say("first")
+            (file,) = [h for h in logging.getLogger("petl_bench").handlers if isinstance(h, logging.FileHandler)]
+            file.stream.close()
+            file.stream = FullDisk()
+            say("second")
+            say("third")
+    assert [str(w.message).split(": ", 1)[1] for w in warned] == [
+        "writing the run's text log failed ([Errno 28] No space left on device); the run goes on without it"]
+    assert path.read_text().endswith("  first\n")
+    out, err = capsys.readouterr()
+    assert out == "first\nsecond\nthird\n" and "Traceback" not in err and "Logging error" not in err
 
 
 def logged(path: Path) -> list[str]:
