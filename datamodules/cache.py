@@ -59,6 +59,7 @@ import numpy as np
 
 from petl_bench.errors import UserError
 from petl_bench.files import DiskFull, atomic_path, human_bytes, write_text_atomic
+from petl_bench.phases import phase
 
 try:
     import fcntl
@@ -68,6 +69,7 @@ except ImportError:  # not POSIX: no locks, concurrent runs may fill an entry tw
 ENV = "PETL_BENCH_CACHE"
 OFF = ("off", "none")
 KINDS = ("manifests", "images", "features")
+FILLING = {"images": "decoding", "features": "encoding"}  # what filling an entry of each kind does
 _VERDICTS_VERSION = 3
 RESERVE_BYTES, RESERVE_SHARE = 10**9, 0.05  # free space the cache leaves on its disk: the smaller
 _FAULTS = (OSError, DiskFull)  # what writing a cache can raise that is the disk's, not the run's
@@ -219,7 +221,8 @@ class Cache:
         try:
             if not self.can_write() or not self.make_room(nbytes):
                 return None
-            with atomic_path(array_path, nbytes, sync=True) as tmp:
+            with phase("cache", f"{FILLING[kind]} {shape[0]:,} images into {self.folder / kind}"), \
+                    atomic_path(array_path, nbytes, sync=True) as tmp:
                 array = _allocated_memmap(tmp, shape, dtype)
                 filling = True
                 meta = fill(array)

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .files import atomic_path
+from .phases import phase
 
 EXACT_UP_TO = 8  # Bell(8) = 4,140 partitions: instant; Bell(12) is 4.2 M
 
@@ -44,8 +45,9 @@ def task_gradients(module, loader, warmup_steps: int, batches: int,
     params = module.apply_trainable()
     batches_of_every_task = _cycle(loader)
     sums: dict[str, torch.Tensor] = {}
-    with tqdm(total=warmup_steps + batches, desc="task grouping", unit="step", disable=None,
-              leave=False) as bar:  # disable=None: a bar on terminals only
+    doing = f"{warmup_steps} warm-up steps, then each task's gradient over {batches} batches"
+    with phase("grouping", doing), tqdm(total=warmup_steps + batches, desc="task grouping", unit="step",
+                                         disable=None, leave=False) as bar:  # disable=None: a bar on terminals only
         for _ in range(warmup_steps):
             optimizer.zero_grad()
             torch.stack(list(module.task_losses(next(batches_of_every_task)).values())).sum().backward()

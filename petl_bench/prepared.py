@@ -20,6 +20,7 @@ from .datamodules.loading import ImageFiles, collate_train
 from .errors import UserError
 from .files import atomic_path
 from .guard import quiet_worker
+from .phases import phase
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -32,21 +33,24 @@ def shot_features(backbone: ClipBackbone, data, transform, passes: int = 1) -> d
     was_training = backbone.training
     backbone.to(DEVICE).eval()
     found = {}
+    doing = f"image features of the {len(data.train_records):,} training images" + (
+        f", the mean of {passes} augmented passes" if passes > 1 else "")
     try:
-        for task in data.tasks:
-            records = [r for r in data.train_records if r.domain == task.name]
-            # The split drew only images that decode; one changed since is left out, with a warning.
-            loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
-                                batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
-                                collate_fn=collate_train, worker_init_fn=quiet_worker)
-            total = labels = None
-            for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
-                with torch.no_grad():
-                    batches = [(backbone.encode_image(images.to(DEVICE)).float().cpu(), y) for images, y in loader]
-                features = torch.cat([f for f, _ in batches])
-                labels = torch.cat([y for _, y in batches])
-                total = features if total is None else total + features
-            found[task.name] = (total / passes, labels)
+        with phase("features", doing):
+            for task in data.tasks:
+                records = [r for r in data.train_records if r.domain == task.name]
+                # The split drew only images that decode; one changed since is left out, with a warning.
+                loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
+                                    batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
+                                    collate_fn=collate_train, worker_init_fn=quiet_worker)
+                total = labels = None
+                for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
+                    with torch.no_grad():
+                        batches = [(backbone.encode_image(images.to(DEVICE)).float().cpu(), y) for images, y in loader]
+                    features = torch.cat([f for f, _ in batches])
+                    labels = torch.cat([y for _, y in batches])
+                    total = features if total is None else total + features
+                found[task.name] = (total / passes, labels)
     finally:
         backbone.to(device).train(was_training)
     return found

@@ -2,7 +2,8 @@
 
 The record lands at `{out}/runs/{dataset}/{root}/{split}/{run_name}/seed{K}.json` (`results.py`),
 written to a temporary file and renamed, so a killed run never leaves a half-written record. Lightning's CSV logs, the
-epoch checkpoint and the run's lock live beside it in `seed{K}/`. A run holds its lock while it
+text log `run.log` (its phases, its size, a line per epoch: `runlog.py`), the epoch checkpoint and the run's lock
+live beside it in `seed{K}/`. A run holds its lock while it
 executes (a second launch waits for it or skips it), stops on SIGINT or SIGTERM with its last
 epoch checkpoint intact, and resumes from that checkpoint exactly (`petl_bench.checkpoints`).
 """
@@ -22,6 +23,7 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -30,7 +32,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
-from .config import RunConfig, resolved_root, validate
+from .config import RunConfig, TrainConfig, resolved_root, validate
 from .datamodules import MultiDomainDataModule, canonical_split
 from .divergence import StopOnDivergence
 from .errors import UserError
@@ -38,9 +40,11 @@ from .files import write_json_atomic
 from .guard import Interrupted, pending_stop, raise_pending_stop, run_lock, stop_on_signals
 from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
+from .phases import phase, say
+from .quiet import quiet_third_parties
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
-from .runlog import RunLog
+from .runlog import RUN_LOG, EpochLines, RunLog, text_log
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
@@ -86,11 +90,12 @@ class PendingStop(Callback):
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up chatter (device lists, tips) out of the run's output."""
+    """Keep Lightning's start-up chatter (device lists, tips) out of the run's output: the run says
+    what it does itself (`petl_bench.phases`)."""
+    quiet_third_parties()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning's own deprecation, not ours
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")  # the worker budget is data.num_workers
     warnings.filterwarnings("ignore", ".*`srun` command is available.*")  # one process per run is meant
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # a resume's
 
@@ -103,17 +108,56 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
         raise UserError(f"method {cfg.method!r} takes a {entry.config_cls.__name__}")
     validate(cfg)
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)  # random-init weights
-    backbone = load_backbone(cfg.model.arch, cfg.model.pretrained, cfg.model.quick_gelu)
+    with phase("model", f"loading {cfg.model.arch}, weights {cfg.model.pretrained or 'none (random init)'}"):
+        backbone = load_backbone(cfg.model.arch, cfg.model.pretrained, cfg.model.quick_gelu)
     # Again: what follows (prompts, groups) must not depend on whether building the backbone drew
     # random numbers (open_clip initialises before loading weights) or a sweep worker had it kept.
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
-    data.setup("fit")
+    _scan_and_split(data)
+    say(size_line(cfg, data, entry.cls))
     params, prepared = entry.cls.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
     module = entry.cls(params, backbone, data.tasks, cfg.optim)
     module.task_loss = cfg.train.task_loss
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
     return module, data, prepared
+
+
+def _scan_and_split(data: MultiDomainDataModule) -> None:
+    with phase("scan", f"reading the {data.cfg.dataset} root {data.cfg.root}") as scan:
+        manifest = data.manifest
+        scan.result = (f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
+                       f"{len(manifest.classnames)} classes")
+    with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
+        data.setup("fit")
+        split.result = f"{len(data.train_records):,} training and {len(data.test_records):,} test images"
+
+
+def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModule]) -> str:
+    """What the run will do, before it does it: tasks and classes, training images, SGD steps, test images."""
+    classes = sorted({len(task.classnames) for task in data.tasks})
+    if not method.trained_by_sgd:
+        training = f"no SGD ({cfg.method} is fitted in closed form)"
+    elif method.shared is None:
+        training = f"no SGD ({cfg.method} trains nothing)"
+    else:
+        epochs, steps = (1, 1) if cfg.train.fast_dev_run else (cfg.train.epochs, steps_per_epoch(data, cfg.train))
+        training = (f"{_count(epochs, 'epoch')} x {_count(steps, 'step')} ({data.batch_size} images per task a step) "
+                    f"= {_count(epochs * steps, 'step')}")
+    per_task = str(classes[0]) if len(classes) == 1 else f"{classes[0]}-{classes[-1]}"
+    return (f"size: {len(data.tasks)} tasks x {per_task} classes; {len(data.train_records):,} training images, {training}; "
+            f"{len(data.test_records):,} test images")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
+
+
+def steps_per_epoch(data: MultiDomainDataModule, train: TrainConfig) -> int:
+    """Training steps in an epoch, as the Trainer counts them: the longest task's batches (the
+    other tasks' loaders cycle), cut to `train.limit_train_batches` of them."""
+    longest = max(len(loader) for loader in data.train_dataloader().flattened)
+    return int(longest * train.limit_train_batches)
 
 
 # In a sweep worker: (arch, weights file or tag, its mtime, stated activation) -> the backbone as
@@ -185,18 +229,101 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     started = time.time()
     quiet_lightning()
-    settings, tf32 = trainer_settings(cfg)
-    precision = settings["precision"]
+    settings = trainer_settings(cfg)  # before building: it switches TF32 on where the device has it
     path = record_path(cfg)
     work_dir = path.with_suffix("")
-    if fresh and not cfg.train.fast_dev_run:  # train again from scratch: no earlier checkpoint or log
+    smoke = cfg.train.fast_dev_run  # a smoke test shares the run's folder but none of its files
+    if fresh and not smoke:  # train again from scratch: no earlier checkpoint or log
         for name in ("checkpoints", "logs"):
             shutil.rmtree(work_dir / name, ignore_errors=True)
-    # A smoke test shares the run's folder but none of its files.
-    last, trained = (None, None) if cfg.train.fast_dev_run else resumable_checkpoint(work_dir, cfg)
-    module, data, prepared = build(cfg)
-    built = time.time()
-    run_progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
+        (work_dir / RUN_LOG).unlink(missing_ok=True)
+    last, trained = (None, None) if smoke else resumable_checkpoint(work_dir, cfg)
+    epochs_kept = _epochs_done(work_dir) if last else 0
+    text_path = None if smoke else work_dir / RUN_LOG
+    attempt = _attempt(cfg, epochs_kept, trained is not None, text_path)
+    with text_log(text_path):
+        say(attempt)
+        module, data, prepared = build(cfg)
+        built = time.time()
+        training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept)
+        hand_image_encoder(training.trainer, module, data)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            if module.num_trainable and module.trained_by_sgd:
+                if trained:  # stopped while testing: the trained weights are all it needs
+                    say(f"train: the {epochs_kept} epochs are done: testing their weights")
+                    load_trained(training.trainer, module, trained["state_dict"])
+                    training.progress.restore(trained[PROGRESS])
+                else:
+                    with phase("train", _epochs_to_train(cfg, epochs_kept)):
+                        training.trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
+            fitted = time.time()
+            with phase("test", f"{len(data.test_records):,} images of {len(data.tasks)} tasks") as testing:
+                training.trainer.test(module, datamodule=data, verbose=False)
+                testing.result = ", ".join(f"{task} {value:.2f}" for task, value in module.test_accuracy.items())
+            tested = time.time()
+        finally:
+            module.release()  # the backbone may serve the next run
+        # This attempt's seconds per phase; first_test_batch counts from its start.
+        phases_s = {**data.timings, "build_s": round(built - started, 3), "train_s": round(fitted - built, 3),
+                    "test_s": round(tested - fitted, 3), "first_test_batch_s": training.first_test_batch.seconds}
+        record = run_record(cfg, module, data, prepared, training, phases_s)
+        if smoke:
+            return record  # nothing to keep
+        write_json_atomic(path, record)
+        if training.wandb is not None:
+            from .tracking import finish_wandb
+
+            hint = finish_wandb(training.wandb, record)
+            if hint:
+                say(hint)
+    return record
+
+
+def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | None) -> str:
+    """The attempt's first line: the run, and how this attempt starts (in run.log, where each
+    attempt's lines begin)."""
+    if trained:
+        how = f"resumed after all {epochs_kept} epochs: testing only"
+    elif epochs_kept:
+        how = f"resumed from epoch {epochs_kept} of {cfg.train.epochs}"
+    elif text_path is not None and text_path.is_file():
+        how = "started again: no epoch of the earlier attempt was kept"
+    else:
+        how = "started"
+    where = f"; log: {text_path}" if text_path is not None else ""
+    return (f"run: {cfg.run_name} on {cfg.data.dataset} {cfg.data.split} seed {cfg.data.seed}, {how} "
+            f"(pid {os.getpid()} on {platform.node()}){where}")
+
+
+def _epochs_to_train(cfg: RunConfig, epochs_kept: int) -> str:
+    if cfg.train.fast_dev_run:
+        return "one step (fast_dev_run)"
+    if epochs_kept:
+        return f"epochs {epochs_kept + 1}-{cfg.train.epochs} of {cfg.train.epochs}"
+    return f"{cfg.train.epochs} epochs"
+
+
+@dataclasses.dataclass
+class Training:
+    """A run's Trainer and the callbacks and logger whose findings go in its record."""
+
+    trainer: L.Trainer
+    progress: RunProgress
+    first_test_batch: FirstTestBatch
+    wandb: Any | None  # Lightning's WandbLogger, when W&B logs the run
+    precision: str
+    tf32: bool
+
+
+def build_trainer(cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, started: float, progress_bar: bool,
+                  epochs_kept: int) -> Training:
+    """The run's Trainer on its `trainer_settings`: each epoch's checkpoint, the run's progress
+    over attempts, the CSV log keeping the `epochs_kept` epochs of earlier attempts, a line per
+    epoch, and W&B when asked."""
+    arguments, tf32 = settings
+    progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
     checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
                                   save_on_train_epoch_end=True, enable_version_counter=False)
@@ -205,29 +332,21 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         from .tracking import wandb_logger
 
         wandb = wandb_logger(cfg, work_dir)  # None: W&B failed, the run goes on without it
-    # The CSV log keeps an earlier attempt's rows of the epochs the checkpoint resumes from.
-    loggers = [RunLog(work_dir, _epochs_done(work_dir) if last else 0), *([wandb] if wandb is not None else [])]
+    loggers = [RunLog(work_dir, epochs_kept), *([wandb] if wandb is not None else [])]
     trainer = L.Trainer(
-        **settings, logger=loggers, plugins=_plugins(),
-        callbacks=[run_progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch],
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        **arguments, logger=loggers, plugins=_plugins(),
+        callbacks=[progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch,
+                   EpochLines(lambda: progress.wall_s)],
+        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
-    hand_image_encoder(trainer, module, data)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        if module.num_trainable and module.trained_by_sgd:
-            if trained:  # stopped while testing: the trained weights are all it needs
-                load_trained(trainer, module, trained["state_dict"])
-                run_progress.restore(trained[PROGRESS])
-            else:
-                trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
-        fitted = time.time()
-        trainer.test(module, datamodule=data, verbose=False)
-        tested = time.time()
-    finally:
-        module.release()  # the backbone may serve the next run
-    record = {
+    return Training(trainer, progress, first_test_batch, wandb, arguments["precision"], tf32)
+
+
+def run_record(cfg: RunConfig, module: PetlModule, data: MultiDomainDataModule, prepared: dict,
+               training: Training, phases_s: dict) -> dict:
+    """The run record (`results.SCHEMA`): what ran, on what, its accuracy, and what it cost."""
+    progress = training.progress
+    return {
         "schema": SCHEMA,
         "method": cfg.method,
         "run_name": cfg.run_name,
@@ -248,17 +367,15 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         "split_sha256": data.split_sha256,
         "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
-        "wall_s": round(run_progress.wall_s, 2),  # every attempt, up to the checkpoint the next resumed
-        "attempts": run_progress.attempts,
-        "resumed_from_epoch": run_progress.resumed_from_epoch,  # epochs done before the last attempt
-        # This attempt's seconds per phase; first_test_batch counts from its start.
-        "phases_s": {**data.timings, "build_s": round(built - started, 3), "train_s": round(fitted - built, 3),
-                     "test_s": round(tested - fitted, 3), "first_test_batch_s": first_test_batch.seconds},
+        "wall_s": round(progress.wall_s, 2),  # every attempt, up to the checkpoint the next resumed
+        "attempts": progress.attempts,
+        "resumed_from_epoch": progress.resumed_from_epoch,  # epochs done before the last attempt
+        "phases_s": phases_s,
         "test_sources": data.test_sources,
         "device": _device_name(),
-        "precision": precision,
-        "tf32": tf32,
-        "train_images_per_s": run_progress.images_per_s,
+        "precision": training.precision,
+        "tf32": training.tf32,
+        "train_images_per_s": progress.images_per_s,
         "peak_memory_mb": _peak_memory_mb(),
         "git": _git_revision(),
         "versions": _versions(),
@@ -268,16 +385,6 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if cfg.train.fast_dev_run:
-        return record  # a smoke test: nothing to keep
-    write_json_atomic(path, record)
-    if wandb is not None:
-        from .tracking import finish_wandb
-
-        hint = finish_wandb(wandb, record)
-        if hint:
-            print(hint)
-    return record
 
 
 def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:

@@ -75,12 +75,17 @@ def wandb_logger(cfg: RunConfig, work_dir: Path) -> WandbLogger | None:
 def _logger(cfg: RunConfig, work_dir: Path, mode: str) -> WandbLogger:
     import wandb
 
-    return WandbLogger(
+    logger = WandbLogger(
         project=cfg.logging.project, name=f"{cfg.run_name}-seed{cfg.data.seed}",
         group=f"{cfg.data.dataset}/{canonical_split(cfg.data.dataset, cfg.data.split)}", job_type=cfg.method,
         config=cfg.to_dict(), save_dir=os.environ.get("WANDB_DIR") or str(work_dir),
         # `mode`, not the logger's `offline=True`: that one sets WANDB_MODE for the whole process.
         mode=mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True))
+    # Lightning passes `wandb.init(anonymous=None)`, which wandb answers on stderr with "The anonymous setting has
+    # no effect and will be removed"; left out, wandb says nothing. (Lightning's arguments are a private dict: if
+    # it keeps them elsewhere one day, the line comes back and nothing else changes.)
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+    return logger
 
 
 def _one_line(err: Exception) -> str:

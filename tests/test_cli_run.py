@@ -266,3 +266,44 @@ def test_a_record_file_that_is_no_record_is_said_and_run_again(folder_root, tiny
     assert code == 0, stderr
     assert stderr == f"petl-bench: {path} is not a usable record (not a run record but a JSON null): running again\n"
     assert f"record: {path}" in stdout and json.loads(path.read_text())["schema"] == 1
+
+
+# -- what a run says: its size, phases and epochs, on the console and in run.log -----------------------
+def test_a_run_states_its_size_and_logs_its_phases_and_epochs(folder_root, tiny_checkpoint, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "results"
+    code, stdout, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint, "--set",
+                                         "train.epochs=2", "--set", "data.batch_size=3", "--set", "method.n_ctx=4"))
+    assert code == 0, stderr
+    work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
+    record = json.loads(work.with_suffix(".json").read_text())
+    steps = pd.read_csv(work / "logs" / "metrics.csv").dropna(subset=["train/loss"])
+
+    # The size, said before training, is what the run did: 8 shots per task in batches of 3 are 2 steps (Dassl
+    # drops the incomplete third).
+    size = re.search(r"^size: (\d+) tasks x (\d+) classes; (\d+) training images, (\d+) epochs x (\d+) steps \(3 images "
+                     r"per task a step\) = (\d+) steps; (\d+) test images$", stdout, re.M)
+    per_epoch = steps.groupby("epoch").size()
+    assert list(per_epoch) == [2, 2]
+    assert tuple(map(int, size.groups())) == (len(record["tasks"]), len(read_manifest("folder", folder_root).classnames),
+                                              record["train_images"], 2, 2, len(steps), record["test_images"])
+    assert stdout.index("size: ") < stdout.index("train: 2 epochs ...")
+
+    # run.log holds what the console said, timestamped: one line per epoch, its mean loss and last lr as the CSV has them.
+    lines = (work / "run.log").read_text().splitlines()
+    said = [line.split("  ", 1)[1] for line in lines]
+    assert all(line in stdout.splitlines() for line in said)
+    epochs = [re.fullmatch(r"epoch (\d)/2  loss (\S+)  lr (\S+)  elapsed \d:\d\d:\d\d  eta \d:\d\d:\d\d", line)
+              for line in said if line.startswith("epoch")]
+    assert [m.group(1) for m in epochs] == ["1", "2"]
+    for m, (_, rows) in zip(epochs, steps.groupby("epoch"), strict=True):
+        assert float(m.group(2)) == pytest.approx(rows["train/loss"].mean(), abs=5e-5)
+        assert float(m.group(3)) == pytest.approx(rows["train/lr"].iloc[-1], rel=1e-3)
+    for name in ("model", "scan", "split", "train", "test"):  # each phase: its start, then its end and duration
+        start = next(i for i, line in enumerate(said) if line.startswith(f"{name}: ") and line.endswith(" ..."))
+        assert any(re.fullmatch(rf"{name}: .* \(\d+\.\d s\)", line) for line in said[start + 1:]), name
+    accuracies = ", ".join(f"{task} {value:.2f}" for task, value in record["accuracy"].items())
+    assert re.fullmatch(rf"test: {accuracies} \(\d+\.\d s\)", said[-1])
+    for chatter in ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels", "logging interval"):
+        assert chatter not in stdout + stderr

@@ -1,6 +1,8 @@
 """PetlModule training mechanics on the tiny random-init CLIP: what changes, the schedule, resuming."""
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +21,8 @@ from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
 from petl_bench.module import PetlModule
+from petl_bench.phases import say
+from petl_bench.runlog import text_log
 from petl_bench.schedule import warmup_cosine
 from cli_calls import call
 
@@ -78,11 +82,13 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
             "--set", "data.batch_size=8", "--set", "method.n_ctx=4"]
     work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
     last, record = work / "checkpoints" / "last.ckpt", work.with_suffix(".json")
-    started_at, signal_at = [], {}
+    log = work / "run.log"
+    started_at, signal_at, log_on_disk = [], {}, []
     epoch_start, test_start = PetlModule.on_train_epoch_start, PetlModule.on_test_epoch_start
 
     def on_epoch(self):
         started_at.append(self.current_epoch)
+        log_on_disk.append(log.read_text())  # as a SIGKILL here would leave it
         if signal_at.pop(("epoch", self.current_epoch), None):
             os.kill(os.getpid(), signal.SIGINT)  # a real signal, to this process
         epoch_start(self)
@@ -108,6 +114,15 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
                        f"{work / 'checkpoints'}: the same command resumes from there")
     checkpoint = torch.load(last, weights_only=True)  # tensors and plain data only
     assert checkpoint["resume"]["epochs"] == 1 and "optimizer_states" in checkpoint
+    # run.log: the phases, the size, a line for the epoch done, why the attempt ended.
+    said = logged(log)
+    assert said[0].startswith("run: coop-mt-n_ctx4@tiny-tiny on folder 2shot seed 0, started (pid ")
+    assert [line.split(" ...")[0] for line in said if line.endswith(" ...")] == [
+        "model: loading tiny, weights " + str(tiny_checkpoint), f"scan: reading the folder root {folder_root}",
+        "split: drawing 2shot, seed 0", "train: 2 epochs"]
+    assert "size: 4 tasks x 4 classes; 32 training images, 2 epochs x 1 step " in "\n".join(said)
+    assert epoch_lines(said) == ["1/2"] and said[-1] == "ended: stopped by SIGINT"
+    assert "  epoch 1/2  loss " in log_on_disk[-1]  # on disk while the run went on: a kill keeps it
 
     # Resumed at epoch 1, then SIGTERM while testing: 143; the last epoch's checkpoint holds weights only.
     signal_at["test"] = True
@@ -116,18 +131,80 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
     assert err[-1].startswith("petl-bench: stopped by SIGTERM: 2 of 2 epochs")
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["resume"]["epochs"] == 2 and "optimizer_states" not in checkpoint
+    said = logged(log)  # appended: the first attempt's lines, then this one's
+    second = said.index(next(line for line in said if line.startswith("run: ") and "resumed" in line))
+    assert "ended: stopped by SIGINT" in said[:second]
+    assert ", resumed from epoch 1 of 2 (pid " in said[second] and "train: epochs 2-2 of 2 ..." in said[second:]
+    assert epoch_lines(said) == ["1/2", "2/2"] and "test: 16 images of 4 tasks ..." in said[second:]
+    assert said[-1] == "ended: stopped by SIGTERM"
 
     # Resumed again: nothing left to train, only the test.
     assert run()[0] == 0 and started_at == []
     done = json.loads(record.read_text())
     assert (done["attempts"], done["resumed_from_epoch"]) == (3, 2)
     assert done["wall_s"] > checkpoint["resume"]["wall_s"] > 0  # every attempt counts
+    said = logged(log)
+    assert sum(line.startswith("run: ") for line in said) == 3 and epoch_lines(said) == ["1/2", "2/2"]
+    assert ", resumed after all 2 epochs: testing only (pid " in [line for line in said if line.startswith("run: ")][-1]
+    assert re.fullmatch(r"test: " + ", ".join(f"{task} {value:.2f}" for task, value in done["accuracy"].items())
+                        + r" \(\d+\.\d s\)", said[-1])
 
     # --force trains again from scratch, although a finished checkpoint and record exist.
     assert run("--force")[0] == 0 and started_at == [0, 1]
     forced = json.loads(record.read_text())
     assert (forced["attempts"], forced["resumed_from_epoch"]) == (1, None)
     assert forced["accuracy"] == done["accuracy"]  # the same run, start to end
+    said = logged(log)  # afresh, as the run
+    attempts = [line for line in said if line.startswith("run: ")]
+    assert len(attempts) == 1 and ", started (pid " in attempts[0] and epoch_lines(said) == ["1/2", "2/2"]
+
+
+class FullDisk:
+    """A file whose writes fail as a full disk's do."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_text_log_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path, capsys):
+    path = tmp_path / "run.log"
+    with pytest.warns(UserWarning, match="run.log: writing the run's text log failed .*No space left") as warned:
+        with text_log(path):
+            say("first")
+            (file,) = [h for h in logging.getLogger("petl_bench").handlers if isinstance(h, logging.FileHandler)]
+            file.stream.close()
+            file.stream = FullDisk()
+            say("second")
+            say("third")
+    assert [str(w.message).split(": ", 1)[1] for w in warned] == [
+        "writing the run's text log failed ([Errno 28] No space left on device); the run goes on without it"]
+    assert path.read_text().endswith("  first\n")
+    out, err = capsys.readouterr()
+    assert out == "first\nsecond\nthird\n" and "Traceback" not in err and "Logging error" not in err
+
+
+def logged(path: Path) -> list[str]:
+    """run.log's lines, each checked for its timestamp and returned without it."""
+    lines = path.read_text().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  \S", line) for line in lines), lines
+    return [line.split("  ", 1)[1] for line in lines]
+
+
+EPOCH_LINE = re.compile(r"epoch (\d+/\d+)  loss (\d+\.\d{4})  lr (\d\.\d{3}e[-+]\d\d)  elapsed \d+:\d\d:\d\d  "
+                        r"eta \d+:\d\d:\d\d")
+
+
+def epoch_lines(said: list[str]) -> list[str]:
+    """The epochs of the epoch lines, in order ("1/2"); every line naming an epoch must be one."""
+    named = [line for line in said if line.startswith("epoch ")]
+    assert all(EPOCH_LINE.fullmatch(line) for line in named), named
+    return [EPOCH_LINE.fullmatch(line).group(1) for line in named]
 
 
 @pytest.mark.slow

@@ -96,8 +96,12 @@ def test_online_only_with_a_key_and_a_reachable_server(wandb_env, tmp_path):
 
 
 def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch):
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    termwarns = []  # wandb's own warning lines on stderr (once per process each: caught here, not in stderr)
+    monkeypatch.setattr(wandb, "termwarn", lambda message, *args, **kwargs: termwarns.append(message))
     out = tmp_path / "results"
     argv = [*RUN, "--out", out, "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=1", "--wandb"]
     argv[argv.index("ROOT")] = folder_root
@@ -115,6 +119,8 @@ def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch
     assert {task: summary[f"accuracy/{task}"] for task in record["accuracy"]} == record["accuracy"]
     assert set(record["accuracy"]) == {"art", "clipart", "product", "real world", "average"}
     assert summary["trainable_params"] == record["trainable_params"] == 768
+    # Regression (issue 19): "The anonymous setting has no effect and will be removed" came before our hint.
+    assert not [message for message in termwarns if "deprecat" in message or "will be removed" in message], termwarns
 
 
 def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, monkeypatch, recwarn):
