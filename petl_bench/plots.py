@@ -24,7 +24,8 @@ from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E
 from .datamodules import canonical_split, paper_split, parse_shots  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .files import atomic_path  # noqa: E402
-from .report import AVERAGE, Summary, column_name, dataset_name, split_name  # noqa: E402
+from .report.paper import column_name, dataset_name, split_name  # noqa: E402
+from .report.summary import AVERAGE, Summary  # noqa: E402
 
 DPI = 100
 FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4), "curves": (4.5, 3.2)}  # fig5, curves: per panel
