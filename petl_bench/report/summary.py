@@ -91,6 +91,18 @@ class Summary:
     def digits(self) -> int:
         return 2 if self.table == "ablation" else 1  # as the paper prints them
 
+    @property
+    def n_counted(self) -> int:
+        """The grid's runs whose records are averaged: neither missing nor stale."""
+        return self.n_expected - len(self.missing) - len(self.stale)
+
+    def seed_counts(self) -> list[int]:
+        """The distinct numbers of seeds the cells average, smallest first."""
+        return sorted({int(n) for n in self.cells["n"]})
+
+    def has_paper_values(self) -> bool:
+        return bool(self.cells["paper"].notna().any())
+
     def cell(self, label: str, split: str, task: str) -> Cell | None:
         key = (label, split, task)
         if key not in self.cells.index:

@@ -1,7 +1,9 @@
 """Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot`.
 
 The layouts are the paper's (Tables 1-2: tasks x methods per split; Table 3: variants x splits;
-Figure 5 as numbers: methods x shots per task); the formats are Markdown, LaTeX and tidy CSV.
+Figure 5 as numbers: methods x shots per task); the formats are Markdown, LaTeX and tidy CSV. The
+heading above a table says what its cells are (a mean ± std over how many seeds, or one seed each)
+and how many of the grid's runs they count, so it agrees with the footer that lists the rest.
 """
 
 from __future__ import annotations
@@ -101,12 +103,40 @@ def cell_text(cell, latex: bool = False) -> str:
     return text
 
 
+def seeds_phrase(summary: Summary, pm: str = "±") -> str:
+    """What the cells are over seeds: "one seed each", or "mean ± sample std over 3 seeds" (and
+    which cells hold one seed where some do)."""
+    counts = summary.seed_counts()
+    if not counts:
+        return "none counted yet"
+    if counts == [1]:
+        return "one seed each, no std"
+    many = [n for n in counts if n > 1]
+    span = str(many[0]) if len(many) == 1 else f"{many[0]} to {many[-1]}"
+    return f"mean {pm} sample std over {span} seeds" + (f"; a cell without {pm} has one seed" if counts[0] == 1 else "")
+
+
+def counted_phrase(summary: Summary) -> str:
+    """How many of the grid's runs the cells count, as the footer lists the others."""
+    if summary.n_counted == summary.n_expected:
+        return f"all {summary.n_expected} runs of the grid counted"
+    return f"{summary.n_counted} of the grid's {summary.n_expected} runs counted, the others listed below"
+
+
+def cells_heading(summary: Summary) -> str:
+    """The sentence above a table that says what its cells are."""
+    paper = ""
+    if summary.has_paper_values():
+        paper = " (paper's value, ours − paper" + (": for layout only)" if summary.off_paper else ")")
+    return f"Cells: ours, {seeds_phrase(summary)}{paper}; {counted_phrase(summary)}."
+
+
 def to_markdown(summary: Summary) -> str:
     lay = layout(summary)
     lines = [f"## {lay.title}", ""]
     if summary.banner():
         lines += [f"> **{summary.banner()}**", ""]
-    lines += ["Cells: ours, mean ± sample std over seeds (paper's value, ours − paper).", ""]
+    lines += [cells_heading(summary), ""]
     for block in lay.blocks:
         if block.title:
             lines += [f"### {block.title}", ""]
@@ -125,8 +155,7 @@ def to_latex(summary: Summary) -> str:
     if summary.banner():
         lines.append(f"% {summary.banner()}")
     lines += [r"\begin{table}[t]", r"\centering", r"\small",
-              rf"\caption{{{esc(lay.title)}. Mean$\pm$std over seeds; the paper's value and our difference "
-              r"in brackets.}",
+              rf"\caption{{{esc(lay.title)}. {_latex_caption(summary)}}}",
               r"\begin{tabular}{l" + "c" * len(lay.columns) + "}", r"\toprule",
               " & ".join(map(esc, [lay.corner, *lay.columns])) + r" \\"]
     for block in lay.blocks:
@@ -138,6 +167,15 @@ def to_latex(summary: Summary) -> str:
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     lines += [f"% {line}" for line in summary.footer()]
     return "\n".join(lines)
+
+
+def _latex_caption(summary: Summary) -> str:
+    sentences = ["Ours: " + seeds_phrase(summary, pm=r"$\pm$")]
+    if summary.has_paper_values():
+        sentences.append("the paper's value and our difference in brackets" + (
+            ", for layout only" if summary.off_paper else ""))
+    sentences.append(counted_phrase(summary))
+    return " ".join(f"{text[0].upper()}{text[1:]}." for text in sentences)
 
 
 def _latex_escape(text: str) -> str:
