@@ -3,7 +3,7 @@
     paper.py     the paper's numbers and names, and when they are no yardstick for ours
     summary.py   a grid's runs against the records found (`Summary`): what tables and figures show
     tables.py    the paper's layouts as Markdown, LaTeX and CSV (`petl-bench table`)
-    state.py     what the site gathers beyond a Summary: sweep states, each run's state and log
+    state.py     what the site gathers beyond a Summary: sweep states, each run's state, name and log
     markup.py    HTML building blocks and where each page of the site lives; the CSS in style.css
     pages.py     the index and grid pages;  run_page.py  a run's page
     site.py      `build_site` (`petl-bench report`)

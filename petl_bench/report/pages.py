@@ -10,9 +10,9 @@ from ..errors import UserError
 from .markup import Site, esc, facts, file_link, href, html_page, link, row, table
 from .markup import accuracy as accuracy_text
 from .paper import column_name, dataset_name, split_name
-from .state import STATES, GridReport, run_off_paper
+from .state import STATES, GridReport, run_off_paper, short_hash, run_argv_of, run_label
 from .summary import AVERAGE, Cell, Summary
-from .tables import ParamCell, cell_text, layout
+from .tables import ParamCell, cell_text, counted_phrase, layout, seeds_phrase
 
 FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5"}
 OUTSIDE_LISTED = 200  # runs outside any grid listed on the index; the rest are counted
@@ -54,7 +54,9 @@ def index_page(site: Site, grids: list[GridReport], records: dict[Path, dict], m
 
 
 def _run_link(site: Site, page: Path, path: Path, record: dict) -> str:
-    return link(page, site.run_page(path), record.get("run_name", path.parent.name))
+    """A run's short label and config hash, linked to its page; its run name (folder) on hover."""
+    text = f"{run_label(record, run_argv_of(record))} · {short_hash(record)}"
+    return link(page, site.run_page(path), text, title=str(record.get("run_name", path.parent.name)))
 
 
 def _count_cell(grid: GridReport, state: str) -> str:
@@ -101,16 +103,29 @@ def grid_page(site: Site, g: GridReport) -> str:
     return html_page(f"grid {g.name}", body, site, page, banner=g.summary.banner() if g.summary else None)
 
 
-LEGEND = ("<p class=\"legend\">Each cell: ours, the mean ± sample std over seeds; the paper's value (± its std); "
-          "ours − paper, coloured by sign, pale when within one paper std and strong beyond it (or where the "
-          "paper gives no std): <span class=\"diff pos near\">+0.3</span> <span class=\"diff pos far\">+2.1</span> "
-          "<span class=\"diff neg near\">−0.3</span> <span class=\"diff neg far\">−2.1</span>; then each seed's "
-          "accuracy, linked to its run.</p>")
+DIFF_EXAMPLES = ('<span class="diff pos near">+0.3</span> <span class="diff pos far">+2.1</span> '
+                 '<span class="diff neg near">−0.3</span> <span class="diff neg far">−2.1</span>')
+
+
+def legend(summary: Summary) -> str:
+    """What the paper table's cells are: the seeds they average, what the paper's value and the
+    difference mean here (muted where the paper column is for layout only), the runs counted."""
+    parts = [f"Each cell: ours, {esc(seeds_phrase(summary))}"]
+    if summary.has_paper_values():
+        if summary.off_paper:
+            parts.append("the paper's value (± its std) and ours − paper, in grey: not the paper's setting, so the "
+                         "paper column is for layout only and the difference is no comparison")
+        else:
+            parts.append("the paper's value (± its std); ours − paper, coloured by sign, pale when within one paper "
+                         f"std and strong beyond it (or where the paper gives no std): {DIFF_EXAMPLES}")
+    parts.append("then each seed's accuracy, linked to its run")
+    return f'<p class="legend">{"; ".join(parts)}. {esc(counted_phrase(summary).capitalize())}.</p>'
 
 
 def paper_table(site: Site, page: Path, summary: Summary) -> str:
     """The table of `petl-bench table` (same layout and cells) with the paper's value, the difference
-    and the seeds' values in each cell."""
+    and the seeds' values in each cell; its differences muted where the banner says the paper
+    column is for layout only."""
     lay = layout(summary)
     seeds: dict[tuple, list] = {}
     for record in summary.seeds.sort_values("seed").itertuples():
@@ -123,8 +138,9 @@ def paper_table(site: Site, page: Path, summary: Summary) -> str:
             rows.append(f'<tr class="block"><th colspan="{len(lay.columns) + 1}">{esc(block.title)}</th></tr>')
         rows += [f"<tr><th>{esc(name)}</th>{''.join(_cell(site, page, c, seeds) for c in cells)}</tr>"
                  for name, cells in block.rows]
-    return (f'<table class="paper"><caption>{esc(lay.title)}</caption><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>{LEGEND}')
+    muted = ' class="layout-only"' if summary.off_paper else ""
+    return (f'<div{muted}><table class="paper"><caption>{esc(lay.title)}</caption><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>{legend(summary)}</div>')
 
 
 def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) -> str:
@@ -142,7 +158,7 @@ def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) ->
     runs = [f'<a href="{href(page, site.run_page(path))}" title="seed {seed}">{accuracy:.{d}f}</a>'
             for seed, accuracy, path in seeds.get(cell.key, [])]
     if runs:
-        parts.append(f'<span class="seeds">seeds {" ".join(runs)}</span>')
+        parts.append(f'<span class="seeds">{"seeds" if len(runs) > 1 else "one seed"} {" ".join(runs)}</span>')
     return f'<td>{" ".join(parts)}</td>'
 
 

@@ -1,5 +1,5 @@
-"""One run's page: accuracy, curves from its CSV log, task groups, config, split, timing, device,
-versions, files."""
+"""One run's page: accuracy, curves from its CSV log, task groups, what makes it this variant (its
+`--set` items and the command that rebuilds it), config, split, timing, device, versions, files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from .. import plots
 from ..files import atomic_path
 from .markup import Site, accuracy, esc, facts, file_link, href, html_page, link, row, table
 from .paper import dataset_name, split_name
-from .state import GridReport, RunState, read_log, run_off_paper
+from .state import GridReport, RunState, command_line, read_log, run_argv_of, run_label, run_off_paper, set_items, \
+    short_hash
 from .summary import AVERAGE
 
 
@@ -18,12 +19,14 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
     page = site.run_page(path)
     work = path.with_suffix("")  # seed{K}/: logs, checkpoints, grouping
     dataset, split = str(record.get("dataset", "")), str(record.get("split", ""))
-    title = (f"{record.get('run_name', '?')} on {dataset_name(dataset)} {split_name(dataset, split)}, "
+    argv = run_argv_of(record)
+    title = (f"{run_label(record, argv)} on {dataset_name(dataset)} {split_name(dataset, split)}, "
              f"seed {record.get('seed')}")
     body = [f"<h1>{esc(title)}</h1>", _membership(site, page, record, grids), "<h2>Accuracy</h2>",
             table(["task", "accuracy %"], [row(esc("Average" if task == AVERAGE else task), accuracy(value))
                                            for task, value in record.get("accuracy", {}).items()], "accuracy"),
-            "<h2>Training curves</h2>", _curves(page, work, record, title)]
+            "<h2>Training curves</h2>", _curves(page, work, record, title), "<h2>Variant</h2>",
+            _variant(record, argv)]
     grouping = (record.get("prepared") or {}).get("grouping")
     if grouping:
         body += ["<h2>Task groups</h2>", _grouping(page, work, grouping)]
@@ -40,6 +43,21 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
     reasons = run_off_paper(record)
     banner = f"NOTE: not the paper's setting ({'; '.join(reasons)})" if reasons else None
     return html_page(title, body, site, page, banner=banner)
+
+
+def _variant(record: dict, argv: list[str] | None) -> str:
+    """The run's name, hash and every `--set` item that makes it differ from its method's defaults,
+    with the command that rebuilds it."""
+    rows = [("run name", f"<code>{esc(record.get('run_name', ''))}</code> (its folder)"),
+            ("config hash", f"<code>{esc(short_hash(record))}</code>")]
+    if argv is None:
+        rows.append(("--set", "this petl-bench cannot rebuild the config (see Config below)"))
+    else:
+        items = set_items(argv)
+        rows.append(("--set", "<br>".join(f"<code>--set {esc(item)}</code>" for item in items) or
+                     "none: the defaults of the method and of the options below"))
+        rows.append(("command", f"<code>{esc(command_line(argv))}</code>"))
+    return facts(rows, "variant")
 
 
 def _in_results(site: Site, record: dict, key: str) -> Path:
@@ -86,11 +104,24 @@ def _curves(page: Path, work: Path, record: dict, title: str) -> str:
     if png is None:
         return ("<p>The CSV log holds no training loss (Lightning logs it every 10 steps: a run of fewer "
                 "steps has none).</p>")
-    lrs = [column for column in plots.lr_columns(log) if log[column].notna().any()]
-    lr_note = (f"Learning rate from {', '.join(lrs)}." if lrs else
-               "The log has no learning-rate column (lr-*, as Lightning's LearningRateMonitor writes): "
-               "only the loss is drawn.")
-    return f'<img src="{href(page, png)}" alt="training loss and learning rate"><p class="note">{esc(lr_note)}</p>'
+    return (f'<img src="{href(page, png)}" alt="training loss, learning rate and accuracy per epoch">'
+            f'<p class="note">{esc(" ".join(curve_notes(log)))}</p>')
+
+
+def curve_notes(log) -> list[str]:
+    """What the curves are drawn from, and what the log lacks, one sentence each."""
+    lrs = plots.lr_columns(log)
+    notes = [f"Learning rate from {', '.join(lrs)}." if lrs else
+             "The log has no learning-rate column (train/lr, or lr-* as Lightning's LearningRateMonitor "
+             "writes): no learning-rate curve."]
+    starts = plots.epoch_starts(plots.training_steps(log))
+    if starts:
+        notes.append(f"Dotted lines mark where each of epochs 2 to {starts[-1][0] + 1} begins.")
+    accuracy_columns = list(plots.epoch_accuracy(log).columns)
+    notes.append(f"Accuracy per epoch from {', '.join(accuracy_columns)}." if accuracy_columns else
+                 "The log holds no accuracy per epoch (train/acc or val/acc): the test accuracy above is "
+                 "measured once, after training.")
+    return notes
 
 
 def _grouping(page: Path, work: Path, grouping: dict) -> str:
