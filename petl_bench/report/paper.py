@@ -4,6 +4,7 @@ names datasets and splits, and when its numbers are no yardstick for ours."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from importlib import resources
 
 import pandas as pd
@@ -69,17 +70,15 @@ def column_name(label: str) -> str:
     return PAPER_NAMES.get(label) or BEYOND_NAMES.get(label, label)
 
 
-def off_paper_reasons(expected: pd.DataFrame, seeds: pd.DataFrame) -> list[str]:
+def off_paper_reasons(models: Iterable[tuple[str, str | None]], datasets: Iterable[str], synthetic: bool) -> list[str]:
     """Reasons the paper's numbers are no yardstick here: another model or weights, a custom folder
-    of images, or synthetic data (as the records say). `expected`: model, pretrained and dataset of
-    the runs; `seeds`: their records' `synthetic`."""
+    of images, or synthetic data (as the records say). `models`: the runs' (model, pretrained)."""
     reasons = []
-    models = expected[["model", "pretrained"]].drop_duplicates()
-    other = [f"{m} with weights {p}" for m, p in models.itertuples(index=False) if (m, p) != PAPER_MODEL]
+    other = [f"{m} with weights {p}" for m, p in dict.fromkeys(models) if (m, p) != PAPER_MODEL]
     if other:
         reasons.append(f"model {', '.join(other)} instead of ViT-B-16 with openai weights")
-    if (expected.dataset == "folder").any():
+    if "folder" in datasets:
         reasons.append("a custom image folder, not the paper's dataset")
-    if not seeds.empty and seeds.synthetic.any():
+    if synthetic:
         reasons.append("synthetic images")
     return reasons

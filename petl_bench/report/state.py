@@ -91,8 +91,8 @@ def grid_report(sweep: dict, out: Path) -> GridReport:
 
 def run_off_paper(record: dict) -> list[str]:
     """Why this run is not in the paper's setting, by the same rule as the tables' banner."""
-    return off_paper_reasons(pd.DataFrame([{key: record.get(key) for key in ("model", "pretrained", "dataset")}]),
-                             pd.DataFrame([{"synthetic": bool(record.get("synthetic", False))}]))
+    return off_paper_reasons([(record.get("model"), record.get("pretrained"))], [record.get("dataset")],
+                             bool(record.get("synthetic", False)))
 
 
 # -- a run's name ----------------------------------------------------------------------------------

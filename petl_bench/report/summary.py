@@ -163,7 +163,8 @@ def summarize(grid) -> Summary:
         methods=dict(zip(expected.label, expected.method)), splits=list(dict.fromkeys(expected.split)),
         tasks=_task_order(seeds, expected.dataset.iloc[0]), seeds=seeds, cells=cells, params=params,
         out=Path(expected.out.iloc[0]), n_expected=len(expected), missing=missing, stale=stale.path.tolist(),
-        off_paper=off_paper_reasons(expected, seeds),
+        off_paper=off_paper_reasons(zip(expected.model, expected.pretrained), set(expected.dataset),
+                                    bool(seeds.synthetic.any()) if not seeds.empty else False),
         unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
         root=grid.runs[0].cfg.data.root)
 
