@@ -184,9 +184,14 @@ def lr_columns(log: pd.DataFrame) -> list[str]:
             and log[column].notna().any()]
 
 
+def loss_columns(log: pd.DataFrame) -> list[str]:
+    """The training loss of all tasks (`train/loss`) and of each (`train/loss/{task}`)."""
+    return [c for c in log.columns if c == "train/loss" or c.startswith("train/loss/")]
+
+
 def training_steps(log: pd.DataFrame) -> pd.DataFrame:
     """The log's rows with a training loss, one per step (a resumed run logs some steps twice)."""
-    losses = [c for c in log.columns if c == "train/loss" or c.startswith("train/loss/")]
+    losses = loss_columns(log)
     steps = log.dropna(subset=losses, how="all") if losses else log.iloc[:0]
     return steps.drop_duplicates("step", keep="last").sort_values("step")
 
@@ -221,7 +226,7 @@ def run_curves(log: pd.DataFrame, title: str, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained",
                              squeeze=False)
     loss_ax, *others = axes[0]
-    for column in [c for c in steps.columns if c == "train/loss" or c.startswith("train/loss/")]:
+    for column in loss_columns(steps):
         total = column == "train/loss"
         loss_ax.plot(steps.step, steps[column], label=column if total else column.removeprefix("train/loss/"),
                      linewidth=1.8 if total else 0.9, alpha=1.0 if total else 0.7,

@@ -352,6 +352,15 @@ def test_a_set_variant_reads_as_a_short_label_and_its_hash(tmp_path, tiny_checkp
     assert run_label(long, run_argv_of(long)) == "CoOp-MT (ctx_init=a photo of a sm…) [tiny]"
     plain = {**record, "config": {**record["config"], "params": {"n_ctx": 16, "ctx_init": ""}}}
     assert run_label(plain, run_argv_of(plain)) == "CoOp-MT [tiny]"
+    # A config this petl-bench cannot rebuild (a method gone, a dataset it no longer reads) has no
+    # --set list, and its page says so rather than the report failing.
+    gone = {**record, "config": {**record["config"], "method": "no-such-method"}}
+    unread = {**record, "config": {**record["config"], "data": {**record["config"]["data"], "dataset": "gone"}}}
+    assert run_argv_of(gone) is None and run_argv_of(unread) is None
+    write_json_atomic(record_path(cfg), unread)
+    build_site(out)
+    page = text_of(next((out / "report").glob("runs/**/seed0.html")).read_text())
+    assert "--set this petl-bench cannot rebuild the config" in page and "CoOp-MT [tiny] on" in page
 
 
 def test_the_deltas_are_muted_where_the_paper_column_is_for_layout_only(swept, tmp_path):

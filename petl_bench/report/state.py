@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, from_dict
+from ..config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, from_dict, validate
 from ..errors import UserError
 from ..registry import get_method
 from ..results import record_path
@@ -98,7 +98,7 @@ def run_off_paper(record: dict) -> list[str]:
 # -- a run's name ----------------------------------------------------------------------------------
 def run_argv_of(record: dict) -> list[str] | None:
     """The `petl-bench run` arguments that rebuild the record's config (`runargs.run_argv`), or None
-    where this petl-bench cannot rebuild it (a method gone, a field renamed)."""
+    where this petl-bench cannot rebuild it (a method gone, a field renamed, a value out of range)."""
     config = record.get("config") or {}
     sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
@@ -106,7 +106,7 @@ def run_argv_of(record: dict) -> list[str] | None:
                                                                   config.get("params", {})),
                         out=str(config.get("out", "results")),
                         **{name: from_dict(cls, config.get(name, {})) for name, cls in sections.items()})
-        return run_argv(cfg)
+        return run_argv(validate(cfg))  # unchecked, a value argparse refuses would exit
     except (UserError, KeyError, TypeError):
         return None
 
