@@ -151,7 +151,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report_html import build_site
+    from .report.site import build_site
 
     print(f"report: {build_site(Path(args.out), Path(args.site) if args.site else None)}")
     return 0

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from .errors import UserError
-from .report import AVERAGE, Summary, column_name, summarize, to_markdown
+from .report import AVERAGE, Summary, column_name, summarize
+from .report.tables import to_markdown
 from .results import read_record
 from .sweep import Grid, expand_grid, grid_file
 from .sweep_state import on_swept_root

@@ -5,12 +5,14 @@
 - fig5: accuracy vs shots per class, one panel per task (the kshot grid)
 
 Figures are drawn from the same `report.Summary` as the tables: only records of the grid's config.
-`run_curves` draws one run's training loss and learning rate from its CSV log (the HTML report's).
+`run_curves` draws one run's training loss (epochs marked), learning rate and any accuracy per
+epoch from its CSV log (the HTML report's).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E
 from .datamodules.catalog import canonical_split, paper_split, parse_shots  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .files import atomic_path  # noqa: E402
-from .report import AVERAGE, Summary, column_name, dataset_name, split_name  # noqa: E402
+from .report.paper import column_name, dataset_name, split_name  # noqa: E402
+from .report.summary import AVERAGE, Summary  # noqa: E402
 
 DPI = 100
 FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4), "curves": (4.5, 3.2)}  # fig5, curves: per panel
@@ -32,6 +35,8 @@ FIG4_BARS = {"joint train": "joint train", "MLP prompt": "MLP prompt", "gradient
 ZERO_PARAMS_FACTOR = 0.1  # methods that train nothing are drawn a decade left of the smallest count
 MAX_BUBBLE, MIN_BUBBLE, STAR_AREA = 2500.0, 25.0, 120.0  # marker areas in points^2
 NOTE_WIDTH = 95  # characters per line of the off-paper note under a title
+EPOCHS_NAMED = 20  # epoch marks on a run's loss plot carry their epoch's number up to this many epochs
+EPOCH_ACCURACY = re.compile(r"^(train|val)/acc(/.+)?$")  # an accuracy logged per epoch, overall or per task
 
 
 def default_figure(figure: str) -> tuple[str, bool]:
@@ -173,43 +178,93 @@ def fig5(summary: Summary, path: Path) -> Path:
 
 
 def lr_columns(log: pd.DataFrame) -> list[str]:
-    """Learning-rate columns of a CSV log: Lightning's LearningRateMonitor names them `lr-SGD`,
-    `lr-SGD/pg1`, ..."""
-    return [column for column in log.columns if column.startswith("lr")]
+    """Learning-rate columns of a CSV log that hold a value: the module's `train/lr`, and Lightning's
+    LearningRateMonitor's `lr-SGD`, `lr-SGD/pg1`, ..."""
+    return [column for column in log.columns if (column == "train/lr" or column.startswith("lr"))
+            and log[column].notna().any()]
+
+
+def loss_columns(log: pd.DataFrame) -> list[str]:
+    """The training loss of all tasks (`train/loss`) and of each (`train/loss/{task}`)."""
+    return [c for c in log.columns if c == "train/loss" or c.startswith("train/loss/")]
+
+
+def training_steps(log: pd.DataFrame) -> pd.DataFrame:
+    """The log's rows with a training loss, one per step (a resumed run logs some steps twice)."""
+    losses = loss_columns(log)
+    steps = log.dropna(subset=losses, how="all") if losses else log.iloc[:0]
+    return steps.drop_duplicates("step", keep="last").sort_values("step")
+
+
+def epoch_starts(steps: pd.DataFrame) -> list[tuple[int, int]]:
+    """(epoch, its first step) for every epoch after the first of the training steps."""
+    if "epoch" not in steps:
+        return []
+    first = steps.dropna(subset=["epoch"]).groupby("epoch").step.min().sort_index()
+    return [(int(epoch), int(step)) for epoch, step in first.iloc[1:].items()]
+
+
+def epoch_accuracy(log: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per epoch (`train/acc`, `val/acc`, per task `val/acc/{task}`): each column's last
+    value in each epoch, indexed by epoch; empty when the log holds none."""
+    columns = [c for c in log.columns if EPOCH_ACCURACY.match(c) and log[c].notna().any()]
+    if not columns or "epoch" not in log:
+        return pd.DataFrame()
+    return log.dropna(subset=["epoch"]).groupby("epoch")[columns].last().dropna(how="all").sort_index()
 
 
 def run_curves(log: pd.DataFrame, title: str, path: Path) -> Path | None:
-    """Training loss (all tasks, and per task) and any learning-rate columns against the step, from a
-    run's CSV log (`seed{K}/logs/metrics.csv`); None when the log holds no training loss."""
-    losses = [c for c in log.columns if c == "train/loss" or c.startswith("train/loss/")]
-    steps = log.dropna(subset=losses, how="all") if losses else log.iloc[:0]
+    """Training loss (all tasks, and per task) against the step with each epoch's start marked, the
+    learning rate, and accuracy per epoch where the log holds it, from a run's CSV log
+    (`seed{K}/logs/metrics.csv`); None when the log holds no training loss."""
+    steps = training_steps(log)
     if steps.empty:
         return None
-    steps = steps.drop_duplicates("step", keep="last").sort_values("step")  # a resumed run logs some steps twice
-    lrs = [c for c in lr_columns(log) if log[c].notna().any()]
+    lrs, accuracy = lr_columns(log), epoch_accuracy(log)
+    panels = 1 + bool(lrs) + (not accuracy.empty)
     width, height = FIGSIZE["curves"]
-    fig, axes = plt.subplots(1, 2 if lrs else 1, figsize=(width * (2 if lrs else 1), height), dpi=DPI,
-                             layout="constrained", squeeze=False)
-    loss_ax = axes[0][0]
-    for column in losses:
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained",
+                             squeeze=False)
+    loss_ax, *others = axes[0]
+    for column in loss_columns(steps):
         total = column == "train/loss"
         loss_ax.plot(steps.step, steps[column], label=column if total else column.removeprefix("train/loss/"),
                      linewidth=1.8 if total else 0.9, alpha=1.0 if total else 0.7,
                      marker="o" if len(steps) < 20 else None, markersize=3)
     loss_ax.set(xlabel="step", ylabel="training loss", title="training loss")
     loss_ax.legend(fontsize=7)
+    starts = epoch_starts(steps)
     if lrs:
-        lr_ax = axes[0][1]
+        lr_ax = others.pop(0)
         for column in lrs:
             rows = log.dropna(subset=[column]).drop_duplicates("step", keep="last").sort_values("step")
             lr_ax.plot(rows.step, rows[column], label=column, linewidth=1.2)
         lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
         lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         lr_ax.legend(fontsize=7)
+        _mark_epochs(lr_ax, starts, named=False)
+    _mark_epochs(loss_ax, starts, named=len(starts) < EPOCHS_NAMED)
+    if not accuracy.empty:
+        acc_ax = others.pop(0)
+        epochs = accuracy.index.astype(int) + 1  # as the run log counts them
+        for column in accuracy.columns:
+            acc_ax.plot(epochs, accuracy[column], label=column, marker="o", markersize=3, linewidth=1.2)
+        acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy per epoch")
+        acc_ax.xaxis.get_major_locator().set_params(integer=True)
+        acc_ax.legend(fontsize=7)
     for ax in axes[0]:
         ax.grid(True, alpha=0.3)
-    fig.suptitle(textwrap.fill(title, NOTE_WIDTH * len(axes[0]) // 2), fontsize=9)
+    fig.suptitle(textwrap.fill(title, NOTE_WIDTH * panels // 2), fontsize=9)
     return _save(fig, path)
+
+
+def _mark_epochs(ax, starts: list[tuple[int, int]], named: bool) -> None:
+    """A dotted line where each epoch after the first begins; its number (1-based) above it if `named`."""
+    for epoch, step in starts:
+        ax.axvline(step - 0.5, color="0.55", linestyle=":", linewidth=0.9, zorder=1)
+        if named:
+            ax.annotate(f"epoch {epoch + 1}", (step - 0.5, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -2), textcoords="offset points", ha="left", va="top", fontsize=6, color="0.4")
 
 
 def _save(fig, path: Path) -> Path:

@@ -208,6 +208,41 @@ def test_csv_has_per_seed_and_mean_rows(main_grid):
     assert "7 of 18 runs missing" in stderr  # the footer stays out of the CSV
 
 
+def test_the_heading_says_what_the_cells_are_and_how_many_runs_they_count(main_grid):
+    """Three seeds in most cells, one in MmAP's: the heading says both; 10 of the 18 runs counted,
+    as the footer's 7 missing and 1 stale leave."""
+    path, out, _ = main_grid
+    summary = summarize(expand_grid(path, out=str(out)))
+    lines = render(summary, "md").splitlines()
+    assert lines[2] == ("Cells: ours, mean ± sample std over 3 seeds; a cell without ± has one seed (paper's value, "
+                        "ours − paper); 10 of the grid's 18 runs counted, the others listed below.")
+    assert summary.n_counted == 10 == summary.n_expected - 7 - 1
+    latex = render(summary, "latex")
+    assert (r"Ours: mean $\pm$ sample std over 3 seeds; a cell without $\pm$ has one seed. The paper's value "
+            r"and our difference in brackets. 10 of the grid's 18 runs counted, the others listed below.}") in latex
+
+
+def test_single_seed_cells_have_no_std_heading_and_the_footer_agrees(tmp_path):
+    """`make demo-sweep` after `make demo`: one seed of each run counted, the other seed's records
+    stale. No "±" anywhere; the heading counts the 2 runs the footer leaves."""
+    path = grid_yaml(tmp_path, "demo", MAIN.replace("[10pct, 20pct]", "[10pct]").replace("[0, 1, 2]", "[0, 1]")
+                     .replace("[zeroshot, coop-mt, mmap]", "[zeroshot, coop-mt]"))
+    grid = expand_grid(path, ["model.arch=tiny", "model.pretrained=none"], out=str(tmp_path / "results"))
+    for run in grid.runs:
+        record = write_record(run, 80.0, synthetic=True)
+        if run.cfg.data.seed == 0:  # the demo's own recipe: another config
+            record_path(run.cfg).write_text(json.dumps({**record, "config_sha256": "0" * 64}))
+    summary = summarize(grid)
+    text = render(summary, "md")
+    assert "±" not in text
+    lines = text.splitlines()
+    assert lines[4] == ("Cells: ours, one seed each, no std (paper's value, ours − paper: for layout only); "
+                        "2 of the grid's 4 runs counted, the others listed below.")
+    assert summary.footer()[:2] == ["0 of 4 runs missing", "2 stale record(s) not averaged (config differs from "
+                                    "the grid's; re-run them with `petl-bench sweep --rerun-stale`):"]
+    assert r"\pm" not in render(summary, "latex").split(r"\begin{tabular}")[0]
+
+
 ABLATION = """\
     name: abl
     table: ablation

@@ -259,6 +259,143 @@ def test_the_report_in_a_browser(swept, tmp_path):
         shutil.copyfile(shot, keep)
 
 
+# -- the report as people read it (issue 19, item 4) -------------------------------------------------
+EPOCHS, STEPS_PER_EPOCH = 3, 4
+
+
+def epoch_log(path: Path, accuracy: bool) -> None:
+    """A CSV log as the module writes it: per step the loss and `train/lr`, epoch by epoch; with
+    `accuracy`, a `val/acc` row at each epoch's end; the test accuracy once, after training."""
+    rows = []
+    for epoch in range(EPOCHS):
+        for i in range(STEPS_PER_EPOCH):
+            step = epoch * STEPS_PER_EPOCH + i
+            rows.append(f"{epoch},{step},{4.0 - 0.1 * step},{0.0035 * (1 - step / 12)},,")
+        if accuracy:
+            rows.append(f"{epoch},{step},,,{30.0 + 10 * epoch},")
+    rows.append(f"{EPOCHS},{EPOCHS * STEPS_PER_EPOCH},,,,61.5")
+    write_text_atomic(path, "epoch,step,train/loss,train/lr,val/acc,test/acc/average\n" + "\n".join(rows) + "\n")
+
+
+def a_variant(tmp_path, tiny_checkpoint):
+    """A coop-mt run with `method.ctx_init` set, on the tiny CLIP: its config and results folder."""
+    from petl_bench.runargs import build_run_config
+
+    out = tmp_path / "results"
+    (tmp_path / "data").mkdir(exist_ok=True)
+    cfg = build_run_config("coop-mt", "officehome", str(tmp_path / "data"), "10pct", 0, "tiny",
+                           str(tiny_checkpoint), out=str(out), overrides=["method.ctx_init=a photo of a"])
+    write_run(cfg, out)
+    return cfg, out
+
+
+def test_the_run_page_draws_train_lr_marks_epochs_and_the_accuracy_per_epoch(tmp_path, tiny_checkpoint):
+    import pandas as pd
+    from PIL import Image
+
+    from petl_bench import plots
+    from petl_bench.report.run_page import curve_notes
+    from petl_bench.report.site import build_site
+
+    cfg, out = a_variant(tmp_path, tiny_checkpoint)
+    log = record_path(cfg).with_suffix("") / "logs" / "metrics.csv"
+    epoch_log(log, accuracy=True)
+    build_site(out)
+    page = next((out / "report").glob("runs/**/seed0.html"))
+    text = text_of(page.read_text())
+    assert "Learning rate from train/lr." in text and "no learning-rate column" not in text
+    assert "Dotted lines mark where each of epochs 2 to 3 begins." in text
+    assert "Accuracy per epoch from val/acc." in text
+    width, height = plots.FIGSIZE["curves"]
+    with Image.open(page.with_name("seed0.curves.png")) as image:  # loss, learning rate, accuracy
+        assert image.size == (round(3 * width * plots.DPI), round(height * plots.DPI))
+
+    frame = pd.read_csv(log)
+    assert plots.epoch_starts(plots.training_steps(frame)) == [(1, 4), (2, 8)]
+    assert plots.epoch_accuracy(frame)["val/acc"].tolist() == [30.0, 40.0, 50.0]
+    epoch_log(log, accuracy=False)
+    frame = pd.read_csv(log)
+    assert plots.epoch_accuracy(frame).empty and plots.lr_columns(frame) == ["train/lr"]
+    assert "The log holds no accuracy per epoch" in " ".join(curve_notes(frame))
+
+
+def test_epoch_marks_change_the_loss_plot(tmp_path):
+    """The same steps and losses in three epochs and in one: the marks are the only difference."""
+    import pandas as pd
+    from PIL import Image, ImageChops
+
+    from petl_bench import plots
+
+    epoch_log(tmp_path / "three.csv", accuracy=False)
+    three = pd.read_csv(tmp_path / "three.csv")
+    one = three.assign(epoch=0)
+    pictures = [plots.run_curves(log, "run", tmp_path / f"{name}.png") for name, log in (("3", three), ("1", one))]
+    with Image.open(pictures[0]) as marked, Image.open(pictures[1]) as plain:
+        assert marked.size == plain.size
+        assert ImageChops.difference(marked.convert("RGB"), plain.convert("RGB")).getbbox() is not None
+
+
+def test_a_set_variant_reads_as_a_short_label_and_its_hash(tmp_path, tiny_checkpoint):
+    from petl_bench.report.site import build_site
+    from petl_bench.report.state import run_argv_of, run_label
+
+    cfg, out = a_variant(tmp_path, tiny_checkpoint)
+    index = build_site(out)
+    record = json.loads(record_path(cfg).read_text())
+    assert record["run_name"] == f"coop-mt-ctx_inita_photo_of_a@tiny-{tiny_checkpoint.stem}"
+    label = f"CoOp-MT (ctx_init=a photo of a) [tiny] · {cfg.sha256()[:8]}"
+    assert f'title="{record["run_name"]}">{label}</a>' in index.read_text()
+    page = text_of(next((out / "report").glob("runs/**/seed0.html")).read_text())
+    assert page.startswith("← all grids and runs NOTE: not the paper's setting")
+    assert "CoOp-MT (ctx_init=a photo of a) [tiny] on Office-Home 10pct (6shot), seed 0" in page
+    assert f"run name {record['run_name']} (its folder)" in page
+    assert "--set --set method.ctx_init=a photo of a command petl-bench run --method=coop-mt" in page
+    assert f"--model=tiny --pretrained={tiny_checkpoint}" in page and "'--set=method.ctx_init=a photo of a'" in page
+    long = {**record, "config": {**record["config"], "params": {"n_ctx": 16, "ctx_init": "a photo of a small"}}}
+    assert run_label(long, run_argv_of(long)) == "CoOp-MT (ctx_init=a photo of a sm…) [tiny]"
+    plain = {**record, "config": {**record["config"], "params": {"n_ctx": 16, "ctx_init": ""}}}
+    assert run_label(plain, run_argv_of(plain)) == "CoOp-MT [tiny]"
+    # A config this petl-bench cannot rebuild (a method gone, a dataset it no longer reads) has no
+    # --set list, and its page says so rather than the report failing.
+    gone = {**record, "config": {**record["config"], "method": "no-such-method"}}
+    unread = {**record, "config": {**record["config"], "data": {**record["config"]["data"], "dataset": "gone"}}}
+    assert run_argv_of(gone) is None and run_argv_of(unread) is None
+    write_json_atomic(record_path(cfg), unread)
+    build_site(out)
+    page = text_of(next((out / "report").glob("runs/**/seed0.html")).read_text())
+    assert "--set this petl-bench cannot rebuild the config" in page and "CoOp-MT [tiny] on" in page
+
+
+def test_the_deltas_are_muted_where_the_paper_column_is_for_layout_only(swept, tmp_path):
+    """The mini grid runs the tiny CLIP on synthetic images: its differences sit in the muted block
+    and the legend says why; the same grid in the paper's setting keeps them coloured. There MmAP
+    has seed 0 only: its cells say "one seed", and the legend which cells those are."""
+    _, out, site = swept
+    grid = (site / "grids" / "mini.html").read_text()
+    assert '<div class="layout-only"><table class="paper">' in grid
+    assert "in grey: not the paper's setting, so the paper column is for layout only" in text_of(grid)
+    assert ".layout-only .diff.pos,.layout-only .diff.neg" in grid  # the style sheet inlined
+
+    grid_path = tmp_path / "mini.yaml"
+    grid_path.write_text(textwrap.dedent(GRID).replace("model.arch: tiny", "model.arch: ViT-B-16"))
+    results = tmp_path / "results"
+    paper_grid = expand_grid(grid_path, [f"data.root={out.parent / 'data'}"], str(results))
+    for run in [r for r in paper_grid.runs if r.cfg.method != "mmap" or r.cfg.data.seed == 0]:
+        write_json_atomic(record_path(run.cfg), {
+            "method": run.cfg.method, "run_name": run.cfg.run_name, "dataset": "officehome", "split": "6shot",
+            "seed": run.cfg.data.seed, "model": "ViT-B-16", "pretrained": "openai", "tasks": OFFICEHOME_DOMAINS,
+            "accuracy": accuracy_of(run.cfg.method, run.cfg.data.seed), "trainable_params": 0,
+            "config": run.cfg.to_dict(), "config_sha256": run.cfg.sha256()})
+    sweep_state.save(paper_grid, [{"outcome": "done"}] * len(paper_grid.runs))
+    code, _, stderr = call(["report", "--out", results])
+    assert code == 0, stderr
+    grid = (results / "report" / "grids" / "mini.html").read_text()
+    assert '<div><table class="paper">' in grid and "layout-only" not in grid.split("</style>")[1]
+    assert "coloured by sign" in text_of(grid) and "7 of the grid's 9 runs counted, the others" in text_of(grid)
+    assert "ours, mean ± sample std over 3 seeds; a cell without ± has one seed;" in text_of(grid)
+    assert paper_rows(grid)["Art"][2] == ("85.0 paper 85.7 ± 0.5 -0.7 one seed 85.0", "neg far")
+
+
 # -- the browser -----------------------------------------------------------------------------------
 def chromium_or_skip() -> str:
     """Debian's chromium (`.ci/run` installs it). CI must have it; elsewhere the test skips."""

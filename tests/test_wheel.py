@@ -54,6 +54,7 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
     grids = sorted(path.name for path in (REPO / "benchmarks").glob("*.yaml"))
     assert sorted(name for name in packaged if name.endswith(".yaml")) == grids
     assert "petl_bench/data/paper_results.csv" in names and "petl_bench/methods/mmap.py" in names
+    assert "petl_bench/report/style.css" in names  # the report's pages inline it
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)

@@ -1,0 +1,191 @@
+"""A grid's runs against the records found: the `Summary` every table, figure and grid page is
+drawn from.
+
+A grid (see `petl_bench.sweep.grid`) says which runs make a table; their records are read from
+`{out}/runs/**/seed*.json` (through `results.load_record`: a file that is no usable record is listed
+in the footer with its reason and counts as missing). Only a record whose `config_sha256` equals its
+grid run's config counts; others are stale and listed in the footer. Each cell is the mean over seeds
+with the sample standard deviation (ddof=1; none for a single seed), the paper's value and our
+difference from it beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..datamodules.catalog import canonical_split
+from ..errors import UserError
+from ..results import read_records, record_path
+from .paper import off_paper_reasons, paper_lookup, paper_results
+
+AVERAGE = "average"
+STALE_LISTED = 10  # stale record paths printed in the footer; the rest are counted
+
+RECORD_FIELDS = ["method", "run_name", "dataset", "split", "seed", "model", "pretrained", "config_sha256",
+                 "trainable_params"]
+RECORD_COLUMNS = ["path", *RECORD_FIELDS, "synthetic", "task", "task_index", "accuracy"]
+
+
+def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Every usable run record under `{out}/runs`, one row per record and task ("average"
+    included); and each record file that is none, by path, with why."""
+    records, unusable = read_records(out)
+    rows = []
+    for path, record in records.items():
+        order = [*record.get("tasks", []), AVERAGE]
+        for task, value in record["accuracy"].items():
+            rows.append({"path": str(path), **{k: record.get(k) for k in RECORD_FIELDS},
+                         "synthetic": bool(record.get("synthetic", False)), "task": task,
+                         "task_index": order.index(task) if task in order else len(order),
+                         "accuracy": float(value)})
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS), {str(path): why for path, why in unusable.items()}
+
+
+def expected_runs(grid) -> pd.DataFrame:
+    """The grid's runs: label (in grid order), method, dataset, split (Nshot), seed, the record path
+    and the config hash a record must carry to count."""
+    rows = [{"label": run.label, "method": run.cfg.method, "dataset": run.cfg.data.dataset,
+             "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split), "seed": run.cfg.data.seed,
+             "model": run.cfg.model.arch, "pretrained": run.cfg.model.pretrained,
+             "path": str(record_path(run.cfg).resolve()), "expected_sha256": run.cfg.sha256(),
+             "out": run.cfg.out} for run in grid.runs]
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float | None
+    std: float | None = None  # None for a single seed
+    paper: float | None = None
+    paper_std: float | None = None
+    digits: int = 1
+    key: tuple[str, str, str] | None = None  # (label, split, task) of `Summary.cells` it shows
+
+
+@dataclass
+class Summary:
+    """A grid's runs against the records found: what a table or a figure is drawn from."""
+
+    name: str
+    table: str  # table1 | table2 | ablation | kshot
+    dataset: str
+    labels: list[str]  # row or column labels, in grid order
+    methods: dict[str, str]  # label -> method
+    splits: list[str]  # Nshot, in grid order
+    tasks: list[str]  # task names in record order, then "average"
+    seeds: pd.DataFrame  # one row per counted record and task: label, split, seed, task, accuracy
+    cells: pd.DataFrame  # label, split, task -> mean, std, n, paper, paper_std, diff
+    params: dict[tuple[str, str], int]  # (label, split) -> our trainable parameters
+    out: Path  # the results folder: records under runs/, tables/ and figures/ written beside them
+    n_expected: int
+    missing: list[str]  # record paths
+    stale: list[str]  # record paths whose config differs from the grid's
+    off_paper: list[str] = field(default_factory=list)  # why these results are not the paper's setting
+    unusable: list[str] = field(default_factory=list)  # `path (why)` of the grid's record files that are none
+    root: str = ""  # the dataset root of the grid's runs; "" when none was given or recorded
+
+    @property
+    def digits(self) -> int:
+        return 2 if self.table == "ablation" else 1  # as the paper prints them
+
+    @property
+    def n_counted(self) -> int:
+        """The grid's runs whose records are averaged: neither missing nor stale."""
+        return self.n_expected - len(self.missing) - len(self.stale)
+
+    def seed_counts(self) -> list[int]:
+        """The distinct numbers of seeds the cells average, smallest first."""
+        return sorted({int(n) for n in self.cells["n"]})
+
+    def has_paper_values(self) -> bool:
+        return bool(self.cells["paper"].notna().any())
+
+    def cell(self, label: str, split: str, task: str) -> Cell | None:
+        key = (label, split, task)
+        if key not in self.cells.index:
+            return None
+        row = self.cells.loc[key]
+        mean, std, paper, paper_std = (number_or_none(row[c]) for c in ("mean", "std", "paper", "paper_std"))
+        return Cell(mean, std, paper, paper_std, self.digits, key)
+
+    def banner(self) -> str | None:
+        if not self.off_paper:
+            return None
+        return (f"NOTE: not the paper's setting ({'; '.join(self.off_paper)}): "
+                "the paper column is for layout only")
+
+    def footer(self) -> list[str]:
+        lines = [f"{len(self.missing)} of {self.n_expected} runs missing"]
+        if not self.root and len(self.missing) == self.n_expected:
+            lines.append(f"no dataset root known: no sweep of {self.name} under {self.out} recorded one; "
+                         "give the sweep's --set data.root=DIR")
+        if self.unusable:
+            lines.append(f"{len(self.unusable)} record file(s) skipped, not usable records (counted missing):")
+            lines += [f"  {line}" for line in self.unusable[:STALE_LISTED]]
+            if len(self.unusable) > STALE_LISTED:
+                lines.append(f"  ... and {len(self.unusable) - STALE_LISTED} more")
+        if self.stale:
+            lines.append(f"{len(self.stale)} stale record(s) not averaged (config differs from the grid's; "
+                         "re-run them with `petl-bench sweep --rerun-stale`):")
+            lines += [f"  {path}" for path in self.stale[:STALE_LISTED]]
+            if len(self.stale) > STALE_LISTED:
+                lines.append(f"  ... and {len(self.stale) - STALE_LISTED} more")
+        return lines
+
+
+def number_or_none(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def summarize(grid) -> Summary:
+    expected = expected_runs(grid)
+    if expected.empty:
+        raise UserError(f"grid {grid.name!r} has no runs")
+    loaded = [load_records(Path(out)) for out in expected.out.unique()]
+    records = pd.concat([rows for rows, _ in loaded], ignore_index=True)
+    unusable = {path: why for _, bad in loaded for path, why in bad.items()}
+    found = records.drop_duplicates("path").set_index("path")["config_sha256"]
+    expected["found_sha256"] = expected.path.map(found)
+    done = expected[expected.found_sha256 == expected.expected_sha256]
+    missing = expected[expected.found_sha256.isna()].path.tolist()
+    stale = expected[expected.found_sha256.notna() & (expected.found_sha256 != expected.expected_sha256)]
+
+    seeds = done[["label", "split", "path"]].merge(records, on=["path", "split"])
+    cells = _aggregate(seeds, grid.table)
+    params = {(r.label, r.split): int(r.trainable_params)
+              for r in seeds.drop_duplicates(["label", "split"]).itertuples()}
+    labels = list(dict.fromkeys(expected.label))
+    return Summary(
+        name=grid.name, table=grid.table, dataset=expected.dataset.iloc[0], labels=labels,
+        methods=dict(zip(expected.label, expected.method)), splits=list(dict.fromkeys(expected.split)),
+        tasks=_task_order(seeds, expected.dataset.iloc[0]), seeds=seeds, cells=cells, params=params,
+        out=Path(expected.out.iloc[0]), n_expected=len(expected), missing=missing, stale=stale.path.tolist(),
+        off_paper=off_paper_reasons(zip(expected.model, expected.pretrained), set(expected.dataset),
+                                    bool(seeds.synthetic.any()) if not seeds.empty else False),
+        unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
+        root=grid.runs[0].cfg.data.root)
+
+
+def _aggregate(seeds: pd.DataFrame, table: str) -> pd.DataFrame:
+    columns = ["label", "method", "dataset", "split", "task", "mean", "std", "n", "paper", "paper_std", "diff"]
+    if seeds.empty:
+        return pd.DataFrame(columns=columns).set_index(["label", "split", "task"])
+    cells = (seeds.groupby(["label", "method", "dataset", "split", "task"], sort=False)["accuracy"]
+             .agg(mean="mean", std="std", n="count").reset_index())  # pandas' std is the sample std
+    lookup = paper_lookup(table)
+    paper = [lookup.get((r.dataset, r.split, r.label, r.task), (None, None)) for r in cells.itertuples()]
+    cells["paper"] = pd.array([p[0] for p in paper], dtype="Float64")
+    cells["paper_std"] = pd.array([p[1] for p in paper], dtype="Float64")
+    cells["diff"] = cells["mean"] - cells["paper"]
+    return cells[columns].set_index(["label", "split", "task"])
+
+
+def _task_order(seeds: pd.DataFrame, dataset: str) -> list[str]:
+    if not seeds.empty:
+        return list(seeds.sort_values("task_index").task.drop_duplicates())
+    paper = paper_results()
+    tasks = list(dict.fromkeys(paper[paper.dataset == dataset].task))
+    return [t for t in tasks if t != AVERAGE] + [AVERAGE]

@@ -1,0 +1,231 @@
+"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot`.
+
+The layouts are the paper's (Tables 1-2: tasks x methods per split; Table 3: variants x splits;
+Figure 5 as numbers: methods x shots per task); the formats are Markdown, LaTeX and tidy CSV. The
+heading above a table says what its cells are (a mean ± std over how many seeds, or one seed each)
+and how many of the grid's runs they count, so it agrees with the footer that lists the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import write_text_atomic
+from .paper import column_name, dataset_name, paper_params, split_name
+from .summary import AVERAGE, Cell, Summary, number_or_none
+
+
+# -- layout ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ParamCell:
+    ours: int | None  # trainable parameters
+    paper: str | None = None  # the paper's figure in M as printed, "-" for none
+
+
+@dataclass
+class Block:
+    title: str
+    rows: list[tuple[str, list[Cell | ParamCell | None]]]
+
+
+@dataclass
+class Layout:
+    title: str
+    corner: str  # header of the row-name column
+    columns: list[str]
+    blocks: list[Block]
+
+
+def layout(summary: Summary) -> Layout:
+    return {"ablation": ablation_layout, "kshot": kshot_layout}.get(summary.table, main_layout)(summary)
+
+
+def main_layout(s: Summary) -> Layout:
+    """Tables 1-2: per split, tasks x methods, an average row and a parameter row."""
+    printed = paper_params() if s.dataset == "officehome" else {}  # the paper counts Office-Home only
+    blocks = []
+    for split in s.splits:
+        rows = [(task if task != AVERAGE else "Average", [s.cell(label, split, task) for label in s.labels])
+                for task in s.tasks]
+        rows.append(("Params (M)", [ParamCell(s.params.get((label, split)), printed.get(s.methods[label]))
+                                    for label in s.labels]))
+        blocks.append(Block(split_name(s.dataset, split), rows))
+    return Layout(f"{s.name}: {dataset_name(s.dataset)}, accuracy (%)", "task",
+                  [column_name(label) for label in s.labels], blocks)
+
+
+def ablation_layout(s: Summary) -> Layout:
+    """Table 3 (and Figure 4's variants): one row per ablation label, average accuracy per split."""
+    rows = []
+    for label in s.labels:
+        ours = next((s.params[(label, split)] for split in s.splits if (label, split) in s.params), None)
+        rows.append((label, [s.cell(label, split, AVERAGE) for split in s.splits] + [ParamCell(ours)]))
+    return Layout(f"{s.name}: {dataset_name(s.dataset)}, average accuracy (%)", "variant",
+                  [split_name(s.dataset, split) for split in s.splits] + ["Params (M)"], [Block("", rows)])
+
+
+def kshot_layout(s: Summary) -> Layout:
+    """Figure 5 as numbers: per task, methods x shots."""
+    blocks = [Block(task if task != AVERAGE else "Average",
+                    [(column_name(label), [s.cell(label, split, task) for split in s.splits]) for label in s.labels])
+              for task in s.tasks]
+    return Layout(f"{s.name}: {dataset_name(s.dataset)}, accuracy (%) by shots per class", "method",
+                  [split_name(s.dataset, split) for split in s.splits], blocks)
+
+
+# -- formats ---------------------------------------------------------------------------------------
+def millions(count: int) -> str:
+    if count == 0:
+        return "0"
+    m = count / 1e6
+    return f"{m:.2f}" if m >= 0.01 else f"{m:.2g}"
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def cell_text(cell, latex: bool = False) -> str:
+    if cell is None:
+        return ""
+    pm = r"$\pm$" if latex else " ± "
+    if isinstance(cell, ParamCell):
+        ours = "" if cell.ours is None else millions(cell.ours)
+        return ours if cell.paper is None else f"{ours or '?'} (paper {cell.paper})"
+    text = _fmt(cell.mean, cell.digits) + ("" if cell.std is None else pm + _fmt(cell.std, cell.digits))
+    if cell.paper is not None:
+        diff = f"{cell.mean - cell.paper:+.{cell.digits}f}"
+        text += (rf" {{\scriptsize ({_fmt(cell.paper, cell.digits)}, ${diff}$)}}" if latex
+                 else f" (paper {_fmt(cell.paper, cell.digits)}, {diff})")
+    return text
+
+
+def seeds_phrase(summary: Summary, pm: str = "±") -> str:
+    """What the cells are over seeds: "one seed each", or "mean ± sample std over 3 seeds" (and
+    which cells hold one seed where some do)."""
+    counts = summary.seed_counts()
+    if not counts:
+        return "none counted yet"
+    if counts == [1]:
+        return "one seed each, no std"
+    many = [n for n in counts if n > 1]
+    span = str(many[0]) if len(many) == 1 else f"{many[0]} to {many[-1]}"
+    return f"mean {pm} sample std over {span} seeds" + (f"; a cell without {pm} has one seed" if counts[0] == 1 else "")
+
+
+def counted_phrase(summary: Summary) -> str:
+    """How many of the grid's runs the cells count, as the footer lists the others."""
+    if summary.n_counted == summary.n_expected:
+        return f"all {summary.n_expected} runs of the grid counted"
+    return f"{summary.n_counted} of the grid's {summary.n_expected} runs counted, the others listed below"
+
+
+def cells_heading(summary: Summary) -> str:
+    """The sentence above a table that says what its cells are."""
+    paper = ""
+    if summary.has_paper_values():
+        paper = " (paper's value, ours − paper" + (": for layout only)" if summary.off_paper else ")")
+    return f"Cells: ours, {seeds_phrase(summary)}{paper}; {counted_phrase(summary)}."
+
+
+def to_markdown(summary: Summary) -> str:
+    lay = layout(summary)
+    lines = [f"## {lay.title}", ""]
+    if summary.banner():
+        lines += [f"> **{summary.banner()}**", ""]
+    lines += [cells_heading(summary), ""]
+    for block in lay.blocks:
+        if block.title:
+            lines += [f"### {block.title}", ""]
+        lines.append("| " + " | ".join([lay.corner, *lay.columns]) + " |")
+        lines.append("|" + "---|" + "---:|" * len(lay.columns))
+        lines += ["| " + " | ".join([name, *(cell_text(c) for c in cells)]) + " |" for name, cells in block.rows]
+        lines.append("")
+    return "\n".join(lines + summary.footer())
+
+
+def to_latex(summary: Summary) -> str:
+    lay = layout(summary)
+    esc = _latex_escape
+    n = len(lay.columns) + 1
+    lines = []
+    if summary.banner():
+        lines.append(f"% {summary.banner()}")
+    lines += [r"\begin{table}[t]", r"\centering", r"\small",
+              rf"\caption{{{esc(lay.title)}. {_latex_caption(summary)}}}",
+              r"\begin{tabular}{l" + "c" * len(lay.columns) + "}", r"\toprule",
+              " & ".join(map(esc, [lay.corner, *lay.columns])) + r" \\"]
+    for block in lay.blocks:
+        lines.append(r"\midrule")
+        if block.title:
+            lines += [rf"\multicolumn{{{n}}}{{l}}{{\textit{{{esc(block.title)}}}}} \\", r"\midrule"]
+        lines += [" & ".join([esc(name), *(cell_text(c, latex=True) for c in cells)]) + r" \\"
+                  for name, cells in block.rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [f"% {line}" for line in summary.footer()]
+    return "\n".join(lines)
+
+
+def _latex_caption(summary: Summary) -> str:
+    sentences = ["Ours: " + seeds_phrase(summary, pm=r"$\pm$")]
+    if summary.has_paper_values():
+        sentences.append("the paper's value and our difference in brackets" + (
+            ", for layout only" if summary.off_paper else ""))
+    sentences.append(counted_phrase(summary))
+    return " ".join(f"{text[0].upper()}{text[1:]}." for text in sentences)
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+CSV_COLUMNS = ["table", "dataset", "split", "label", "method", "task", "stat", "seed", "accuracy", "std",
+               "n_seeds", "paper", "paper_std", "diff", "trainable_params"]
+
+
+def to_csv(summary: Summary) -> str:
+    """Tidy rows: one per counted record and task (stat=seed), then one per cell (stat=mean)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    base = {"table": summary.name, "dataset": summary.dataset}
+    order = {"split": {s: i for i, s in enumerate(summary.splits)},
+             "label": {label: i for i, label in enumerate(summary.labels)}}  # grid order, not alphabetical
+    seeds = summary.seeds.sort_values(["split", "label", "seed", "task_index"],
+                                      key=lambda c: c.map(order[c.name]) if c.name in order else c)
+    for r in seeds.itertuples():
+        writer.writerow({**base, "split": r.split, "label": r.label, "method": r.method, "task": r.task,
+                         "stat": "seed", "seed": r.seed, "accuracy": r.accuracy,
+                         "trainable_params": r.trainable_params})
+    keys = [(label, split, task) for split in summary.splits for label in summary.labels for task in summary.tasks]
+    for label, split, task in filter(summary.cells.index.__contains__, keys):
+        r = summary.cells.loc[(label, split, task)]
+        writer.writerow({**base, "split": split, "label": label, "method": r["method"], "task": task,
+                         "stat": "mean", "accuracy": round(r["mean"], 4), "std": _csv_num(r["std"]),
+                         "n_seeds": int(r["n"]), "paper": _csv_num(r["paper"]),
+                         "paper_std": _csv_num(r["paper_std"]), "diff": _csv_num(r["diff"]),
+                         "trainable_params": summary.params.get((label, split), "")})
+    return out.getvalue()
+
+
+def _csv_num(value) -> float | str:
+    return "" if number_or_none(value) is None else round(float(value), 4)
+
+
+FORMATS = {"md": (to_markdown, "md"), "latex": (to_latex, "tex"), "csv": (to_csv, "csv")}
+
+
+def render(summary: Summary, fmt: str) -> str:
+    return FORMATS[fmt][0](summary)
+
+
+def save_table(summary: Summary, fmt: str) -> Path:
+    """Write the table to `{out}/tables/{grid}.{md|tex|csv}`."""
+    path = summary.out / "tables" / f"{summary.name}.{FORMATS[fmt][1]}"
+    write_text_atomic(path, render(summary, fmt).rstrip("\n") + "\n")
+    return path
