@@ -7,7 +7,7 @@ DEMO ?= demo
 DEMO_RUN := --dataset officehome --root $(DEMO)/data --split 10pct --model tiny \
 	--pretrained $(DEMO)/tiny-clip.pt --out $(DEMO)/results --set data.crop_scale_min=1.0
 
-.PHONY: help install test demo clean-demo table1 table2 ablation kshot demo-sweep beyond beyond-demo report
+.PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot demo-sweep beyond beyond-demo report
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,10 +15,26 @@ help:  ## list the targets
 install:  ## create $(VENV) and install petl-bench with its pinned torch pair
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,lint]'
+
+# mypy sees the package as installed (methods/ and datamodules/ inside petl_bench, as pyproject's
+# package-dir maps them) through a tree of links, since it cannot follow the editable install's hook.
+MYPY_TREE := build/mypy-tree/petl_bench
+
+lint:  ## ruff check, mypy, then ruff format --check (CI runs it before the tests)
+	$(BIN)/ruff check .
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)
+	ln -s $(CURDIR)/petl_bench/* $(MYPY_TREE)/
+	ln -s $(CURDIR)/methods $(MYPY_TREE)/methods
+	ln -s $(CURDIR)/datamodules $(MYPY_TREE)/datamodules
+	$(BIN)/mypy
+	$(BIN)/ruff format --check .
 
 test:  ## run the test suite (the command README and CI use)
 	$(BIN)/pytest
+
+test-fast:  ## the tests not marked slow (no end-to-end runs), for iterating
+	$(BIN)/pytest -m "not slow"
 
 demo:  ## synthetic data + tiny CLIP, then zeroshot, coop-mt and mmap on it (CPU, a few minutes)
 	@test -d $(DEMO)/data || $(BIN)/petl-bench data synth --out $(DEMO)/data --layout officehome --per-class 16
