@@ -252,7 +252,8 @@ class PetlModule(Hooks, L.LightningModule):
         self.accuracy[dataloader_idx].update(logits, labels)
 
     def on_test_epoch_end(self) -> None:
-        scores = {name: 100.0 * metric.compute().item() for name, metric in zip(self.task_names, self.accuracy)}
+        scores = {name: 100.0 * metric.compute().item()
+                  for name, metric in zip(self.task_names, self.accuracy, strict=True)}
         scores["average"] = sum(scores.values()) / len(self.task_names)
         self.test_accuracy = scores
         for name, value in scores.items():

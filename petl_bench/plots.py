@@ -148,13 +148,13 @@ def fig5(summary: Summary, path: Path) -> Path:
     width, height = FIGSIZE["fig5"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained",
                              squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for label in summary.labels:
-            series = [(n, *v) for n, split in zip(shots, summary.splits)
+            series = [(n, *v) for n, split in zip(shots, summary.splits, strict=True)
                       if (v := _mean_std(summary, label, split, task))]
             if not series:
                 continue
-            xs, means, stds = zip(*series)
+            xs, means, stds = zip(*series, strict=True)
             style = {"linestyle": "--", "color": "0.4", "marker": None} if summary.methods[label] == "zeroshot" \
                 else {"marker": "o", "markersize": 4}
             ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)

@@ -133,7 +133,7 @@ def test_cocoop_checkpointed_text_passes_give_the_same_loss_and_gradients(tiny_b
         grads.append((loss.item(), module.ctx.grad.clone(), module.meta_net[0][0].weight.grad.clone()))
     (loss_a, *grad_a), (loss_b, *grad_b) = grads
     assert loss_a == pytest.approx(loss_b, abs=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_a, grad_b))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_a, grad_b, strict=True))
 
 
 def test_ivlp_has_maples_text_side_and_free_visual_prompts(tiny_backbone, folder_data, batch):

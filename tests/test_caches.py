@@ -101,9 +101,9 @@ def test_cached_test_images_equal_decoded_ones(folder_root, tiny_backbone, tmp_p
     for expected in ("images (cached now)", "images (cached)"):
         cached, sources = batches("")
         assert set(sources.values()) == {expected}
-        for task_cached, task_decoded in zip(cached, decoded):
+        for task_cached, task_decoded in zip(cached, decoded, strict=True):
             assert len(task_cached) == len(task_decoded) == 2  # 4 images in batches of 3
-            for (images, labels), (images_d, labels_d) in zip(task_cached, task_decoded):
+            for (images, labels), (images_d, labels_d) in zip(task_cached, task_decoded, strict=True):
                 assert torch.equal(images, images_d) and torch.equal(labels, labels_d)
 
 
@@ -193,8 +193,8 @@ def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_stale(fold
     cached, data = batches("")
     decoded, _ = batches("off")
     assert "images (cached now)" in data.test_sources.values()  # the changed domain, cached again
-    for task_cached, task_decoded in zip(cached, decoded):
-        for (images, _), (images_d, _) in zip(task_cached, task_decoded):
+    for task_cached, task_decoded in zip(cached, decoded, strict=True):
+        for (images, _), (images_d, _) in zip(task_cached, task_decoded, strict=True):
             assert torch.equal(images, images_d)
 
 

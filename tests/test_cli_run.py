@@ -184,7 +184,7 @@ def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
     assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
-    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits))
+    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits, strict=True))
     assert accuracy_table(eval_out) == accuracy_table(run_out)
 
 def _tampered(coop_run, tmp_path, change):

@@ -288,7 +288,7 @@ def test_datamodule_loaders(folder_root, tiny_backbone, tmp_path):
 
     loaders = dm.test_dataloader()
     assert len(loaders) == len(tasks)
-    for task, loader in zip(tasks, loaders):
+    for task, loader in zip(tasks, loaders, strict=True):
         records = [r for r in dm.test_records if r.domain == task]
         assert len(records) == FOLDER_CLASSES * (PER_CLASS - 2)
         batches = list(loader)

@@ -58,7 +58,7 @@ def test_template_initialised_coop_mt_equals_zero_shot_before_training(pretraine
     zeroshot = ZeroShot(ZeroShotConfig(), backbone, data.tasks).eval()
     coop = CoOpMT(CoOpConfig(ctx_init="a photo of a"), backbone, data.tasks).eval()
     with torch.no_grad():
-        for task, loader in zip(data.tasks, data.test_dataloader()):
+        for task, loader in zip(data.tasks, data.test_dataloader(), strict=True):
             images, _ = next(iter(loader))
             assert torch.allclose(coop(images, task.name), zeroshot(images, task.name), atol=1e-4)
 
@@ -167,7 +167,7 @@ def few_shots(pretrained, tmp_path_factory):
                    crop_scale_min=1.0), backbone, out=tmp_path_factory.mktemp("beyond"))
     data.setup()
     torch.manual_seed(0)
-    train = [batch for batch, _ in zip(data.train_dataloader(), range(4))]
+    train = [batch for batch, _ in zip(data.train_dataloader(), range(4), strict=False)]  # the first 4
     test = []
     for task in data.tasks:
         records = [r for r in data.test_records if r.domain == task.name][::10]

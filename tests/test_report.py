@@ -31,7 +31,7 @@ def grid_yaml(tmp_path, name, body):
 def write_record(run, art, others=(50.0, 60.0, 70.0), params=1000, **extra):
     """A record as `run.execute` writes it, for the run `run` of a grid, Art accuracy `art`."""
     cfg = run.cfg
-    accuracy = dict(zip(TASKS, [art, *others]))
+    accuracy = dict(zip(TASKS, [art, *others], strict=True))
     accuracy["average"] = sum(accuracy.values()) / len(TASKS)
     record = {"method": cfg.method, "run_name": cfg.run_name, "dataset": cfg.data.dataset,
               "split": record_path(cfg).parent.parent.name, "seed": cfg.data.seed, "model": cfg.model.arch,
@@ -65,7 +65,7 @@ def main_grid(tmp_path):
     grid = expand_grid(path, out=str(out))
     for run in runs_of(grid, "zeroshot", "10pct") + runs_of(grid, "zeroshot", "20pct"):
         write_record(run, 82.0, params=0)
-    for run, art in zip(runs_of(grid, "coop-mt", "10pct"), [80.0, 82.0, 87.0]):
+    for run, art in zip(runs_of(grid, "coop-mt", "10pct"), [80.0, 82.0, 87.0], strict=True):
         write_record(run, art, params=8192)
     write_record(runs_of(grid, "mmap", "10pct", [0])[0], 85.0, params=129384)
     stale = write_record(runs_of(grid, "mmap", "20pct", [0])[0], 0.0)
@@ -315,7 +315,7 @@ def test_odd_record_files_are_listed_and_skipped_never_fatal(main_grid):
     path, out, _ = main_grid
     grid = expand_grid(path, out=str(out))
     zeroshot = runs_of(grid, "zeroshot", "10pct") + runs_of(grid, "zeroshot", "20pct")
-    odd = dict(zip([record_path(run.cfg) for run in zeroshot[:3]], ODD))
+    odd = dict(zip([record_path(run.cfg) for run in zeroshot[:3]], ODD, strict=True))
     for record, text in odd.items():
         record.write_text(text)
     changed = [

@@ -159,12 +159,12 @@ def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, 
     state = json.loads((out / "sweeps" / "mini.json").read_text())
     grid = expand_grid(grid_path, state["overrides"], str(out))
     outcomes = sweep_state.starting(grid, [sweep.run_status(run) for run in grid.runs])
-    by_run = {(run.cfg.method, run.cfg.data.seed): outcome for run, outcome in zip(grid.runs, outcomes)}
+    by_run = {(run.cfg.method, run.cfg.data.seed): outcome for run, outcome in zip(grid.runs, outcomes, strict=True)}
     assert by_run[FAILS]["outcome"] == "failed" and by_run[FAILS]["reason"] == "exit status 1"
     assert by_run[REMOVED] == {"outcome": "todo"} and by_run[STALE] == {"outcome": "stale"}
     attempted = [run for run in grid.runs if (run.cfg.method, run.cfg.data.seed) == FAILS]
     after = sweep_state.finished(grid, outcomes, attempted, failures=[])
-    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after)}[FAILS] == "done"
+    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after, strict=True)}[FAILS] == "done"
 
 
 def test_report_errors_and_a_grid_that_no_longer_expands(tmp_path):

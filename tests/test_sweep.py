@@ -303,7 +303,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
     assert stdout.splitlines()[-1] == "k: 1 done now, 1 skipped (done before), 0 stale left, 0 failed"
     assert records(out) == expected
     assert all(json.loads((out / r).read_text())["config_sha256"] == run.cfg.sha256()
-               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run)))))
+               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run))), strict=True))
     log = (coop_work / "sweep.log").read_text()
     assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
     code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
