@@ -8,12 +8,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+
+from petl_bench import hardware
+from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
 
-from petl_bench import hardware
-from petl_bench.config import DataConfig
 from cli_calls import call
 
 

@@ -2,9 +2,9 @@
 on the device it runs on, not here)."""
 
 import pytest
+
 from petl_bench.benchmarks.grid_time import dataset_sizes, run_times
 from petl_bench.benchmarks.speed import Throughput
-
 from petl_bench.sweep import expand_grid, grid_file
 
 

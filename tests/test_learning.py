@@ -4,16 +4,18 @@ chance, template-initialised CoOp-MT equals zero-shot before training and beats 
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
+
+from petl_bench.backbone import ClipBackbone
+from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.methods.coop import CoOpConfig, CoOpMT
 from petl_bench.methods.maple import MaPLeConfig, MaPLeMT
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
-from petl_bench.backbone import ClipBackbone
-from petl_bench.config import DataConfig
 from cli_calls import call_ok
 
 pytestmark = pytest.mark.slow
@@ -121,7 +123,7 @@ def test_mmap_beats_its_untrained_start_and_records_its_groups(pretrained, tmp_p
     assert grouping["method"] == "gradient" and len(grouping["cosine"]) == 4
     assert sorted(t for g in grouping["groups"] for t in g) == sorted(mmap["tasks"])
     assert mmap["resolved_params"]["groups"] == "|".join(",".join(g) for g in grouping["groups"])
-    assert open(grouping["heatmap"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(grouping["heatmap"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_gradient_grouping_pairs_the_related_domains(pretrained, tmp_path):

@@ -12,11 +12,12 @@ import textwrap
 import pytest
 
 from petl_bench.datamodules.records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS
+from petl_bench.files import write_json_atomic
 from petl_bench.registry import method_names
 from petl_bench.report import BEYOND_NAMES, Cell, cell_text, paper_results, render, summarize
-from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
 from petl_bench.sweep import expand_grid
+
 from cli_calls import call
 
 TASKS = OFFICEHOME_DOMAINS  # Art, Clipart, Product, Real World
@@ -170,7 +171,8 @@ def test_markdown_table_in_the_papers_layout(main_grid):
     params = next(line for line in lines if line.startswith("| Params (M) |"))
     assert params == "| Params (M) | 0 (paper -) | 0.0082 (paper 0.01) | 0.13 (paper 0.13) |"
     twenty = lines[lines.index("### 20pct (12shot)"):]
-    assert next(line for line in twenty if line.startswith("| Art |")) == "| Art | 82.0 ± 0.0 (paper 84.6, -2.6) |  |  |"
+    art = next(line for line in twenty if line.startswith("| Art |"))
+    assert art == "| Art | 82.0 ± 0.0 (paper 84.6, -2.6) |  |  |"
     assert lines[-3:] == ["7 of 18 runs missing",
                           "1 stale record(s) not averaged (config differs from the grid's; re-run them with "
                           "`petl-bench sweep --rerun-stale`):", f"  {stale_path.resolve()}"]
@@ -198,7 +200,8 @@ def test_csv_has_per_seed_and_mean_rows(main_grid):
     seeds = [r for r in rows if r["stat"] == "seed"]
     means = [r for r in rows if r["stat"] == "mean"]
     assert len(seeds) == (6 + 3 + 1) * 5  # counted records x (4 tasks + average)
-    coop_art = [float(r["accuracy"]) for r in seeds if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")]
+    coop_art = [float(r["accuracy"]) for r in seeds
+                if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")]
     assert coop_art == [80.0, 82.0, 87.0]
     mean = next(r for r in means if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art"))
     assert float(mean["accuracy"]) == 83.0 and float(mean["std"]) == pytest.approx(3.6056, abs=1e-4)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 
 from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
+from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 from petl_bench.module import PetlModule
 from petl_bench.schedule import warmup_cosine
+
 from cli_calls import call
 
 
@@ -159,7 +160,8 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
         until(lambda: all("waiting for it to end" in out.read_text() for out, _ in logs), launches)
     try:
         until(lambda: (work / "checkpoints" / "last.ckpt").is_file(), launches)  # one has trained an epoch
-        runner = next(p for p in launches if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
+        runner = next(p for p in launches
+                      if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
         runner.send_signal(signal.SIGTERM)  # a real signal to the process that holds the run
         assert runner.wait(timeout=120) == 143
         last_line = logs[launches.index(runner)][1].read_text().strip().splitlines()[-1]
