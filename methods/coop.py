@@ -31,6 +31,7 @@ class CoOpConfig(MethodConfig):
 class CoOp(PetlModule):
     """CoOp: learnable text context, one per task."""
 
+    cfg: CoOpConfig
     shared = False  # one context for all tasks (coop-mt)
     image_frozen = True  # the context is text only
 

@@ -112,7 +112,8 @@ def best_partition(cosine: torch.Tensor, max_groups: int) -> list[list[int]]:
     n = len(cosine)
     if n > EXACT_UP_TO:
         return greedy_partition(cosine, max_groups)
-    best, best_key = None, None
+    best: list[list[int]] = []  # set_partitions yields at least one partition (for n = 0 the empty one)
+    best_key: tuple[float, int] | None = None
     for partition in set_partitions(n, max_groups):
         key = (round(partition_score(partition, cosine), 12), -len(partition))
         if best_key is None or key > best_key:
