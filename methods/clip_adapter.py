@@ -31,6 +31,7 @@ def bottleneck(width: int, reduction: int) -> nn.Sequential:
 class CLIPAdapter(PetlModule):
     """CLIP-Adapter: residual bottleneck adapters on the image and text features, shared by all tasks."""
 
+    cfg: CLIPAdapterConfig
     shared = True
     text_frozen = True  # the adapters act after the text tower, in `head`
     image_frozen = True  # and after the image tower

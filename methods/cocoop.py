@@ -49,6 +49,7 @@ class RowContext(Hooks):
 class CoCoOp(PetlModule):
     """CoCoOp: a learnable context shifted per image by a meta-net, one pair per task."""
 
+    cfg: CoCoOpConfig
     shared = False
     image_frozen = True  # the meta-net reads the frozen tower's features; it shifts only the text
 

@@ -24,6 +24,7 @@ from .configs import CoOpConfig
 class CoOp(PetlModule):
     """CoOp: learnable text context, one per task."""
 
+    cfg: CoOpConfig
     shared = False  # one context for all tasks (coop-mt)
     image_frozen = True  # the context is text only
 

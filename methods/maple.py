@@ -31,8 +31,13 @@ from torch import nn
 
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
-from petl_bench.prompts import (DeepVisualPrompts, check_context_fits, context_prompts, phrase_embeddings,
-                                with_text_context)
+from petl_bench.prompts import (
+    DeepVisualPrompts,
+    check_context_fits,
+    context_prompts,
+    phrase_embeddings,
+    with_text_context,
+)
 from petl_bench.registry import register_method
 
 from .configs import MaPLeConfig
@@ -42,6 +47,7 @@ from .configs import MaPLeConfig
 class MaPLe(DeepVisualPrompts, PetlModule):
     """MaPLe: deep text prompts coupled to deep visual prompts, one set per task."""
 
+    cfg: MaPLeConfig
     shared = False  # one set for all tasks (maple-mt)
 
     def __init__(self, cfg: MaPLeConfig, backbone, tasks, optim=None):

@@ -120,6 +120,7 @@ def fitting_n(n: int, text_width: int, vision_width: int) -> int:
 class MmAP(DeepVisualPrompts, PetlModule):
     """MmAP: Kronecker-product text and visual prompts, group-shared and task-specific sets."""
 
+    cfg: MmAPConfig
     shared = True  # a multi-task method (group-shared and task-specific sets)
     text_frozen = False
     text_depends_on_task = True  # task-specific sets, or tasks in different groups
@@ -204,9 +205,9 @@ class MmAP(DeepVisualPrompts, PetlModule):
 
     def layer_prompts(self, prompt_set: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(text [b, d_l], visual [b, d_v]) prompts of one set at one layer."""
-        source = prompt_set.source[layer]
-        return (torch.kron(prompt_set.scale_text[layer], source),
-                torch.kron(prompt_set.scale_visual[layer], source))
+        source = prompt_set.get_parameter("source")[layer]
+        return (torch.kron(prompt_set.get_parameter("scale_text")[layer], source),
+                torch.kron(prompt_set.get_parameter("scale_visual")[layer], source))
 
     # -- the framework ---------------------------------------------------------------------------
     def sets_of(self, task: str) -> list[nn.Module]:
@@ -252,6 +253,8 @@ class MmAPJoint(MmAP):
 @register_method("mmap-mlp", MmAPMLPConfig)
 class MmAPMLP(MmAP):
     """MmAP's MLP baseline: two MLPs make the text and visual prompts from one source prompt."""
+
+    cfg: MmAPMLPConfig
 
     def _mlps(self, width: int) -> nn.ModuleList:
         s, h = self.cfg.s, self.cfg.hidden

@@ -78,8 +78,10 @@ class Hooks:
         """Image tokens after the last block: strip appended prompts before pooling."""
         return x
 
-    def head(self, image_feat: torch.Tensor, text_feat: torch.Tensor, task: str):
-        """Projected features, before normalisation."""
+    def head(self, image_feat: torch.Tensor, text_feat: torch.Tensor | None,
+             task: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Projected features, before normalisation (no text features for a module that compares
+        images with none)."""
         return image_feat, text_feat
 
     def block_weight(self, site: Site, weight: torch.Tensor, task: str) -> torch.Tensor:
@@ -118,7 +120,7 @@ class ClipBackbone(nn.Module):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: dict, name: str = TINY) -> "ClipBackbone":
+    def from_config(cls, config: dict, name: str = TINY) -> ClipBackbone:
         """A random-init CLIP from an open_clip model config dict (e.g. `TINY_CONFIG`)."""
         model = open_clip.CLIP(**copy.deepcopy(config))
         context = config.get("text_cfg", {}).get("context_length", 77)
@@ -126,7 +128,7 @@ class ClipBackbone(nn.Module):
 
     @classmethod
     def from_pretrained(cls, arch: str, pretrained: str | None = "openai",
-                        quick_gelu: bool | None = None) -> "ClipBackbone":
+                        quick_gelu: bool | None = None) -> ClipBackbone:
         """`arch` is an open_clip architecture or `tiny`; `pretrained` an open_clip tag, a local
         checkpoint file, or None for random init; `quick_gelu` the activation, or None to take it
         from the architecture, the tag or the file (`weights.trained_with_quick_gelu`)."""
@@ -265,7 +267,7 @@ class ClipBackbone(nn.Module):
             raise ValueError(f"unknown tower {tower!r} (towers: {', '.join(TOWERS)})")
         return self.model.transformer.resblocks if tower == "text" else self.model.visual.transformer.resblocks
 
-    def attach(self, hooks: Hooks, sites: Iterable[Site]) -> "Attachment":
+    def attach(self, hooks: Hooks, sites: Iterable[Site]) -> Attachment:
         """From now on, whenever `hooks` runs this backbone, the weights at parameter sites come from
         `hooks.block_weight` and the outputs of module sites from `hooks.block_output`; for any
         other caller they stay as they are. `.remove()` on the result undoes it; once nothing is
@@ -291,7 +293,7 @@ class ClipBackbone(nn.Module):
 class _Running:
     """The hooks and task of the pass in progress (None outside `encode_image` / `encode_text`)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.hooks: Hooks | None = None
         self.task = ""
 
@@ -321,7 +323,7 @@ class _Attached:
         self.owners, self.uninstall = owners, uninstall
 
     @classmethod
-    def install(cls, backbone: ClipBackbone, site: Site) -> "_Attached":
+    def install(cls, backbone: ClipBackbone, site: Site) -> _Attached:
         block = backbone.blocks(site.tower)[site.layer]
         owners: list = []
         running = backbone._running

@@ -150,7 +150,9 @@ class RunProgress(Callback):
 # -- the RNG states, as plain data --------------------------------------------------------------------
 def capture_rng() -> dict:
     version, python_state, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)  # the global generator is MT19937: the legacy tuple form
+    _, keys, pos, has_gauss, cached = numpy_state
     states = {"python": [version, list(python_state), gauss],
               "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
               "torch": torch.get_rng_state()}

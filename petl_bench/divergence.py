@@ -22,7 +22,7 @@ class Diverged(UserError):
 
 
 class StopOnDivergence(Callback):
-    def __init__(self):
+    def __init__(self) -> None:
         self.last_finite: tuple[int, float] | None = None  # (step, loss) of the last finite step
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:

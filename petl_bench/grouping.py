@@ -57,7 +57,7 @@ def task_gradients(module, loader, warmup_steps: int, batches: int,
             for task, loss in module.task_losses(next(batches_of_every_task)).items():
                 grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
                 flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                                  for g, p in zip(grads, params)]).detach().cpu()
+                                  for g, p in zip(grads, params, strict=True)]).detach().cpu()
                 sums[task] = sums.get(task, 0) + flat
             bar.update()
     return {task: total / batches for task, total in sums.items()}
@@ -114,7 +114,8 @@ def best_partition(cosine: torch.Tensor, max_groups: int) -> list[list[int]]:
     n = len(cosine)
     if n > EXACT_UP_TO:
         return greedy_partition(cosine, max_groups)
-    best, best_key = None, None
+    best: list[list[int]] = []  # set_partitions yields at least one partition (for n = 0 the empty one)
+    best_key: tuple[float, int] | None = None
     for partition in set_partitions(n, max_groups):
         key = (round(partition_score(partition, cosine), 12), -len(partition))
         if best_key is None or key > best_key:
@@ -149,7 +150,7 @@ def random_partition(n: int, sizes: list[int], seed: int, avoid: list[list[int]]
         order = list(range(n))
         rng.shuffle(order)
         cuts = list(itertools.accumulate(sizes))
-        partition = [sorted(order[a:b]) for a, b in zip([0, *cuts[:-1]], cuts)]
+        partition = [sorted(order[a:b]) for a, b in itertools.pairwise([0, *cuts])]
         if _canonical(partition) != avoid_key:
             return partition
     return partition  # only one partition has these sizes (e.g. one group)

@@ -18,6 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
@@ -162,8 +163,9 @@ class PetlModule(Hooks, L.LightningModule):
         a method whose prompts depend on the image (CoCoOp) returns them per image [batch, classes, dim]."""
         return self.class_text_features(task)
 
-    def logits(self, image_feat: torch.Tensor, text_feat: torch.Tensor, task: str) -> torch.Tensor:
+    def logits(self, image_feat: torch.Tensor, text_feat: torch.Tensor | None, task: str) -> torch.Tensor:
         """logit_scale.exp() * cos(image, class text), for class text per task or per image."""
+        assert text_feat is not None, "a module whose text_features gives none overrides logits"
         image, text = F.normalize(image_feat, dim=-1), F.normalize(text_feat, dim=-1)
         # Capped at 100 as in CLIP's training: full fine-tuning trains the scale too.
         scale = self.encoder(task).logit_scale.exp().clamp(max=100)
@@ -241,9 +243,13 @@ class PetlModule(Hooks, L.LightningModule):
         self._text_cache.clear()
 
     # -- evaluation -----------------------------------------------------------------------------
+    def _task_accuracy(self) -> list[MulticlassAccuracy]:
+        """The accuracy metric of each task, in task order (`self.accuracy` holds them as modules)."""
+        return [cast(MulticlassAccuracy, metric) for metric in self.accuracy]
+
     def on_test_epoch_start(self) -> None:
         self._text_cache.clear()
-        for metric in self.accuracy:
+        for metric in self._task_accuracy():
             metric.reset()
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -253,10 +259,11 @@ class PetlModule(Hooks, L.LightningModule):
         else:
             images, labels = batch
             logits = self(images, task)
-        self.accuracy[dataloader_idx].update(logits, labels)
+        self._task_accuracy()[dataloader_idx].update(logits, labels)
 
     def on_test_epoch_end(self) -> None:
-        scores = {name: 100.0 * metric.compute().item() for name, metric in zip(self.task_names, self.accuracy)}
+        scores = {name: 100.0 * metric.compute().item()
+                  for name, metric in zip(self.task_names, self._task_accuracy(), strict=True)}
         scores["average"] = sum(scores.values()) / len(self.task_names)
         self.test_accuracy = scores
         for name, value in scores.items():

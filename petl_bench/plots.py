@@ -20,14 +20,14 @@ import matplotlib
 import pandas as pd
 
 matplotlib.use("Agg")  # files only: no display needed, and none is there on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
-from .datamodules.catalog import canonical_split, paper_split, parse_shots  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .files import atomic_path  # noqa: E402
-from .report.paper import column_name, dataset_name, split_name  # noqa: E402
-from .report.summary import AVERAGE, Summary  # noqa: E402
+from .datamodules.catalog import canonical_split, paper_split, parse_shots
+from .errors import UserError
+from .files import atomic_path
+from .report.paper import column_name, dataset_name, split_name
+from .report.summary import AVERAGE, Summary
 
 DPI = 100
 FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4), "curves": (4.5, 3.2)}  # fig5, curves: per panel
@@ -61,7 +61,7 @@ def figure_path(summary: Summary, figure: str, split: str | None) -> Path:
 
 def _mean_std(summary: Summary, label: str, split: str, task: str) -> tuple[float, float] | None:
     cell = summary.cell(label, split, task)
-    return None if cell is None else (cell.mean, cell.std or 0.0)
+    return None if cell is None or cell.mean is None else (cell.mean, cell.std or 0.0)
 
 
 def _need(anything, summary: Summary, what: str) -> None:
@@ -79,15 +79,15 @@ def _title(summary: Summary, text: str) -> str:
 
 def fig1(summary: Summary, split: str, path: Path) -> Path:
     """Average accuracy vs trainable parameters, log x, bubble area proportional to parameters."""
-    points = [(label, summary.params[(label, split)], *_mean_std(summary, label, split, AVERAGE))
-              for label in summary.labels if (label, split) in summary.params]
+    points = [(label, summary.params[(label, split)], *v) for label in summary.labels
+              if (label, split) in summary.params and (v := _mean_std(summary, label, split, AVERAGE))]
     _need(points, summary, split_name(summary.dataset, split))
     counts = [p for _, p, _, _ in points if p > 0]
     zero_x = min(counts, default=1000) * ZERO_PARAMS_FACTOR
     biggest = max(counts, default=1)
     fig, ax = plt.subplots(figsize=FIGSIZE["fig1"], dpi=DPI, layout="constrained")
     # 40 distinct colours, so a grid with the methods beyond the paper (25 of them) repeats none.
-    colours = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors]
+    colours = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b") for i in range(20)]
     for i, (label, count, mean, std) in enumerate(points):
         colour = colours[i % len(colours)]
         area = max(MIN_BUBBLE, MAX_BUBBLE * count / biggest) if count else STAR_AREA
@@ -153,13 +153,13 @@ def fig5(summary: Summary, path: Path) -> Path:
     width, height = FIGSIZE["fig5"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained",
                              squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[0], tasks, strict=True):
         for label in summary.labels:
-            series = [(n, *v) for n, split in zip(shots, summary.splits)
+            series = [(n, *v) for n, split in zip(shots, summary.splits, strict=True)
                       if (v := _mean_std(summary, label, split, task))]
             if not series:
                 continue
-            xs, means, stds = zip(*series)
+            xs, means, stds = zip(*series, strict=True)
             style = {"linestyle": "--", "color": "0.4", "marker": None} if summary.methods[label] == "zeroshot" \
                 else {"marker": "o", "markersize": 4}
             ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)
@@ -279,8 +279,8 @@ def draw(figure: str, summary: Summary, split: str | None = None, out: Path | No
     one_split = default_figure(figure)[1]
     chosen = choose_split(summary, split) if one_split else None
     path = Path(out) if out else figure_path(summary, figure, chosen)
+    if chosen is None:
+        return fig5(summary, path)
     if figure == "fig1":
         return fig1(summary, chosen, path)
-    if figure == "fig4":
-        return fig4(summary, chosen, path)
-    return fig5(summary, path)
+    return fig4(summary, chosen, path)

@@ -25,7 +25,8 @@ from .phases import phase
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def shot_features(backbone: ClipBackbone, data, transform, passes: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def shot_features(backbone: ClipBackbone, data, transform,
+                  passes: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Task -> (image features [shots, embed dim], labels [shots]) of the training shots in split
     order, each feature the mean over `passes` passes of `transform` (random augmentations differ
     from pass to pass), from the frozen backbone with identity hooks, on the GPU when there is one."""
@@ -43,13 +44,14 @@ def shot_features(backbone: ClipBackbone, data, transform, passes: int = 1) -> d
                 loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
                                     batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
                                     collate_fn=collate_train, worker_init_fn=quiet_worker)
-                total = labels = None
+                total: torch.Tensor | None = None
                 for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
                     with torch.no_grad():
                         batches = [(backbone.encode_image(images.to(DEVICE)).float().cpu(), y) for images, y in loader]
                     features = torch.cat([f for f, _ in batches])
                     labels = torch.cat([y for _, y in batches])
                     total = features if total is None else total + features
+                assert total is not None  # passes >= 1: the callers' rules say so
                 found[task.name] = (total / passes, labels)
     finally:
         backbone.to(device).train(was_training)

@@ -17,7 +17,7 @@ def lr_factor(optim: OptimConfig, epochs: int, steps: int) -> tuple[str, Callabl
     """When the scheduler steps ("epoch" or "step") and the factor on `optim.lr` at each of them."""
     if optim.schedule == "dassl":
         return "epoch", lambda epoch: (dassl_lr(epoch, optim, epochs) / optim.lr) if optim.lr else 0.0
-    warmup = int(round(optim.warmup_epochs * steps / epochs))
+    warmup = round(optim.warmup_epochs * steps / epochs)
     return "step", lambda step: warmup_cosine(step, warmup, steps)
 
 

@@ -61,7 +61,7 @@ def wandb_logger(cfg: RunConfig, work_dir: Path) -> WandbLogger | None:
     for mode in dict.fromkeys([wandb_mode(), "offline"]):
         try:
             logger = _logger(cfg, work_dir, mode)
-            logger.experiment  # wandb.init
+            _ = logger.experiment  # the property starts the W&B run (wandb.init)
         except Exception as err:  # whatever W&B raises (a 401, a timeout), tracking never ends a run
             failures.append(f"{mode}: {_one_line(err)}")
             continue

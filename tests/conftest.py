@@ -10,10 +10,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("PETL_BENCH_CACHE", None)  # each test's caches live beside its own results
 
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shutil
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 PER_CLASS = 3  # images per class per domain in the synthetic sets
 FOLDER_CLASSES = 4  # classes of the synthetic `folder` set
@@ -142,9 +142,8 @@ def vit_b16():
 @pytest.fixture
 def folder_data(folder_root, tiny_backbone, tmp_path):
     """The synthetic folder set, 2-shot, batches of 4 per task, split drawn and written."""
-    from petl_bench.datamodules import MultiDomainDataModule
-
     from petl_bench.config import DataConfig
+    from petl_bench.datamodules import MultiDomainDataModule
 
     data = MultiDomainDataModule.for_backbone(
         DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path)

@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
+
 from petl_bench.datamodules.records import Task
 from petl_bench.methods.bitfit import BitFit, BitFitConfig
 from petl_bench.methods.clip_adapter import CLIPAdapter, CLIPAdapterConfig
 from petl_bench.methods.fullft import FullFT, FullFTConfig, FullFTMT
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
-
 from petl_bench.registry import get_method
 
 METHODS = ["clip-adapter", "bitfit", "fullft-mt", "fullft"]

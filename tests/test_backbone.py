@@ -355,7 +355,7 @@ def test_vit_b16_files_are_told_by_open_clip_s_registry_before_loading(tmp_path)
     for name in ("ViT-B-16.pt", "open_clip_model.safetensors"):
         path = tmp_path / name
         path.write_bytes(b"not read")
-        with pytest.raises(UserError, match="cannot tell whether .* --model ViT-B-16-quickgelu"):
+        with pytest.raises(UserError, match=r"cannot tell whether .* --model ViT-B-16-quickgelu"):
             ClipBackbone.from_pretrained("ViT-B-16", str(path))
     config = open_clip.get_model_config("ViT-B-16")
     for tag, quick in (("openai", True), ("dfn2b", True), ("laion2b_s34b_b88k", False)):

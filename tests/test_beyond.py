@@ -8,19 +8,21 @@ import copy
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
+
+from petl_bench.backbone import IDENTITY, Hooks, Site
+from petl_bench.config import root_folder
 from petl_bench.datamodules import Task
 from petl_bench.methods.cocoop import CoCoOp, CoCoOpConfig, CoCoOpMT
 from petl_bench.methods.linear_probe import choose_c, fit_logistic, held_out_split
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
-
-from petl_bench.backbone import IDENTITY, Hooks, Site
-from petl_bench.config import root_folder
 from petl_bench.params import count_rows
 from petl_bench.prepared import shot_features
 from petl_bench.registry import get_method
+
 from cli_calls import call_ok
 
 ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer"]
@@ -133,7 +135,7 @@ def test_cocoop_checkpointed_text_passes_give_the_same_loss_and_gradients(tiny_b
         grads.append((loss.item(), module.ctx.grad.clone(), module.meta_net[0][0].weight.grad.clone()))
     (loss_a, *grad_a), (loss_b, *grad_b) = grads
     assert loss_a == pytest.approx(loss_b, abs=1e-6)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_a, grad_b))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_a, grad_b, strict=True))
 
 
 def test_ivlp_has_maples_text_side_and_free_visual_prompts(tiny_backbone, folder_data, batch):
@@ -156,7 +158,8 @@ def test_ivlp_has_maples_text_side_and_free_visual_prompts(tiny_backbone, folder
 def test_tip_adapter_cache_holds_the_shots_features_class_by_class(tiny_backbone, folder_data, build_method):
     data = copy.copy(folder_data)
     data.train_transform = folder_data.test_transform  # deterministic passes: keys = the shots' features
-    st, mt = (build_method(name, tiny_backbone, data, augment_epochs=2) for name in ("tip-adapter-f", "tip-adapter-f-mt"))
+    st, mt = (build_method(name, tiny_backbone, data, augment_epochs=2)
+              for name in ("tip-adapter-f", "tip-adapter-f-mt"))
     features = shot_features(tiny_backbone, data, data.test_transform)
     assert st.cfg.shots == 2 and st.cache_keys.shape == (4, 4, 2, 64) and mt.cache_keys.shape == (1, 4, 8, 64)
     for t, task in enumerate(data.tasks):
@@ -189,9 +192,10 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
 
 
 def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, tmp_path):
-    stdout = call_ok(["run", "--method", "linear-probe", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
-                   "--model", "tiny", "--out", tmp_path, "--no-progress", "--set", "data.num_workers=0"])
-    record = json.loads(open(re.search(r"^record: (.+)$", stdout, re.M).group(1)).read())
+    stdout = call_ok(["run", "--method", "linear-probe", "--dataset", "folder", "--root", folder_root,
+                      "--split", "2shot", "--model", "tiny", "--out", tmp_path, "--no-progress",
+                      "--set", "data.num_workers=0"])
+    record = json.loads(Path(re.search(r"^record: (.+)$", stdout, re.M).group(1)).read_text())
     fitted = record["prepared"]["linear_probe"]
     assert set(fitted["c"]) == set(record["tasks"]) and all(1e-6 <= c <= 1e6 for c in fitted["c"].values())
     assert record["trainable_params"] == 4 * (4 * 64 + 4)

@@ -9,6 +9,9 @@ import threading
 import numpy as np
 import pytest
 import torch
+
+from petl_bench import hardware
+from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
@@ -118,9 +121,9 @@ def test_cached_test_images_equal_decoded_ones(folder_root, tiny_backbone, tmp_p
     for expected in ("images (cached now)", "images (cached)"):
         cached, sources = batches("")
         assert set(sources.values()) == {expected}
-        for task_cached, task_decoded in zip(cached, decoded):
+        for task_cached, task_decoded in zip(cached, decoded, strict=True):
             assert len(task_cached) == len(task_decoded) == 2  # 4 images in batches of 3
-            for (images, labels), (images_d, labels_d) in zip(task_cached, task_decoded):
+            for (images, labels), (images_d, labels_d) in zip(task_cached, task_decoded, strict=True):
                 assert torch.equal(images, images_d) and torch.equal(labels, labels_d)
 
 
@@ -266,8 +269,8 @@ def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_stale(fold
     cached, data = batches("")
     decoded, _ = batches("off")
     assert "images (cached now)" in data.test_sources.values()  # the changed domain, cached again
-    for task_cached, task_decoded in zip(cached, decoded):
-        for (images, _), (images_d, _) in zip(task_cached, task_decoded):
+    for task_cached, task_decoded in zip(cached, decoded, strict=True):
+        for (images, _), (images_d, _) in zip(task_cached, task_decoded, strict=True):
             assert torch.equal(images, images_d)
 
 

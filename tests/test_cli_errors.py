@@ -18,7 +18,7 @@ from petl_bench.module import PetlModule
 def run_cli(capsys, argv):
     try:
         code = main([str(a) for a in argv])
-    except Exception as err:  # noqa: BLE001 - a traceback is exactly what these tests forbid
+    except Exception as err:  # a traceback is exactly what these tests forbid
         pytest.fail(f"petl-bench {' '.join(map(str, argv))}: raised {type(err).__name__}: {err} "
                     "instead of a one-line error")
     out, err = capsys.readouterr()
@@ -94,7 +94,8 @@ CASES = [
      ["run name 'coop@../../../../../escape' cannot name a folder"]),
     ("eval-crafted-checkpoint", ["eval", "--ckpt", "{crafted}"], ["crafted.ckpt not loaded", "could run code"]),
     ("crafted-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{crafted}", "--method", "zeroshot",
-                              "--dataset", "folder", "--root", "{folder}"], ["could not load weights", "could run code"]),
+                              "--dataset", "folder", "--root", "{folder}"],
+     ["could not load weights", "could run code"]),
     ("eval-params-gone", ["eval", "--ckpt", "{params_gone}"], ["params_gone.ckpt", "CoOpConfig has no field n_prompt"]),
     ("eval-params-out-of-range", ["eval", "--ckpt", "{params_bad}"], ["params_bad.ckpt", "method.n_ctx=-3"]),
 ]
@@ -125,7 +126,7 @@ def test_bad_input_is_one_line_exit_2(capsys, paths, tmp_path, argv, needles):
     argv = [a.format(**paths) for a in argv]
     if argv[0] == "run" and "--out" not in argv:
         argv += ["--out", str(tmp_path / "out")]
-    code, out, err = run_cli(capsys, argv)
+    code, _, err = run_cli(capsys, argv)
     assert_one_line_error(code, err, needles)
     assert not (tmp_path / "out" / "runs").exists() or not list((tmp_path / "out" / "runs").rglob("*.json"))
     assert not paths["marker"].exists()  # no crafted file ran its code
@@ -140,7 +141,7 @@ def test_a_crafted_checkpoint_in_a_results_tree_is_refused_not_run(capsys, paths
     last = tmp_path / "out/runs/folder" / root_folder(paths["folder"]) / "6shot/coop@tiny/seed0/checkpoints/last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(paths["crafted"].read_bytes())
-    code, out, err = run_cli(capsys, argv)
+    code, _, err = run_cli(capsys, argv)
     assert_one_line_error(code, err, [str(last), "could run code"])
     assert not paths["marker"].exists() and last.is_file()  # refused, and left for the user to judge
     torch.load(last, weights_only=False)  # as the resume used to load it

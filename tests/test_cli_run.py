@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from petl_bench.datamodules import read_manifest
 from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
 from petl_bench.config import root_folder
+from petl_bench.datamodules import read_manifest
+
 from cli_calls import call
 
 TASKS = ["art", "clipart", "product", "real world"]
@@ -184,7 +185,7 @@ def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
     assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
-    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits))
+    assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits, strict=True))
     assert accuracy_table(eval_out) == accuracy_table(run_out)
 
 def _tampered(coop_run, tmp_path, change):
@@ -224,7 +225,8 @@ def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
     code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1",
                                           "--set", "method.n_ctx=2"))
     assert code == 0, stderr
-    ckpt = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0" / "checkpoints" / "last.ckpt"
+    ckpt = (out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0"
+            / "checkpoints" / "last.ckpt")
     torch.manual_seed(1)  # whatever state the global RNG is in when eval starts
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr

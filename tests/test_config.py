@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from petl_bench.methods.coop import CoOpConfig
-from petl_bench.methods.zeroshot import ZeroShotConfig
 
 from petl_bench.config import RunConfig, apply_overrides, root_folder
 from petl_bench.datamodules.splits import split_path
 from petl_bench.errors import UserError
+from petl_bench.methods.coop import CoOpConfig
+from petl_bench.methods.zeroshot import ZeroShotConfig
 from petl_bench.results import record_path
 
 
@@ -63,7 +63,7 @@ def test_unknown_key_lists_valid_keys():
     assert "'epoch'" in message
     for key in ("train.epochs", "train.precision", "train.fast_dev_run"):
         assert key in message
-    with pytest.raises(UserError, match="method.n_ctx, method.ctx_init"):
+    with pytest.raises(UserError, match=r"method\.n_ctx, method\.ctx_init"):
         coop_mt("method.nctx=2")
 
 
@@ -75,7 +75,7 @@ def test_method_without_fields():
 
 @pytest.mark.parametrize("item", ["epochs=2", "train.epochs", "train=2", "foo.bar=1", ".epochs=2", "out.x=1"])
 def test_malformed_item(item):
-    with pytest.raises(UserError, match="expected section.key=value"):
+    with pytest.raises(UserError, match=r"expected section\.key=value"):
         coop_mt(item)
 
 
@@ -126,7 +126,8 @@ def test_the_dataset_root_keys_the_hash_and_the_paths(tmp_path, monkeypatch):
     other = coop_mt(f"data.root={subset}")
     assert other.sha256() != configs[0].sha256()
     assert record_path(other) != record_path(configs[0])
-    assert split_path("out", "officehome", str(subset), "6shot", 0) != split_path("out", "officehome", str(full), "6shot", 0)
+    assert (split_path("out", "officehome", str(subset), "6shot", 0)
+            != split_path("out", "officehome", str(full), "6shot", 0))
     assert root_folder(str(full)).startswith("full-") and len(root_folder(str(full))) == len("full-") + 8
     # The 10pct / 6shot and batch 0 / 16 equivalences hold on a root, as before.
     assert coop_mt(f"data.root={full}", "data.split=10pct").sha256() == coop_mt(f"data.root={full}").sha256()
@@ -229,8 +230,8 @@ def test_every_float_field_refuses_a_non_finite_value_in_one_line(section, name,
 def test_a_new_field_with_a_rule_is_checked_like_the_rest():
     import dataclasses
 
-    from petl_bench.config import validate
     from petl_bench.config import rule as ruled
+    from petl_bench.config import validate
 
     @dataclasses.dataclass
     class NewConfig(CoOpConfig):

@@ -18,6 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from petl_bench import datamodules
+from PIL import Image
+
+from petl_bench.config import DATASETS, DataConfig, root_folder
 from petl_bench.datamodules import (
     Manifest,
     MultiDomainDataModule,
@@ -30,9 +33,6 @@ from petl_bench.datamodules import (
 from petl_bench.datamodules.manifest import READERS
 from petl_bench.datamodules.records import canonical_classes
 from petl_bench.datamodules.splits import split_csv, split_path
-from PIL import Image
-
-from petl_bench.config import DATASETS, DataConfig, root_folder
 from petl_bench.errors import UserError
 
 PER_CLASS, FOLDER_CLASSES = 3, 4  # as written by the fixtures in conftest.py
@@ -119,14 +119,14 @@ def test_officehome_unexpected_class_is_named(officehome_root, copy_tree):
 def test_officehome_missing_domain(officehome_root, copy_tree):
     root = copy_tree(officehome_root)
     shutil.rmtree(root / "Product")
-    with pytest.raises(UserError, match="not an Office-Home root.*missing Product"):
+    with pytest.raises(UserError, match=r"not an Office-Home root.*missing Product"):
         read_manifest("officehome", root)
 
 
 def test_minidomainnet_needs_its_lists(minidomainnet_root, copy_tree):
     root = copy_tree(minidomainnet_root)
     (root / "splits_mini" / "sketch_test.txt").unlink()
-    with pytest.raises(UserError, match="sketch_test.txt"):
+    with pytest.raises(UserError, match=r"sketch_test\.txt"):
         read_manifest("minidomainnet", root)
     shutil.rmtree(root / "splits_mini")
     with pytest.raises(UserError, match="splits_mini"):
@@ -287,7 +287,7 @@ def test_datamodule_loaders(folder_root, tiny_backbone, tmp_path):
     iterator = iter(combined)
     batch, _, _ = next(iterator)
     assert list(batch) == tasks
-    for task, (images, labels) in batch.items():
+    for images, labels in batch.values():
         assert images.shape == (3, 3, 32, 32) and images.dtype == torch.float32
         assert labels.dtype == torch.int64 and labels.shape == (3,)
         assert all(0 <= int(label) < FOLDER_CLASSES for label in labels)
@@ -295,7 +295,7 @@ def test_datamodule_loaders(folder_root, tiny_backbone, tmp_path):
 
     loaders = dm.test_dataloader()
     assert len(loaders) == len(tasks)
-    for task, loader in zip(tasks, loaders):
+    for task, loader in zip(tasks, loaders, strict=True):
         records = [r for r in dm.test_records if r.domain == task]
         assert len(records) == FOLDER_CLASSES * (PER_CLASS - 2)
         batches = list(loader)

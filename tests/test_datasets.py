@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from petl_bench.config import DataConfig, root_folder
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules.counts import compare_counts, expected_counts
 from petl_bench.datamodules.datasets import SPECS, canonical_tasks, folder_key
 from petl_bench.datamodules.records import SYNTHETIC_MARKER, canonical_classes, prompt_name
-
-from petl_bench.config import DataConfig, root_folder
 from petl_bench.errors import UserError
 from petl_bench.params import count_rows
 from petl_bench.report import dataset_name
@@ -144,7 +144,7 @@ def test_domainnet_lists_place_and_pool(domainnet_root, copy_tree):
         listing.rename(root / "splits" / listing.name)
     check_complete(read_manifest("domainnet", root), "domainnet")
     (root / "splits" / "real_test.txt").unlink()
-    with pytest.raises(UserError, match="real_test.txt"):
+    with pytest.raises(UserError, match=r"real_test\.txt"):
         read_manifest("domainnet", root)
     shutil.rmtree(root / "splits")  # DomainBed's copy: no lists, every image in the class folders
     manifest = read_manifest("domainnet", root)
@@ -233,11 +233,12 @@ def test_run_warns_in_one_line_when_images_are_fewer_than_expected(pacs_root, co
 
 def test_zeroshot_run_on_pacs_layout(pacs_root, tmp_path):
     out = tmp_path / "results"
-    code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "pacs", "--root", pacs_root,
-                                 "--split", "6shot", "--model", "tiny", "--out", out, "--no-progress",
-                                 "--set", "data.num_workers=0"])
+    code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "pacs", "--root", pacs_root,
+                            "--split", "6shot", "--model", "tiny", "--out", out, "--no-progress",
+                            "--set", "data.num_workers=0"])
     assert code == 0, stderr
-    record = json.loads((out / "runs" / "pacs" / root_folder(pacs_root) / "6shot" / "zeroshot@tiny" / "seed0.json").read_text())
+    record_file = out / "runs" / "pacs" / root_folder(pacs_root) / "6shot" / "zeroshot@tiny" / "seed0.json"
+    record = json.loads(record_file.read_text())
     assert record["tasks"] == ["art_painting", "cartoon", "photo", "sketch"]
     assert (record["train_images"], record["test_images"]) == (4 * 7 * 6, 4 * 7)
     rows = list(csv.reader(io.StringIO(Path(record["split_file"]).read_text())))

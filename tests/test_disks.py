@@ -25,6 +25,7 @@ import yaml
 
 from petl_bench import cli
 from petl_bench.datamodules.cache import Cache
+
 from cli_calls import call
 
 NO_SPACE = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -101,7 +102,7 @@ def test_a_full_out_is_one_line_naming_the_file_and_the_space_it_needs(
         monkeypatch.setattr(torch, "save", save_on_full_disk)
     else:
         full_disk(f".{Path(written).name}.*", out)
-    code, stdout, stderr = _run(method, folder_root, tiny_checkpoint, out, "--set", "data.cache_dir=off")
+    code, _, stderr = _run(method, folder_root, tiny_checkpoint, out, "--set", "data.cache_dir=off")
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
     head = f"petl-bench: error: {os.strerror(errno.ENOSPC)} writing "
@@ -110,14 +111,15 @@ def test_a_full_out_is_one_line_naming_the_file_and_the_space_it_needs(
     assert fnmatch(target, str(out / written)) and needs[0].isdigit(), lines[0]
     assert not Path(target).exists() and _leftovers(out) == []  # nothing half-written
     if stage == "record":
-        assert [p.is_file() for p in out.glob("splits/folder/*/2shot/seed0.csv")] == [True]  # what was written whole stays
+        # what was written whole stays
+        assert [p.is_file() for p in out.glob("splits/folder/*/2shot/seed0.csv")] == [True]
 
 
 def test_a_full_report_folder_is_one_line(tmp_path, full_disk):
     out = tmp_path / "results"
     (out / "runs").mkdir(parents=True)
     full_disk(".index.html.*", out)
-    code, stdout, stderr = call(["report", "--out", out])
+    code, _, stderr = call(["report", "--out", out])
     index = out / "report" / "index.html"
     assert code == 2 and stderr.strip().splitlines() == [stderr.strip()], stderr
     assert f"writing {index}: it needs " in stderr and "Traceback" not in stderr
@@ -213,7 +215,7 @@ def _as_a_reader(folder: Path, work) -> dict:
                 os.setgid(65534)
                 os.setuid(65534)
             result = {"ok": work()}
-        except BaseException as err:  # noqa: BLE001 - the parent's assertion shows it
+        except BaseException as err:  # the parent's assertion shows it
             result = {"error": f"{type(err).__name__}: {err}"}
         os.write(write, json.dumps(result).encode())
         os._exit(0)
@@ -251,7 +253,7 @@ def test_a_read_only_cache_is_read_and_never_written(shared_folder, tmp_path):
                 "stored": stored is None and stored_absent is None, "said": _cache_warnings(caught)}
 
     got = _as_a_reader(shared_folder, read)
-    assert "error" not in got, got["error"] if "error" in got else ""
+    assert "error" not in got, got.get("error", "")
     got = got["ok"]
     assert got["array"] == [[3, 3]] * 4 and got["meta"] == {"paths": ["art/a.jpg"]}
     assert got["known"] == {"art/a.jpg": [10, 1, 2, 3, "ok"]} and got["stored"]
@@ -277,7 +279,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log_holding_its_traceback(rai
 
     monkeypatch.setattr(cli, "cmd_methods", fails)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    code, stdout, stderr = call(["methods"])
+    code, _, stderr = call(["methods"])
     lines = stderr.strip().splitlines()
     assert code == 1 and len(lines) == 1, stderr
     assert lines[0].startswith(line), lines[0]

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from petl_bench.datamodules import Task
 
+from petl_bench.datamodules import Task
 from petl_bench.params import agrees, paper_figures
 from petl_bench.registry import get_method
 

@@ -2,6 +2,7 @@
 on the device it runs on, not here)."""
 
 import pytest
+
 from petl_bench.benchmarks.grid_time import dataset_sizes, run_times
 from petl_bench.benchmarks.speed import Throughput
 
@@ -19,7 +20,7 @@ def test_table1_runs_train_their_whole_batches_and_test_the_rest():
                                 cached_features=label in ("zeroshot", "coop-mt"))
               for label in grid.labels}
     times = run_times(grid, dataset_sizes("officehome", None), 65, speeds)
-    by_run = {(run.label, run.cfg.data.split, run.cfg.data.seed): t for run, t in zip(grid.runs, times)}
+    by_run = {(run.label, run.cfg.data.split, run.cfg.data.seed): t for run, t in zip(grid.runs, times, strict=True)}
     # 10pct: 6 shots x 65 classes = 390 images per task, 24 whole batches of 16, 5 epochs, 4 tasks.
     coop = by_run[("coop", "10pct", 0)]
     assert coop.train_s == pytest.approx(5 * 24 * 16 * 4 / 100)

@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,11 @@ from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.config import DataConfig, root_folder
+from petl_bench.datamodules import MultiDomainDataModule, draw_split, read_manifest
+from petl_bench.datamodules.images import RandomResizedCropFlip, decode_on, open_rgb, read_encoded
+from petl_bench.datamodules.multidomain import train_transform
 from petl_bench.registry import get_method
+
 from cli_calls import call
 
 
@@ -195,10 +200,11 @@ def test_an_image_name_that_is_not_utf8_is_checked_drawn_and_kept_as_its_bytes(f
     assert "48 readable images, 0 unreadable" in stdout
     out = tmp_path / "results"
     code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
-                                 "2shot", "--model", "tiny", "--out", out, "--no-progress", "--set", "data.num_workers=0"])
+                                 "2shot", "--model", "tiny", "--out", out, "--no-progress",
+                                 "--set", "data.num_workers=0"])
     assert code == 0, stderr
     record = json.loads(next((out / "runs").rglob("seed0.json")).read_text())
-    split = open(record["split_file"], "rb").read()
+    split = Path(record["split_file"]).read_bytes()
     assert hashlib.sha256(split).hexdigest() == record["split_sha256"]
     assert b"\nart/anchor/caf\xe9.png,art,anchor,0," in split  # the bytes on disk, not a replacement
     assert (record["train_images"], record["test_images"]) == (32, 16)
@@ -211,9 +217,9 @@ def test_a_class_folder_that_is_not_utf8_is_one_line_in_check_and_run(folder_roo
     _rename_to_bytes(root / "clipart" / "candle", b"caf\xe9")
     expected = (f"petl-bench: error: the folder {root}/clipart/caf\\xe9 has a name that is not UTF-8 text; "
                 "it names a task or a class prompt: rename it\n")
-    code, stdout, stderr = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
+    code, _, stderr = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
     assert (code, stderr) == (2, expected)
-    code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
-                                 "2shot", "--model", "tiny", "--out", tmp_path / "results", "--no-progress",
-                                 "--set", "data.num_workers=0"])
+    code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
+                            "2shot", "--model", "tiny", "--out", tmp_path / "results", "--no-progress",
+                            "--set", "data.num_workers=0"])
     assert (code, stderr) == (2, expected)

@@ -4,16 +4,18 @@ chance, template-initialised CoOp-MT equals zero-shot before training and beats 
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
+
+from petl_bench.backbone import ClipBackbone
+from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.methods.coop import CoOpConfig, CoOpMT
 from petl_bench.methods.maple import MaPLeConfig, MaPLeMT
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
-from petl_bench.backbone import ClipBackbone
-from petl_bench.config import DataConfig
 from cli_calls import call_ok
 
 pytestmark = pytest.mark.slow
@@ -55,7 +57,7 @@ def test_template_initialised_coop_mt_equals_zero_shot_before_training(pretraine
     zeroshot = ZeroShot(ZeroShotConfig(), backbone, data.tasks).eval()
     coop = CoOpMT(CoOpConfig(ctx_init="a photo of a"), backbone, data.tasks).eval()
     with torch.no_grad():
-        for task, loader in zip(data.tasks, data.test_dataloader()):
+        for task, loader in zip(data.tasks, data.test_dataloader(), strict=True):
             images, _ = next(iter(loader))
             assert torch.allclose(coop(images, task.name), zeroshot(images, task.name), atol=1e-4)
 
@@ -118,7 +120,7 @@ def test_mmap_beats_its_untrained_start_and_records_its_groups(pretrained, tmp_p
     assert grouping["method"] == "gradient" and len(grouping["cosine"]) == 4
     assert sorted(t for g in grouping["groups"] for t in g) == sorted(mmap["tasks"])
     assert mmap["resolved_params"]["groups"] == "|".join(",".join(g) for g in grouping["groups"])
-    assert open(grouping["heatmap"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(grouping["heatmap"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_gradient_grouping_pairs_the_related_domains(pretrained, tmp_path):
@@ -164,7 +166,7 @@ def few_shots(pretrained, tmp_path_factory):
                    crop_scale_min=1.0), backbone, out=tmp_path_factory.mktemp("beyond"))
     data.setup()
     torch.manual_seed(0)
-    train = [batch for batch, _ in zip(data.train_dataloader(), range(4))]
+    train = [batch for batch, _ in zip(data.train_dataloader(), range(4), strict=False)]  # the first 4
     test = []
     for task in data.tasks:
         records = [r for r in data.test_records if r.domain == task.name][::10]

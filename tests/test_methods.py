@@ -15,14 +15,15 @@ import re
 
 import pytest
 import torch
-from petl_bench.datamodules import MultiDomainDataModule
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
 from petl_bench.config import DataConfig
+from petl_bench.datamodules import MultiDomainDataModule
 from petl_bench.module import PetlModule
 from petl_bench.params import agrees, count_rows, paper_figures
 from petl_bench.registry import get_method, method_names
+
 from cli_calls import call
 
 TRAINED = [name for name in method_names() if name != "zeroshot"]

@@ -3,10 +3,10 @@ sets a step on one task trains, and bad configs refused."""
 
 import pytest
 import torch
-from petl_bench.datamodules import Task
-from petl_bench.methods.mmap import MmAP, MmAPConfig, MmAPJoint, MmAPMLP, MmAPMLPConfig
 
+from petl_bench.datamodules import Task
 from petl_bench.errors import UserError
+from petl_bench.methods.mmap import MmAP, MmAPConfig, MmAPJoint, MmAPMLP, MmAPMLPConfig
 from petl_bench.registry import get_method
 
 TINY_PATCHES = 16

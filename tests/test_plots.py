@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageStat
 
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
-from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.files import write_json_atomic
+from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.run import record_path
 from petl_bench.sweep.grid import expand_grid
 from cli_calls import call
@@ -95,10 +95,10 @@ def test_fig1_default_path_and_split(results):
 
 def test_fig4_and_fig5(results):
     paths, out = results
-    code, stdout, stderr = call(["plot", "fig4", "--grid", paths["abl"], "--out-dir", out])
+    code, _, stderr = call(["plot", "fig4", "--grid", paths["abl"], "--out-dir", out])
     assert code == 0, stderr
     check_png(out / "figures" / "fig4-officehome-10pct.png", "fig4")
-    code, stdout, stderr = call(["plot", "fig5", "--grid", paths["shots"], "--out-dir", out])
+    code, _, stderr = call(["plot", "fig5", "--grid", paths["shots"], "--out-dir", out])
     assert code == 0, stderr
     check_png(out / "figures" / "fig5-officehome.png", "fig5", panels=len(OFFICEHOME_DOMAINS) + 1)
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from petl_bench.datamodules import MultiDomainDataModule, Task
-from petl_bench.methods.maple import MaPLe, MaPLeConfig, MaPLeMT
-from petl_bench.methods.mmap import MmAP, MmAPConfig
-from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.cli import main
 from petl_bench.config import DataConfig, OptimConfig
+from petl_bench.datamodules import MultiDomainDataModule, Task
 from petl_bench.errors import UserError
+from petl_bench.methods.maple import MaPLe, MaPLeConfig, MaPLeMT
+from petl_bench.methods.mmap import MmAP, MmAPConfig
+from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 from petl_bench.registry import get_method, method_names
 from petl_bench.runargs import build_run_config
 from petl_bench.schedule import dassl_lr

@@ -12,9 +12,9 @@ import textwrap
 import pytest
 
 from petl_bench.datamodules.records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS
+from petl_bench.files import write_json_atomic
 from petl_bench.registry import method_names
 from petl_bench.report import BEYOND_NAMES, Cell, cell_text, paper_results, render, summarize
-from petl_bench.files import write_json_atomic
 from petl_bench.run import record_path
 from petl_bench.sweep.grid import expand_grid
 from cli_calls import call
@@ -31,7 +31,7 @@ def grid_yaml(tmp_path, name, body):
 def write_record(run, art, others=(50.0, 60.0, 70.0), params=1000, **extra):
     """A record as `run.execute` writes it, for the run `run` of a grid, Art accuracy `art`."""
     cfg = run.cfg
-    accuracy = dict(zip(TASKS, [art, *others]))
+    accuracy = dict(zip(TASKS, [art, *others], strict=True))
     accuracy["average"] = sum(accuracy.values()) / len(TASKS)
     record = {"method": cfg.method, "run_name": cfg.run_name, "dataset": cfg.data.dataset,
               "split": record_path(cfg).parent.parent.name, "seed": cfg.data.seed, "model": cfg.model.arch,
@@ -65,7 +65,7 @@ def main_grid(tmp_path):
     grid = expand_grid(path, out=str(out))
     for run in runs_of(grid, "zeroshot", "10pct") + runs_of(grid, "zeroshot", "20pct"):
         write_record(run, 82.0, params=0)
-    for run, art in zip(runs_of(grid, "coop-mt", "10pct"), [80.0, 82.0, 87.0]):
+    for run, art in zip(runs_of(grid, "coop-mt", "10pct"), [80.0, 82.0, 87.0], strict=True):
         write_record(run, art, params=8192)
     write_record(runs_of(grid, "mmap", "10pct", [0])[0], 85.0, params=129384)
     stale = write_record(runs_of(grid, "mmap", "20pct", [0])[0], 0.0)
@@ -170,7 +170,8 @@ def test_markdown_table_in_the_papers_layout(main_grid):
     params = next(line for line in lines if line.startswith("| Params (M) |"))
     assert params == "| Params (M) | 0 (paper -) | 0.0082 (paper 0.01) | 0.13 (paper 0.13) |"
     twenty = lines[lines.index("### 20pct (12shot)"):]
-    assert next(line for line in twenty if line.startswith("| Art |")) == "| Art | 82.0 ± 0.0 (paper 84.6, -2.6) |  |  |"
+    art = next(line for line in twenty if line.startswith("| Art |"))
+    assert art == "| Art | 82.0 ± 0.0 (paper 84.6, -2.6) |  |  |"
     assert lines[-3:] == ["7 of 18 runs missing",
                           "1 stale record(s) not averaged (config differs from the grid's; re-run them with "
                           "`petl-bench sweep --rerun-stale`):", f"  {stale_path.resolve()}"]
@@ -198,7 +199,8 @@ def test_csv_has_per_seed_and_mean_rows(main_grid):
     seeds = [r for r in rows if r["stat"] == "seed"]
     means = [r for r in rows if r["stat"] == "mean"]
     assert len(seeds) == (6 + 3 + 1) * 5  # counted records x (4 tasks + average)
-    coop_art = [float(r["accuracy"]) for r in seeds if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")]
+    coop_art = [float(r["accuracy"]) for r in seeds
+                if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")]
     assert coop_art == [80.0, 82.0, 87.0]
     mean = next(r for r in means if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art"))
     assert float(mean["accuracy"]) == 83.0 and float(mean["std"]) == pytest.approx(3.6056, abs=1e-4)
@@ -350,7 +352,7 @@ def test_odd_record_files_are_listed_and_skipped_never_fatal(main_grid):
     path, out, _ = main_grid
     grid = expand_grid(path, out=str(out))
     zeroshot = runs_of(grid, "zeroshot", "10pct") + runs_of(grid, "zeroshot", "20pct")
-    odd = dict(zip([record_path(run.cfg) for run in zeroshot[:3]], ODD))
+    odd = dict(zip([record_path(run.cfg) for run in zeroshot[:3]], ODD, strict=True))
     for record, text in odd.items():
         record.write_text(text)
     changed = [

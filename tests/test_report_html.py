@@ -15,9 +15,9 @@ import re
 import shutil
 import subprocess
 import textwrap
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
-from html import unescape
 from urllib.parse import unquote
 
 import pytest
@@ -27,7 +27,6 @@ from petl_bench.sweep import driver
 from petl_bench.sweep import state as sweep_state
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.files import write_json_atomic, write_text_atomic
-from petl_bench.config import root_folder
 from petl_bench.grouping import TaskSimilarity, save_heatmap
 from petl_bench.results import record_path
 from petl_bench.sweep.grid import expand_grid
@@ -153,7 +152,8 @@ def test_the_sweep_leaves_its_grid_and_each_runs_last_outcome(swept, tiny_checkp
     assert outcomes == {**{(m, s): "done" for m in PARAMS for s in (0, 1, 2)}, STALE: "stale", FAILS: "failed"}
     failed = next(r for r in state["runs"] if r["outcome"] == "failed")
     assert failed["reason"] == "exit status 1" and Path(failed["log"]).read_text().endswith("out of memory\n")
-    assert failed["record"] == f"runs/officehome/{root_folder(str(out.parent / 'data'))}/6shot/mmap@tiny-tiny/seed2.json"
+    data_root = root_folder(str(out.parent / "data"))
+    assert failed["record"] == f"runs/officehome/{data_root}/6shot/mmap@tiny-tiny/seed2.json"
     assert state["roots"] == [str((out.parent / "data").resolve())]  # where `table` looks when given no root
 
 
@@ -162,12 +162,12 @@ def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, 
     state = json.loads((out / "sweeps" / "mini.json").read_text())
     grid = expand_grid(grid_path, state["overrides"], str(out))
     outcomes = sweep_state.starting(grid, [sweep_state.run_status(run) for run in grid.runs])
-    by_run = {(run.cfg.method, run.cfg.data.seed): outcome for run, outcome in zip(grid.runs, outcomes)}
+    by_run = {(run.cfg.method, run.cfg.data.seed): outcome for run, outcome in zip(grid.runs, outcomes, strict=True)}
     assert by_run[FAILS]["outcome"] == "failed" and by_run[FAILS]["reason"] == "exit status 1"
     assert by_run[REMOVED] == {"outcome": "todo"} and by_run[STALE] == {"outcome": "stale"}
     attempted = [run for run in grid.runs if (run.cfg.method, run.cfg.data.seed) == FAILS]
     after = sweep_state.finished(grid, outcomes, [JobResult(Job(1, 1, run, []), Outcome.DONE) for run in attempted])
-    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after)}[FAILS] == "done"
+    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after, strict=True)}[FAILS] == "done"
 
 
 def test_report_errors_and_a_grid_that_no_longer_expands(tmp_path):
@@ -206,7 +206,7 @@ def test_every_link_and_image_resolves_to_a_file(swept):
 
 
 def test_the_report_in_a_browser(swept, tmp_path):
-    _, out, site = swept
+    _, _, site = swept
     browser = chromium_or_skip()
     index = text_of(dom(browser, site / "index.html", tmp_path))
     assert re.search(r"mini table1 Office-Home 9 6 1 1 1 10pct \(6shot\): ZS 82.5, CoOp-MT 85.5, MmAP 87.5 \S+ "

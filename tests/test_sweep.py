@@ -75,7 +75,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
     path.write_text(yaml.safe_dump(spec))
     grid = expand_grid(path, [f"data.root={folder_root}", "optim.lr=0.5", "slurm.time_min=20"], out=str(tmp_path / "o"))
 
-    assert (grid.name, grid.table, grid.dataset, grid.labels) == ("g", "table1", "folder", ["zeroshot", "CoOp-MT short"])
+    assert (grid.name, grid.table, grid.dataset, grid.labels) == ("g", "table1", "folder",
+                                                                   ["zeroshot", "CoOp-MT short"])
     assert len(grid.runs) == 2 * 2 * 3
     assert [(r.label, r.cfg.data.split, r.cfg.data.seed) for r in grid.runs[:4]] == [
         ("zeroshot", "2shot", 0), ("zeroshot", "2shot", 1), ("zeroshot", "2shot", 2), ("zeroshot", "1shot", 0)]
@@ -85,7 +86,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
     assert coop.params.ctx_init == "a photo of a" and coop.data.batch_size == 8
     assert {r.cfg.data.root for r in grid.runs} == {str(folder_root)}
     assert (grid.slurm.time_min, grid.slurm.partition, grid.slurm.gpus_per_job) == (20, "gpu", 1)
-    assert record_of(grid.runs[-1]) == tmp_path / f"o/runs/folder/{root_folder(str(folder_root))}/1shot/coop-mt-ctx_inita_photo_of_a@tiny-tiny/seed2.json"
+    assert record_of(grid.runs[-1]) == (tmp_path / f"o/runs/folder/{root_folder(str(folder_root))}/1shot"
+                                        / "coop-mt-ctx_inita_photo_of_a@tiny-tiny" / "seed2.json")
 
     # The same config as `petl-bench run` builds from the options a user would type.
     typed = parse_run_argv([
@@ -259,13 +261,14 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
     ended = [i for i, line in enumerate(lines) if ": done in " in line or ": FAILED (" in line]
     assert len(started) == len(ended) == 3 and started[1] < ended[0]  # two ran at once
     assert lines[-3] == "g: 1 done now, 1 skipped (done before), 0 stale left, 2 failed"
-    broken_logs = [out / f"runs/folder/{root_folder(str(folder_root))}/9shot/zeroshot@tiny-tiny/seed{k}/sweep.log" for k in (0, 1)]
+    folder_runs = out / "runs" / "folder" / root_folder(str(folder_root))
+    broken_logs = [folder_runs / f"9shot/zeroshot@tiny-tiny/seed{k}/sweep.log" for k in (0, 1)]
     for log in broken_logs:
         assert any(line.startswith("  failed: ") and line.endswith(f"log: {log}") for line in lines[-2:])
         text = log.read_text()
         assert "CUDA_VISIBLE_DEVICES=" in text.splitlines()[0]
         assert "9-shot split needs 9 training images per class" in text
-    assert (out / f"runs/folder/{root_folder(str(folder_root))}/2shot/zeroshot@tiny-tiny/seed0.json").read_text() == done_record  # skipped
+    assert (folder_runs / "2shot/zeroshot@tiny-tiny/seed0.json").read_text() == done_record  # skipped
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
     assert [run_status(r) for r in grid.runs] == ["done", "done", "todo", "todo"]  # the stale one re-ran
 
@@ -305,7 +308,7 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
     assert stdout.splitlines()[-1] == "k: 1 done now, 1 skipped (done before), 0 stale left, 0 failed"
     assert records(out) == expected
     assert all(json.loads((out / r).read_text())["config_sha256"] == run.cfg.sha256()
-               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run)))))
+               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run))), strict=True))
     log = (coop_work / "sweep.log").read_text()
     assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
     code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])

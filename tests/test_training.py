@@ -1,6 +1,7 @@
 """PetlModule training mechanics on the tiny random-init CLIP: what changes, the schedule, resuming."""
 
 import errno
+import itertools
 import json
 import logging
 import os
@@ -15,15 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 
 from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
 from petl_bench.guard import holder, run_lock
+from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 from petl_bench.module import PetlModule
 from petl_bench.phases import say
 from petl_bench.runlog import text_log
 from petl_bench.schedule import warmup_cosine
+
 from cli_calls import call
 
 
@@ -63,7 +65,7 @@ def test_warmup_then_cosine_schedule():
     factors = [warmup_cosine(step, warmup=4, total=12) for step in range(12)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert factors[4] == 1.0 and factors[8] == pytest.approx(0.5)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
 
 
 def test_reference_recipe_is_the_default():
@@ -235,7 +237,8 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
         until(lambda: all("waiting for it to end" in out.read_text() for out, _ in logs), launches)
     try:
         until(lambda: (work / "checkpoints" / "last.ckpt").is_file(), launches)  # one has trained an epoch
-        runner = next(p for p in launches if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
+        runner = next(p for p in launches
+                      if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
         runner.send_signal(signal.SIGTERM)  # a real signal to the process that holds the run
         assert runner.wait(timeout=120) == 143
         last_line = logs[launches.index(runner)][1].read_text().strip().splitlines()[-1]

@@ -3,12 +3,12 @@ trains, per-task isolation, appended tokens stripped, bad sizes refused."""
 
 import pytest
 import torch
+
 from petl_bench.datamodules import Task
+from petl_bench.errors import UserError
 from petl_bench.methods.maple import MaPLe, MaPLeConfig, MaPLeMT
 from petl_bench.methods.vpt import VPT, VPTMT, VPTConfig
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
-
-from petl_bench.errors import UserError
 from petl_bench.registry import get_method
 
 TINY_PATCHES = 16  # 32 px images in 8 px patches
@@ -145,7 +145,7 @@ def test_only_declared_parameters_change_and_every_layer_learns(cls, cfg, tiny_b
 @pytest.mark.parametrize("cls, cfg", [ALL[0], ALL[2]], ids=["vpt", "maple"])
 def test_a_step_on_one_task_leaves_the_other_tasks_sets_alone(cls, cfg, tiny_backbone, folder_data, batch):
     module = _quiet(cls(cfg, tiny_backbone, folder_data.tasks))
-    task_a, task_b = module.task_names[:2]
+    task_a, _ = module.task_names[:2]
     a_before, b_before = _set_state(module, 0), _set_state(module, 1)
     optimizer = torch.optim.SGD(module.apply_trainable(), lr=0.1)
     module.training_step({task_a: batch[task_a]}, 0).backward()

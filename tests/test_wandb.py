@@ -13,6 +13,7 @@ from petl_bench.config import apply_overrides, root_folder
 from petl_bench.errors import UserError
 from petl_bench.runargs import parse_run_argv
 from petl_bench.tracking import wandb_mode
+
 from cli_calls import call
 
 # The `.wandb` file: a 7-byte header (":W&B", magic, version), then LevelDB log blocks of 32 KiB whose
@@ -66,7 +67,7 @@ def test_logging_changes_neither_hash_nor_run_name():
     assert "logging" not in logged.to_dict()
     apply_overrides(plain, ["logging.wandb=true", "logging.project=mine"])
     assert (plain.logging.wandb, plain.logging.project) == (True, "mine")
-    with pytest.raises(UserError, match="unknown key 'entity' .*logging.wandb, logging.project"):
+    with pytest.raises(UserError, match=r"unknown key 'entity' .*logging\.wandb, logging\.project"):
         apply_overrides(plain, ["logging.entity=me"])
 
 
@@ -107,7 +108,8 @@ def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch
     argv[argv.index("ROOT")] = folder_root
     code, stdout, stderr = call(argv)
     assert code == 0, stderr
-    record = json.loads((out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt@tiny" / "seed0.json").read_text())
+    record_file = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt@tiny" / "seed0.json"
+    record = json.loads(record_file.read_text())
 
     (log,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
     assert f"W&B run logged offline: upload it with `wandb sync {log.parent}`" in stdout
