@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from petl_bench.datamodules import Task
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.checkpoints import capture_rng
+from petl_bench.datamodules import Task
 from petl_bench.registry import get_method, method_names
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     print(f"{'method':<14}{'trainable':>14}{'epoch ckpt (B)':>18}{'last ckpt (B)':>18}")
     for name in method_names():
         entry = get_method(name)
-        fields = {f for f in entry.config_cls.__dataclass_fields__}
+        fields = set(entry.config_cls.__dataclass_fields__)
         cfg = entry.config_cls(groups=groups) if "groups" in fields else entry.config_cls()
         module = entry.cls(cfg, backbone, tasks)
         params = dict(module.trainable())
@@ -63,8 +63,10 @@ def main() -> None:
         rng = capture_rng()
         # SGD's state: one momentum buffer per parameter. `empty_like` pages are not touched until
         # written, and read back as zeros, so even full fine-tuning's 2.4 GB costs no memory here.
-        optimizer = {"state": {i: {"momentum_buffer": torch.empty_like(p)} for i, p in enumerate(params.values())},
-                     "param_groups": [{"lr": 0.0035, "momentum": 0.9, "params": list(range(len(params)))}]}
+        optimizer = {
+            "state": {i: {"momentum_buffer": torch.empty_like(p)} for i, p in enumerate(params.values())},
+            "param_groups": [{"lr": 0.0035, "momentum": 0.9, "params": list(range(len(params)))}],
+        }
         epoch = saved_bytes({"state_dict": weights, "optimizer_states": [optimizer], "resume": {"rng": rng}})
         last = saved_bytes({"state_dict": weights, "resume": {"rng": rng}})
         count = sum(p.numel() for p in params.values())

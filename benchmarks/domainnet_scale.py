@@ -31,14 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image
+
+from petl_bench.cli import main as cli
 from petl_bench.datamodules import draw_split, read_manifest
 from petl_bench.datamodules.cache import Cache
 from petl_bench.datamodules.counts import compare_counts, expected_counts
 from petl_bench.datamodules.datasets import SPECS, domainnet_lists, listed_images, present_images
 from petl_bench.datamodules.splits import split_csv
-from PIL import Image
-
-from petl_bench.cli import main as cli
 from petl_bench.runargs import build_run_config
 
 
@@ -93,8 +93,15 @@ def first_batch(root: Path, out: Path, cache: Path, shots: int) -> None:
     the files (filling the test-image cache is the test's own cost)."""
     from petl_bench.run import build
 
-    cfg = build_run_config("zeroshot", "domainnet", str(root), f"{shots}shot", model="tiny", out=str(out),
-                           overrides=["data.num_workers=0", f"data.cache_dir={cache}"])
+    cfg = build_run_config(
+        "zeroshot",
+        "domainnet",
+        str(root),
+        f"{shots}shot",
+        model="tiny",
+        out=str(out),
+        overrides=["data.num_workers=0", f"data.cache_dir={cache}"],
+    )
     _, data, _ = build(cfg)
     domain = data.tasks[0].name
     loader = data.test_sets(cached=False).loader(domain, [r for r in data.test_records if r.domain == domain])

@@ -56,13 +56,13 @@ def dataset_sizes(dataset: str, root: str | None) -> dict[str, int]:
 
 def group_search_steps(params) -> int:
     """Training steps of MmAP's group search (see `MmAP.prepare`); 0 for every other method."""
-    searches = (getattr(params, "group_shared", False) and not params.groups.strip()
-                and params.grouping != "all")
+    searches = getattr(params, "group_shared", False) and not params.groups.strip() and params.grouping != "all"
     return params.grouping_warmup_steps + params.grouping_batches if searches else 0
 
 
-def run_times(grid: Grid, sizes: dict[str, int], classes: int,
-              speeds: dict[str, Throughput | None]) -> list[RunTime | None]:
+def run_times(
+    grid: Grid, sizes: dict[str, int], classes: int, speeds: dict[str, Throughput | None]
+) -> list[RunTime | None]:
     """Each run's training and test seconds at the measured rates, in the grid's order; None
     where its method was not measured."""
     total, encoded, times = sum(sizes.values()), 0, []
@@ -94,23 +94,35 @@ def estimate(name: str, args) -> float:
     tasks = canonical_tasks(grid.dataset)
     sizes = dataset_sizes(grid.dataset, args.root)
     backbone = ClipBackbone.from_pretrained(first.model.arch, None)  # random weights: speed only
-    print(f"\n{grid.name}: {len(grid.runs)} runs on {grid.dataset} ({len(tasks)} tasks x "
-          f"{len(tasks[0].classnames)} classes, {sum(sizes.values()):,} images), {first.model.arch} on "
-          f"{device.type} in {precision}, {first.data.batch_size} images per task per step")
+    print(
+        f"\n{grid.name}: {len(grid.runs)} runs on {grid.dataset} ({len(tasks)} tasks x "
+        f"{len(tasks[0].classnames)} classes, {sum(sizes.values()):,} images), {first.model.arch} on "
+        f"{device.type} in {precision}, {first.data.batch_size} images per task per step"
+    )
     speeds, unmeasured = {}, {}
     for run in grid.runs:
         if run.label in speeds:
             continue
         try:
-            speeds[run.label] = measure(run.cfg.method, copy.deepcopy(backbone), tasks, run.cfg.data.batch_size,
-                                        args.steps, device.type, precision, params=run.cfg.params)
+            speeds[run.label] = measure(
+                run.cfg.method,
+                copy.deepcopy(backbone),
+                tasks,
+                run.cfg.data.batch_size,
+                args.steps,
+                device.type,
+                precision,
+                params=run.cfg.params,
+            )
         except UserError as error:  # a module that only its `prepare` step, on real data, can build
             speeds[run.label], unmeasured[run.label] = None, str(error)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     times = run_times(grid, sizes, len(tasks[0].classnames), speeds)
-    print(f"  {'method':<16}{'trainable':>12}{'train img/s':>13}{'test img/s':>12}{'test from':>11}"
-          f"{'peak MiB':>10}{'runs':>6}{'train min':>11}{'test min':>10}")
+    print(
+        f"  {'method':<16}{'trainable':>12}{'train img/s':>13}{'test img/s':>12}{'test from':>11}"
+        f"{'peak MiB':>10}{'runs':>6}{'train min':>11}{'test min':>10}"
+    )
     for label, speed in speeds.items():
         if speed is None:
             print(f"  {label:<16} not measured: {unmeasured[label]}")
@@ -118,22 +130,31 @@ def estimate(name: str, args) -> float:
         mine = [t for run, t in zip(grid.runs, times, strict=True) if run.label == label]
         train = f"{speed.train:.1f}" if speed.train else "-"
         source = "cache" if speed.cached_features else "images"
-        print(f"  {label:<16}{speed.trainable:>12,}{train:>13}{speed.test:>12.1f}{source:>11}{speed.peak_mib:>10,.0f}"
-              f"{len(mine):>6}{sum(t.train_s for t in mine) / 60:>11.1f}{sum(t.test_s for t in mine) / 60:>10.1f}")
+        print(
+            f"  {label:<16}{speed.trainable:>12,}{train:>13}{speed.test:>12.1f}{source:>11}{speed.peak_mib:>10,.0f}"
+            f"{len(mine):>6}{sum(t.train_s for t in mine) / 60:>11.1f}{sum(t.test_s for t in mine) / 60:>10.1f}"
+        )
     times = [t for t in times if t is not None]
     train_s, test_s = sum(t.train_s for t in times), sum(t.test_s for t in times)
     wall = train_s + test_s + args.overhead * len(times)
     left_out = f", without the {len(grid.runs) - len(times)} runs not measured" if unmeasured else ""
-    print(f"  estimated wall time of the sweep: {wall / 3600:.2f} h (train {train_s / 3600:.2f} h, "
-          f"test {test_s / 3600:.2f} h, {len(times)} runs x {args.overhead:g} s overhead{left_out})")
+    print(
+        f"  estimated wall time of the sweep: {wall / 3600:.2f} h (train {train_s / 3600:.2f} h, "
+        f"test {test_s / 3600:.2f} h, {len(times)} runs x {args.overhead:g} s overhead{left_out})"
+    )
     return wall
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grids", nargs="+", help="grid names (benchmarks/*.yaml) or files")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="as petl-bench sweep --set, e.g. model.arch=tiny")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as petl-bench sweep --set, e.g. model.arch=tiny",
+    )
     parser.add_argument("--root", help="the dataset's folder, for its exact size (one dataset's grids)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method and phase")
     parser.add_argument("--overhead", type=float, default=1.0, help="fixed seconds per run in a sweep")

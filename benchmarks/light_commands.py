@@ -33,9 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-TORCH_PROBE = ("import runpy, sys; sys.argv = ['petl-bench', *sys.argv[1:]]\n"
-               "try:\n    runpy.run_module('petl_bench.cli', run_name='__main__')\n"
-               "finally:\n    print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-FREE', file=sys.stderr)")
+TORCH_PROBE = (
+    "import runpy, sys; sys.argv = ['petl-bench', *sys.argv[1:]]\n"
+    "try:\n    runpy.run_module('petl_bench.cli', run_name='__main__')\n"
+    "finally:\n    print('TORCH-IMPORTED' if 'torch' in sys.modules else 'TORCH-FREE', file=sys.stderr)"
+)
 
 
 def build_tree(work: Path) -> tuple[Path, list[str]]:
@@ -61,10 +63,20 @@ def build_tree(work: Path) -> tuple[Path, list[str]]:
     for run in grid.runs:
         cfg = run.cfg
         path = record_path(cfg)
-        write_json_atomic(path, {**record, "method": cfg.method, "run_name": cfg.run_name, "seed": cfg.data.seed,
-                                 "split": path.parent.parent.name, "config_sha256": cfg.sha256()})
-    subprocess.run([*petl_bench(), "sweep", "table1", "--out", str(out), *set_args], check=True,
-                   stdout=subprocess.DEVNULL)
+        write_json_atomic(
+            path,
+            {
+                **record,
+                "method": cfg.method,
+                "run_name": cfg.run_name,
+                "seed": cfg.data.seed,
+                "split": path.parent.parent.name,
+                "config_sha256": cfg.sha256(),
+            },
+        )
+    subprocess.run(
+        [*petl_bench(), "sweep", "table1", "--out", str(out), *set_args], check=True, stdout=subprocess.DEVNULL
+    )
     (work / "tree-done").write_text("")
     return out, set_args
 
@@ -80,7 +92,9 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(argv: list[str], repeat: int, command: list[str] | None = None) -> tuple[list[float], list[float], int, bool, str]:
+def timed(
+    argv: list[str], repeat: int, command: list[str] | None = None
+) -> tuple[list[float], list[float], int, bool, str]:
     """Wall and CPU seconds of `repeat` fresh processes of `petl-bench ARGV` (or of `command`), the
     exit status, whether torch was imported (one more process, probed; not for `command`), and the
     last line of stderr. CPU time is what a machine with a core to spare would take as wall time."""
@@ -100,8 +114,9 @@ def timed(argv: list[str], repeat: int, command: list[str] | None = None) -> tup
 
 def slowest_imports(argv: list[str], top: int) -> list[tuple[float, str]]:
     """The `top` slowest top-level imports of the command, cumulative seconds."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", TORCH_PROBE, *argv],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", TORCH_PROBE, *argv], capture_output=True, text=True
+    )
     rows = []
     for line in done.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -124,7 +139,9 @@ def main() -> None:
         start = time.perf_counter()
         out, sets = build_tree(work)
         records = len(list((out / "runs").rglob("seed*.json")))
-        print(f"results tree: {records} records of grid table1 under {out} (built in {time.perf_counter() - start:.0f} s)")
+        print(
+            f"results tree: {records} records of grid table1 under {out} (built in {time.perf_counter() - start:.0f} s)"
+        )
         root = sets[1].partition("=")[2]
         run = ["run", "--dataset", "officehome", "--root", root, "--model", "tiny", "--out", str(out)]
         commands = [
@@ -132,24 +149,46 @@ def main() -> None:
             ("report", ["report", "--out", str(out), "--site", str(work / "site")], 2.0),
             ("sweep table1 --dry-run", ["sweep", "table1", "--dry-run", "--out", str(out), *sets], 2.0),
             ("run: unknown method", [*run, "--method", "copo"], 1.0),
-            ("run: missing root", ["run", "--method", "coop", "--dataset", "officehome", "--root",
-                                   str(work / "absent"), "--out", str(out)], 1.0),
+            (
+                "run: missing root",
+                [
+                    "run",
+                    "--method",
+                    "coop",
+                    "--dataset",
+                    "officehome",
+                    "--root",
+                    str(work / "absent"),
+                    "--out",
+                    str(out),
+                ],
+                1.0,
+            ),
             ("run: bad split", [*run[:2], "minidomainnet", *run[3:], "--method", "coop", "--split", "10pct"], 1.0),
             ("run: --set optim.lr", [*run, "--method", "coop", "--set", "optim.lr"], 1.0),
         ]
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {args.repeat} fresh processes each")
-        print(f"{'command':<26}{'wall min':>9}{'median':>8}{'cpu median':>11}{'target':>7}{'exit':>5}  torch  "
-              "last line of stderr")
+        print(
+            f"{'command':<26}{'wall min':>9}{'median':>8}{'cpu median':>11}{'target':>7}{'exit':>5}  torch  "
+            "last line of stderr"
+        )
         for label, code in (("python -c pass", "pass"), ("python: import the CLI", "import petl_bench.cli")):
             seconds, cpu, _, _, _ = timed([], args.repeat, [sys.executable, "-c", code])
-            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
-                  f"{'':>7}{0:>5}  no     (the floor)")
+            print(
+                f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                f"{'':>7}{0:>5}  no     (the floor)"
+            )
         for label, argv, target in commands:
             seconds, cpu, code, torch, last = timed(argv, args.repeat)
-            print(f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
-                  f"{target:>7.1f}{code:>5}  {'yes' if torch else 'no ':<5}  {last[:60]}")
-        probe = subprocess.run([sys.executable, "-c", "import sys, petl_bench.config; print('torch' in sys.modules)"],
-                               capture_output=True, text=True)
+            print(
+                f"{label:<26}{min(seconds):>9.2f}{statistics.median(seconds):>8.2f}{statistics.median(cpu):>11.2f}"
+                f"{target:>7.1f}{code:>5}  {'yes' if torch else 'no ':<5}  {last[:60]}"
+            )
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys, petl_bench.config; print('torch' in sys.modules)"],
+            capture_output=True,
+            text=True,
+        )
         print(f"import petl_bench.config imports torch: {json.loads(probe.stdout.strip().lower())}")
         if args.importtime:
             for label, argv, _ in commands:

@@ -18,14 +18,17 @@ import time
 from pathlib import Path
 
 IMPORT_START = time.perf_counter()
-from petl_bench import sweep_state  # noqa: E402
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS  # noqa: E402
 from petl_bench.files import write_json_atomic  # noqa: E402
-from petl_bench.report import render, summarize  # noqa: E402
-from petl_bench.report import pages  # noqa: E402
+from petl_bench.report import (  # noqa: E402
+    pages,
+    render,
+    summarize,
+)
 from petl_bench.report.site import build_site  # noqa: E402
 from petl_bench.results import record_path  # noqa: E402
-from petl_bench.sweep import expand_grid, grid_file  # noqa: E402
+from petl_bench.sweep import state as sweep_state  # noqa: E402
+from petl_bench.sweep.grid import expand_grid, grid_file  # noqa: E402
 
 IMPORT_S = time.perf_counter() - IMPORT_START
 
@@ -38,11 +41,23 @@ def results_tree(tmp: Path):
         cfg = run.cfg
         accuracy = {task: 50.0 + i % 7 + k for k, task in enumerate(OFFICEHOME_DOMAINS)}
         accuracy["average"] = sum(accuracy.values()) / len(OFFICEHOME_DOMAINS)
-        write_json_atomic(record_path(cfg), {
-            "method": cfg.method, "run_name": cfg.run_name, "dataset": cfg.data.dataset,
-            "split": record_path(cfg).parent.parent.name, "seed": cfg.data.seed, "model": cfg.model.arch,
-            "pretrained": cfg.model.pretrained, "tasks": OFFICEHOME_DOMAINS, "accuracy": accuracy,
-            "trainable_params": 1000 * i, "config": cfg.to_dict(), "config_sha256": cfg.sha256()})
+        write_json_atomic(
+            record_path(cfg),
+            {
+                "method": cfg.method,
+                "run_name": cfg.run_name,
+                "dataset": cfg.data.dataset,
+                "split": record_path(cfg).parent.parent.name,
+                "seed": cfg.data.seed,
+                "model": cfg.model.arch,
+                "pretrained": cfg.model.pretrained,
+                "tasks": OFFICEHOME_DOMAINS,
+                "accuracy": accuracy,
+                "trainable_params": 1000 * i,
+                "config": cfg.to_dict(),
+                "config_sha256": cfg.sha256(),
+            },
+        )
     sweep_state.save(grid, [{"outcome": "done"}] * len(grid.runs))
     return grid
 
@@ -67,8 +82,10 @@ def main() -> None:
         build_site(out)  # the first drawing warms matplotlib's caches
         print(f"imports: {IMPORT_S:.2f} s wall (petl_bench.report, .site, the sweep)")
         print(f"records: {len(grid.runs)}")
-        for name, work in [("table (summarize + md)", lambda: render(summarize(grid), "md")),
-                           ("report (build_site)", lambda: build_site(out))]:
+        for name, work in [
+            ("table (summarize + md)", lambda: render(summarize(grid), "md")),
+            ("report (build_site)", lambda: build_site(out)),
+        ]:
             cpu, wall = best_of(args.repeat, work)
             print(f"{name}: {cpu:.2f} s CPU, {wall:.2f} s wall")
         drawing = pages.figures

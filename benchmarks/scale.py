@@ -99,16 +99,35 @@ def write_minidomainnet(root: Path, size: tuple[int, int]) -> int:
 def run(dataset: str, root: Path, out: Path, *extra: str) -> dict:
     """One `petl-bench run` in a fresh process: its record, plus the process's wall time."""
     cli = Path(sys.executable).with_name("petl-bench")
-    argv = [str(cli), "run", "--method", "zeroshot", "--dataset", dataset, "--root", str(root),
-            "--split", SPLITS[dataset], "--model", "tiny", "--pretrained", "none", "--out", str(out),
-            "--no-progress", "--force", *extra]
+    argv = [
+        str(cli),
+        "run",
+        "--method",
+        "zeroshot",
+        "--dataset",
+        dataset,
+        "--root",
+        str(root),
+        "--split",
+        SPLITS[dataset],
+        "--model",
+        "tiny",
+        "--pretrained",
+        "none",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--force",
+        *extra,
+    ]
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    record_path = next(line.removeprefix("record: ") for line in done.stdout.splitlines()
-                       if line.startswith("record: "))
+    record_path = next(
+        line.removeprefix("record: ") for line in done.stdout.splitlines() if line.startswith("record: ")
+    )
     record = json.loads(Path(record_path).read_text())
     record["process_s"] = wall
     return record
@@ -164,8 +183,10 @@ def main() -> None:
     args = parser.parse_args()
     size = tuple(int(v) for v in args.image_size.split("x"))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"petl-bench zero-shot runs, tiny model, {cpus} CPU cores; load average before: "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"petl-bench zero-shot runs, tiny model, {cpus} CPU cores; load average before: "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     writers = {"officehome": write_officehome, "minidomainnet": write_minidomainnet}
     given = {"officehome": args.officehome, "minidomainnet": args.minidomainnet}
     results = {}
@@ -186,19 +207,26 @@ def main() -> None:
     if "officehome" in results:
         runs = results["officehome"]
         ratio = runs["warm"]["process_s"] / runs["cold"]["process_s"]
-        print(f"officehome: warm / cold wall time {ratio:.2f} (target <= 0.33): "
-              f"{'met' if ratio <= 1 / 3 else 'MISSED'}")
+        print(
+            f"officehome: warm / cold wall time {ratio:.2f} (target <= 0.33): {'met' if ratio <= 1 / 3 else 'MISSED'}"
+        )
     for dataset, runs in results.items():
         if "uncached" in runs:
             test = {name: record["phases_s"]["test_s"] for name, record in runs.items()}
-            print(f"{dataset}: test phase uncached / cached (warm) {test['uncached'] / test['warm']:.1f}x, "
-                  f"uncached / cold {test['uncached'] / test['cold']:.2f}x")
+            print(
+                f"{dataset}: test phase uncached / cached (warm) {test['uncached'] / test['warm']:.1f}x, "
+                f"uncached / cold {test['uncached'] / test['cold']:.2f}x"
+            )
     if "minidomainnet" in results:
         first = phases(results["minidomainnet"]["warm"])["first test batch (since process start)"]
-        print(f"minidomainnet: warm run's first test batch after {first:.1f} s (target < 15 s): "
-              f"{'met' if first < 15 else 'MISSED'}")
-    print(f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())} (a shared machine: "
-          "other engineers' work runs beside these numbers)")
+        print(
+            f"minidomainnet: warm run's first test batch after {first:.1f} s (target < 15 s): "
+            f"{'met' if first < 15 else 'MISSED'}"
+        )
+    print(
+        f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())} (a shared machine: "
+        "other engineers' work runs beside these numbers)"
+    )
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
     if has_gpu():

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from petl_bench.datamodules import Task
 
 from petl_bench.backbone import ClipBackbone
+from petl_bench.datamodules import Task
 from petl_bench.registry import get_method
 
 
@@ -30,8 +30,16 @@ class Throughput:
     cached_features: bool  # a run's test reads the frozen image tower's features from the shared cache
 
 
-def measure(method: str, backbone: ClipBackbone, tasks: list[Task], batch: int, steps: int, device: str,
-            precision: str, params=None) -> Throughput:
+def measure(
+    method: str,
+    backbone: ClipBackbone,
+    tasks: list[Task],
+    batch: int,
+    steps: int,
+    device: str,
+    precision: str,
+    params=None,
+) -> Throughput:
     """Images/s of `steps` training steps (`batch` random images per task each, SGD) and of as
     many test batches, after one warm-up step each. `params`: the method's config (default: its
     defaults); `precision`: fp32 or bf16 (autocast, as Lightning's bf16-mixed)."""
@@ -42,8 +50,10 @@ def measure(method: str, backbone: ClipBackbone, tasks: list[Task], batch: int, 
     trainable = module.apply_trainable()
     optimizer = torch.optim.SGD(trainable, lr=1e-3, momentum=0.9) if trainable else None
     size, classes = backbone.image_size, len(tasks[0].classnames)
-    data = {t.name: (torch.randn(batch, 3, size, size, device=device),
-                     torch.randint(classes, (batch,), device=device)) for t in tasks}
+    data = {
+        t.name: (torch.randn(batch, 3, size, size, device=device), torch.randint(classes, (batch,), device=device))
+        for t in tasks
+    }
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def train_step():
@@ -64,8 +74,11 @@ def measure(method: str, backbone: ClipBackbone, tasks: list[Task], batch: int, 
     train = images / timed(train_step, steps, device) if optimizer else None
     module._text_cache.clear()  # the test measures the text features' encoding too, once
     test = images / timed(test_step, steps, device)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     return Throughput(module.num_trainable, train, test, peak, module.frozen_image_encoder() is not None)
 
 
@@ -97,8 +110,10 @@ def main() -> None:
     backbone = ClipBackbone.from_pretrained(args.model, None)  # random weights: speed only
     tasks = [Task(f"task{i}", tuple(f"class {c}" for c in range(args.classes))) for i in range(args.tasks)]
     speed = measure(args.method, backbone, tasks, args.batch, args.steps, args.device, args.precision)
-    print(f"{args.method} on {args.model} ({args.device}, {args.precision}), "
-          f"{speed.trainable:,} trainable parameters, {args.batch * args.tasks} images per step")
+    print(
+        f"{args.method} on {args.model} ({args.device}, {args.precision}), "
+        f"{speed.trainable:,} trainable parameters, {args.batch * args.tasks} images per step"
+    )
     if speed.train is not None:
         print(f"train: {speed.train:8.1f} images/s")
     print(f"test:  {speed.test:8.1f} images/s")

@@ -25,8 +25,18 @@ import yaml
 
 
 def sweep(grid: Path, out: Path, root: Path, fresh: bool) -> float:
-    command = [sys.executable, "-m", "petl_bench.cli", "sweep", str(grid), "--out", str(out),
-               "--set", f"data.root={root}", *(["--fresh-process"] if fresh else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "petl_bench.cli",
+        "sweep",
+        str(grid),
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={root}",
+        *(["--fresh-process"] if fresh else []),
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -57,10 +67,19 @@ def main() -> None:
             pretrained = str(work / "tiny.pt")
             tinyclip.save(ClipBackbone.from_config(TINY_CONFIG), Path(pretrained))
         grid = work / "overhead.yaml"
-        grid.write_text(yaml.safe_dump({
-            "name": "overhead", "table": "table1", "dataset": "folder", "splits": ["2shot"],
-            "seeds": list(range(args.runs)), "methods": ["zeroshot"],
-            "set": {"model.arch": args.model, "model.pretrained": pretrained}}))
+        grid.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "overhead",
+                    "table": "table1",
+                    "dataset": "folder",
+                    "splits": ["2shot"],
+                    "seeds": list(range(args.runs)),
+                    "methods": ["zeroshot"],
+                    "set": {"model.arch": args.model, "model.pretrained": pretrained},
+                }
+            )
+        )
         print(f"{args.runs} zero-shot runs of {args.model} on {root} (folder layout, 4 images per class)")
         print(f"{'launcher':<22}{'sweep s':>10}{'runs s':>10}{'overhead per run s':>22}")
         for label, fresh in (("workers", False), ("process per run", True)):

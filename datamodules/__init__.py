@@ -6,9 +6,19 @@ read by the config and the light commands without the data stack.
 
 import importlib
 
-_HOMES = {"MultiDomainDataModule": "multidomain", "Manifest": "records", "Record": "records", "Task": "records",
-          "read_manifest": "manifest", "draw_split": "splits", "PAPER_BATCH_SIZE": "catalog",
-          "PAPER_SPLITS": "catalog", "canonical_split": "catalog", "paper_split": "catalog", "parse_shots": "catalog"}
+_HOMES = {
+    "MultiDomainDataModule": "multidomain",
+    "Manifest": "records",
+    "Record": "records",
+    "Task": "records",
+    "read_manifest": "manifest",
+    "draw_split": "splits",
+    "PAPER_BATCH_SIZE": "catalog",
+    "PAPER_SPLITS": "catalog",
+    "canonical_split": "catalog",
+    "paper_split": "catalog",
+    "parse_shots": "catalog",
+}
 
 __all__ = sorted(_HOMES)
 

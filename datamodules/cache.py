@@ -96,7 +96,7 @@ class Cache:
     warned: bool = False  # a run says once that its cache failed
 
     @classmethod
-    def for_run(cls, setting: str, out: str | Path, gb: float) -> "Cache | None":
+    def for_run(cls, setting: str, out: str | Path, gb: float) -> Cache | None:
         folder = cache_folder(setting, out)
         if folder is None:
             return None
@@ -140,8 +140,20 @@ class Cache:
         try:
             if saved is None or saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
                 return {}
-            known = dict(zip(saved["paths"], zip(saved["sizes"], saved["mtimes"], saved["ctimes"],
-                                                 saved["inodes"], saved["verdicts"])))
+            known = dict(
+                zip(
+                    saved["paths"],
+                    zip(
+                        saved["sizes"],
+                        saved["mtimes"],
+                        saved["ctimes"],
+                        saved["inodes"],
+                        saved["verdicts"],
+                        strict=True,
+                    ),
+                    strict=True,
+                )
+            )
         except (KeyError, TypeError):
             return {}
         self._touch(path)
@@ -151,15 +163,25 @@ class Cache:
         def save(files: dict[str, tuple[int, int, int, int, str]]) -> None:
             if not self.can_write():
                 return
-            columns = list(zip(*files.values())) or [()] * 5  # columns: twice as fast to parse
-            text = json.dumps({"version": _VERDICTS_VERSION, "root": str(root.resolve()), "paths": list(files),
-                               "sizes": columns[0], "mtimes": columns[1], "ctimes": columns[2],
-                               "inodes": columns[3], "verdicts": columns[4]})
+            columns = list(zip(*files.values(), strict=True)) or [()] * 5  # columns: twice as fast to parse
+            text = json.dumps(
+                {
+                    "version": _VERDICTS_VERSION,
+                    "root": str(root.resolve()),
+                    "paths": list(files),
+                    "sizes": columns[0],
+                    "mtimes": columns[1],
+                    "ctimes": columns[2],
+                    "inodes": columns[3],
+                    "verdicts": columns[4],
+                }
+            )
             try:
                 if self.make_room(len(text) + 65):
                     self._write_sealed(self._verdicts_path(root), text)
             except _FAULTS as err:
                 self.fail(f"saving the manifest of {root}", err)
+
         return save
 
     # -- arrays: test images and features ---------------------------------------------------------
@@ -210,8 +232,9 @@ class Cache:
             self.fail("making a lock file", err)
             return None
 
-    def store(self, kind: str, key: str, shape: tuple[int, ...], dtype,
-              fill: Callable[[np.ndarray], dict | None]) -> tuple[np.ndarray, dict] | None:
+    def store(
+        self, kind: str, key: str, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], dict | None]
+    ) -> tuple[np.ndarray, dict] | None:
         """Create an entry: `fill` writes the rows of a memory-mapped array of `shape` and returns
         its metadata (None: abandon the entry). None if it does not fit the bound or the disk, or
         the cache cannot be written; what `fill` raises is raised."""
@@ -221,8 +244,10 @@ class Cache:
         try:
             if not self.can_write() or not self.make_room(nbytes):
                 return None
-            with phase("cache", f"{FILLING[kind]} {shape[0]:,} images into {self.folder / kind}"), \
-                    atomic_path(array_path, nbytes, sync=True) as tmp:
+            with (
+                phase("cache", f"{FILLING[kind]} {shape[0]:,} images into {self.folder / kind}"),
+                atomic_path(array_path, nbytes, sync=True) as tmp,
+            ):
                 array = _allocated_memmap(tmp, shape, dtype)
                 filling = True
                 meta = fill(array)
@@ -307,8 +332,10 @@ class Cache:
         reserve = min(RESERVE_BYTES, int(disk.total * RESERVE_SHARE))
         room = min(self.max_bytes, total + disk.free - reserve)  # the entries' space is theirs to reuse
         if nbytes > room:
-            self.warn(f"has no room for {human_bytes(nbytes)} on its disk ({human_bytes(disk.free)} free, "
-                      f"{human_bytes(reserve)} of which it leaves free): not cached")
+            self.warn(
+                f"has no room for {human_bytes(nbytes)} on its disk ({human_bytes(disk.free)} free, "
+                f"{human_bytes(reserve)} of which it leaves free): not cached"
+            )
             return False
         for _, size, files in entries:
             if total + nbytes <= room:

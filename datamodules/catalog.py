@@ -16,8 +16,15 @@ from petl_bench.errors import UserError, near_names
 DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
 
 # Every dataset's name in tables and messages.
-TITLES = {"officehome": "Office-Home", "minidomainnet": "MiniDomainNet", "pacs": "PACS", "vlcs": "VLCS",
-          "office31": "Office-31", "terraincognita": "TerraIncognita", "domainnet": "DomainNet"}
+TITLES = {
+    "officehome": "Office-Home",
+    "minidomainnet": "MiniDomainNet",
+    "pacs": "PACS",
+    "vlcs": "VLCS",
+    "office31": "Office-31",
+    "terraincognita": "TerraIncognita",
+    "domainnet": "DomainNet",
+}
 
 # The paper's split names: "10% (6-shot per class)" and so on.
 PAPER_SPLITS = {
@@ -53,4 +60,3 @@ def paper_split(dataset: str, split: str) -> str:
     """The name tables show: the paper's alias where there is one."""
     shots = parse_shots(dataset, split)
     return next((alias for alias, n in PAPER_SPLITS.get(dataset, {}).items() if n == shots), f"{shots}shot")
-

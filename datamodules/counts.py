@@ -52,8 +52,9 @@ class CountCheck:
             domain, cls, n, want = self.short_cells[0]
             where.append(f"{len(self.short_cells)} domain/class cells differ, e.g. {domain}/{cls} {n} of {want}")
         else:
-            where += [f"{d} {self.found.get(d, 0):,} of {n:,}" for d, n in self.expected.items()
-                      if self.found.get(d, 0) != n][:3]
+            where += [
+                f"{d} {self.found.get(d, 0):,} of {n:,}" for d, n in self.expected.items() if self.found.get(d, 0) != n
+            ][:3]
         if self.missing:
             where.append(f"{len(self.missing):,} listed images missing, e.g. {self.missing[0]}")
         diff = f"{expected - found:,} fewer" if found <= expected else f"{found - expected:,} more"
@@ -80,8 +81,9 @@ def _count_rows(dataset: str) -> list[dict] | None:
 def _image_lists(dataset: str, root: Path) -> dict[str, list[Path]] | None:
     """The lists in a root that name every image: MiniDomainNet's (Dassl's) and DomainNet's."""
     if dataset == "minidomainnet":
-        return {d: [root / "splits_mini" / f"{d}_{part}.txt" for part in ("train", "test")]
-                for d in MINIDOMAINNET_DOMAINS}
+        return {
+            d: [root / "splits_mini" / f"{d}_{part}.txt" for part in ("train", "test")] for d in MINIDOMAINNET_DOMAINS
+        }
     return domainnet_lists(root) if dataset == "domainnet" else None
 
 
@@ -110,11 +112,19 @@ def compare_counts(dataset: str, manifest: Manifest) -> CountCheck | None:
     found_cells = Counter((r.domain, classes[r.label]) for r in manifest.records)
     found = Counter(r.domain for r in manifest.records)
     domain_order, class_order = ({name: i for i, name in enumerate(names)} for names in (manifest.domains, classes))
-    short = sorted(((d, c, found_cells[(d, c)], n) for (d, c), n in expected.cells.items() if found_cells[(d, c)] != n),
-                   key=lambda cell: (domain_order[cell[0]], class_order[cell[1]]))
+    short = sorted(
+        ((d, c, found_cells[(d, c)], n) for (d, c), n in expected.cells.items() if found_cells[(d, c)] != n),
+        key=lambda cell: (domain_order[cell[0]], class_order[cell[1]]),
+    )
     on_disk = {r.path for r in manifest.records} | set(manifest.skipped)
-    return CountCheck(TITLES.get(dataset, dataset), {d: found[d] for d in expected.domains}, expected.domains, short,
-                      sorted(expected.images - on_disk), bool(expected.cells))
+    return CountCheck(
+        TITLES.get(dataset, dataset),
+        {d: found[d] for d in expected.domains},
+        expected.domains,
+        short,
+        sorted(expected.images - on_disk),
+        bool(expected.cells),
+    )
 
 
 def warn_if_short(dataset: str, manifest: Manifest) -> None:

@@ -65,25 +65,44 @@ class DatasetSpec:
         return [self.prompts.get(c, c) for c in self.classes]
 
 
-SPECS = {spec.name: spec for spec in [
-    DatasetSpec("pacs", "PACS", {"art_painting": (), "cartoon": (), "photo": (), "sketch": ()},
-                wrappers=("kfold", "images", "images/kfold")),
-    # The original release numbers its class folders 0-4 in the order of vlcs-classes.txt.
-    DatasetSpec("vlcs", "VLCS", {"Caltech101": ("CALTECH",), "LabelMe": (), "SUN09": ("SUN",),
-                                 "VOC2007": ("PASCAL", "VOC")},
-                parts=(("full", "test"), ("train", "crossval", "test")),
-                class_spellings={"0": "bird", "1": "car", "2": "chair", "3": "dog", "4": "person"}),
-    # The rule would read back_pack as "back pack"; the word is "backpack" (Office-Home's class of the
-    # same object here, and the folder's name in JiGen's copy of Office-31).
-    DatasetSpec("office31", "Office-31", {"amazon": (), "dslr": (), "webcam": ()},
-                wrappers=("domain_adaptation_images",), parts=(("images",),),
-                class_spellings={"laptop": "laptop_computer"}, prompts={"back_pack": "backpack"}),
-    DatasetSpec("terraincognita", "TerraIncognita",
-                {f"location_{n}": (f"L{n}", n) for n in ("38", "43", "46", "100")}),
-    DatasetSpec("domainnet", "DomainNet", {d: () for d in
-                                           ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")}),
-]}
-
+SPECS = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec(
+            "pacs",
+            "PACS",
+            {"art_painting": (), "cartoon": (), "photo": (), "sketch": ()},
+            wrappers=("kfold", "images", "images/kfold"),
+        ),
+        # The original release numbers its class folders 0-4 in the order of vlcs-classes.txt.
+        DatasetSpec(
+            "vlcs",
+            "VLCS",
+            {"Caltech101": ("CALTECH",), "LabelMe": (), "SUN09": ("SUN",), "VOC2007": ("PASCAL", "VOC")},
+            parts=(("full", "test"), ("train", "crossval", "test")),
+            class_spellings={"0": "bird", "1": "car", "2": "chair", "3": "dog", "4": "person"},
+        ),
+        # The rule would read back_pack as "back pack"; the word is "backpack" (Office-Home's class of the
+        # same object here, and the folder's name in JiGen's copy of Office-31).
+        DatasetSpec(
+            "office31",
+            "Office-31",
+            {"amazon": (), "dslr": (), "webcam": ()},
+            wrappers=("domain_adaptation_images",),
+            parts=(("images",),),
+            class_spellings={"laptop": "laptop_computer"},
+            prompts={"back_pack": "backpack"},
+        ),
+        DatasetSpec(
+            "terraincognita", "TerraIncognita", {f"location_{n}": (f"L{n}", n) for n in ("38", "43", "46", "100")}
+        ),
+        DatasetSpec(
+            "domainnet",
+            "DomainNet",
+            dict.fromkeys(("clipart", "infograph", "painting", "quickdraw", "real", "sketch"), ()),
+        ),
+    ]
+}
 
 
 def canonical_tasks(dataset: str) -> list[Task]:
@@ -122,8 +141,10 @@ def domain_folders(spec: DatasetSpec, root: Path) -> dict[str, Path]:
     missing = [d for d in spec.domains if d not in found[best]]
     where = f" (or in {', '.join(w + '/' for w in spec.wrappers)})" if spec.wrappers else ""
     seen = ", ".join(p.name for p in subdirs(candidates[best])) or "nothing"
-    raise UserError(f"{root} is not a {spec.title} root: expected folders {', '.join(spec.domains)}{where} "
-                    f"(missing {', '.join(missing)}; found {seen})")
+    raise UserError(
+        f"{root} is not a {spec.title} root: expected folders {', '.join(spec.domains)}{where} "
+        f"(missing {', '.join(missing)}; found {seen})"
+    )
 
 
 def class_folders(spec: DatasetSpec, domain_folder: Path) -> dict[str, list[Path]]:
@@ -143,11 +164,14 @@ def class_folders(spec: DatasetSpec, domain_folder: Path) -> dict[str, list[Path
 def read_dataset(spec: DatasetSpec, root: str | Path, cache: Cache | None = None) -> Manifest:
     """Every image in the class folders of every domain."""
     root = check_root(root)
-    keys = dict(zip(spec.classes, spec.class_keys))
-    items = [(str(image.relative_to(root)), domain, keys[cls])
-             for domain, folder in domain_folders(spec, root).items()
-             for cls, folders in class_folders(spec, folder).items()
-             for class_folder in folders for image in image_files(class_folder)]
+    keys = dict(zip(spec.classes, spec.class_keys, strict=True))
+    items = [
+        (str(image.relative_to(root)), domain, keys[cls])
+        for domain, folder in domain_folders(spec, root).items()
+        for cls, folders in class_folders(spec, folder).items()
+        for class_folder in folders
+        for image in image_files(class_folder)
+    ]
     return build_manifest(root, items, list(spec.domains), spec.class_keys, cache)
 
 
@@ -161,8 +185,10 @@ def domainnet_lists(root: Path) -> dict[str, list[Path]] | None:
         if present:
             absent = [f.name for fs in files.values() for f in fs if not f.is_file()]
             if absent:
-                raise UserError(f"DomainNet lists missing in {folder}: {', '.join(absent)} "
-                                f"(all twelve {{domain}}_{{train,test}}.txt or none)")
+                raise UserError(
+                    f"DomainNet lists missing in {folder}: {', '.join(absent)} "
+                    f"(all twelve {{domain}}_{{train,test}}.txt or none)"
+                )
             return files
     return None
 
@@ -181,8 +207,9 @@ def listed_images(lists: dict[str, list[Path]], classes: list[str]) -> list[tupl
                 parts = rel.split("/")
                 cls = canonical.get(folder_key(parts[1])) if len(parts) == 3 else None
                 if cls is None:
-                    raise UserError(f"{listing} line {number}: expected domain/class/file with a known class, "
-                                    f"got {rel!r}")
+                    raise UserError(
+                        f"{listing} line {number}: expected domain/class/file with a known class, got {rel!r}"
+                    )
                 if rel not in seen:
                     seen.add(rel)
                     images.append((rel, domain, cls))
@@ -203,8 +230,10 @@ def present_images(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
         except (FileNotFoundError, NotADirectoryError):
             missing.append(f"{folder} ({count} images)")
     if missing:
-        raise UserError(f"DomainNet class folders the lists name are missing under {root}: "
-                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)")
+        raise UserError(
+            f"DomainNet class folders the lists name are missing under {root}: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)"
+        )
     return present
 
 
@@ -217,7 +246,7 @@ def read_domainnet(root: str | Path, cache: Cache | None = None) -> Manifest:
     domain_folders(spec, root)  # every domain folder, or the error naming the missing ones
     images = listed_images(lists, spec.classes)
     present = present_images(root, images)
-    keys = dict(zip(spec.classes, spec.class_keys))
+    keys = dict(zip(spec.classes, spec.class_keys, strict=True))
     items = [(rel, domain, keys[cls]) for rel, domain, cls in images if rel in present]
     return build_manifest(root, items, list(spec.domains), spec.class_keys, cache)
 

@@ -49,7 +49,7 @@ def decode_on(payloads: list[torch.Tensor], device: torch.device) -> list[torch.
         decoded = decode_jpeg([payloads[i] for i in encoded], mode=ImageReadMode.RGB, device=device)
     except RuntimeError:  # one bad or unusual JPEG (CMYK, a cut body) fails the batch: one by one
         decoded = [_decode_one(payloads[i], device) for i in encoded]
-    for i, image in zip(encoded, decoded):
+    for i, image in zip(encoded, decoded, strict=True):
         images[i] = image
     return images
 
@@ -76,16 +76,21 @@ class RandomResizedCropFlip:
     state it picks the crops and flips the CPU transform picks; pixels agree within the resampling
     difference between PIL and torch (tests/test_images.py states the tolerance)."""
 
-    def __init__(self, size: int, scale: tuple[float, float], mean, std,
-                 ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)):
+    def __init__(
+        self, size: int, scale: tuple[float, float], mean, std, ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    ):
         self.size, self.scale, self.ratio = size, scale, ratio
         self.mean, self.std = tuple(mean), tuple(std)
 
     def crop_flip(self, image: torch.Tensor) -> torch.Tensor:
         """One image's crop, resized to size x size, flipped with probability 1/2 (uint8)."""
         top, left, height, width = T.RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
-        out = F.resize(image[:, top:top + height, left:left + width], [self.size, self.size],
-                       interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+        out = F.resize(
+            image[:, top : top + height, left : left + width],
+            [self.size, self.size],
+            interpolation=T.InterpolationMode.BICUBIC,
+            antialias=True,
+        )
         if torch.rand(1) < 0.5:  # RandomHorizontalFlip's draw
             out = out.flip(-1)
         return out

@@ -91,8 +91,9 @@ class ImageChecks:
     `known` holds earlier verdicts (from the cache): rel -> (*stat, verdict). `save` is
     called with the current verdicts of every file scanned, to keep them for the next run."""
 
-    def __init__(self, root: Path, known: dict | None = None, save: Callable[[dict], None] | None = None,
-                 threads: int = 8):
+    def __init__(
+        self, root: Path, known: dict | None = None, save: Callable[[dict], None] | None = None, threads: int = 8
+    ):
         self.root = root
         self._known = known or {}
         self._save = save
@@ -122,7 +123,7 @@ class ImageChecks:
                 self.verdicts[rel] = known[-1]
             else:
                 unknown.append(rel)
-        for rel, error in zip(unknown, self._map(lambda rel: header_error(prefix + rel), unknown)):
+        for rel, error in zip(unknown, self._map(lambda rel: header_error(prefix + rel), unknown), strict=True):
             self.verdicts[rel] = error or HEADER_OK
         self._changed = self._changed or bool(unknown) or len(self._known) != len(self.stats)
         return missing
@@ -137,7 +138,7 @@ class ImageChecks:
         rels = list(dict.fromkeys(rels))
         todo = [rel for rel in rels if self.verdicts.get(rel) == HEADER_OK]
         errors = self._map(lambda rel: decode_error(self.root / rel), todo, progress)
-        for rel, error in zip(todo, errors):
+        for rel, error in zip(todo, errors, strict=True):
             self.mark(rel, error or DECODED_OK)
         return {rel: self.verdicts[rel] for rel in rels if not self.readable(rel)}
 
@@ -151,7 +152,9 @@ class ImageChecks:
         """Identity of these files as they are now (paths and `Stat`s), in this order."""
         digest = hashlib.sha256()
         for rel in rels:
-            digest.update("\0".join(map(str, (rel, *self.stats[rel]))).encode("utf-8", "surrogateescape") + b"\n")  # any file name
+            digest.update(
+                "\0".join(map(str, (rel, *self.stats[rel]))).encode("utf-8", "surrogateescape") + b"\n"
+            )  # any file name
         return digest.hexdigest()
 
     def save(self) -> None:
@@ -168,5 +171,4 @@ class ImageChecks:
 
         with ThreadPoolExecutor(self._threads) as pool:
             results = pool.map(check, rels, chunksize=64)
-            return list(tqdm(results, total=len(rels), desc="checking images", unit="img",
-                             disable=not progress))
+            return list(tqdm(results, total=len(rels), desc="checking images", unit="img", disable=not progress))

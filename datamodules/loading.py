@@ -38,12 +38,21 @@ def init_worker(worker_id: int) -> None:
         pl_worker_init_function(worker_id)
 
 
-def make_loader(dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False,
-                drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False, drop_last: bool = False
+) -> DataLoader:
     """A DataLoader as every loader of the data module is made: pinned memory on a GPU machine and
     `init_worker` in each worker."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=init_worker)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=init_worker,
+    )
 
 
 # -- decoding files --------------------------------------------------------------------------------
@@ -82,8 +91,9 @@ def collate_train(samples) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def named_batches(loader, records: list[Record], unreadable: dict[str, str]
-                  ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+def named_batches(
+    loader, records: list[Record], unreadable: dict[str, str]
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """(positions in `records`, images, labels) from an in-order loader of `collate_images`
     batches; undecodable records go to `unreadable` (path -> reason)."""
     offset = 0
@@ -137,8 +147,12 @@ class EncodedFiles(Dataset):
 
 def collate_encoded(samples) -> EncodedBatch:
     ok = [s for s in samples if s[0] is not None]
-    return EncodedBatch([s[0] for s in ok], torch.tensor([s[1] for s in ok], dtype=torch.long),
-                        [s[2] for s in ok], {s[2]: s[3] for s in samples if s[0] is None})
+    return EncodedBatch(
+        [s[0] for s in ok],
+        torch.tensor([s[1] for s in ok], dtype=torch.long),
+        [s[2] for s in ok],
+        {s[2]: s[3] for s in samples if s[0] is None},
+    )
 
 
 # -- cached test images ------------------------------------------------------------------------------
@@ -183,8 +197,10 @@ class StoredImages(Dataset):
         if self._array is None:
             self._array = np.load(self.path, mmap_mode="r")
         part = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return (normalize(self._array[self.rows[part]], self.mean, self.std),
-                torch.tensor(self.labels[part], dtype=torch.long))
+        return (
+            normalize(self._array[self.rows[part]], self.mean, self.std),
+            torch.tensor(self.labels[part], dtype=torch.long),
+        )
 
     def __getstate__(self):
         return {**self.__dict__, "_array": None}
@@ -193,8 +209,9 @@ class StoredImages(Dataset):
 class FeatureBatches:
     """Test batches of cached image features: {"image_features": [b, D], "labels": [b]}."""
 
-    def __init__(self, features: np.ndarray, rows: list[int], labels: list[int], dtype: torch.dtype,
-                 batch_size: int = 8192):
+    def __init__(
+        self, features: np.ndarray, rows: list[int], labels: list[int], dtype: torch.dtype, batch_size: int = 8192
+    ):
         self.features, self.rows, self.labels = features, rows, labels
         self.dtype, self.batch_size = dtype, batch_size
 
@@ -203,6 +220,8 @@ class FeatureBatches:
 
     def __iter__(self):
         for start in range(0, len(self.rows), self.batch_size):
-            rows = self.rows[start:start + self.batch_size]
-            yield {"image_features": torch.from_numpy(np.asarray(self.features[rows])).to(self.dtype),
-                   "labels": torch.tensor(self.labels[start:start + self.batch_size], dtype=torch.long)}
+            rows = self.rows[start : start + self.batch_size]
+            yield {
+                "image_features": torch.from_numpy(np.asarray(self.features[rows])).to(self.dtype),
+                "labels": torch.tensor(self.labels[start : start + self.batch_size], dtype=torch.long),
+            }

@@ -41,17 +41,25 @@ from .testsets import ImageEncoder, TaskTestSets
 
 
 def train_transform(size: int, mean, std, scale_min: float):
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 class MultiDomainDataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, train_transform, test_transform, out: str | Path = "results",
-                 gpu_train_transform: RandomResizedCropFlip | None = None):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        train_transform,
+        test_transform,
+        out: str | Path = "results",
+        gpu_train_transform: RandomResizedCropFlip | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         self.shots = parse_shots(cfg.dataset, cfg.split)  # fail on a bad split before any I/O
@@ -75,11 +83,16 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.image_encoder: ImageEncoder | None = None
 
     @classmethod
-    def for_backbone(cls, cfg: DataConfig, backbone, out: str | Path = "results") -> "MultiDomainDataModule":
+    def for_backbone(cls, cfg: DataConfig, backbone, out: str | Path = "results") -> MultiDomainDataModule:
         """Transforms sized and normalised for the backbone's model."""
         pp, size = backbone.preprocess_cfg, backbone.image_size
-        return cls(cfg, train_transform(size, pp.mean, pp.std, cfg.crop_scale_min), backbone.preprocess_val(),
-                   out, RandomResizedCropFlip(size, (cfg.crop_scale_min, 1.0), pp.mean, pp.std))
+        return cls(
+            cfg,
+            train_transform(size, pp.mean, pp.std, cfg.crop_scale_min),
+            backbone.preprocess_val(),
+            out,
+            RandomResizedCropFlip(size, (cfg.crop_scale_min, 1.0), pp.mean, pp.std),
+        )
 
     @cached_property
     def manifest(self) -> Manifest:
@@ -119,7 +132,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         checks = self.manifest.checks
         start = time.perf_counter()
         self.train_records, self.test_records = draw_split(
-            self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)
+            self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None
+        )
         if checks:
             checks.save()
         path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
@@ -150,7 +164,7 @@ class MultiDomainDataModule(L.LightningDataModule):
         shares = [budget // n + (i < budget % n) for i in range(n)]
         on_device = self._train_decode_device() is not None
         loaders = {}
-        for (name, records), workers in zip(per_task.items(), shares):
+        for (name, records), workers in zip(per_task.items(), shares, strict=True):
             if on_device:
                 dataset, collate = EncodedFiles(self.manifest.root, records), collate_encoded
             else:
@@ -173,16 +187,22 @@ class MultiDomainDataModule(L.LightningDataModule):
         images = decode_on(batch.payloads, self._train_decode_device())
         keep = [i for i, image in enumerate(images) if image is not None]
         self.unreadable.update(batch.failed)
-        self.unreadable.update({batch.paths[i]: "cannot be decoded" for i, image in enumerate(images)
-                                if image is None})
+        self.unreadable.update({batch.paths[i]: "cannot be decoded" for i, image in enumerate(images) if image is None})
         return self.gpu_train_transform([images[i] for i in keep]), batch.labels[keep]
 
     # -- test -------------------------------------------------------------------------------------
     def test_sets(self, cached: bool = True) -> TaskTestSets:
         """Where the test batches come from (`testsets.py`); `cached=False`: every image decoded."""
-        return TaskTestSets(self.manifest, self.cache if cached else None, self.test_transform,
-                            self.cfg.eval_batch_size, self.workers, self.image_encoder, self.unreadable,
-                            self.test_sources)
+        return TaskTestSets(
+            self.manifest,
+            self.cache if cached else None,
+            self.test_transform,
+            self.cfg.eval_batch_size,
+            self.workers,
+            self.image_encoder,
+            self.unreadable,
+            self.test_sources,
+        )
 
     def test_dataloader(self) -> list:
         # Caching takes the whole test set: not for a smoke test of a few batches.

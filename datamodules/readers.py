@@ -33,9 +33,11 @@ def read_officehome(root: str | Path, cache: Cache | None = None) -> Manifest:
     folders = {_officehome_key(p.name): p for p in subdirs(root)}
     missing = [d for d in OFFICEHOME_DOMAINS if _officehome_key(d) not in folders]
     if missing:
-        raise UserError(f"{root} is not an Office-Home root: expected folders "
-                        f"{', '.join(OFFICEHOME_DOMAINS)} (missing {', '.join(missing)}; "
-                        f"found {', '.join(p.name for p in subdirs(root)) or 'nothing'})")
+        raise UserError(
+            f"{root} is not an Office-Home root: expected folders "
+            f"{', '.join(OFFICEHOME_DOMAINS)} (missing {', '.join(missing)}; "
+            f"found {', '.join(p.name for p in subdirs(root)) or 'nothing'})"
+        )
     classes = canonical_classes("officehome")
     items = []
     for domain in OFFICEHOME_DOMAINS:
@@ -50,8 +52,10 @@ def read_minidomainnet(root: str | Path, cache: Cache | None = None) -> Manifest
     root = check_root(root)
     lists = root / "splits_mini"
     if not lists.is_dir():
-        raise UserError(f"{root} is not a MiniDomainNet root: expected DomainNet domain folders "
-                        f"plus splits_mini/{{domain}}_{{train,test}}.txt lists (no splits_mini/)")
+        raise UserError(
+            f"{root} is not a MiniDomainNet root: expected DomainNet domain folders "
+            f"plus splits_mini/{{domain}}_{{train,test}}.txt lists (no splits_mini/)"
+        )
     classes = canonical_classes("minidomainnet")
     items, seen = [], set()
     for domain in MINIDOMAINNET_DOMAINS:
@@ -74,8 +78,9 @@ def read_minidomainnet(root: str | Path, cache: Cache | None = None) -> Manifest
 def read_folder(root: str | Path, cache: Cache | None = None) -> Manifest:
     root = check_root(root)
     domains = subdirs(root)
-    items = [(str(img.relative_to(root)), d.name, c.name)
-             for d in domains for c in subdirs(d) for img in image_files(c)]
+    items = [
+        (str(img.relative_to(root)), d.name, c.name) for d in domains for c in subdirs(d) for img in image_files(c)
+    ]
     if not items:
         raise UserError(f"{root} holds no images in the layout ROOT/{{domain}}/{{class}}/*.jpg")
     domains = sorted({d for _, d, _ in items})

@@ -64,6 +64,7 @@ def prompt_name(folder_name: str) -> str:
 def canonical_classes(dataset: str) -> list[str]:
     """Class folder names in label order, from `petl_bench/data/` (`#` lines: where they come from)."""
     name = {"officehome": "officehome-65.txt", "minidomainnet": "minidomainnet-126.txt"}.get(
-        dataset, f"{dataset}-classes.txt")
+        dataset, f"{dataset}-classes.txt"
+    )
     text = resources.files("petl_bench").joinpath("data", name).read_text()
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -47,20 +47,26 @@ def check_classes(found: set[str], expected: list[str], what: str) -> None:
     """A one-line UserError naming the classes missing from `found` and those it has in excess."""
     missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
     if missing or extra:
-        parts = [f"missing {len(missing)}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-                 if missing else "", f"unexpected {len(extra)}: {', '.join(extra[:5])}"
-                 f"{' ...' if len(extra) > 5 else ''}" if extra else ""]
+        parts = [
+            f"missing {len(missing)}: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
+            f"unexpected {len(extra)}: {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}" if extra else "",
+        ]
         raise UserError(f"{what}: classes differ from the canonical list ({'; '.join(p for p in parts if p)})")
 
 
-def build_manifest(root: Path, items: list[Item], domains: list[str], classes: list[str],
-                   cache: Cache | None) -> Manifest:
+def build_manifest(
+    root: Path, items: list[Item], domains: list[str], classes: list[str], cache: Cache | None
+) -> Manifest:
     """The manifest of `items`, labelled by their class's index in `classes`. Every file is stat-ed
     (a listed file that is missing is an error); only files that are new or changed since the
     cached scan of this root (if any) have their header read."""
     check_folder_names(root, items)
-    checks = ImageChecks(root, cache.load_verdicts(root) if cache else None,
-                         cache.saver(root) if cache else None, threads=4 * cpu_budget())
+    checks = ImageChecks(
+        root,
+        cache.load_verdicts(root) if cache else None,
+        cache.saver(root) if cache else None,
+        threads=4 * cpu_budget(),
+    )
     missing = checks.scan([rel for rel, _, _ in items])
     if missing:
         raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
@@ -91,5 +97,7 @@ def check_folder_names(root: Path, items: list[Item]) -> None:
                 name.encode(ENCODING)
             except UnicodeEncodeError:
                 folder = posixpath.dirname(rel) if name == cls else posixpath.dirname(posixpath.dirname(rel))
-                raise UserError(f"the folder {shown(root / folder)} has a name that is not UTF-8 text; it names a "
-                                "task or a class prompt: rename it") from None
+                raise UserError(
+                    f"the folder {shown(root / folder)} has a name that is not UTF-8 text; it names a "
+                    "task or a class prompt: rename it"
+                ) from None

@@ -17,16 +17,17 @@ from pathlib import Path
 from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.files import FILE_NAMES, write_text_atomic
-# The split names live beside the config, torch-free; the splits they name are drawn here.
 
+# The split names live beside the config, torch-free; the splits they name are drawn here.
 from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401  (their home)
 from .records import Manifest, Record
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
 
 
-def draw_split(manifest: Manifest, shots: int, seed: int,
-               unreadable: Unreadable | None = None) -> tuple[list[Record], list[Record]]:
+def draw_split(
+    manifest: Manifest, shots: int, seed: int, unreadable: Unreadable | None = None
+) -> tuple[list[Record], list[Record]]:
     """`shots` training records per domain and class, the rest for test.
 
     With `unreadable`, every image drawn is decoded first (the caller remembers verdicts, so this
@@ -44,8 +45,10 @@ def draw_split(manifest: Manifest, shots: int, seed: int,
             if not pool:
                 continue
             if shots > len(pool):
-                raise UserError(f"{shots}-shot split needs {shots} training images per class, but "
-                                f"{domain}/{classname} has {len(pool)}")
+                raise UserError(
+                    f"{shots}-shot split needs {shots} training images per class, but "
+                    f"{domain}/{classname} has {len(pool)}"
+                )
             cells.append((domain, classname, pool, set(rng.sample(range(len(pool)), shots))))
     bad = unreadable([cell[2][i] for cell in cells for i in cell[3]]) if unreadable else set()
     train, test = [], []
@@ -54,22 +57,25 @@ def draw_split(manifest: Manifest, shots: int, seed: int,
             chosen = _redraw(pool, chosen, shots, bad, unreadable, random.Random(f"{seed}/{domain}/{classname}"))
             if len(chosen) < shots:
                 readable = len([r for r in pool if r.path not in bad])
-                raise UserError(f"{shots}-shot split needs {shots} readable training images per class, "
-                                f"but {domain}/{classname} has {readable}")
+                raise UserError(
+                    f"{shots}-shot split needs {shots} readable training images per class, "
+                    f"but {domain}/{classname} has {readable}"
+                )
         train += [r for i, r in enumerate(pool) if i in chosen]
         test += [r for i, r in enumerate(pool) if i not in chosen and r.path not in bad]
     return train, test
 
 
-def _redraw(pool: list[Record], chosen: set[int], shots: int, bad: set[str], unreadable: Unreadable,
-            rng: random.Random) -> set[int]:
+def _redraw(
+    pool: list[Record], chosen: set[int], shots: int, bad: set[str], unreadable: Unreadable, rng: random.Random
+) -> set[int]:
     """The readable part of `chosen`, topped up from the rest of the pool in `rng`'s order; adds
     the unreadable images it meets to `bad`."""
     kept = {i for i in chosen if pool[i].path not in bad}
     spare = [i for i in range(len(pool)) if i not in chosen]
     rng.shuffle(spare)
     while len(kept) < shots and spare:
-        batch, spare = spare[:shots - len(kept)], spare[shots - len(kept):]
+        batch, spare = spare[: shots - len(kept)], spare[shots - len(kept) :]
         bad |= unreadable([pool[i] for i in batch])
         kept |= {i for i in batch if pool[i].path not in bad}
     return kept

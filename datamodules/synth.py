@@ -20,13 +20,39 @@ from PIL import Image, ImageDraw, ImageFilter
 from .datasets import SPECS
 from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, SYNTHETIC_MARKER, canonical_classes
 
-SHAPES = ["circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond",
-          "star", "dots", "frame", "wedge"]
-COLOURS = [(220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40), (200, 60, 200),
-           (40, 200, 210), (240, 140, 30), (130, 70, 30), (120, 120, 120), (250, 250, 250), (20, 20, 20)]
+SHAPES = ["circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "star", "dots", "frame", "wedge"]
+COLOURS = [
+    (220, 40, 40),
+    (40, 180, 60),
+    (50, 80, 220),
+    (230, 200, 40),
+    (200, 60, 200),
+    (40, 200, 210),
+    (240, 140, 30),
+    (130, 70, 30),
+    (120, 120, 120),
+    (250, 250, 250),
+    (20, 20, 20),
+]
 SIZE = 48  # pixels; the model's transform resizes, as it does real photos
-FOLDER_CLASSES = ["anchor", "bicycle", "candle", "dolphin", "easel", "falcon", "guitar", "hammer",
-                  "igloo", "jacket", "kettle", "ladder", "magnet", "needle", "orange", "parrot"]
+FOLDER_CLASSES = [
+    "anchor",
+    "bicycle",
+    "candle",
+    "dolphin",
+    "easel",
+    "falcon",
+    "guitar",
+    "hammer",
+    "igloo",
+    "jacket",
+    "kettle",
+    "ladder",
+    "magnet",
+    "needle",
+    "orange",
+    "parrot",
+]
 
 
 @dataclass(frozen=True)
@@ -40,8 +66,6 @@ class Style:
     blur: float = 0.0
 
 
-
-
 def pretrain_style(rng: random.Random) -> tuple[Style, str]:
     """A random style, each attribute (noisy, blurry, grey, striped, outlined) drawn on its own, on
     a plain background of random colour, and the words that describe it ("a noisy picture of a").
@@ -49,10 +73,19 @@ def pretrain_style(rng: random.Random) -> tuple[Style, str]:
     such; the words let prompts describe a domain."""
     outline, stripes, noise = rng.random() < 0.3, rng.random() < 0.3, rng.random() < 0.3
     grey, blur = rng.random() < 0.2, rng.random() < 0.2
-    style = Style(background=tuple(rng.randrange(256) for _ in range(3)), stripes=stripes,
-                  outline=outline, grey=grey, noise=16 if noise else 0, blur=0.8 if blur else 0)
-    words = [w for w, on in (("noisy", noise), ("blurry", blur), ("grey", grey), ("striped", stripes),
-                             ("outlined", outline)) if on]
+    style = Style(
+        background=tuple(rng.randrange(256) for _ in range(3)),
+        stripes=stripes,
+        outline=outline,
+        grey=grey,
+        noise=16 if noise else 0,
+        blur=0.8 if blur else 0,
+    )
+    words = [
+        w
+        for w, on in (("noisy", noise), ("blurry", blur), ("grey", grey), ("striped", stripes), ("outlined", outline))
+        if on
+    ]
     noun = rng.choice(["picture", "image", "rendering", "drawing"])
     return style, " ".join(["a", *words, noun, "of", "a"])
 
@@ -76,8 +109,13 @@ def style_for(domain: str) -> Style:
     if key in STYLES:
         return STYLES[key]
     rng = random.Random(zlib.crc32(key.encode()))
-    return Style(background=tuple(rng.randrange(60, 240) for _ in range(3)), stripes=rng.random() < 0.5,
-                 outline=rng.random() < 0.3, noise=16, blur=0.8)
+    return Style(
+        background=tuple(rng.randrange(60, 240) for _ in range(3)),
+        stripes=rng.random() < 0.5,
+        outline=rng.random() < 0.3,
+        noise=16,
+        blur=0.8,
+    )
 
 
 def class_look(label: int) -> tuple[str, tuple[int, int, int]]:
@@ -94,7 +132,7 @@ def render(look: int, style: Style, rng: random.Random) -> Image.Image:
     """An image of class look `look` (a shape in a colour) in `style`."""
     shape, colour = class_look(look)
     if style.hue_shift:
-        colour = colour[style.hue_shift:] + colour[:style.hue_shift]
+        colour = colour[style.hue_shift :] + colour[: style.hue_shift]
     image = Image.new("RGB", (SIZE, SIZE), style.background)
     draw = ImageDraw.Draw(image)
     if style.stripes:
@@ -115,8 +153,9 @@ def render(look: int, style: Style, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, colour,
-                outline: bool, angle: float) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, colour, outline: bool, angle: float
+) -> None:
     fill, line = (None, colour) if outline else (colour, colour)
     width = max(2, int(r / 5))
     box = [cx - r, cy - r, cx + r, cy + r]
@@ -125,8 +164,13 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         draw.polygon(points, fill=fill, outline=line, width=width)
 
     def rotated(n: int, radius: float, offset: float = 0.0):
-        return [(cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
-                 cy + radius * math.sin(angle + offset + 2 * math.pi * k / n)) for k in range(n)]
+        return [
+            (
+                cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
+                cy + radius * math.sin(angle + offset + 2 * math.pi * k / n),
+            )
+            for k in range(n)
+        ]
 
     if shape == "circle":
         draw.ellipse(box, fill=fill, outline=line, width=width)
@@ -167,8 +211,15 @@ def layout_classes(layout: str, n_classes: int) -> list[str]:
     return canonical_classes(layout)
 
 
-def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int = 10,
-                    domains: list[str] | None = None, seed: int = 0, related_pairs: bool = False) -> int:
+def write_synthetic(
+    out: Path,
+    layout: str,
+    per_class: int = 10,
+    n_classes: int = 10,
+    domains: list[str] | None = None,
+    seed: int = 0,
+    related_pairs: bool = False,
+) -> int:
     """Write the image set under `out` in `layout`; return the number of images written.
 
     `related_pairs`: the domains form two halves (e.g. Art+Clipart, Product+Real World), each in
@@ -177,9 +228,15 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
     halves: a known answer for task grouping."""
     out = Path(out)
     classes = layout_classes(layout, n_classes)
-    domains = domains or {"officehome": OFFICEHOME_DOMAINS, "minidomainnet": MINIDOMAINNET_DOMAINS,
-                          "folder": ["art", "clipart", "product", "real world"],
-                          **{name: list(spec.domains) for name, spec in SPECS.items()}}[layout]
+    domains = (
+        domains
+        or {
+            "officehome": OFFICEHOME_DOMAINS,
+            "minidomainnet": MINIDOMAINNET_DOMAINS,
+            "folder": ["art", "clipart", "product", "real world"],
+            **{name: list(spec.domains) for name, spec in SPECS.items()},
+        }[layout]
+    )
     rng = random.Random(seed)
     lists: dict[str, list[str]] = {d: [] for d in domains}
     half = len(domains) // 2
@@ -197,10 +254,12 @@ def write_synthetic(out: Path, layout: str, per_class: int = 10, n_classes: int 
                 lists[domain].append(f"{domain}/{cls}/{name} {label}")
     if layout in ("minidomainnet", "domainnet"):  # Dassl's splits_mini/; DomainNet's beside the folders
         _write_lists(out / "splits_mini" if layout == "minidomainnet" else out, lists)
-    pairs = f"; related pairs {domains[:len(domains) // 2]} / {domains[len(domains) // 2:]}" if related_pairs else ""
+    pairs = f"; related pairs {domains[: len(domains) // 2]} / {domains[len(domains) // 2 :]}" if related_pairs else ""
     (out / SYNTHETIC_MARKER).write_text(
         f"Synthetic images from `petl-bench data synth` (layout {layout}, {per_class} per class, "
-        f"seed {seed}{pairs}). Accuracies on them are not comparable with the paper's.\n", encoding="utf-8")
+        f"seed {seed}{pairs}). Accuracies on them are not comparable with the paper's.\n",
+        encoding="utf-8",
+    )
     return sum(len(v) for v in lists.values())
 
 

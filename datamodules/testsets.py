@@ -57,8 +57,17 @@ class TaskTestSets:
     """Test loaders of one manifest's tasks. `cache` None: every image decoded; `encoder` None: no
     cached features (test images go through the model)."""
 
-    def __init__(self, manifest: Manifest, cache: Cache | None, transform, batch_size: int, workers: int,
-                 encoder: ImageEncoder | None, unreadable: dict[str, str], sources: dict[str, str]):
+    def __init__(
+        self,
+        manifest: Manifest,
+        cache: Cache | None,
+        transform,
+        batch_size: int,
+        workers: int,
+        encoder: ImageEncoder | None,
+        unreadable: dict[str, str],
+        sources: dict[str, str],
+    ):
         self.manifest, self.cache, self.transform = manifest, cache, transform
         self.batch_size, self.workers, self.encoder = batch_size, workers, encoder
         self.unreadable, self.sources = unreadable, sources
@@ -78,11 +87,16 @@ class TaskTestSets:
             if stored is not None:
                 array, meta = stored
                 rows, labels = self._rows(meta, records)
-                return make_loader(StoredImages(Path(array.filename), rows, labels, *split[1:], self.batch_size),
-                                   None, self.workers, None)
+                return make_loader(
+                    StoredImages(Path(array.filename), rows, labels, *split[1:], self.batch_size),
+                    None,
+                    self.workers,
+                    None,
+                )
         self.sources[domain] = "decoded"
-        loader = make_loader(ImageFiles(self.manifest.root, records, self.transform), self.batch_size,
-                             self.workers, collate_images)
+        loader = make_loader(
+            ImageFiles(self.manifest.root, records, self.transform), self.batch_size, self.workers, collate_images
+        )
         return SkipUnreadable(loader, records, self.unreadable)
 
     def _entry_key(self, domain: str):
@@ -114,8 +128,13 @@ class TaskTestSets:
                 found = self.cache.load("images", key)  # a concurrent run may have filled it
                 shape = None if found else self._probe_shape(split[0], domain_records)
                 if shape is not None:
-                    found = self.cache.store("images", key, (len(domain_records), *shape), np.uint8,
-                                             lambda array: self._fill_images(array, split[0], domain_records))
+                    found = self.cache.store(
+                        "images",
+                        key,
+                        (len(domain_records), *shape),
+                        np.uint8,
+                        lambda array: self._fill_images(array, split[0], domain_records),
+                    )
                     self.sources[domain] = "images (cached now)" if found else "decoded"
         else:
             self.sources[domain] = "images (cached)"
@@ -132,10 +151,17 @@ class TaskTestSets:
 
     def _fill_images(self, array: np.ndarray, pil_steps, records: list[Record]) -> dict | None:
         failed: dict[str, str] = {}
-        loader = make_loader(ImageFiles(self.manifest.root, records, pil_steps), self.batch_size, self.workers,
-                             collate_images)
-        for positions, images, _ in tqdm(named_batches(loader, records, failed), total=len(loader),
-                                         desc="caching test images", unit="batch", disable=None, leave=False):
+        loader = make_loader(
+            ImageFiles(self.manifest.root, records, pil_steps), self.batch_size, self.workers, collate_images
+        )
+        for positions, images, _ in tqdm(
+            named_batches(loader, records, failed),
+            total=len(loader),
+            desc="caching test images",
+            unit="batch",
+            disable=None,
+            leave=False,
+        ):
             if len(positions):
                 if images.shape[1:] != array.shape[1:]:
                     return None  # a transform without a fixed output size: not cacheable
@@ -158,8 +184,13 @@ class TaskTestSets:
             found = self.cache.load("features", key)
             if found is None:
                 stored = self._stored_images(domain, images_key, split, domain_records)
-                found = self.cache.store("features", key, (len(domain_records), self.encoder.dim), np.float32,
-                                         lambda array: self._fill_features(array, stored, split, domain_records))
+                found = self.cache.store(
+                    "features",
+                    key,
+                    (len(domain_records), self.encoder.dim),
+                    np.float32,
+                    lambda array: self._fill_features(array, stored, split, domain_records),
+                )
                 self.sources[domain] = "features (cached now)"
         return found
 
@@ -167,18 +198,24 @@ class TaskTestSets:
         if stored is not None:  # from the cached images
             path, meta = Path(stored[0].filename), stored[1]
             rows = [i for i, p in enumerate(meta["paths"]) if p not in meta["failed"]]
-            loader = make_loader(StoredImages(path, rows, rows, *split[1:], FEATURE_FILL_BATCH), None,
-                                 self.workers, None)
+            loader = make_loader(
+                StoredImages(path, rows, rows, *split[1:], FEATURE_FILL_BATCH), None, self.workers, None
+            )
             batches = ((labels.tolist(), images, labels) for images, labels in loader)
             failed = dict(meta["failed"])
         else:  # decoding the files
             failed = {}
-            loader = make_loader(ImageFiles(self.manifest.root, records, self.transform), FEATURE_FILL_BATCH,
-                                 self.workers, collate_images)
+            loader = make_loader(
+                ImageFiles(self.manifest.root, records, self.transform),
+                FEATURE_FILL_BATCH,
+                self.workers,
+                collate_images,
+            )
             batches = named_batches(loader, records, failed)
         dtype = None
-        for rows, images, _ in tqdm(batches, total=len(loader), desc="caching image features", unit="batch",
-                                    disable=None, leave=False):
+        for rows, images, _ in tqdm(
+            batches, total=len(loader), desc="caching image features", unit="batch", disable=None, leave=False
+        ):
             if len(rows):
                 features = self.encoder.encode(images)
                 dtype = str(features.dtype)

@@ -51,9 +51,11 @@ class AdaptFormer(PetlModule):
     def __init__(self, cfg: AdaptFormerConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
         self.adapters = nn.ModuleList(
-            nn.ModuleList(adapter(backbone.vision_width, cfg.bottleneck, cfg.dropout)
-                          for _ in range(backbone.vision_depth))
-            for _ in range(self.n_sets))
+            nn.ModuleList(
+                adapter(backbone.vision_width, cfg.bottleneck, cfg.dropout) for _ in range(backbone.vision_depth)
+            )
+            for _ in range(self.n_sets)
+        )
         self.attach_to_blocks([Site("vision", layer, "mlp") for layer in range(backbone.vision_depth)])
 
     def block_output(self, site, inputs, output, task):

@@ -64,7 +64,8 @@ class CoCoOp(PetlModule):
         d, hidden = backbone.embed_dim, max(1, backbone.embed_dim // 16)
         self.meta_net = nn.ModuleList(
             nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, backbone.text_width))
-            for _ in range(self.n_sets))
+            for _ in range(self.n_sets)
+        )
         check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:

@@ -87,8 +87,10 @@ class MmAPConfig(MethodConfig):
         if self.b % self.m:
             raise UserError(f"method.m={self.m}: m must divide b ({self.b}): the scaling matrices have b/m rows")
         if not (self.task_specific or self.group_shared):
-            raise UserError("method.task_specific=False, method.group_shared=False: at least one of "
-                            "task_specific and group_shared must be on")
+            raise UserError(
+                "method.task_specific=False, method.group_shared=False: at least one of "
+                "task_specific and group_shared must be on"
+            )
 
 
 @dataclass

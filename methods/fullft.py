@@ -39,8 +39,9 @@ class FullFT(FullFTMT):
     def __init__(self, cfg: FullFTConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
         # The memo shares the tokenizer (its BPE tables are large and never change) with the copies.
-        self.copies = nn.ModuleList(copy.deepcopy(backbone, {id(backbone.tokenizer): backbone.tokenizer})
-                                    for _ in range(self.n_sets))
+        self.copies = nn.ModuleList(
+            copy.deepcopy(backbone, {id(backbone.tokenizer): backbone.tokenizer}) for _ in range(self.n_sets)
+        )
 
     def encoder(self, task):
         return self.copies[self.set_index(task)]

@@ -40,7 +40,7 @@ from petl_bench.registry import register_method
 
 from .configs import LinearProbeConfig
 
-FIRST_GRID = [10.0 ** e for e in range(-6, 7, 2)]  # CLIP's starting values of C
+FIRST_GRID = [10.0**e for e in range(-6, 7, 2)]  # CLIP's starting values of C
 STEPS_PER_DECADE = 8  # the search's final resolution
 MAX_ITER = 1000
 TOLERANCE = 1e-4  # on the largest gradient entry of the averaged objective, as scikit-learn's `tol`
@@ -63,12 +63,18 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float) -> 
     x, y = x.double(), y.long()
     weight = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITER, tolerance_grad=TOLERANCE,
-                                  history_size=10, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=MAX_ITER,
+        tolerance_grad=TOLERANCE,
+        history_size=10,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective():  # scikit-learn's, divided by C * n: the same minimiser, better scaled
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.t() + bias, y) + (weight ** 2).sum() / (2 * c * len(y))
+        loss = F.cross_entropy(x @ weight.t() + bias, y) + (weight**2).sum() / (2 * c * len(y))
         loss.backward()
         return loss
 
@@ -102,7 +108,7 @@ def choose_c(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int) -> tup
 
     def score(log_c: float) -> tuple[float, float]:
         if log_c not in scores:
-            weight, bias = fit_logistic(x[fit], y[fit], n_classes, 10.0 ** log_c)
+            weight, bias = fit_logistic(x[fit], y[fit], n_classes, 10.0**log_c)
             logits = x[held].float() @ weight.t() + bias
             accuracy = (logits.argmax(-1) == y[held]).float().mean().item()
             scores[log_c] = (accuracy, -F.cross_entropy(logits, y[held]).item())
@@ -114,7 +120,7 @@ def choose_c(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int) -> tup
     while step > 1.0 / STEPS_PER_DECADE:
         step /= 2
         best = max((e for e in (best - step, best, best + step) if grid[0] <= e <= grid[-1]), key=score)
-    return 10.0 ** best, 100.0 * scores[best][0]
+    return 10.0**best, 100.0 * scores[best][0]
 
 
 @register_method("linear-probe", LinearProbeConfig)
@@ -151,8 +157,10 @@ class LinearProbe(PetlModule):
             weights.append(weight)
             biases.append(bias)
             chosen[task.name], accuracy[task.name] = c, held_out
-        path = save_state(Path(work_dir) / "linear-probe.pt",
-                          {"probe_weight": torch.stack(weights), "probe_bias": torch.stack(biases)})
+        path = save_state(
+            Path(work_dir) / "linear-probe.pt",
+            {"probe_weight": torch.stack(weights), "probe_bias": torch.stack(biases)},
+        )
         return dataclasses.replace(cfg, state=path), {"linear_probe": {"c": chosen, "held_out_accuracy": accuracy}}
 
     def text_features(self, image_feat, task):

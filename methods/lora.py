@@ -55,8 +55,9 @@ class LoRA(PetlModule):
                 nn.init.kaiming_uniform_(matrix, a=math.sqrt(5))
             self.lora_a[tower] = nn.Parameter(a)
             self.lora_b[tower] = nn.Parameter(torch.zeros(self.n_sets, depth, 3, width, cfg.rank))
-        self.attach_to_blocks([Site(tower, layer, SITE) for tower in TOWERS
-                               for layer in range(len(backbone.blocks(tower)))])
+        self.attach_to_blocks(
+            [Site(tower, layer, SITE) for tower in TOWERS for layer in range(len(backbone.blocks(tower)))]
+        )
 
     def _width(self, tower: str) -> int:
         return self.backbone.text_width if tower == "text" else self.backbone.vision_width

@@ -55,14 +55,16 @@ class MaPLe(DeepVisualPrompts, PetlModule):
         self.n_ctx = cfg.n_ctx
         phrase = phrase_embeddings(backbone, cfg.ctx_init) if cfg.ctx_init and self.n_ctx else None
         if phrase is not None and len(phrase) < self.n_ctx:
-            raise UserError(f"{self.method_name}: ctx_init {cfg.ctx_init!r} has {len(phrase)} tokens, fewer "
-                            f"than n_ctx {self.n_ctx}; lower n_ctx, or set method.ctx_init= for noise")
+            raise UserError(
+                f"{self.method_name}: ctx_init {cfg.ctx_init!r} has {len(phrase)} tokens, fewer "
+                f"than n_ctx {self.n_ctx}; lower n_ctx, or set method.ctx_init= for noise"
+            )
         # Capped at the shallower tower, as VPT caps; no context means no prompts, no couplings.
         self.depth = min(cfg.depth, backbone.text_depth, backbone.vision_depth) if self.n_ctx else 0
         self.n_visual, self.visual_depth = self.n_ctx, self.depth  # one visual token per text token
         text_ctx = torch.randn(self.n_sets, self.depth, self.n_ctx, backbone.text_width) * 0.02
         if phrase is not None:
-            text_ctx[:, 0] = phrase[:self.n_ctx]
+            text_ctx[:, 0] = phrase[: self.n_ctx]
         self.text_ctx = nn.Parameter(text_ctx)
         self.build_visual(self.n_sets if self.depth else 0)
         check_context_fits(self, self.n_ctx)

@@ -75,7 +75,7 @@ SCALE_INIT_STD = 1.0  # so that the products start at the source prompt's scale 
 
 
 def parse_groups(spec: str, task_names: list[str], method: str) -> list[list[str]]:
-    """"a,b|c,d" -> [[a, b], [c, d]] in the tasks' own spelling; every task exactly once."""
+    """ "a,b|c,d" -> [[a, b], [c, d]] in the tasks' own spelling; every task exactly once."""
     if not spec.strip():
         return [list(task_names)]
     by_lower = {name.lower(): name for name in task_names}
@@ -87,8 +87,7 @@ def parse_groups(spec: str, task_names: list[str], method: str) -> list[list[str
         group = []
         for name in names:
             if name.lower() not in by_lower:
-                raise UserError(f"{method}: groups name unknown task {name!r} "
-                                f"(tasks: {', '.join(task_names)})")
+                raise UserError(f"{method}: groups name unknown task {name!r} (tasks: {', '.join(task_names)})")
             task = by_lower[name.lower()]
             if task in seen:
                 raise UserError(f"{method}: groups name task {task!r} more than once")
@@ -97,8 +96,9 @@ def parse_groups(spec: str, task_names: list[str], method: str) -> list[list[str
         groups.append(group)
     missing = [name for name in task_names if name not in seen]
     if missing:
-        raise UserError(f"{method}: groups must name every task exactly once; missing "
-                        f"{', '.join(repr(name) for name in missing)}")
+        raise UserError(
+            f"{method}: groups must name every task exactly once; missing {', '.join(repr(name) for name in missing)}"
+        )
     return groups
 
 
@@ -149,22 +149,25 @@ class MmAP(DeepVisualPrompts, PetlModule):
         cfg = run.params
         names = [task.name for task in data.tasks]
         if cfg.groups.strip() or not cfg.group_shared:
-            facts = {"method": "fixed" if cfg.group_shared else "none (no group-shared sets)",
-                     "groups": parse_groups(cfg.groups, names, cls.method_name)}
+            facts = {
+                "method": "fixed" if cfg.group_shared else "none (no group-shared sets)",
+                "groups": parse_groups(cfg.groups, names, cls.method_name),
+            }
             return cfg, {"grouping": facts}
         if cfg.grouping == "all":
             facts = {"method": "all", "groups": [names]}
         else:
-            search = (dataclasses.replace(cfg, grouping_warmup_steps=0, grouping_batches=1)
-                      if run.train.fast_dev_run else cfg)
-            facts = cls._search_groups(search, backbone, data, Path(work_dir), run.optim,
-                                       run_device(run.train.accelerator))
+            search = (
+                dataclasses.replace(cfg, grouping_warmup_steps=0, grouping_batches=1) if run.train.fast_dev_run else cfg
+            )
+            facts = cls._search_groups(
+                search, backbone, data, Path(work_dir), run.optim, run_device(run.train.accelerator)
+            )
         return dataclasses.replace(cfg, groups=format_groups(facts["groups"])), {"grouping": facts}
 
     @classmethod
     def _search_groups(cls, cfg, backbone, data, work_dir: Path, optim, device: torch.device) -> dict:
-        key = {"params": dataclasses.asdict(cfg), "optim": dataclasses.asdict(optim),
-               "split_sha256": data.split_sha256}
+        key = {"params": dataclasses.asdict(cfg), "optim": dataclasses.asdict(optim), "split_sha256": data.split_sha256}
         cache = work_dir / "grouping.json"
         if cache.is_file():
             saved = json.loads(cache.read_text())
@@ -174,18 +177,25 @@ class MmAP(DeepVisualPrompts, PetlModule):
         # The global prompt set: one group of every task, no task-specific sets.
         shared = dataclasses.replace(cfg, groups="", task_specific=False, group_shared=True)
         module = cls(shared, backbone, data.tasks, optim).to(device)
-        optimizer = torch.optim.SGD(module.apply_trainable(), lr=optim.lr, momentum=optim.momentum,
-                                    weight_decay=optim.weight_decay)
-        gradients = grouping.task_gradients(module, data.train_dataloader(), cfg.grouping_warmup_steps,
-                                            cfg.grouping_batches, optimizer)
+        optimizer = torch.optim.SGD(
+            module.apply_trainable(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
+        gradients = grouping.task_gradients(
+            module, data.train_dataloader(), cfg.grouping_warmup_steps, cfg.grouping_batches, optimizer
+        )
         module.to("cpu")
         sim = grouping.similarity(gradients)
         best = grouping.best_partition(sim.cosine, cfg.max_groups)
-        facts = {"method": cfg.grouping, "tasks": names,
-                 "gradient_groups": [[names[i] for i in group] for group in best],
-                 "gradient_score": round(grouping.partition_score(best, sim.cosine), 6),
-                 "cosine": sim.cosine.round(decimals=6).tolist(), "dot": sim.dot.tolist(),
-                 "warmup_steps": cfg.grouping_warmup_steps, "batches": cfg.grouping_batches}
+        facts = {
+            "method": cfg.grouping,
+            "tasks": names,
+            "gradient_groups": [[names[i] for i in group] for group in best],
+            "gradient_score": round(grouping.partition_score(best, sim.cosine), 6),
+            "cosine": sim.cosine.round(decimals=6).tolist(),
+            "dot": sim.dot.tolist(),
+            "warmup_steps": cfg.grouping_warmup_steps,
+            "batches": cfg.grouping_batches,
+        }
         chosen = best
         if cfg.grouping == "random":
             chosen = grouping.random_partition(len(names), [len(g) for g in best], data.cfg.seed, avoid=best)
@@ -206,8 +216,10 @@ class MmAP(DeepVisualPrompts, PetlModule):
     def layer_prompts(self, prompt_set: nn.Module, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(text [b, d_l], visual [b, d_v]) prompts of one set at one layer."""
         source = prompt_set.get_parameter("source")[layer]
-        return (torch.kron(prompt_set.get_parameter("scale_text")[layer], source),
-                torch.kron(prompt_set.get_parameter("scale_visual")[layer], source))
+        return (
+            torch.kron(prompt_set.get_parameter("scale_text")[layer], source),
+            torch.kron(prompt_set.get_parameter("scale_visual")[layer], source),
+        )
 
     # -- the framework ---------------------------------------------------------------------------
     def sets_of(self, task: str) -> list[nn.Module]:
@@ -258,8 +270,7 @@ class MmAPMLP(MmAP):
 
     def _mlps(self, width: int) -> nn.ModuleList:
         s, h = self.cfg.s, self.cfg.hidden
-        return nn.ModuleList(nn.Sequential(nn.Linear(s, h), nn.ReLU(), nn.Linear(h, width))
-                             for _ in range(self.depth))
+        return nn.ModuleList(nn.Sequential(nn.Linear(s, h), nn.ReLU(), nn.Linear(h, width)) for _ in range(self.depth))
 
     def new_set(self) -> nn.Module:
         prompt_set = nn.Module()

@@ -53,8 +53,10 @@ class TipAdapterF(PetlModule):
     def __init__(self, cfg: TipAdapterFConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
         if cfg.shots < 1:  # not a range: a cache is built on a split, by `prepare`
-            raise UserError(f"{self.method_name}: shots must be >= 1 (`prepare` sets it to the split's, "
-                            f"as petl-bench run does); got {cfg.shots}")
+            raise UserError(
+                f"{self.method_name}: shots must be >= 1 (`prepare` sets it to the split's, "
+                f"as petl-bench run does); got {cfg.shots}"
+            )
         n_classes = len(self.tasks[0].classnames)
         per_class = cfg.shots * len(self.tasks) // self.n_sets  # a cache holds the shots of the tasks sharing it
         self.cache_keys = nn.Parameter(torch.zeros(self.n_sets, n_classes, per_class, backbone.embed_dim))
@@ -67,13 +69,17 @@ class TipAdapterF(PetlModule):
         if cfg.state and Path(cfg.state).is_file():
             return cfg, {}  # already built (a checkpoint's resolved config)
         features = shot_features(backbone, data, data.train_transform, passes=cfg.augment_epochs)
-        caches = [class_major(*features[task.name], len(task.classnames), data.shots, cls.method_name, task.name)
-                  for task in data.tasks]
+        caches = [
+            class_major(*features[task.name], len(task.classnames), data.shots, cls.method_name, task.name)
+            for task in data.tasks
+        ]
         keys = torch.cat(caches, dim=1).unsqueeze(0) if cls.shared else torch.stack(caches)
         path = save_state(Path(work_dir) / "tip-adapter.pt", {"cache_keys": F.normalize(keys, dim=-1)})
         entries = keys.shape[1] * keys.shape[2]
-        return (dataclasses.replace(cfg, shots=data.shots, state=path),
-                {"tip_adapter": {"entries_per_cache": entries, "caches": keys.shape[0]}})
+        return (
+            dataclasses.replace(cfg, shots=data.shots, state=path),
+            {"tip_adapter": {"entries_per_cache": entries, "caches": keys.shape[0]}},
+        )
 
     def logits(self, image_feat, text_feat, task):
         zero_shot = super().logits(image_feat, text_feat, task)
@@ -83,15 +89,18 @@ class TipAdapterF(PetlModule):
         return zero_shot + self.cfg.alpha * votes.sum(-1)
 
 
-def class_major(features: torch.Tensor, labels: torch.Tensor, n_classes: int, shots: int, method: str,
-                task: str) -> torch.Tensor:
+def class_major(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int, shots: int, method: str, task: str
+) -> torch.Tensor:
     """A task's shot features [n, d] as [classes, shots, d], class by class."""
     rows = []
     for label in range(n_classes):
         index = (labels == label).nonzero().flatten()
         if len(index) != shots:
-            raise UserError(f"{method}: task {task!r} has {len(index)} training images of class {label}, "
-                            f"its cache needs {shots} of every class")
+            raise UserError(
+                f"{method}: task {task!r} has {len(index)} training images of class {label}, "
+                f"its cache needs {shots} of every class"
+            )
         rows.append(features[index])
     return torch.stack(rows)
 

@@ -43,7 +43,8 @@ class VPT(DeepVisualPrompts, PetlModule):
         patch_h, patch_w = backbone.model.visual.conv1.kernel_size
         bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
         self.visual_prompts = nn.Parameter(
-            torch.empty(self.n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound))
+            torch.empty(self.n_sets, self.visual_depth, self.n_visual, width).uniform_(-bound, bound)
+        )
 
     def visual_prompts_at(self, layer, task):
         return self.visual_prompts[self.set_index(task), layer]

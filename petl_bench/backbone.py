@@ -78,8 +78,9 @@ class Hooks:
         """Image tokens after the last block: strip appended prompts before pooling."""
         return x
 
-    def head(self, image_feat: torch.Tensor, text_feat: torch.Tensor | None,
-             task: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def head(
+        self, image_feat: torch.Tensor, text_feat: torch.Tensor | None, task: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Projected features, before normalisation (no text features for a module that compares
         images with none)."""
         return image_feat, text_feat
@@ -102,8 +103,10 @@ class ClipBackbone(nn.Module):
     def __init__(self, model: open_clip.CLIP, tokenizer, name: str, pretrained: str | None):
         super().__init__()
         if type(model) is not open_clip.CLIP or not isinstance(model.visual, VisionTransformer):
-            raise UserError(f"model {name!r}: petl-bench supports open_clip CLIP models with a ViT "
-                            "image tower and the standard text tower")
+            raise UserError(
+                f"model {name!r}: petl-bench supports open_clip CLIP models with a ViT "
+                "image tower and the standard text tower"
+            )
         if model.visual.attn_pool is not None:
             raise UserError(f"model {name!r}: attentional pooling is not supported")
         self.model = model
@@ -127,8 +130,9 @@ class ClipBackbone(nn.Module):
         return cls(model, open_clip.SimpleTokenizer(context_length=context), name, None)
 
     @classmethod
-    def from_pretrained(cls, arch: str, pretrained: str | None = "openai",
-                        quick_gelu: bool | None = None) -> ClipBackbone:
+    def from_pretrained(
+        cls, arch: str, pretrained: str | None = "openai", quick_gelu: bool | None = None
+    ) -> ClipBackbone:
         """`arch` is an open_clip architecture or `tiny`; `pretrained` an open_clip tag, a local
         checkpoint file, or None for random init; `quick_gelu` the activation, or None to take it
         from the architecture, the tag or the file (`weights.trained_with_quick_gelu`)."""
@@ -136,8 +140,10 @@ class ClipBackbone(nn.Module):
             config, tokenizer = TINY_CONFIG, open_clip.SimpleTokenizer(context_length=32)
         else:
             if arch not in open_clip.list_models():
-                raise UserError(f"unknown model {arch!r}: use 'tiny' or an open_clip architecture "
-                                f"such as ViT-B-16 (open_clip.list_models() lists them)")
+                raise UserError(
+                    f"unknown model {arch!r}: use 'tiny' or an open_clip architecture "
+                    f"such as ViT-B-16 (open_clip.list_models() lists them)"
+                )
             config, tokenizer = open_clip.get_model_config(arch), open_clip.get_tokenizer(arch)
         config = copy.deepcopy(config)
         weights, extra = resolve_weights(arch, pretrained)
@@ -146,10 +152,13 @@ class ClipBackbone(nn.Module):
         if weights is not None:
             load_weights(model, weights, arch)
         if extra.get("mean"):
-            open_clip.set_model_preprocess_cfg(model, {
-                **open_clip.get_model_preprocess_cfg(model),
-                **{k: extra[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in extra},
-            })
+            open_clip.set_model_preprocess_cfg(
+                model,
+                {
+                    **open_clip.get_model_preprocess_cfg(model),
+                    **{k: extra[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in extra},
+                },
+            )
         return cls(model, tokenizer, arch, pretrained)
 
     # -- sizes, all read from the model ---------------------------------------------------------
@@ -222,7 +231,7 @@ class ClipBackbone(nn.Module):
     def encode_text(self, tokens: torch.Tensor, hooks: Hooks = IDENTITY, task: str = "") -> torch.Tensor:
         model = self.model
         dtype = model.transformer.get_cast_dtype()
-        tokens = tokens[:, :self.text_context(tokens)]
+        tokens = tokens[:, : self.text_context(tokens)]
         length = tokens.shape[1]
         mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
         with self._running_as(hooks, task):
@@ -332,6 +341,7 @@ class _Attached:
         except AttributeError:
             module = None
         if module is not None:
+
             def hook(mod, args, output):
                 hooks = running.owner_among(owners)
                 return None if hooks is None else hooks.block_output(site, args[0], output, running.task)

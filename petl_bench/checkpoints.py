@@ -129,8 +129,14 @@ class RunProgress(Callback):
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
         epochs = trainer.current_epoch + 1  # saved as an epoch ends
-        checkpoint[PROGRESS] = {"epochs": epochs, "attempts": self.attempts, "wall_s": self.wall_s,
-                                "images": self.images, "seconds": self.seconds, "rng": capture_rng()}
+        checkpoint[PROGRESS] = {
+            "epochs": epochs,
+            "attempts": self.attempts,
+            "wall_s": self.wall_s,
+            "images": self.images,
+            "seconds": self.seconds,
+            "rng": capture_rng(),
+        }
         if epochs >= trainer.max_epochs:  # nothing trains after this one: weights suffice
             for key in TRAINER_ONLY:
                 checkpoint.pop(key, None)
@@ -153,9 +159,11 @@ def capture_rng() -> dict:
     numpy_state = np.random.get_state(legacy=True)
     assert isinstance(numpy_state, tuple)  # the global generator is MT19937: the legacy tuple form
     _, keys, pos, has_gauss, cached = numpy_state
-    states = {"python": [version, list(python_state), gauss],
-              "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-              "torch": torch.get_rng_state()}
+    states = {
+        "python": [version, list(python_state), gauss],
+        "numpy": {"keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -165,8 +173,9 @@ def restore_rng(states: dict) -> None:
     version, python_state, gauss = states["python"]
     random.setstate((version, tuple(python_state), gauss))
     numpy = states["numpy"]
-    np.random.set_state(("MT19937", np.array(numpy["keys"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"],
-                         numpy["cached"]))
+    np.random.set_state(
+        ("MT19937", np.array(numpy["keys"], dtype=np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached"])
+    )
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])

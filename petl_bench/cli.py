@@ -43,8 +43,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
     try:
-        cfg = RunConfig(method=method, params=from_dict(get_method(method).config_cls, params),
-                        **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()}, out=out)
+        cfg = RunConfig(
+            method=method,
+            params=from_dict(get_method(method).config_cls, params),
+            **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()},
+            out=out,
+        )
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
         module, data, _ = build(cfg)
@@ -58,9 +62,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         trainer.test(module, datamodule=data, verbose=False)
     finally:
         module.release()
-    print(format_accuracy({"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split,
-                           "seed": cfg.data.seed, "trainable_params": module.num_trainable,
-                           "accuracy": module.test_accuracy}))
+    print(
+        format_accuracy(
+            {
+                "run_name": cfg.run_name,
+                "dataset": cfg.data.dataset,
+                "split": cfg.data.split,
+                "seed": cfg.data.seed,
+                "trainable_params": module.num_trainable,
+                "accuracy": module.test_accuracy,
+            }
+        )
+    )
     return 0
 
 
@@ -114,8 +127,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = expand_grid(grid_file(args.file), overrides, args.out)
     if args.dry_run:  # as `table` sees it: on the root its sweeps ran on, if none is given
         grid = on_swept_root(grid)
-    return sweep(grid, launcher=args.launcher, gpus=args.gpus, dry_run=args.dry_run, rerun_stale=args.rerun_stale,
-                 runs_per_gpu=args.runs_per_gpu, fresh_process=args.fresh_process)
+    return sweep(
+        grid,
+        launcher=args.launcher,
+        gpus=args.gpus,
+        dry_run=args.dry_run,
+        rerun_stale=args.rerun_stale,
+        runs_per_gpu=args.runs_per_gpu,
+        fresh_process=args.fresh_process,
+    )
 
 
 # -- tables and figures ----------------------------------------------------------------------------
@@ -209,8 +229,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from .datamodules.synth import write_synthetic
 
-    n = write_synthetic(Path(args.out), args.layout, per_class=args.per_class, n_classes=args.classes,
-                        seed=args.seed, related_pairs=args.related_pairs)
+    n = write_synthetic(
+        Path(args.out),
+        args.layout,
+        per_class=args.per_class,
+        n_classes=args.classes,
+        seed=args.seed,
+        related_pairs=args.related_pairs,
+    )
     print(f"wrote {n:,} images in the {args.layout} layout to {args.out}")
     return 0
 
@@ -283,8 +309,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
     ev.set_defaults(func=cmd_eval)
 
-    sub.add_parser("methods", help="list registered methods: ST (a set per task) or MT (one shared set), "
-                                   "and what trains").set_defaults(func=cmd_methods)
+    sub.add_parser(
+        "methods", help="list registered methods: ST (a set per task) or MT (one shared set), and what trains"
+    ).set_defaults(func=cmd_methods)
 
     config = sub.add_parser("config", help="every `--set` key of a run, with its type, default and range")
     config.add_argument("--method", default=None, help="list this method's keys (default: every method's)")
@@ -292,28 +319,51 @@ def make_parser() -> argparse.ArgumentParser:
 
     params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")
     params.add_argument("--model", default="ViT-B-16", help="built without weights")
-    params.add_argument("--dataset", default="officehome", choices=[d for d in DATASETS if d != "folder"],
-                        help="whose classes and domains size the parameters")
+    params.add_argument(
+        "--dataset",
+        default="officehome",
+        choices=[d for d in DATASETS if d != "folder"],
+        help="whose classes and domains size the parameters",
+    )
     params.add_argument("--format", default="md", choices=["md", "csv"], help="Markdown table or CSV")
     params.set_defaults(func=cmd_params)
 
-    sweep = sub.add_parser("sweep", help="run a grid of methods x splits x seeds (benchmarks/*.yaml), "
-                                         "skipping runs already done")
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of methods x splits x seeds (benchmarks/*.yaml), skipping runs already done"
+    )
     sweep.add_argument("file", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
     sweep.add_argument("--out", default=None, help="results folder (default: results)")
-    sweep.add_argument("--launcher", default="local", choices=["local", "slurm"],
-                       help="run here, or submit one Slurm job per run")
-    sweep.add_argument("--gpus", type=int, default=None,
-                       help="local runs at once, one GPU each (default: every visible GPU; none: one at a time on CPU)")
-    sweep.add_argument("--runs-per-gpu", type=int, default=1, metavar="N",
-                       help="local: N worker processes per GPU, to pack small runs on a big GPU (default 1)")
-    sweep.add_argument("--fresh-process", action="store_true",
-                       help="local: a new process for every run (default: workers that keep imports and backbones)")
+    sweep.add_argument(
+        "--launcher", default="local", choices=["local", "slurm"], help="run here, or submit one Slurm job per run"
+    )
+    sweep.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        help="local runs at once, one GPU each (default: every visible GPU; none: one at a time on CPU)",
+    )
+    sweep.add_argument(
+        "--runs-per-gpu",
+        type=int,
+        default=1,
+        metavar="N",
+        help="local: N worker processes per GPU, to pack small runs on a big GPU (default 1)",
+    )
+    sweep.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="local: a new process for every run (default: workers that keep imports and backbones)",
+    )
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and which are done, stale or to do")
     sweep.add_argument("--rerun-stale", action="store_true", help="run again runs whose record has another config")
-    sweep.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a field of every run (as `run --set`; data.root=DIR for the dataset), "
-                            "or of the Slurm jobs (slurm.partition=..., slurm.time_min=...)")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a field of every run (as `run --set`; data.root=DIR for the dataset), "
+        "or of the Slurm jobs (slurm.partition=..., slurm.time_min=...)",
+    )
     sweep.add_argument("--wandb", action="store_true", help="also log every run to W&B")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -321,34 +371,49 @@ def make_parser() -> argparse.ArgumentParser:
     table.add_argument("grid", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
     table.add_argument("--out", default=None, help="results folder (default: the grid's, results/)")
     table.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="Markdown, LaTeX or CSV")
-    table.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="the overrides the sweep ran with (they decide which records count)")
+    table.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="the overrides the sweep ran with (they decide which records count)",
+    )
     table.set_defaults(func=cmd_table)
 
     plot = sub.add_parser("plot", help="the paper's Figure 1, 4 or 5 from a grid's run records")
-    plot.add_argument("figure", choices=["fig1", "fig4", "fig5"],
-                      help="fig1: accuracy vs trainable parameters; fig4: per task; fig5: accuracy vs shots")
+    plot.add_argument(
+        "figure",
+        choices=["fig1", "fig4", "fig5"],
+        help="fig1: accuracy vs trainable parameters; fig4: per task; fig5: accuracy vs shots",
+    )
     plot.add_argument("--grid", default=None, help="default: table1 (fig1), ablation (fig4), kshot (fig5)")
     plot.add_argument("--split", default=None, help="fig1, fig4: the split (default: the grid's first)")
     plot.add_argument("--out", default=None, help="PNG file (default: {results}/figures/FIG-DATASET[-SPLIT].png)")
     plot.add_argument("--out-dir", default=None, help="results folder (default: the grid's, results/)")
-    plot.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                      help="the overrides the sweep ran with (they decide which records count)")
+    plot.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="the overrides the sweep ran with (they decide which records count)",
+    )
     plot.set_defaults(func=cmd_plot)
 
-    report = sub.add_parser("report", help="a static HTML site of every sweep's table, figures and runs "
-                                           "(opens from disk, no network)")
+    report = sub.add_parser(
+        "report", help="a static HTML site of every sweep's table, figures and runs (opens from disk, no network)"
+    )
     report.add_argument("--out", default="results", help="results folder (default: results)")
     report.add_argument("--site", default=None, help="where to write the site (default: {out}/report)")
     report.set_defaults(func=cmd_report)
     cache = sub.add_parser("cache", help="show or clear the cache folder (manifests, test images, features)")
-    cache.add_argument("action", nargs="?", default="show", choices=["show", "clear"],
-                       help="show the entries per kind, or delete them")
+    cache.add_argument(
+        "action", nargs="?", default="show", choices=["show", "clear"], help="show the entries per kind, or delete them"
+    )
     cache.add_argument("--out", default="results", help="results folder whose cache/ is meant (the default)")
-    cache.add_argument("--dir", default=None,
-                       help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
-    cache.add_argument("--kind", action="append", choices=["manifests", "images", "features"],
-                       help="clear only these kinds")
+    cache.add_argument("--dir", default=None, help="the cache folder (default: $PETL_BENCH_CACHE, else OUT/cache)")
+    cache.add_argument(
+        "--kind", action="append", choices=["manifests", "images", "features"], help="clear only these kinds"
+    )
     cache.set_defaults(func=cmd_cache)
 
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
@@ -363,9 +428,12 @@ def make_parser() -> argparse.ArgumentParser:
     synth.add_argument("--per-class", type=int, default=10, help="images per class per domain")
     synth.add_argument("--classes", type=int, default=10, help="classes for the folder layout (at most 16)")
     synth.add_argument("--seed", type=int, default=0, help="seeds the drawing")
-    synth.add_argument("--related-pairs", action="store_true",
-                       help="the second half of the domains draws every class as another class looks "
-                            "(a known answer for task grouping)")
+    synth.add_argument(
+        "--related-pairs",
+        action="store_true",
+        help="the second half of the domains draws every class as another class looks "
+        "(a known answer for task grouping)",
+    )
     synth.set_defaults(func=cmd_data_synth)
     tiny = data.add_parser("tiny-clip", help="pre-train the tiny CLIP for the demo and tests")
     tiny.add_argument("--data", required=True, help="a synthetic dataset from `data synth`")

@@ -51,8 +51,12 @@ class Rule:
             return None
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}"
-        for name, holds, words in (("ge", operator.ge, ">="), ("gt", operator.gt, ">"),
-                                   ("le", operator.le, "<="), ("lt", operator.lt, "<")):
+        for name, holds, words in (
+            ("ge", operator.ge, ">="),
+            ("gt", operator.gt, ">"),
+            ("le", operator.le, "<="),
+            ("lt", operator.lt, "<"),
+        ):
             bound = getattr(self, name)
             if bound is not None and not holds(value, bound):
                 return f"must be {words} {bound}"
@@ -62,8 +66,11 @@ class Rule:
         """The range in words, e.g. `>= 0, < 1` or `one of sum, mean`."""
         if self.choices is not None:
             return f"one of {', '.join(map(str, self.choices))}"
-        return ", ".join(f"{words} {getattr(self, name)}" for name, words in
-                         (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if getattr(self, name) is not None)
+        return ", ".join(
+            f"{words} {getattr(self, name)}"
+            for name, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+            if getattr(self, name) is not None
+        )
 
 
 def rule(default, **limits) -> Any:
@@ -87,8 +94,11 @@ class MethodConfig:
     def tag(self) -> str:
         """Run-name suffix for non-default fields, e.g. `-n_ctx8`; empty for the defaults."""
         default = type(self)()
-        return "".join(f"-{f.name}{_path_safe(getattr(self, f.name))}" for f in dataclasses.fields(self)
-                       if getattr(self, f.name) != getattr(default, f.name))
+        return "".join(
+            f"-{f.name}{_path_safe(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        )
 
 
 @dataclass
@@ -202,9 +212,12 @@ class RunConfig:
         return name
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "params": dataclasses.asdict(self.params),
-                **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
-                "out": self.out}
+        return {
+            "method": self.method,
+            "params": dataclasses.asdict(self.params),
+            **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
+            "out": self.out,
+        }
 
     def sha256(self) -> str:
         return self.sha256_of(self.to_dict())
@@ -231,8 +244,13 @@ class RunConfig:
 
 SECTIONS = ("params", "data", "model", "optim", "train")
 SETTABLE = (*SECTIONS, "logging")  # `--set` sections: the result-deciding ones plus logging
-SECTION_CLASSES = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig,
-                   "logging": LoggingConfig}  # the sections every run has; `params` is the method's
+SECTION_CLASSES = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "logging": LoggingConfig,
+}  # the sections every run has; `params` is the method's
 
 
 def settable_fields(cls, prefix: str) -> list[tuple[str, str, str, str]]:
@@ -243,14 +261,16 @@ def settable_fields(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     for f in dataclasses.fields(cls):
         kind = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
         limits = f.metadata["rule"].describe() if "rule" in f.metadata else ("true or false" if kind == "bool" else "")
-        rows.append((f"{prefix}.{f.name}", kind, repr(f.default) if isinstance(f.default, str) else str(f.default),
-                     limits))
+        rows.append(
+            (f"{prefix}.{f.name}", kind, repr(f.default) if isinstance(f.default, str) else str(f.default), limits)
+        )
     return rows
 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """`cfg`, if every field of every section keeps its `rule`, every number is finite
-    (`inf`, `nan` and `1e309` parse as floats) and the method's fields agree (`MethodConfig.check`); else a one-line UserError that names the field as `--set` spells it."""
+    (`inf`, `nan` and `1e309` parse as floats) and the method's fields agree (`MethodConfig.check`);
+    else a one-line UserError that names the field as `--set` spells it."""
     validate_params(cfg.params)
     for section in SETTABLE:
         if section != "params":
@@ -281,7 +301,9 @@ def from_dict(cls, values: dict):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise UserError(f"{cls.__name__} has no field {', '.join(unknown)} any more (it has {', '.join(names) or 'none'})")
+        raise UserError(
+            f"{cls.__name__} has no field {', '.join(unknown)} any more (it has {', '.join(names) or 'none'})"
+        )
     return cls(**values)
 
 
@@ -303,8 +325,10 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         section, dot, name = key.strip().partition(".")
         section = "params" if section == "method" else section
         if not sep or not dot or section not in SETTABLE:
-            raise UserError(f"--set {item!r}: expected section.key=value with section one of "
-                            "method, data, model, optim, train, logging")
+            raise UserError(
+                f"--set {item!r}: expected section.key=value with section one of "
+                "method, data, model, optim, train, logging"
+            )
         target = getattr(cfg, section)
         fields = {f.name: f for f in dataclasses.fields(target)}
         if name not in fields:

@@ -15,8 +15,8 @@ from .errors import UserError
 from .report import AVERAGE, Summary, column_name, summarize
 from .report.tables import to_markdown
 from .results import read_record
-from .sweep import Grid, expand_grid, grid_file
-from .sweep_state import on_swept_root
+from .sweep.grid import Grid, expand_grid, grid_file
+from .sweep.state import on_swept_root
 
 GRID = "demo"
 BASELINE = "zeroshot"
@@ -26,11 +26,13 @@ def recipe(grid: Grid) -> str:
     """The settings the grid's runs share, and each trained method's learning rate."""
     cfg = grid.runs[0].cfg
     rates = {run.label: run.cfg.optim.lr for run in grid.runs if run.cfg.method != BASELINE}
-    return (f"demo recipe ({grid.path.name}, not the paper's): model {cfg.model.arch} "
-            f"({cfg.model.pretrained}), synthetic {cfg.data.dataset} layout, split {cfg.data.split}, "
-            f"seeds {', '.join(map(str, grid.seeds))}, {cfg.train.epochs} epochs "
-            f"({cfg.optim.warmup_epochs} of warm-up), lr "
-            + ", ".join(f"{column_name(label)} {lr:g}" for label, lr in rates.items()))
+    return (
+        f"demo recipe ({grid.path.name}, not the paper's): model {cfg.model.arch} "
+        f"({cfg.model.pretrained}), synthetic {cfg.data.dataset} layout, split {cfg.data.split}, "
+        f"seeds {', '.join(map(str, grid.seeds))}, {cfg.train.epochs} epochs "
+        f"({cfg.optim.warmup_epochs} of warm-up), lr "
+        + ", ".join(f"{column_name(label)} {lr:g}" for label, lr in rates.items())
+    )
 
 
 def margins(summary: Summary) -> list[str]:
@@ -44,7 +46,11 @@ def margins(summary: Summary) -> list[str]:
         cell = summary.cell(label, split, AVERAGE)
         if label != BASELINE and cell is not None:
             parts.append(f"{column_name(label)} {cell.mean - base.mean:+.1f}")
-    return [f"each trained method minus zero-shot (average accuracy, mean over seeds): {', '.join(parts)}"] if parts else []
+    return (
+        [f"each trained method minus zero-shot (average accuracy, mean over seeds): {', '.join(parts)}"]
+        if parts
+        else []
+    )
 
 
 def task_groups(summary: Summary) -> list[str]:
@@ -66,8 +72,13 @@ def summary_text(grid: Grid) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m petl_bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo/results", help="the demo's results folder (default: demo/results)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="as given to the demo's sweep, e.g. model.pretrained=demo/tiny-clip.pt")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as given to the demo's sweep, e.g. model.pretrained=demo/tiny-clip.pt",
+    )
     args = parser.parse_args(argv)
     try:
         print(summary_text(on_swept_root(expand_grid(grid_file(GRID), args.set, args.out))))

@@ -34,7 +34,12 @@ class StopOnDivergence(Callback):
         if math.isfinite(value):
             self.last_finite = (step, value)
             return
-        last = (f"the last finite loss was {self.last_finite[1]:.4g} at step {self.last_finite[0]}"
-                if self.last_finite else "no earlier step of this attempt")
-        raise Diverged(f"training diverged at epoch {trainer.current_epoch}, step {step}: the loss is {value} "
-                       f"({last}); no record written (a lower optim.lr or optim.warmup_lr may train)")
+        last = (
+            f"the last finite loss was {self.last_finite[1]:.4g} at step {self.last_finite[0]}"
+            if self.last_finite
+            else "no earlier step of this attempt"
+        )
+        raise Diverged(
+            f"training diverged at epoch {trainer.current_epoch}, step {step}: the loss is {value} "
+            f"({last}); no record written (a lower optim.lr or optim.warmup_lr may train)"
+        )

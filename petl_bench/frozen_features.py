@@ -24,8 +24,13 @@ class FrozenImageEncoder:
     key naming everything they depend on besides the images: model, weights, activation,
     precision, device (and TF32), torch version."""
 
-    def __init__(self, backbone, device: torch.device | str | None = None, precision: str = "32-true",
-                 forward_context: Callable[[], AbstractContextManager] = nullcontext):
+    def __init__(
+        self,
+        backbone,
+        device: torch.device | str | None = None,
+        precision: str = "32-true",
+        forward_context: Callable[[], AbstractContextManager] = nullcontext,
+    ):
         self.backbone, self.precision, self.forward_context = backbone, str(precision), forward_context
         self._device = None if device is None else torch.device(device)
         self.dim = backbone.embed_dim
@@ -39,12 +44,23 @@ class FrozenImageEncoder:
     def key(self) -> str:
         """Computed when the test set first asks, from the weights as the run tests them."""
         device = self.device
-        where = (f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
-                 if device.type == "cuda" else device.type)
-        return hashlib.sha256("\0".join([
-            self.backbone.name, weights_digest(self.backbone.model.visual),
-            "quickgelu" if self.backbone.quick_gelu else "gelu", self.precision, where,
-            torch.__version__]).encode()).hexdigest()
+        where = (
+            f"{torch.cuda.get_device_name(device)} tf32={torch.backends.cuda.matmul.allow_tf32}"
+            if device.type == "cuda"
+            else device.type
+        )
+        return hashlib.sha256(
+            "\0".join(
+                [
+                    self.backbone.name,
+                    weights_digest(self.backbone.model.visual),
+                    "quickgelu" if self.backbone.quick_gelu else "gelu",
+                    self.precision,
+                    where,
+                    torch.__version__,
+                ]
+            ).encode()
+        ).hexdigest()
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Features [batch, dim] of normalised images, on the CPU in the precision's dtype."""

@@ -38,16 +38,19 @@ class TaskSimilarity:
     cosine: torch.Tensor  # [T, T]
 
 
-def task_gradients(module, loader, warmup_steps: int, batches: int,
-                   optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def task_gradients(
+    module, loader, warmup_steps: int, batches: int, optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
     """Each task's loss gradient with respect to `module`'s trainable parameters (flattened),
     averaged over `batches` combined batches after `warmup_steps` optimisation steps."""
     params = module.apply_trainable()
     batches_of_every_task = _cycle(loader)
     sums: dict[str, torch.Tensor] = {}
     doing = f"{warmup_steps} warm-up steps, then each task's gradient over {batches} batches"
-    with phase("grouping", doing), tqdm(total=warmup_steps + batches, desc="task grouping", unit="step",
-                                         disable=None, leave=False) as bar:  # disable=None: a bar on terminals only
+    with (
+        phase("grouping", doing),
+        tqdm(total=warmup_steps + batches, desc="task grouping", unit="step", disable=None, leave=False) as bar,
+    ):  # disable=None: a bar on terminals only
         for _ in range(warmup_steps):
             optimizer.zero_grad()
             torch.stack(list(module.task_losses(next(batches_of_every_task)).values())).sum().backward()
@@ -56,8 +59,16 @@ def task_gradients(module, loader, warmup_steps: int, batches: int,
         for _ in range(batches):
             for task, loss in module.task_losses(next(batches_of_every_task)).items():
                 grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-                flat = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                                  for g, p in zip(grads, params, strict=True)]).detach().cpu()
+                flat = (
+                    torch.cat(
+                        [
+                            (g if g is not None else torch.zeros_like(p)).flatten()
+                            for g, p in zip(grads, params, strict=True)
+                        ]
+                    )
+                    .detach()
+                    .cpu()
+                )
                 sums[task] = sums.get(task, 0) + flat
             bar.update()
     return {task: total / batches for task, total in sums.items()}
@@ -133,8 +144,10 @@ def greedy_partition(cosine: torch.Tensor, max_groups: int) -> list[list[int]]:
         return float(centred[a][:, b].sum())
 
     while len(groups) > 1:
-        (x, y), value = max((((x, y), gain(groups[x], groups[y]))
-                             for x, y in itertools.combinations(range(len(groups)), 2)), key=lambda kv: kv[1])
+        (x, y), value = max(
+            (((x, y), gain(groups[x], groups[y])) for x, y in itertools.combinations(range(len(groups)), 2)),
+            key=lambda kv: kv[1],
+        )
         if value <= 0 and len(groups) <= max_groups:
             break
         groups[x] = sorted(groups[x] + groups.pop(y))
@@ -175,12 +188,22 @@ def save_heatmap(sim: TaskSimilarity, groups: list[list[str]], path: Path) -> Pa
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     for i, j in itertools.product(range(len(names)), repeat=2):
-        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if abs(matrix[i, j]) > 0.6 else "black")
+        ax.text(
+            j,
+            i,
+            f"{matrix[i, j]:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if abs(matrix[i, j]) > 0.6 else "black",
+        )
     start = 0
     for group in groups:
-        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), len(group), len(group), fill=False,
-                                   edgecolor="black", linewidth=2.5))
+        ax.add_patch(
+            plt.Rectangle(
+                (start - 0.5, start - 0.5), len(group), len(group), fill=False, edgecolor="black", linewidth=2.5
+            )
+        )
         start += len(group)
     ax.set_title("task gradient cosine similarity\n(boxes: the chosen groups)")
     fig.colorbar(image, ax=ax, fraction=0.046)

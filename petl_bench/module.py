@@ -55,8 +55,7 @@ class PetlModule(Hooks, L.LightningModule):
     # False for a method fitted in closed form by `prepare` (a linear probe): the runner skips SGD.
     trained_by_sgd = True
 
-    def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task],
-                 optim: OptimConfig | None = None):
+    def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task], optim: OptimConfig | None = None):
         super().__init__()
         self.cfg = validate_params(cfg)  # the runner validated it already; the Python API did not
         self.backbone = backbone
@@ -66,7 +65,8 @@ class PetlModule(Hooks, L.LightningModule):
             raise UserError("every task needs at least two classes to classify")
         self.optim = optim or OptimConfig()
         self.accuracy = nn.ModuleList(
-            MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks)
+            MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks
+        )
         self.test_accuracy: dict[str, float] = {}
         self.checkpoint_meta: dict = {}  # the run config, filled by the runner
         self._tokens: dict[str, torch.Tensor] = {}
@@ -182,9 +182,12 @@ class PetlModule(Hooks, L.LightningModule):
         image, text = self.head(image, self.text_features(image, task), task)
         return self.logits(image, text, task)
 
-    def frozen_image_encoder(self, device: torch.device | str | None = None, precision: str = "32-true",
-                             forward_context: Callable[[], AbstractContextManager] = nullcontext,
-                             ) -> FrozenImageEncoder | None:
+    def frozen_image_encoder(
+        self,
+        device: torch.device | str | None = None,
+        precision: str = "32-true",
+        forward_context: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> FrozenImageEncoder | None:
         """What test image features may be cached as, for every run, method and seed that shares
         them: the frozen backbone's on `device` (by default wherever it is when encoding) in
         `precision` under `forward_context()`, when this module declares `image_frozen` and encodes
@@ -202,8 +205,11 @@ class PetlModule(Hooks, L.LightningModule):
         """Cross-entropy (plus `regularizer`) of each task in a step's batch (task -> (images, labels))."""
         self._step_text = {}
         try:
-            return {task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
-                    + self.regularizer(task) for task, (images, labels) in batch.items()}
+            return {
+                task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
+                + self.regularizer(task)
+                for task, (images, labels) in batch.items()
+            }
         finally:
             self._step_text = None
 
@@ -222,8 +228,9 @@ class PetlModule(Hooks, L.LightningModule):
         params = self.apply_trainable()
         optim = self.optim
         optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-        interval, factor = lr_factor(optim, max(1, self.trainer.max_epochs or 1),
-                                     max(1, int(self.trainer.estimated_stepping_batches)))
+        interval, factor = lr_factor(
+            optim, max(1, self.trainer.max_epochs or 1), max(1, int(self.trainer.estimated_stepping_batches))
+        )
         # A function, not a callable object: LambdaLR saves no state for it, so the checkpoint holds
         # only numbers (weights_only loading).
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -262,8 +269,10 @@ class PetlModule(Hooks, L.LightningModule):
         self._task_accuracy()[dataloader_idx].update(logits, labels)
 
     def on_test_epoch_end(self) -> None:
-        scores = {name: 100.0 * metric.compute().item()
-                  for name, metric in zip(self.task_names, self._task_accuracy(), strict=True)}
+        scores = {
+            name: 100.0 * metric.compute().item()
+            for name, metric in zip(self.task_names, self._task_accuracy(), strict=True)
+        }
         scores["average"] = sum(scores.values()) / len(self.task_names)
         self.test_accuracy = scores
         for name, value in scores.items():
@@ -276,8 +285,11 @@ class PetlModule(Hooks, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.trainable_state_dict()
-        checkpoint["petl_bench"] = {"method": self.method_name, "params": dataclasses.asdict(self.cfg),
-                                    **self.checkpoint_meta}
+        checkpoint["petl_bench"] = {
+            "method": self.method_name,
+            "params": dataclasses.asdict(self.cfg),
+            **self.checkpoint_meta,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.check_trainable_state(checkpoint["state_dict"])
@@ -294,4 +306,3 @@ class PetlModule(Hooks, L.LightningModule):
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         self.check_trainable_state(state)
         self.load_state_dict(state, strict=False)
-

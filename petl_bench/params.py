@@ -37,8 +37,10 @@ class PaperFigure:
 
 def paper_figures() -> dict[str, PaperFigure]:
     text = resources.files("petl_bench").joinpath("data", "paper_params.csv").read_text()
-    return {row["method"]: PaperFigure(row["paper_params_m"], row["single_task"] == "yes")
-            for row in csv.DictReader(io.StringIO(text))}
+    return {
+        row["method"]: PaperFigure(row["paper_params_m"], row["single_task"] == "yes")
+        for row in csv.DictReader(io.StringIO(text))
+    }
 
 
 def agrees(count: int, figure: PaperFigure, n_tasks: int = N_TASKS) -> bool:
@@ -64,9 +66,15 @@ def count_rows(arch: str, dataset: str) -> list[dict]:
             module = entry.cls(cfg, backbone, tasks)
             count = module.num_trainable
             module.release()  # leave the backbone as it was for the next method
-            rows.append({"method": name + label, "trainable": count, "trainable_m": f"{count / 1e6:.2f}",
-                         "paper_m": figure.text if figure else "", "agrees": (
-                             "yes" if figure and agrees(count, figure) else "no" if figure else "")})
+            rows.append(
+                {
+                    "method": name + label,
+                    "trainable": count,
+                    "trainable_m": f"{count / 1e6:.2f}",
+                    "paper_m": figure.text if figure else "",
+                    "agrees": ("yes" if figure and agrees(count, figure) else "no" if figure else ""),
+                }
+            )
     return rows
 
 
@@ -81,8 +89,13 @@ def counted_configs(config_cls, task_names: list[str], dataset: str) -> list[tup
     if "groups" not in fields:
         return [("", config_cls())]
     n = len(task_names)
-    return [(f" ({k} group{'s' if k > 1 else ''})", config_cls(groups="|".join(
-        ",".join(task_names[i * n // k:(i + 1) * n // k]) for i in range(k)))) for k in range(1, n + 1)]
+    return [
+        (
+            f" ({k} group{'s' if k > 1 else ''})",
+            config_cls(groups="|".join(",".join(task_names[i * n // k : (i + 1) * n // k]) for i in range(k))),
+        )
+        for k in range(1, n + 1)
+    ]
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:
@@ -94,6 +107,7 @@ def format_rows(rows: list[dict], fmt: str) -> str:
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
     lines = ["| method | trainable | M | paper (M) | agrees |", "|---|---:|---:|---:|---|"]
-    lines += [f"| {r['method']} | {r['trainable']:,} | {r['trainable_m']} | {r['paper_m']} | {r['agrees']} |"
-              for r in rows]
+    lines += [
+        f"| {r['method']} | {r['trainable']:,} | {r['trainable_m']} | {r['paper_m']} | {r['agrees']} |" for r in rows
+    ]
     return "\n".join(lines)

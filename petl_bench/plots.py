@@ -66,8 +66,10 @@ def _mean_std(summary: Summary, label: str, split: str, task: str) -> tuple[floa
 
 def _need(anything, summary: Summary, what: str) -> None:
     if not anything:
-        raise UserError(f"no finished runs of grid {summary.name!r} for {what}: run "
-                        f"`petl-bench sweep {summary.name}` first ({summary.footer()[0]})")
+        raise UserError(
+            f"no finished runs of grid {summary.name!r} for {what}: run "
+            f"`petl-bench sweep {summary.name}` first ({summary.footer()[0]})"
+        )
 
 
 def _title(summary: Summary, text: str) -> str:
@@ -79,8 +81,11 @@ def _title(summary: Summary, text: str) -> str:
 
 def fig1(summary: Summary, split: str, path: Path) -> Path:
     """Average accuracy vs trainable parameters, log x, bubble area proportional to parameters."""
-    points = [(label, summary.params[(label, split)], *v) for label in summary.labels
-              if (label, split) in summary.params and (v := _mean_std(summary, label, split, AVERAGE))]
+    points = [
+        (label, summary.params[(label, split)], *v)
+        for label in summary.labels
+        if (label, split) in summary.params and (v := _mean_std(summary, label, split, AVERAGE))
+    ]
     _need(points, summary, split_name(summary.dataset, split))
     counts = [p for _, p, _, _ in points if p > 0]
     zero_x = min(counts, default=1000) * ZERO_PARAMS_FACTOR
@@ -100,8 +105,14 @@ def fig1(summary: Summary, split: str, path: Path) -> Path:
         ax.errorbar(count or zero_x, mean, yerr=std, color="0.3", capsize=2, linewidth=0.8, zorder=2)
         offset = area**0.5 / 2 + 3  # clear of the bubble: its radius in points, and a little more
         side = -1 if count == biggest else 1  # the rightmost bubble is labelled on its left, inside the axes
-        ax.annotate(name, (count or zero_x, mean), xytext=(side * offset, offset / 2), textcoords="offset points",
-                    ha="left" if side > 0 else "right", fontsize=8)
+        ax.annotate(
+            name,
+            (count or zero_x, mean),
+            xytext=(side * offset, offset / 2),
+            textcoords="offset points",
+            ha="left" if side > 0 else "right",
+            fontsize=8,
+        )
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.12)  # room for the largest bubble and the labels
     few_decades = math.log10(max(counts, default=1) / zero_x) < 2
@@ -110,8 +121,14 @@ def fig1(summary: Summary, split: str, path: Path) -> Path:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("trainable parameters (log scale; bubble area ∝ parameters)")
     ax.set_ylabel("average accuracy (%)")
-    ax.set_title(_title(summary, f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: "
-                                 "average accuracy vs trainable parameters"), fontsize=10)
+    ax.set_title(
+        _title(
+            summary,
+            f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: "
+            "average accuracy vs trainable parameters",
+        ),
+        fontsize=10,
+    )
     ax.grid(True, which="major", alpha=0.3)
     return _save(fig, path)
 
@@ -138,8 +155,13 @@ def fig4(summary: Summary, split: str, path: Path) -> Path:
     margin = max(1.0, (high - low) * 0.5)
     ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(_title(summary, f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: "
-                                 "multi-modal prompt variants"), fontsize=10)
+    ax.set_title(
+        _title(
+            summary,
+            f"{dataset_name(summary.dataset)} {split_name(summary.dataset, split)}: multi-modal prompt variants",
+        ),
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
@@ -151,17 +173,24 @@ def fig5(summary: Summary, path: Path) -> Path:
     _need(not summary.seeds.empty, summary, "any split")
     tasks = summary.tasks
     width, height = FIGSIZE["fig5"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained", squeeze=False
+    )
     for ax, task in zip(axes[0], tasks, strict=True):
         for label in summary.labels:
-            series = [(n, *v) for n, split in zip(shots, summary.splits, strict=True)
-                      if (v := _mean_std(summary, label, split, task))]
+            series = [
+                (n, *v)
+                for n, split in zip(shots, summary.splits, strict=True)
+                if (v := _mean_std(summary, label, split, task))
+            ]
             if not series:
                 continue
             xs, means, stds = zip(*series, strict=True)
-            style = {"linestyle": "--", "color": "0.4", "marker": None} if summary.methods[label] == "zeroshot" \
+            style = (
+                {"linestyle": "--", "color": "0.4", "marker": None}
+                if summary.methods[label] == "zeroshot"
                 else {"marker": "o", "markersize": 4}
+            )
             ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(n) for n in shots])
@@ -172,16 +201,20 @@ def fig5(summary: Summary, path: Path) -> Path:
     axes[0][0].set_ylabel("accuracy (%)")
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=8)
-    fig.suptitle(_title(summary, f"{dataset_name(summary.dataset)}: accuracy vs shots per class (zero-shot dashed)"),
-                 fontsize=10)
+    fig.suptitle(
+        _title(summary, f"{dataset_name(summary.dataset)}: accuracy vs shots per class (zero-shot dashed)"), fontsize=10
+    )
     return _save(fig, path)
 
 
 def lr_columns(log: pd.DataFrame) -> list[str]:
     """Learning-rate columns of a CSV log that hold a value: the module's `train/lr`, and Lightning's
     LearningRateMonitor's `lr-SGD`, `lr-SGD/pg1`, ..."""
-    return [column for column in log.columns if (column == "train/lr" or column.startswith("lr"))
-            and log[column].notna().any()]
+    return [
+        column
+        for column in log.columns
+        if (column == "train/lr" or column.startswith("lr")) and log[column].notna().any()
+    ]
 
 
 def loss_columns(log: pd.DataFrame) -> list[str]:
@@ -223,14 +256,19 @@ def run_curves(log: pd.DataFrame, title: str, path: Path) -> Path | None:
     lrs, accuracy = lr_columns(log), epoch_accuracy(log)
     panels = 1 + bool(lrs) + (not accuracy.empty)
     width, height = FIGSIZE["curves"]
-    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained", squeeze=False)
     loss_ax, *others = axes[0]
     for column in loss_columns(steps):
         total = column == "train/loss"
-        loss_ax.plot(steps.step, steps[column], label=column if total else column.removeprefix("train/loss/"),
-                     linewidth=1.8 if total else 0.9, alpha=1.0 if total else 0.7,
-                     marker="o" if len(steps) < 20 else None, markersize=3)
+        loss_ax.plot(
+            steps.step,
+            steps[column],
+            label=column if total else column.removeprefix("train/loss/"),
+            linewidth=1.8 if total else 0.9,
+            alpha=1.0 if total else 0.7,
+            marker="o" if len(steps) < 20 else None,
+            markersize=3,
+        )
     loss_ax.set(xlabel="step", ylabel="training loss", title="training loss")
     loss_ax.legend(fontsize=7)
     starts = epoch_starts(steps)
@@ -263,8 +301,17 @@ def _mark_epochs(ax, starts: list[tuple[int, int]], named: bool) -> None:
     for epoch, step in starts:
         ax.axvline(step - 0.5, color="0.55", linestyle=":", linewidth=0.9, zorder=1)
         if named:
-            ax.annotate(f"epoch {epoch + 1}", (step - 0.5, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(2, -2), textcoords="offset points", ha="left", va="top", fontsize=6, color="0.4")
+            ax.annotate(
+                f"epoch {epoch + 1}",
+                (step - 0.5, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -2),
+                textcoords="offset points",
+                ha="left",
+                va="top",
+                fontsize=6,
+                color="0.4",
+            )
 
 
 def _save(fig, path: Path) -> Path:

@@ -25,8 +25,9 @@ from .phases import phase
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def shot_features(backbone: ClipBackbone, data, transform,
-                  passes: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def shot_features(
+    backbone: ClipBackbone, data, transform, passes: int = 1
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Task -> (image features [shots, embed dim], labels [shots]) of the training shots in split
     order, each feature the mean over `passes` passes of `transform` (random augmentations differ
     from pass to pass), from the frozen backbone with identity hooks, on the GPU when there is one."""
@@ -35,15 +36,21 @@ def shot_features(backbone: ClipBackbone, data, transform,
     backbone.to(DEVICE).eval()
     found = {}
     doing = f"image features of the {len(data.train_records):,} training images" + (
-        f", the mean of {passes} augmented passes" if passes > 1 else "")
+        f", the mean of {passes} augmented passes" if passes > 1 else ""
+    )
     try:
         with phase("features", doing):
             for task in data.tasks:
                 records = [r for r in data.train_records if r.domain == task.name]
                 # The split drew only images that decode; one changed since is left out, with a warning.
-                loader = DataLoader(ImageFiles(data.manifest.root, records, transform), shuffle=False,
-                                    batch_size=data.cfg.eval_batch_size, num_workers=data.workers,
-                                    collate_fn=collate_train, worker_init_fn=quiet_worker)
+                loader = DataLoader(
+                    ImageFiles(data.manifest.root, records, transform),
+                    shuffle=False,
+                    batch_size=data.cfg.eval_batch_size,
+                    num_workers=data.workers,
+                    collate_fn=collate_train,
+                    worker_init_fn=quiet_worker,
+                )
                 total: torch.Tensor | None = None
                 for _ in tqdm(range(passes), desc=f"features of {task.name}'s shots", leave=False, disable=None):
                     with torch.no_grad():

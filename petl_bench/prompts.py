@@ -34,10 +34,10 @@ class DeepVisualPrompts:
     def vision_layer(self, i, x, task):
         if not self.n_visual or not 1 <= i < self.visual_depth:
             return x
-        return torch.cat([x[:, :-self.n_visual], self._expanded(i, x, task)], dim=1)
+        return torch.cat([x[:, : -self.n_visual], self._expanded(i, x, task)], dim=1)
 
     def vision_post(self, x):
-        return x[:, :-self.n_visual] if self.n_visual and self.visual_depth else x
+        return x[:, : -self.n_visual] if self.n_visual and self.visual_depth else x
 
 
 def with_text_context(x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
@@ -47,11 +47,11 @@ def with_text_context(x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
     ctx = ctx.to(x.dtype)
     if ctx.dim() == 2:
         ctx = ctx.unsqueeze(0).expand(x.shape[0], -1, -1)
-    return torch.cat([x[:, :1], ctx, x[:, 1 + ctx.shape[1]:]], dim=1)
+    return torch.cat([x[:, :1], ctx, x[:, 1 + ctx.shape[1] :]], dim=1)
 
 
 def context_prompts(classnames, n_ctx: int, ctx_init: str = "") -> list[str]:
-    """"{ctx_init} {class}." or, with no phrase, n_ctx placeholders: "X X .. X {class}."."""
+    """ "{ctx_init} {class}." or, with no phrase, n_ctx placeholders: "X X .. X {class}."."""
     context = ctx_init or " ".join(["X"] * n_ctx)
     return [f"{context} {name}." for name in classnames]
 
@@ -61,7 +61,7 @@ def phrase_embeddings(backbone, phrase: str) -> torch.Tensor:
     a learnt context initialised from them starts as that phrase."""
     tokens = backbone.tokenize([phrase])[0]
     n = int((tokens > 0).sum()) - 2  # drop SOT and EOT
-    return backbone.model.token_embedding.weight[tokens[1:1 + n]].detach().clone()
+    return backbone.model.token_embedding.weight[tokens[1 : 1 + n]].detach().clone()
 
 
 def check_context_fits(module, n_ctx: int) -> None:
@@ -71,5 +71,7 @@ def check_context_fits(module, n_ctx: int) -> None:
         tokens = module.tokens(task)
         # A cut prompt ends in EOT at the last position, which the class name should not reach.
         if bool((tokens[:, -1] != 0).any()):
-            raise UserError(f"{module.method_name}: {n_ctx} context tokens plus a class name of task "
-                            f"{task!r} exceed the model's context length {module.backbone.context_length}")
+            raise UserError(
+                f"{module.method_name}: {n_ctx} context tokens plus a class name of task "
+                f"{task!r} exceed the model's context length {module.backbone.context_length}"
+            )

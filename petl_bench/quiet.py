@@ -15,7 +15,9 @@ import re
 import warnings
 
 # Lightning's info lines that say nothing about the run: devices, tips for its cloud products.
-CHATTER_LINES = re.compile(r"(GPU|TPU|HPU|IPU) available|LOCAL_RANK: \d|💡 Tip: |Loading `train_dataloader` to estimate")
+CHATTER_LINES = re.compile(
+    r"(GPU|TPU|HPU|IPU) available|LOCAL_RANK: \d|💡 Tip: |Loading `train_dataloader` to estimate"
+)
 # Lightning's warnings about its own logging interval, dependencies and internals.
 CHATTER_WARNINGS = (
     ".*is smaller than the logging interval",  # a short epoch is what few-shot runs have

@@ -18,12 +18,19 @@ from pathlib import Path
 from .config import RunConfig, root_folder
 from .datamodules.catalog import canonical_split
 from .files import safe_name
-from .datamodules.catalog import canonical_split
 
 SCHEMA = 1
 # What every reader needs, by type; `pretrained` may be None (random init).
-REQUIRED = {"method": str, "run_name": str, "dataset": str, "split": str, "seed": int, "model": str,
-            "config_sha256": str, "trainable_params": int}
+REQUIRED = {
+    "method": str,
+    "run_name": str,
+    "dataset": str,
+    "split": str,
+    "seed": int,
+    "model": str,
+    "config_sha256": str,
+    "trainable_params": int,
+}
 
 
 JSON_TYPES = {list: "array", type(None): "null", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -31,8 +38,15 @@ JSON_TYPES = {list: "array", type(None): "null", str: "string", int: "number", f
 
 def record_path(cfg: RunConfig) -> Path:
     split = canonical_split(cfg.data.dataset, cfg.data.split)
-    return (Path(cfg.out) / "runs" / cfg.data.dataset / root_folder(cfg.data.root) / split /
-            safe_name(cfg.run_name, "run name") / f"seed{cfg.data.seed}.json")
+    return (
+        Path(cfg.out)
+        / "runs"
+        / cfg.data.dataset
+        / root_folder(cfg.data.root)
+        / split
+        / safe_name(cfg.run_name, "run name")
+        / f"seed{cfg.data.seed}.json"
+    )
 
 
 def check_record(record) -> str | None:

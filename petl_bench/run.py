@@ -58,9 +58,11 @@ def finished_record(cfg: RunConfig, force: bool = False) -> dict | None:
     if problem:
         print(f"petl-bench: {path} is not a usable record ({problem}): running again", file=sys.stderr)
     if existing and existing.get("config_sha256") != cfg.sha256():
-        raise UserError(f"{path} holds a run with a different config (config_sha256 "
-                        f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
-                        "--force replaces it")
+        raise UserError(
+            f"{path} holds a run with a different config (config_sha256 "
+            f"{str(existing.get('config_sha256'))[:12]} != {cfg.sha256()[:12]}); "
+            "--force replaces it"
+        )
     return existing
 
 
@@ -126,8 +128,9 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
 def _scan_and_split(data: MultiDomainDataModule) -> None:
     with phase("scan", f"reading the {data.cfg.dataset} root {data.cfg.root}") as scan:
         manifest = data.manifest
-        scan.result = (f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
-                       f"{len(manifest.classnames)} classes")
+        scan.result = (
+            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, {len(manifest.classnames)} classes"
+        )
     with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
         data.setup("fit")
         split.result = f"{len(data.train_records):,} training and {len(data.test_records):,} test images"
@@ -142,11 +145,15 @@ def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModu
         training = f"no SGD ({cfg.method} trains nothing)"
     else:
         epochs, steps = (1, 1) if cfg.train.fast_dev_run else (cfg.train.epochs, steps_per_epoch(data, cfg.train))
-        training = (f"{_count(epochs, 'epoch')} x {_count(steps, 'step')} ({data.batch_size} images per task a step) "
-                    f"= {_count(epochs * steps, 'step')}")
+        training = (
+            f"{_count(epochs, 'epoch')} x {_count(steps, 'step')} ({data.batch_size} images per task a step) "
+            f"= {_count(epochs * steps, 'step')}"
+        )
     per_task = str(classes[0]) if len(classes) == 1 else f"{classes[0]}-{classes[-1]}"
-    return (f"size: {len(data.tasks)} tasks x {per_task} classes; {len(data.train_records):,} training images, {training}; "
-            f"{len(data.test_records):,} test images")
+    return (
+        f"size: {len(data.tasks)} tasks x {per_task} classes; {len(data.train_records):,} training images, {training}; "
+        f"{len(data.test_records):,} test images"
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -222,8 +229,10 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
     epochs = _epochs_done(work_dir)
     if not epochs:
         return f"no epoch finished yet: the same command starts {cfg.run_name} again"
-    return (f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
-            "the same command resumes from there")
+    return (
+        f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
+        "the same command resumes from there"
+    )
 
 
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
@@ -266,8 +275,13 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         finally:
             module.release()  # the backbone may serve the next run
         # This attempt's seconds per phase; first_test_batch counts from its start.
-        phases_s = {**data.timings, "build_s": round(built - started, 3), "train_s": round(fitted - built, 3),
-                    "test_s": round(tested - fitted, 3), "first_test_batch_s": training.first_test_batch.seconds}
+        phases_s = {
+            **data.timings,
+            "build_s": round(built - started, 3),
+            "train_s": round(fitted - built, 3),
+            "test_s": round(tested - fitted, 3),
+            "first_test_batch_s": training.first_test_batch.seconds,
+        }
         record = run_record(cfg, module, data, prepared, training, phases_s)
         if smoke:
             return record  # nothing to keep
@@ -293,8 +307,10 @@ def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | 
     else:
         how = "started"
     where = f"; log: {text_path}" if text_path is not None else ""
-    return (f"run: {cfg.run_name} on {cfg.data.dataset} {cfg.data.split} seed {cfg.data.seed}, {how} "
-            f"(pid {os.getpid()} on {platform.node()}){where}")
+    return (
+        f"run: {cfg.run_name} on {cfg.data.dataset} {cfg.data.split} seed {cfg.data.seed}, {how} "
+        f"(pid {os.getpid()} on {platform.node()}){where}"
+    )
 
 
 def _epochs_to_train(cfg: RunConfig, epochs_kept: int) -> str:
@@ -317,16 +333,22 @@ class Training:
     tf32: bool
 
 
-def build_trainer(cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, started: float, progress_bar: bool,
-                  epochs_kept: int) -> Training:
+def build_trainer(
+    cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, started: float, progress_bar: bool, epochs_kept: int
+) -> Training:
     """The run's Trainer on its `trainer_settings`: each epoch's checkpoint, the run's progress
     over attempts, the CSV log keeping the `epochs_kept` epochs of earlier attempts, a line per
     epoch, and W&B when asked."""
     arguments, tf32 = settings
     progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
-    checkpoints = ModelCheckpoint(dirpath=work_dir / "checkpoints", filename="last", save_top_k=1,
-                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    checkpoints = ModelCheckpoint(
+        dirpath=work_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
     wandb = None
     if cfg.logging.wandb and not cfg.train.fast_dev_run:  # a smoke test logs nowhere
         from .tracking import wandb_logger
@@ -334,16 +356,30 @@ def build_trainer(cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, s
         wandb = wandb_logger(cfg, work_dir)  # None: W&B failed, the run goes on without it
     loggers = [RunLog(work_dir, epochs_kept), *([wandb] if wandb is not None else [])]
     trainer = L.Trainer(
-        **arguments, logger=loggers, plugins=_plugins(),
-        callbacks=[progress, PendingStop(), StopOnDivergence(), checkpoints, first_test_batch,
-                   EpochLines(lambda: progress.wall_s)],
-        enable_progress_bar=progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, log_every_n_steps=1, default_root_dir=work_dir)
+        **arguments,
+        logger=loggers,
+        plugins=_plugins(),
+        callbacks=[
+            progress,
+            PendingStop(),
+            StopOnDivergence(),
+            checkpoints,
+            first_test_batch,
+            EpochLines(lambda: progress.wall_s),
+        ],
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        default_root_dir=work_dir,
+    )
     return Training(trainer, progress, first_test_batch, wandb, arguments["precision"], tf32)
 
 
-def run_record(cfg: RunConfig, module: PetlModule, data: MultiDomainDataModule, prepared: dict,
-               training: Training, phases_s: dict) -> dict:
+def run_record(
+    cfg: RunConfig, module: PetlModule, data: MultiDomainDataModule, prepared: dict, training: Training, phases_s: dict
+) -> dict:
     """The run record (`results.SCHEMA`): what ran, on what, its accuracy, and what it cost."""
     progress = training.progress
     return {
@@ -393,16 +429,22 @@ def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:
     and `petl-bench eval`, so that an evaluation tests under exactly the run's settings."""
     device = run_device(cfg.train.accelerator)
     tf32 = allow_tf32(device)
-    return {"max_epochs": cfg.train.epochs, "precision": run_precision(cfg.train.precision, device),
-            "accelerator": cfg.train.accelerator, "devices": 1,
-            "limit_train_batches": cfg.train.limit_train_batches, "fast_dev_run": cfg.train.fast_dev_run}, tf32
+    return {
+        "max_epochs": cfg.train.epochs,
+        "precision": run_precision(cfg.train.precision, device),
+        "accelerator": cfg.train.accelerator,
+        "devices": 1,
+        "limit_train_batches": cfg.train.limit_train_batches,
+        "fast_dev_run": cfg.train.fast_dev_run,
+    }, tf32
 
 
 def hand_image_encoder(trainer: L.Trainer, module: PetlModule, data: MultiDomainDataModule) -> None:
     """Give the data module the module's frozen image tower as `trainer` runs it (device, precision
     and the precision's forward context), for the test features it caches; None where it trains."""
-    data.image_encoder = module.frozen_image_encoder(trainer.strategy.root_device, trainer.precision,
-                                                     trainer.precision_plugin.forward_context)
+    data.image_encoder = module.frozen_image_encoder(
+        trainer.strategy.root_device, trainer.precision, trainer.precision_plugin.forward_context
+    )
 
 
 def load_trained(trainer: L.Trainer, module: PetlModule, state: dict) -> None:
@@ -435,8 +477,9 @@ def _peak_memory_mb() -> float:
 
 def _git_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -10,40 +10,77 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .config import DATASETS, DEFAULT_ARCH, SETTABLE, DataConfig, ModelConfig, RunConfig, apply_overrides, \
-    default_pretrained, validate
+from .config import (
+    DATASETS,
+    DEFAULT_ARCH,
+    SETTABLE,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    apply_overrides,
+    default_pretrained,
+    validate,
+)
 
 
 def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `petl-bench run` (the subcommand's parser, filled in place)."""
     run.add_argument("--method", required=True, help="a registered method (`petl-bench methods` lists them)")
-    run.add_argument("--dataset", required=True, choices=DATASETS, metavar="DATASET",
-                     help=f"the dataset's layout: {', '.join(DATASETS)}")
+    run.add_argument(
+        "--dataset",
+        required=True,
+        choices=DATASETS,
+        metavar="DATASET",
+        help=f"the dataset's layout: {', '.join(DATASETS)}",
+    )
     run.add_argument("--root", required=True, help="dataset folder")
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
     run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
     run.add_argument("--model", default=DEFAULT_ARCH, help="open_clip architecture, or 'tiny'")
-    run.add_argument("--pretrained", default=None,
-                     help="open_clip tag or checkpoint file (default: openai; none for 'tiny')")
-    run.add_argument("--precision", default=None,
-                     help="Lightning precision, e.g. bf16-mixed (default: train.precision, auto)")
-    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override a config field (sections: method, data, model, optim, train, logging; "
-                          "`petl-bench config [--method M]` lists every key with its default and range)")
+    run.add_argument(
+        "--pretrained", default=None, help="open_clip tag or checkpoint file (default: openai; none for 'tiny')"
+    )
+    run.add_argument(
+        "--precision", default=None, help="Lightning precision, e.g. bf16-mixed (default: train.precision, auto)"
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config field (sections: method, data, model, optim, train, logging; "
+        "`petl-bench config [--method M]` lists every key with its default and range)",
+    )
     run.add_argument("--out", default="results", help="results folder")
-    run.add_argument("--force", action="store_true", help="run again from scratch even if a record or a "
-                                                          "checkpoint exists, replacing them")
-    run.add_argument("--if-locked", default="wait", choices=["wait", "skip"],
-                     help="when another process is running this run: wait for it (default), or skip it "
-                          "(exit status 75)")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run again from scratch even if a record or a checkpoint exists, replacing them",
+    )
+    run.add_argument(
+        "--if-locked",
+        default="wait",
+        choices=["wait", "skip"],
+        help="when another process is running this run: wait for it (default), or skip it (exit status 75)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     return run
 
 
-def build_run_config(method: str, dataset: str, root: str, split: str = "6shot", seed: int = 0,
-                     model: str = DEFAULT_ARCH, pretrained: str | None = None, out: str = "results",
-                     precision: str | None = None, wandb: bool = False, overrides=()) -> RunConfig:
+def build_run_config(
+    method: str,
+    dataset: str,
+    root: str,
+    split: str = "6shot",
+    seed: int = 0,
+    model: str = DEFAULT_ARCH,
+    pretrained: str | None = None,
+    out: str = "results",
+    precision: str | None = None,
+    wandb: bool = False,
+    overrides=(),
+) -> RunConfig:
     """A run's config from `petl-bench run`'s options; `overrides` are `--set` items, applied last.
     Weights named by neither `pretrained` nor `model.pretrained=` are the model's default ones
     (`config.default_pretrained`: none for `tiny`), however the model was named. Every value is
@@ -52,10 +89,12 @@ def build_run_config(method: str, dataset: str, root: str, split: str = "6shot",
 
     entry = get_method(method)
     cfg = RunConfig(
-        method=method, params=entry.config_cls(),
+        method=method,
+        params=entry.config_cls(),
         data=DataConfig(dataset=dataset, root=root, split=split, seed=seed),
         model=ModelConfig(arch=model, pretrained=None if pretrained == "none" else pretrained),
-        out=out)
+        out=out,
+    )
     if precision:
         cfg.train.precision = precision
     cfg.logging.wandb = wandb
@@ -66,8 +105,19 @@ def build_run_config(method: str, dataset: str, root: str, split: str = "6shot",
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return build_run_config(args.method, args.dataset, args.root, args.split, args.seed, args.model,
-                            args.pretrained, args.out, args.precision, args.wandb, args.set)
+    return build_run_config(
+        args.method,
+        args.dataset,
+        args.root,
+        args.split,
+        args.seed,
+        args.model,
+        args.pretrained,
+        args.out,
+        args.precision,
+        args.wandb,
+        args.set,
+    )
 
 
 def parse_run_argv(argv: list[str]) -> RunConfig:
@@ -78,10 +128,18 @@ def parse_run_argv(argv: list[str]) -> RunConfig:
 def run_argv(cfg: RunConfig, force: bool = False) -> list[str]:
     """`petl-bench run` arguments that build exactly `cfg`: the base options, then `--set` for every
     field that differs from what they alone give."""
-    base = [f"--method={cfg.method}", f"--dataset={cfg.data.dataset}", f"--root={cfg.data.root}",
-            f"--split={cfg.data.split}", f"--seed={cfg.data.seed}", f"--model={cfg.model.arch}",
-            f"--pretrained={cfg.model.pretrained or 'none'}", f"--out={cfg.out}", "--no-progress",
-            *(["--force"] if force else [])]
+    base = [
+        f"--method={cfg.method}",
+        f"--dataset={cfg.data.dataset}",
+        f"--root={cfg.data.root}",
+        f"--split={cfg.data.split}",
+        f"--seed={cfg.data.seed}",
+        f"--model={cfg.model.arch}",
+        f"--pretrained={cfg.model.pretrained or 'none'}",
+        f"--out={cfg.out}",
+        "--no-progress",
+        *(["--force"] if force else []),
+    ]
     plain = parse_run_argv(base)
     argv = list(base)
     for section in SETTABLE:

@@ -20,11 +20,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .datamodules.catalog import parse_shots
 from .errors import UserError
 from .files import check_writable_folder
 from .guard import BUSY_EXIT, Interrupted, RunBusy
 from .results import record_path
-from .datamodules.catalog import parse_shots
 from .runargs import add_run_options, config_from_args
 
 
@@ -53,8 +53,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     check_writable_folder(cfg.out, "--out")
     if cfg.model.pretrained is None:  # on stdout, with the run's own lines: it is no error
-        print(f"note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its accuracy "
-              "says nothing about the method", flush=True)
+        print(
+            f"note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its accuracy "
+            "says nothing about the method",
+            flush=True,
+        )
     record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
@@ -70,9 +73,11 @@ def check_root_exists(root: str) -> None:
 
 
 def format_accuracy(record: dict) -> str:
-    lines = [f"{record['run_name']} on {record['dataset']} {record['split']} seed {record['seed']} "
-             f"({record['trainable_params']:,} trainable parameters)",
-             f"  {'task':<14}{'accuracy %':>11}"]
+    lines = [
+        f"{record['run_name']} on {record['dataset']} {record['split']} seed {record['seed']} "
+        f"({record['trainable_params']:,} trainable parameters)",
+        f"  {'task':<14}{'accuracy %':>11}",
+    ]
     for task, value in record["accuracy"].items():
         lines.append(f"  {task:<14}{value:>11.2f}")
     return "\n".join(lines)
@@ -125,8 +130,11 @@ def kept_traceback(err: Exception, command: list[str]) -> str:
     path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         folder.mkdir(exist_ok=True)
-        path.write_text(f"petl-bench {' '.join(map(str, command))}\n"
-                        + "".join(traceback.format_exception(err)), encoding="utf-8", errors="replace")
+        path.write_text(
+            f"petl-bench {' '.join(map(str, command))}\n" + "".join(traceback.format_exception(err)),
+            encoding="utf-8",
+            errors="replace",
+        )
     except OSError as log_err:
         return f"traceback not kept: {log_err.strerror or log_err}"
     return f"traceback: {path}"

@@ -129,8 +129,10 @@ class EpochLines(Callback):
         per_epoch = (time.time() - self.started) / (epoch - self.first_epoch)
         loss = f"{sum(self.losses) / len(self.losses):.4f}" if self.losses else "-"
         lr = f"{self.lr:.3e}" if self.lr is not None else "-"
-        say(f"epoch {epoch}/{epochs}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  "
-            f"eta {clock(per_epoch * (epochs - epoch))}")
+        say(
+            f"epoch {epoch}/{epochs}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  "
+            f"eta {clock(per_epoch * (epochs - epoch))}"
+        )
 
 
 class _Console(logging.Handler):
@@ -157,8 +159,10 @@ class _File(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.failed = True
-        warnings.warn(f"{self.baseFilename}: writing the run's text log failed ({sys.exc_info()[1]}); "
-                      "the run goes on without it", stacklevel=2)
+        warnings.warn(
+            f"{self.baseFilename}: writing the run's text log failed ({sys.exc_info()[1]}); the run goes on without it",
+            stacklevel=2,
+        )
 
 
 @contextmanager
@@ -179,8 +183,9 @@ def text_log(path: Path | None) -> Iterator[None]:
         yield
     except BaseException as err:  # the file's last line says why the attempt ended (the console's says it too)
         if path is not None:
-            handlers[-1].handle(LOG.makeRecord(LOG.name, logging.INFO, __file__, 0, f"ended: {_one_line(err)}",
-                                               None, None))
+            handlers[-1].handle(
+                LOG.makeRecord(LOG.name, logging.INFO, __file__, 0, f"ended: {_one_line(err)}", None, None)
+            )
         raise
     finally:
         for handler in handlers:

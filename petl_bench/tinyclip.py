@@ -36,8 +36,9 @@ def _pretrain_pairs(backbone: ClipBackbone, classnames: list[str], per_class: in
     return torch.stack(images), torch.stack(captions)
 
 
-def pretrain(manifest: Manifest, steps: int = 600, batch: int = 64, lr: float = 1e-3,
-             per_class: int = 32, seed: int = 0) -> ClipBackbone:
+def pretrain(
+    manifest: Manifest, steps: int = 600, batch: int = 64, lr: float = 1e-3, per_class: int = 32, seed: int = 0
+) -> ClipBackbone:
     """Train the tiny CLIP from random init; return it (frozen again, in eval mode)."""
     threads = torch.get_num_threads()
     # Its matrices are so small that a second thread costs more than it saves: 1 s of CPU a step
@@ -119,7 +120,7 @@ def zero_shot_accuracy(backbone: ClipBackbone, manifest: Manifest, batch: int = 
         records = [r for r in manifest.records if r.domain == task]
         correct = 0
         for start in range(0, len(records), batch):
-            chunk = records[start:start + batch]
+            chunk = records[start : start + batch]
             images = torch.stack([transform(Image.open(manifest.root / r.path).convert("RGB")) for r in chunk])
             labels = torch.tensor([r.label for r in chunk])
             correct += int((model(images, task).argmax(-1) == labels).sum())

@@ -37,8 +37,9 @@ def wandb_mode() -> str:
     if not (os.environ.get("WANDB_API_KEY") or _netrc_has(host)):
         return "offline"
     try:
-        socket.create_connection((host, base.port or (443 if base.scheme == "https" else 80)),
-                                 timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection(
+            (host, base.port or (443 if base.scheme == "https" else 80)), timeout=CONNECT_TIMEOUT_S
+        ).close()
     except OSError:
         return "offline"
     return "online"
@@ -76,11 +77,16 @@ def _logger(cfg: RunConfig, work_dir: Path, mode: str) -> WandbLogger:
     import wandb
 
     logger = WandbLogger(
-        project=cfg.logging.project, name=f"{cfg.run_name}-seed{cfg.data.seed}",
-        group=f"{cfg.data.dataset}/{canonical_split(cfg.data.dataset, cfg.data.split)}", job_type=cfg.method,
-        config=cfg.to_dict(), save_dir=os.environ.get("WANDB_DIR") or str(work_dir),
+        project=cfg.logging.project,
+        name=f"{cfg.run_name}-seed{cfg.data.seed}",
+        group=f"{cfg.data.dataset}/{canonical_split(cfg.data.dataset, cfg.data.split)}",
+        job_type=cfg.method,
+        config=cfg.to_dict(),
+        save_dir=os.environ.get("WANDB_DIR") or str(work_dir),
         # `mode`, not the logger's `offline=True`: that one sets WANDB_MODE for the whole process.
-        mode=mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True))
+        mode=mode,
+        settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True),
+    )
     # Lightning passes `wandb.init(anonymous=None)`, which wandb answers on stderr with "The anonymous setting has
     # no effect and will be removed"; left out, wandb says nothing. (Lightning's arguments are a private dict: if
     # it keeps them elsewhere one day, the line comes back and nothing else changes.)
@@ -100,8 +106,12 @@ def finish_wandb(logger: WandbLogger, record: dict) -> str | None:
 
     try:
         run = logger.experiment
-        run.summary.update({**{f"accuracy/{task}": value for task, value in record["accuracy"].items()},
-                            "trainable_params": record["trainable_params"]})
+        run.summary.update(
+            {
+                **{f"accuracy/{task}": value for task, value in record["accuracy"].items()},
+                "trainable_params": record["trainable_params"],
+            }
+        )
         offline = run.settings.mode in ("offline", "dryrun")
         sync_dir = run.settings.sync_dir
         run.finish()
@@ -110,7 +120,8 @@ def finish_wandb(logger: WandbLogger, record: dict) -> str | None:
         # launcher). The next W&B run in this process starts a fresh service.
         wandb.teardown()
     except Exception as err:  # the record is what counts
-        warnings.warn(f"W&B failed to close the run ({_one_line(err)}): its summary may lack the record's numbers",
-                      stacklevel=2)
+        warnings.warn(
+            f"W&B failed to close the run ({_one_line(err)}): its summary may lack the record's numbers", stacklevel=2
+        )
         return None
     return f"W&B run logged offline: upload it with `wandb sync {sync_dir}`" if offline else None

@@ -46,8 +46,10 @@ def trained_with_quick_gelu(arch: str, arch_config: dict, weights: str | None, t
     by_arch = bool(arch_config.get("quick_gelu"))
     if stated is not None:
         if by_arch and not stated:
-            raise UserError(f"model.quick_gelu=false contradicts {arch}, a QuickGELU architecture; "
-                            f"use {arch.removesuffix('-quickgelu')} for GELU")
+            raise UserError(
+                f"model.quick_gelu=false contradicts {arch}, a QuickGELU architecture; "
+                f"use {arch.removesuffix('-quickgelu')} for GELU"
+            )
         return stated
     if weights is None or by_arch:  # random init, or a `-quickgelu` architecture
         return by_arch
@@ -61,9 +63,11 @@ def trained_with_quick_gelu(arch: str, arch_config: dict, weights: str | None, t
     quick = f"--model {arch}-quickgelu"
     if f"{arch}-quickgelu" not in open_clip.list_models():
         quick = "--set model.quick_gelu=true"
-    raise UserError(f"cannot tell whether {weights} was trained with QuickGELU (as {arch}'s "
-                    f"{', '.join(quick_tags)} weights were) or GELU: say {quick} for QuickGELU or "
-                    f"--set model.quick_gelu=false for GELU, or pass the tag (--pretrained {quick_tags[0]})")
+    raise UserError(
+        f"cannot tell whether {weights} was trained with QuickGELU (as {arch}'s "
+        f"{', '.join(quick_tags)} weights were) or GELU: say {quick} for QuickGELU or "
+        f"--set model.quick_gelu=false for GELU, or pass the tag (--pretrained {quick_tags[0]})"
+    )
 
 
 def _registry(arch: str) -> dict[str, dict]:
@@ -122,13 +126,16 @@ def resolve_weights(arch: str, pretrained: str | None) -> tuple[str | None, dict
             raise UserError(f"checkpoint file not found: {path}")
         return str(path), {}
     if arch == TINY:
-        raise UserError(f"the tiny model has no pretrained tag {pretrained!r}: pass a checkpoint "
-                        "file from `petl-bench data tiny-clip`")
+        raise UserError(
+            f"the tiny model has no pretrained tag {pretrained!r}: pass a checkpoint "
+            "file from `petl-bench data tiny-clip`"
+        )
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-        raise UserError(f"unknown pretrained tag {pretrained!r} for {arch} (tags: {tags}); "
-                        "or pass a local checkpoint file")
+        raise UserError(
+            f"unknown pretrained tag {pretrained!r} for {arch} (tags: {tags}); or pass a local checkpoint file"
+        )
     local = _cached_weights(cfg)
     if local is None:
         local = _download_weights(arch, pretrained, cfg)
@@ -141,8 +148,9 @@ def _cached_weights(cfg: dict) -> str | None:
     hub = cfg.get("hf_hub", "")
     if hub:
         repo, filename = os.path.split(hub)
-        names = [filename] if filename else [open_clip.constants.HF_SAFE_WEIGHTS_NAME,
-                                              open_clip.constants.HF_WEIGHTS_NAME]
+        names = (
+            [filename] if filename else [open_clip.constants.HF_SAFE_WEIGHTS_NAME, open_clip.constants.HF_WEIGHTS_NAME]
+        )
         for name in names:
             found = try_to_load_from_cache(repo_id=repo, filename=name)
             if isinstance(found, str):
@@ -162,9 +170,11 @@ def _download_weights(arch: str, tag: str, cfg: dict) -> str:
 
     from huggingface_hub import constants
 
-    hint = (f"weights for {arch}/{tag} are not in the local cache and cannot be downloaded"
-            " ({why}); download them where there is network, or pass a local file with "
-            "--pretrained PATH")
+    hint = (
+        f"weights for {arch}/{tag} are not in the local cache and cannot be downloaded"
+        " ({why}); download them where there is network, or pass a local file with "
+        "--pretrained PATH"
+    )
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise UserError(hint.format(why="HF_HUB_OFFLINE is set"))
     source = constants.ENDPOINT if cfg.get("hf_hub") else cfg.get("url", "")  # as download_pretrained chooses

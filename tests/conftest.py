@@ -90,8 +90,13 @@ def demo_setup(tmp_path_factory) -> dict:
     base, per_class = tmp_path_factory.mktemp("learning"), 16
     call_ok(["data", "synth", "--out", base / "data", "--layout", "officehome", "--per-class", per_class])
     stdout = call_ok(["data", "tiny-clip", "--data", base / "data", "--out", base / "tiny-clip.pt"])
-    return {"root": base / "data", "weights": base / "tiny-clip.pt", "out": base / "results",
-            "tiny_clip_stdout": stdout, "per_class": per_class}
+    return {
+        "root": base / "data",
+        "weights": base / "tiny-clip.pt",
+        "out": base / "results",
+        "tiny_clip_stdout": stdout,
+        "per_class": per_class,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +151,8 @@ def folder_data(folder_root, tiny_backbone, tmp_path):
     from petl_bench.datamodules import MultiDomainDataModule
 
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path)
+        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path
+    )
     data.setup()
     return data
 
@@ -196,9 +202,19 @@ def build_method(tmp_path):
     def build(name, backbone, data, **params):
         torch.manual_seed(0)
         entry = get_method(name)
-        run = build_run_config(name, data.cfg.dataset, str(data.cfg.root), data.cfg.split, model="tiny",
-                               out=str(tmp_path), overrides=["train.fast_dev_run=true", "data.num_workers=0",
-                                                             *(f"method.{k}={v}" for k, v in params.items())])
+        run = build_run_config(
+            name,
+            data.cfg.dataset,
+            str(data.cfg.root),
+            data.cfg.split,
+            model="tiny",
+            out=str(tmp_path),
+            overrides=[
+                "train.fast_dev_run=true",
+                "data.num_workers=0",
+                *(f"method.{k}={v}" for k, v in params.items()),
+            ],
+        )
         resolved, _ = entry.cls.prepare(run, backbone, data, tmp_path / name)
         module = entry.cls(resolved, backbone, data.tasks)
         module.log = lambda *args, **kwargs: None

@@ -15,10 +15,28 @@ from petl_bench.registry import get_method
 METHODS = ["clip-adapter", "bitfit", "fullft-mt", "fullft"]
 
 # Sizes of the two models, as their open_clip configs give them.
-TINY = dict(vision_width=64, vision_layers=3, patch=8, image_size=32, text_width=48, text_layers=3,
-            context=32, vocab=49408, embed=64)
-VIT_B_16 = dict(vision_width=768, vision_layers=12, patch=16, image_size=224, text_width=512,
-                text_layers=12, context=77, vocab=49408, embed=512)
+TINY = dict(
+    vision_width=64,
+    vision_layers=3,
+    patch=8,
+    image_size=32,
+    text_width=48,
+    text_layers=3,
+    context=32,
+    vocab=49408,
+    embed=64,
+)
+VIT_B_16 = dict(
+    vision_width=768,
+    vision_layers=12,
+    patch=16,
+    image_size=224,
+    text_width=512,
+    text_layers=12,
+    context=77,
+    vocab=49408,
+    embed=512,
+)
 
 
 def block_params(w: int) -> int:
@@ -27,11 +45,17 @@ def block_params(w: int) -> int:
     return 12 * w * w + 13 * w
 
 
-def clip_params(vision_width, vision_layers, patch, image_size, text_width, text_layers, context, vocab,
-                embed) -> int:
+def clip_params(vision_width, vision_layers, patch, image_size, text_width, text_layers, context, vocab, embed) -> int:
     w, t = vision_width, text_width
-    vision = (3 * patch * patch * w + w + ((image_size // patch) ** 2 + 1) * w  # conv1, class, positions
-              + 2 * w + vision_layers * block_params(w) + 2 * w + w * embed)  # ln_pre, blocks, ln_post, proj
+    vision = (
+        3 * patch * patch * w
+        + w
+        + ((image_size // patch) ** 2 + 1) * w  # conv1, class, positions
+        + 2 * w
+        + vision_layers * block_params(w)
+        + 2 * w
+        + w * embed
+    )  # ln_pre, blocks, ln_post, proj
     text = vocab * t + context * t + text_layers * block_params(t) + 2 * t + t * embed  # ..., ln_final, proj
     return vision + text + 1  # logit_scale
 
@@ -47,8 +71,12 @@ def adapter_params(embed, reduction=2, **_) -> int:
 
 
 def expected_count(name: str, sizes: dict, n_tasks: int) -> int:
-    return {"clip-adapter": adapter_params(**sizes), "bitfit": bias_params(**sizes),
-            "fullft-mt": clip_params(**sizes), "fullft": n_tasks * clip_params(**sizes)}[name]
+    return {
+        "clip-adapter": adapter_params(**sizes),
+        "bitfit": bias_params(**sizes),
+        "fullft-mt": clip_params(**sizes),
+        "fullft": n_tasks * clip_params(**sizes),
+    }[name]
 
 
 def build(name: str, backbone, tasks):
@@ -73,8 +101,9 @@ def test_parameter_counts_on_the_tiny_model(name, tiny_backbone, folder_data):
     assert build(name, tiny_backbone, folder_data.tasks).num_trainable == expected_count(name, TINY, 4)
 
 
-@pytest.mark.parametrize("name, count", [("clip-adapter", 525_824), ("bitfit", 171_008),
-                                         ("fullft-mt", 149_620_737), ("fullft", 598_482_948)])
+@pytest.mark.parametrize(
+    "name, count", [("clip-adapter", 525_824), ("bitfit", 171_008), ("fullft-mt", 149_620_737), ("fullft", 598_482_948)]
+)
 def test_parameter_counts_on_vit_b16(name, count, vit_b16):
     tasks = [Task(f"task{i}", tuple(f"class {k}" for k in range(65))) for i in range(4)]
     module = build(name, vit_b16, tasks)  # fullft: four full copies, about 2.4 GB

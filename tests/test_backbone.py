@@ -57,7 +57,13 @@ def test_vit_b16_sizes(vit_b16):
 def test_tiny_sizes(tiny_backbone):
     b = tiny_backbone
     assert (b.text_width, b.vision_width, b.text_depth, b.vision_depth, b.context_length, b.image_size) == (
-        48, 64, 3, 3, 32, 32)
+        48,
+        64,
+        3,
+        3,
+        32,
+        32,
+    )
     assert b.tokenize(["a"]).shape == (1, 32)
 
 
@@ -182,8 +188,9 @@ def test_text_embed_hook_replaces_token_embeddings(tiny_backbone):
 
     tokens = tiny_backbone.tokenize(["X X dog.", "X X cat."])
     with torch.no_grad():
-        assert not torch.allclose(tiny_backbone.encode_text(tokens, Context()), tiny_backbone.encode_text(tokens),
-                                  atol=1e-3)
+        assert not torch.allclose(
+            tiny_backbone.encode_text(tokens, Context()), tiny_backbone.encode_text(tokens), atol=1e-3
+        )
 
 
 # -- weights: local files, tags, offline errors ---------------------------------------------------
@@ -265,8 +272,9 @@ def registered_tiny(monkeypatch):
     import open_clip
 
     monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, ARCH, copy.deepcopy(TINY_CONFIG))
-    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, f"{ARCH}-quickgelu", {**copy.deepcopy(TINY_CONFIG),
-                                                                                "quick_gelu": True})
+    monkeypatch.setitem(
+        open_clip.factory._MODEL_CONFIGS, f"{ARCH}-quickgelu", {**copy.deepcopy(TINY_CONFIG), "quick_gelu": True}
+    )
     tags = {"openai": {"url": "", "quick_gelu": True}, "laion2b": {"hf_hub": "laion/tiny-vit/"}}
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, ARCH, tags)
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, f"{ARCH}-quickgelu", {"openai": tags["openai"]})
@@ -359,8 +367,10 @@ def test_vit_b16_files_are_told_by_open_clip_s_registry_before_loading(tmp_path)
             ClipBackbone.from_pretrained("ViT-B-16", str(path))
     config = open_clip.get_model_config("ViT-B-16")
     for tag, quick in (("openai", True), ("dfn2b", True), ("laion2b_s34b_b88k", False)):
-        assert trained_with_quick_gelu("ViT-B-16", config, "cached", open_clip.get_pretrained_cfg("ViT-B-16", tag),
-                                       None) is quick
+        assert (
+            trained_with_quick_gelu("ViT-B-16", config, "cached", open_clip.get_pretrained_cfg("ViT-B-16", tag), None)
+            is quick
+        )
 
 
 def test_a_sweep_worker_keeps_a_backbone_per_activation(tiny_checkpoint, monkeypatch):

@@ -27,8 +27,11 @@ from cli_calls import call_ok
 
 ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer"]
 MT = ["lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"]
-CHEAP = {"tip-adapter-f": {"augment_epochs": 2}, "tip-adapter-f-mt": {"augment_epochs": 2},
-         "linear-probe": {"c": 1.0}}  # the fit and the cache as the runner makes them, in fewer passes
+CHEAP = {
+    "tip-adapter-f": {"augment_epochs": 2},
+    "tip-adapter-f-mt": {"augment_epochs": 2},
+    "linear-probe": {"c": 1.0},
+}  # the fit and the cache as the runner makes them, in fewer passes
 
 
 def zero_shot_logits(backbone, tasks, batch):
@@ -45,15 +48,24 @@ def logits(module, batch):
 
 
 # -- counts ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, params, expected", [
-    ("lora", {}, 4 * 184_320), ("lora-mt", {}, 184_320),  # 12w per block: 12 x 12 x (512 + 768)
-    ("cocoop", {}, 4 * 35_360), ("cocoop-mt", {}, 35_360),  # 4 x 512 + (512*32 + 32 + 32*512 + 512)
-    ("kgcoop", {}, 4 * 2_048), ("kgcoop-mt", {}, 2_048),  # 4 tokens x 512
-    ("ivlp", {}, 4 * 61_440), ("ivlp-mt", {}, 61_440),  # 12 x 4 x (512 + 768)
-    ("tip-adapter-f", {"shots": 6}, 798_720), ("tip-adapter-f-mt", {"shots": 6}, 798_720),  # 4 x 65 x 6 x 512
-    ("linear-probe", {}, 4 * 33_345),  # 65 x 512 + 65 per task
-    ("adaptformer", {}, 4 * 1_189_632), ("adaptformer-mt", {}, 1_189_632),  # 12 x (2 x 768 x 64 + 64 + 768)
-])
+@pytest.mark.parametrize(
+    "name, params, expected",
+    [
+        ("lora", {}, 4 * 184_320),
+        ("lora-mt", {}, 184_320),  # 12w per block: 12 x 12 x (512 + 768)
+        ("cocoop", {}, 4 * 35_360),
+        ("cocoop-mt", {}, 35_360),  # 4 x 512 + (512*32 + 32 + 32*512 + 512)
+        ("kgcoop", {}, 4 * 2_048),
+        ("kgcoop-mt", {}, 2_048),  # 4 tokens x 512
+        ("ivlp", {}, 4 * 61_440),
+        ("ivlp-mt", {}, 61_440),  # 12 x 4 x (512 + 768)
+        ("tip-adapter-f", {"shots": 6}, 798_720),
+        ("tip-adapter-f-mt", {"shots": 6}, 798_720),  # 4 x 65 x 6 x 512
+        ("linear-probe", {}, 4 * 33_345),  # 65 x 512 + 65 per task
+        ("adaptformer", {}, 4 * 1_189_632),
+        ("adaptformer-mt", {}, 1_189_632),  # 12 x (2 x 768 x 64 + 64 + 768)
+    ],
+)
 def test_vit_b16_counts(vit_b16, name, params, expected):
     tasks = [Task(f"task{i}", tuple(f"class {c}" for c in range(65))) for i in range(4)]
     entry = get_method(name)
@@ -72,9 +84,17 @@ def test_params_lists_tip_adapter_per_paper_split():
 
 
 # -- what each method equals at init ---------------------------------------------------------------
-@pytest.mark.parametrize("name, params", [("lora", {}), ("lora-mt", {}), ("adaptformer", {}), ("adaptformer-mt", {}),
-                                          ("tip-adapter-f", {"alpha": 0.0, "shots": 2}),
-                                          ("tip-adapter-f-mt", {"alpha": 0.0, "shots": 2})])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("lora", {}),
+        ("lora-mt", {}),
+        ("adaptformer", {}),
+        ("adaptformer-mt", {}),
+        ("tip-adapter-f", {"alpha": 0.0, "shots": 2}),
+        ("tip-adapter-f-mt", {"alpha": 0.0, "shots": 2}),
+    ],
+)
 def test_untrained_is_exactly_zero_shot(name, params, tiny_backbone, folder_data, batch):
     """LoRA's B = 0 and AdaptFormer's zero up-projection change nothing; Tip-Adapter-F with
     alpha = 0 adds nothing, whatever its keys (random ones here)."""
@@ -114,7 +134,7 @@ def test_cocoop_with_a_zero_shift_is_zero_shot_and_per_image_texts_are_batched(t
     image = tiny_backbone.encode_image(images).detach()
     with torch.no_grad():
         batched = module.text_features(image, task)
-        one_by_one = torch.cat([module.text_features(image[i:i + 1], task) for i in range(len(image))])
+        one_by_one = torch.cat([module.text_features(image[i : i + 1], task) for i in range(len(image))])
     assert batched.shape == (len(images), 4, 64)
     assert torch.allclose(batched, one_by_one, atol=1e-5)
     assert not torch.allclose(batched[0], batched[1], atol=1e-4)  # the shift differs per image
@@ -158,8 +178,9 @@ def test_ivlp_has_maples_text_side_and_free_visual_prompts(tiny_backbone, folder
 def test_tip_adapter_cache_holds_the_shots_features_class_by_class(tiny_backbone, folder_data, build_method):
     data = copy.copy(folder_data)
     data.train_transform = folder_data.test_transform  # deterministic passes: keys = the shots' features
-    st, mt = (build_method(name, tiny_backbone, data, augment_epochs=2)
-              for name in ("tip-adapter-f", "tip-adapter-f-mt"))
+    st, mt = (
+        build_method(name, tiny_backbone, data, augment_epochs=2) for name in ("tip-adapter-f", "tip-adapter-f-mt")
+    )
     features = shot_features(tiny_backbone, data, data.test_transform)
     assert st.cfg.shots == 2 and st.cache_keys.shape == (4, 4, 2, 64) and mt.cache_keys.shape == (1, 4, 8, 64)
     for t, task in enumerate(data.tasks):
@@ -167,7 +188,7 @@ def test_tip_adapter_cache_holds_the_shots_features_class_by_class(tiny_backbone
         for label in range(4):
             expected = torch.nn.functional.normalize(x[y == label], dim=-1)
             assert torch.allclose(st.cache_keys[t, label], expected, atol=1e-5)
-            assert torch.allclose(mt.cache_keys[0, label, 2 * t:2 * t + 2], expected, atol=1e-5)
+            assert torch.allclose(mt.cache_keys[0, label, 2 * t : 2 * t + 2], expected, atol=1e-5)
 
 
 def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_shots():
@@ -179,7 +200,7 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
     # A stationary point of scikit-learn's objective C * sum CE + |W|^2 / 2 (bias unpenalised),
     # divided by C n as the fit scales it (its tolerance, 1e-4, is on that gradient).
     w, b = weight.double().requires_grad_(), bias.double().requires_grad_()
-    objective = torch.nn.functional.cross_entropy(x.double() @ w.t() + b, y) + (w ** 2).sum() / (2 * c * len(y))
+    objective = torch.nn.functional.cross_entropy(x.double() @ w.t() + b, y) + (w**2).sum() / (2 * c * len(y))
     objective.backward()
     assert w.grad.abs().max() < 1e-3 and b.grad.abs().max() < 1e-3
     assert w.norm() > 0.1  # not the zero start
@@ -192,9 +213,26 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
 
 
 def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, tmp_path):
-    stdout = call_ok(["run", "--method", "linear-probe", "--dataset", "folder", "--root", folder_root,
-                      "--split", "2shot", "--model", "tiny", "--out", tmp_path, "--no-progress",
-                      "--set", "data.num_workers=0"])
+    stdout = call_ok(
+        [
+            "run",
+            "--method",
+            "linear-probe",
+            "--dataset",
+            "folder",
+            "--root",
+            folder_root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--out",
+            tmp_path,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     record = json.loads(Path(re.search(r"^record: (.+)$", stdout, re.M).group(1)).read_text())
     fitted = record["prepared"]["linear_probe"]
     assert set(fitted["c"]) == set(record["tasks"]) and all(1e-6 <= c <= 1e6 for c in fitted["c"].values())
@@ -208,7 +246,8 @@ def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, t
 # -- ST isolation, MT sharing, checkpoint round trips ----------------------------------------------
 @pytest.mark.parametrize("name", ST + MT)
 def test_a_step_on_one_task_moves_only_what_it_should_and_checkpoints_round_trip(
-        name, tiny_backbone, folder_data, batch, build_method):
+    name, tiny_backbone, folder_data, batch, build_method
+):
     """ST: a step on one task leaves every other task's logits bit for bit; MT: it moves them all.
     The trainable state, saved as a checkpoint holds it and loaded into a fresh module built from
     the same resolved config, gives the same logits."""

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from petl_bench import hardware
+from petl_bench import cpus
 from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
 from petl_bench.datamodules.readers import read_folder
 from petl_bench.datamodules.testsets import TaskTestSets
-
-from petl_bench import cpus
-from petl_bench.config import DataConfig
 from petl_bench.frozen_features import FrozenImageEncoder
+
 from cli_calls import call
 
 
@@ -83,9 +81,32 @@ def test_a_reader_uses_the_cache_it_is_given_and_no_other(folder_root, copy_tree
 
 
 def _zeroshot(root, checkpoint, out, *extra, seed=0):
-    code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root,
-                            "--split", "2shot", "--model", "tiny", "--pretrained", checkpoint, "--out", out,
-                            "--no-progress", "--set", "data.num_workers=0", "--force", "--seed", seed, *extra])
+    code, _, stderr = call(
+        [
+            "run",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--pretrained",
+            checkpoint,
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+            "--force",
+            "--seed",
+            seed,
+            *extra,
+        ]
+    )
     assert code == 0, stderr
     return json.loads(next((out / "runs").rglob(f"seed{seed}.json")).read_text())
 
@@ -112,7 +133,9 @@ def test_cached_test_images_equal_decoded_ones(folder_root, tiny_backbone, tmp_p
     def batches(cache_dir):
         data = MultiDomainDataModule.for_backbone(
             DataConfig("folder", str(folder_root), "2shot", num_workers=0, eval_batch_size=3, cache_dir=cache_dir),
-            tiny_backbone, out=tmp_path)
+            tiny_backbone,
+            out=tmp_path,
+        )
         data.setup()
         return [list(loader) for loader in data.test_dataloader()], data.test_sources
 
@@ -145,8 +168,10 @@ class CountingEncoder:
 
 def _test_batches(root, backbone, out, encoder=None, cache_dir=""):
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("folder", str(root), "2shot", num_workers=0, eval_batch_size=3, cache_dir=cache_dir), backbone,
-        out=out)
+        DataConfig("folder", str(root), "2shot", num_workers=0, eval_batch_size=3, cache_dir=cache_dir),
+        backbone,
+        out=out,
+    )
     data.image_encoder = encoder
     data.setup()
     return [list(loader) for loader in data.test_dataloader()], data.test_sources
@@ -158,7 +183,7 @@ def test_a_data_module_given_an_image_encoder_tests_on_its_features(folder_root,
     cold, sources = _test_batches(folder_root, tiny_backbone, tmp_path, encoder)
     assert set(sources.values()) == {"features (cached now)"}
     assert encoder.batches == encoder.contexts == 4  # one fill batch per domain, each in the given context
-    for task_features, task_decoded in zip(cold, decoded):
+    for task_features, task_decoded in zip(cold, decoded, strict=True):
         (batch,) = task_features  # 4 test images per task, one feature batch
         images = torch.cat([images for images, _ in task_decoded])
         with torch.inference_mode():
@@ -166,16 +191,20 @@ def test_a_data_module_given_an_image_encoder_tests_on_its_features(folder_root,
         assert batch["image_features"].shape == (4, tiny_backbone.embed_dim)
         assert torch.allclose(batch["image_features"], expected, atol=1e-5)
         assert batch["labels"].tolist() == torch.cat([labels for _, labels in task_decoded]).tolist()
-    warm, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone))
+    _, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone))
     assert set(sources.values()) == {"features (cached)"}
-    other, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone, "other"))
+    _, sources = _test_batches(folder_root, tiny_backbone, tmp_path, CountingEncoder(tiny_backbone, "other"))
     assert set(sources.values()) == {"features (cached now)"}  # another encoder's key: its own features
 
 
 def test_a_data_module_given_no_image_encoder_tests_on_images(folder_root, tiny_backbone, tmp_path):
     features = CountingEncoder(tiny_backbone)
-    for encoder, cache_dir, source in ((None, "off", "decoded"), (None, "", "images (cached now)"),
-                                       (features, "", "features (cached now)"), (None, "", "images (cached)")):
+    for encoder, cache_dir, source in (
+        (None, "off", "decoded"),
+        (None, "", "images (cached now)"),
+        (features, "", "features (cached now)"),
+        (None, "", "images (cached)"),
+    ):
         batches, sources = _test_batches(folder_root, tiny_backbone, tmp_path, encoder, cache_dir)
         assert set(sources.values()) == {source}
         if encoder is None:  # images through the model, even with the features in the cache
@@ -195,8 +224,9 @@ def test_concurrent_runs_fill_an_entry_once(folder_root, tiny_backbone, tmp_path
     results = []
 
     def run():
-        data = MultiDomainDataModule.for_backbone(DataConfig("folder", str(folder_root), "2shot", num_workers=0),
-                                                  tiny_backbone, out=tmp_path)
+        data = MultiDomainDataModule.for_backbone(
+            DataConfig("folder", str(folder_root), "2shot", num_workers=0), tiny_backbone, out=tmp_path
+        )
         data.setup()
         results.append([[labels.tolist() for _, labels in loader] for loader in data.test_dataloader()])
 
@@ -230,7 +260,8 @@ def test_cache_bound_removes_least_recently_used(tmp_path):
 
 
 def test_worker_budget_follows_the_machine_and_goes_to_the_loader_that_runs(
-        folder_root, tiny_backbone, tmp_path, monkeypatch):
+    folder_root, tiny_backbone, tmp_path, monkeypatch
+):
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(6)))
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     assert cpus.loader_workers(-1) == 5 and cpus.loader_workers(8) == 6
@@ -239,28 +270,34 @@ def test_worker_budget_follows_the_machine_and_goes_to_the_loader_that_runs(
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
 
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("folder", str(folder_root), "2shot", cache_dir="off"), tiny_backbone, out=tmp_path)
+        DataConfig("folder", str(folder_root), "2shot", cache_dir="off"), tiny_backbone, out=tmp_path
+    )
     data.setup()
     assert [loader.loader.num_workers for loader in data.test_dataloader()] == [5, 5, 5, 5]  # one after another
     train = data.train_dataloader()  # at once: they share the budget
     assert [loader.num_workers for loader in train.iterables.values()] == [2, 1, 1, 1]
 
 
-def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_stale(folder_root, copy_tree, tiny_backbone,
-                                                                             tmp_path):
+def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_stale(
+    folder_root, copy_tree, tiny_backbone, tmp_path
+):
     root = copy_tree(folder_root)
 
     def batches(cache_dir):
         data = MultiDomainDataModule.for_backbone(
-            DataConfig("folder", str(root), "2shot", num_workers=0, cache_dir=cache_dir), tiny_backbone, out=tmp_path)
+            DataConfig("folder", str(root), "2shot", num_workers=0, cache_dir=cache_dir), tiny_backbone, out=tmp_path
+        )
         data.setup()
         return [list(loader) for loader in data.test_dataloader()], data
 
     _, data = batches("")  # the test images are cached now
     # `cp -p` of another image over a test image: the bytes change, the size and mtime do not
     victim = max((root / r.path for r in data.test_records), key=lambda p: p.stat().st_size)
-    other = next(root / r.path for r in data.test_records
-                 if r.label != data.test_records[0].label and (root / r.path).stat().st_size <= victim.stat().st_size)
+    other = next(
+        root / r.path
+        for r in data.test_records
+        if r.label != data.test_records[0].label and (root / r.path).stat().st_size <= victim.stat().st_size
+    )
     kept = victim.stat()
     victim.write_bytes(other.read_bytes().ljust(kept.st_size, b"\0"))  # JPEG readers ignore the tail
     os.utime(victim, ns=(kept.st_atime_ns, kept.st_mtime_ns))
@@ -309,8 +346,9 @@ def test_a_cache_entry_changed_in_place_is_dropped_not_trusted(tmp_path):
 def test_cache_files_are_flushed_to_the_disk_before_they_are_renamed_into_place(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-                        or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
     monkeypatch.setattr(os, "replace", lambda src, dst: events.append(("replace", str(src))) or real_replace(src, dst))
     cache = Cache(tmp_path, 10**9)
     cache.store("features", "a", (2, 3), np.float32, lambda array: {})

@@ -19,8 +19,9 @@ def run_cli(capsys, argv):
     try:
         code = main([str(a) for a in argv])
     except Exception as err:  # a traceback is exactly what these tests forbid
-        pytest.fail(f"petl-bench {' '.join(map(str, argv))}: raised {type(err).__name__}: {err} "
-                    "instead of a one-line error")
+        pytest.fail(
+            f"petl-bench {' '.join(map(str, argv))}: raised {type(err).__name__}: {err} instead of a one-line error"
+        )
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -40,45 +41,208 @@ TINY_COOP = [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
 
 # (id, argv after `run`-or-other, words the error line must hold). `{x}` are filled from `paths`.
 CASES = [
-    ("missing-root", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "folder",
-                      "--root", "{tmp}/absent"], ["dataset root not found", "absent"]),
-    ("not-officehome", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "officehome",
-                        "--root", "{mini}"], ["not an Office-Home root", "Art", "Real World"]),
-    ("officehome-classes", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "officehome",
-                            "--root", "{folder}"], ["classes differ", "Alarm_Clock"]),
-    ("not-minidomainnet", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "minidomainnet",
-                           "--root", "{folder}"], ["not a MiniDomainNet root", "splits_mini"]),
-    ("unknown-method", [*RUN, "--model", "tiny", "--method", "nope", "--dataset", "folder",
-                        "--root", "{folder}"], ["unknown method 'nope'", "coop-mt", "zeroshot"]),
-    ("unknown-split", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "officehome",
-                       "--root", "{officehome}", "--split", "7pct"], ["unknown split '7pct'", "10pct"]),
-    ("unknown-split-set", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "folder",
-                           "--root", "{folder}", "--set", "data.split=many"], ["unknown split 'many'"]),
-    ("too-many-shots", [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "folder",
-                        "--root", "{folder}", "--split", "5shot"], ["5-shot", "has 3"]),
-    ("unknown-set-key", [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
-                         "--root", "{folder}", "--set", "train.epoch=1"], ["unknown key 'epoch'", "train.epochs"]),
-    ("malformed-set", [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
-                       "--root", "{folder}", "--set", "epochs=1"], ["expected section.key=value"]),
-    ("bad-set-value", [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
-                       "--root", "{folder}", "--set", "train.epochs=abc"], ["'abc' is not a valid int"]),
-    ("unknown-model", [*RUN, "--model", "ViT-Q-99", "--method", "zeroshot", "--dataset", "folder",
-                       "--root", "{folder}"], ["unknown model 'ViT-Q-99'"]),
-    ("missing-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{tmp}/absent.pt", "--method", "zeroshot",
-                              "--dataset", "folder", "--root", "{folder}"], ["checkpoint file not found", "absent.pt"]),
-    ("tiny-has-no-tags", [*RUN, "--model", "tiny", "--pretrained", "openai", "--method", "zeroshot",
-                          "--dataset", "folder", "--root", "{folder}"], ["no pretrained tag 'openai'"]),
-    ("default-weights-offline", [*RUN, "--method", "zeroshot", "--dataset", "folder", "--root", "{folder}"],
-     ["ViT-B-16", "openai", "--pretrained"]),
-    ("context-too-long", [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder",
-                          "--root", "{folder}", "--split", "2shot", "--set", "method.n_ctx=40"],
-     ["context length 32"]),
-    ("data-check-missing-root", ["data", "check", "--no-progress", "--dataset", "officehome",
-                                 "--root", "{tmp}/absent"], ["dataset root not found"]),
+    (
+        "missing-root",
+        [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "folder", "--root", "{tmp}/absent"],
+        ["dataset root not found", "absent"],
+    ),
+    (
+        "not-officehome",
+        [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "officehome", "--root", "{mini}"],
+        ["not an Office-Home root", "Art", "Real World"],
+    ),
+    (
+        "officehome-classes",
+        [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "officehome", "--root", "{folder}"],
+        ["classes differ", "Alarm_Clock"],
+    ),
+    (
+        "not-minidomainnet",
+        [*RUN, "--model", "tiny", "--method", "zeroshot", "--dataset", "minidomainnet", "--root", "{folder}"],
+        ["not a MiniDomainNet root", "splits_mini"],
+    ),
+    (
+        "unknown-method",
+        [*RUN, "--model", "tiny", "--method", "nope", "--dataset", "folder", "--root", "{folder}"],
+        ["unknown method 'nope'", "coop-mt", "zeroshot"],
+    ),
+    (
+        "unknown-split",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "officehome",
+            "--root",
+            "{officehome}",
+            "--split",
+            "7pct",
+        ],
+        ["unknown split '7pct'", "10pct"],
+    ),
+    (
+        "unknown-split-set",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+            "--set",
+            "data.split=many",
+        ],
+        ["unknown split 'many'"],
+    ),
+    (
+        "too-many-shots",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+            "--split",
+            "5shot",
+        ],
+        ["5-shot", "has 3"],
+    ),
+    (
+        "unknown-set-key",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "coop",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+            "--set",
+            "train.epoch=1",
+        ],
+        ["unknown key 'epoch'", "train.epochs"],
+    ),
+    (
+        "malformed-set",
+        [*RUN, "--model", "tiny", "--method", "coop", "--dataset", "folder", "--root", "{folder}", "--set", "epochs=1"],
+        ["expected section.key=value"],
+    ),
+    (
+        "bad-set-value",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "coop",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+            "--set",
+            "train.epochs=abc",
+        ],
+        ["'abc' is not a valid int"],
+    ),
+    (
+        "unknown-model",
+        [*RUN, "--model", "ViT-Q-99", "--method", "zeroshot", "--dataset", "folder", "--root", "{folder}"],
+        ["unknown model 'ViT-Q-99'"],
+    ),
+    (
+        "missing-weights-file",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--pretrained",
+            "{tmp}/absent.pt",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+        ],
+        ["checkpoint file not found", "absent.pt"],
+    ),
+    (
+        "tiny-has-no-tags",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--pretrained",
+            "openai",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+        ],
+        ["no pretrained tag 'openai'"],
+    ),
+    (
+        "default-weights-offline",
+        [*RUN, "--method", "zeroshot", "--dataset", "folder", "--root", "{folder}"],
+        ["ViT-B-16", "openai", "--pretrained"],
+    ),
+    (
+        "context-too-long",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--method",
+            "coop",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+            "--split",
+            "2shot",
+            "--set",
+            "method.n_ctx=40",
+        ],
+        ["context length 32"],
+    ),
+    (
+        "data-check-missing-root",
+        ["data", "check", "--no-progress", "--dataset", "officehome", "--root", "{tmp}/absent"],
+        ["dataset root not found"],
+    ),
     ("eval-missing-ckpt", ["eval", "--ckpt", "{tmp}/absent.ckpt"], ["checkpoint not found", "absent.ckpt"]),
     ("eval-not-a-checkpoint", ["eval", "--ckpt", "{garbage}"], ["garbage.pt not loaded", "not a torch file"]),
-    ("garbage-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{garbage}", "--method", "zeroshot",
-                              "--dataset", "folder", "--root", "{folder}"], ["could not load weights"]),
+    (
+        "garbage-weights-file",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--pretrained",
+            "{garbage}",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+        ],
+        ["could not load weights"],
+    ),
     # Values out of range: one line before any work (config.validate).
     ("negative-lr", [*TINY_COOP, "--set", "optim.lr=-1"], ["optim.lr=-1.0: must be > 0"]),
     ("negative-seed", [*TINY_COOP, "--seed", "-1"], ["data.seed=-1: must be >= 0"]),
@@ -90,12 +254,29 @@ CASES = [
     # /sys refuses new folders even to root (where a chmod'ed folder would not).
     ("out-read-only", [*TINY_COOP, "--out", "/sys/petl-bench-out"], ["--out /sys/petl-bench-out", "cannot write"]),
     # Names that would climb out of --out, and files that would run code when loaded.
-    ("run-name-climbs-out", [*TINY_COOP, "--set", "model.arch=../../../../../escape"],
-     ["run name 'coop@../../../../../escape' cannot name a folder"]),
+    (
+        "run-name-climbs-out",
+        [*TINY_COOP, "--set", "model.arch=../../../../../escape"],
+        ["run name 'coop@../../../../../escape' cannot name a folder"],
+    ),
     ("eval-crafted-checkpoint", ["eval", "--ckpt", "{crafted}"], ["crafted.ckpt not loaded", "could run code"]),
-    ("crafted-weights-file", [*RUN, "--model", "tiny", "--pretrained", "{crafted}", "--method", "zeroshot",
-                              "--dataset", "folder", "--root", "{folder}"],
-     ["could not load weights", "could run code"]),
+    (
+        "crafted-weights-file",
+        [
+            *RUN,
+            "--model",
+            "tiny",
+            "--pretrained",
+            "{crafted}",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            "{folder}",
+        ],
+        ["could not load weights", "could run code"],
+    ),
     ("eval-params-gone", ["eval", "--ckpt", "{params_gone}"], ["params_gone.ckpt", "CoOpConfig has no field n_prompt"]),
     ("eval-params-out-of-range", ["eval", "--ckpt", "{params_bad}"], ["params_bad.ckpt", "method.n_ctx=-3"]),
 ]
@@ -114,11 +295,21 @@ def paths(tmp_path, folder_root, officehome_root, minidomainnet_root, empty_weig
     # Checkpoints whose stored method params no longer fit CoOp's config.
     saved = build_run_config("coop", "folder", str(folder_root), "2shot", model="tiny", out=str(tmp_path / "out"))
     for name, params in (("params_gone", {"n_ctx": 4, "n_prompt": 2}), ("params_bad", {"n_ctx": -3})):
-        torch.save({"petl_bench": {"run_config": saved.to_dict(), "params": params}, "state_dict": {}},
-                   tmp_path / f"{name}.ckpt")
-    return {"tmp": tmp_path, "folder": folder_root, "officehome": officehome_root, "mini": minidomainnet_root,
-            "garbage": garbage, "crafted": crafted, "marker": marker, "params_gone": tmp_path / "params_gone.ckpt",
-            "params_bad": tmp_path / "params_bad.ckpt"}
+        torch.save(
+            {"petl_bench": {"run_config": saved.to_dict(), "params": params}, "state_dict": {}},
+            tmp_path / f"{name}.ckpt",
+        )
+    return {
+        "tmp": tmp_path,
+        "folder": folder_root,
+        "officehome": officehome_root,
+        "mini": minidomainnet_root,
+        "garbage": garbage,
+        "crafted": crafted,
+        "marker": marker,
+        "params_gone": tmp_path / "params_gone.ckpt",
+        "params_bad": tmp_path / "params_bad.ckpt",
+    }
 
 
 @pytest.mark.parametrize("argv, needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -182,9 +373,11 @@ def scratch_registry(monkeypatch):
 def test_registry_rejects_a_duplicate_name(scratch_registry):
     zeroshot = registry.get_method("zeroshot").cls
     with pytest.raises(ValueError, match="'zeroshot' is already registered"):
+
         @registry.register_method("zeroshot", ThrowawayConfig)
         class Duplicate(PetlModule):
             """A second zeroshot."""
+
     assert registry.get_method("zeroshot").cls is zeroshot
     assert registry.get_method("zeroshot").config_cls is not ThrowawayConfig
 

@@ -25,8 +25,25 @@ ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")
 
 
 def run_argv(method, root, out, *extra):
-    return ["run", "--method", method, "--dataset", "folder", "--root", str(root), "--split", "2shot",
-            "--model", "tiny", "--out", str(out), "--no-progress", "--set", "data.num_workers=0", *extra]
+    return [
+        "run",
+        "--method",
+        method,
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        *extra,
+    ]
 
 
 def accuracy_table(stdout: str) -> dict[str, str]:
@@ -114,10 +131,22 @@ def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root,
     # The first run's cached image features are another activation's: encoded afresh, not reused.
     assert set(quick["test_sources"].values()) == {"features (cached now)"}
 
+
 def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
-    code, stdout, stderr = call(run_argv("coop", folder_root, out, "--pretrained", tiny_checkpoint,
-                                         "--set", "train.fast_dev_run=true", "--set", "method.n_ctx=4"))
+    code, stdout, stderr = call(
+        run_argv(
+            "coop",
+            folder_root,
+            out,
+            "--pretrained",
+            tiny_checkpoint,
+            "--set",
+            "train.fast_dev_run=true",
+            "--set",
+            "method.n_ctx=4",
+        )
+    )
     assert code == 0, stderr
     assert "fast_dev_run: no record written" in stdout
     assert "coop-n_ctx4@tiny-tiny" in stdout
@@ -128,12 +157,27 @@ def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
 @pytest.fixture(scope="module")
 def coop_run(folder_root, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("coop-run")
-    code, stdout, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
-                                         "--set", "train.epochs=1", "--set", "data.batch_size=8"))
+    code, stdout, stderr = call(
+        run_argv(
+            "coop-mt",
+            folder_root,
+            out,
+            "--pretrained",
+            tiny_checkpoint,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.batch_size=8",
+        )
+    )
     assert code == 0, stderr
     work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt@tiny-tiny" / "seed0"
-    return {"out": out, "stdout": stdout, "record": json.loads(work.with_suffix(".json").read_text()),
-            "ckpt": work / "checkpoints" / "last.ckpt"}
+    return {
+        "out": out,
+        "stdout": stdout,
+        "record": json.loads(work.with_suffix(".json").read_text()),
+        "ckpt": work / "checkpoints" / "last.ckpt",
+    }
 
 
 def test_coop_mt_run_trains_the_shared_context_only(coop_run):
@@ -174,19 +218,41 @@ def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_
 
     monkeypatch.setattr(PetlModule, "classify", recorded)
     out = tmp_path / "results"
-    code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint,
-                                          "--set", "train.epochs=1", "--set", "method.n_ctx=2",
-                                          "--set", "train.precision=64-true"))
+    code, run_out, stderr = call(
+        run_argv(
+            "coop-mt",
+            folder_root,
+            out,
+            "--pretrained",
+            tiny_checkpoint,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "method.n_ctx=2",
+            "--set",
+            "train.precision=64-true",
+        )
+    )
     assert code == 0, stderr
     run_logits, logits[:] = list(logits), []
     assert run_logits and {dtype for dtype, _ in run_logits} == {torch.float64}
-    ckpt = (out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny-tiny" / "seed0" /
-            "checkpoints" / "last.ckpt")
+    ckpt = (
+        out
+        / "runs"
+        / "folder"
+        / root_folder(folder_root)
+        / "2shot"
+        / "coop-mt-n_ctx2@tiny-tiny"
+        / "seed0"
+        / "checkpoints"
+        / "last.ckpt"
+    )
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
     assert [dtype for dtype, _ in logits] == [dtype for dtype, _ in run_logits]
     assert all(torch.equal(ours, theirs) for (_, ours), (_, theirs) in zip(logits, run_logits, strict=True))
     assert accuracy_table(eval_out) == accuracy_table(run_out)
+
 
 def _tampered(coop_run, tmp_path, change):
     checkpoint = torch.load(coop_run["ckpt"], map_location="cpu", weights_only=True)
@@ -222,11 +288,21 @@ def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
     # L.seed_everything(seed) in run.execute; cli.cmd_eval builds it without seeding, so `eval`
     # scores a different backbone than the run did.
     out = tmp_path / "results"
-    code, run_out, stderr = call(run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1",
-                                          "--set", "method.n_ctx=2"))
+    code, run_out, stderr = call(
+        run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1", "--set", "method.n_ctx=2")
+    )
     assert code == 0, stderr
-    ckpt = (out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx2@tiny" / "seed0"
-            / "checkpoints" / "last.ckpt")
+    ckpt = (
+        out
+        / "runs"
+        / "folder"
+        / root_folder(folder_root)
+        / "2shot"
+        / "coop-mt-n_ctx2@tiny"
+        / "seed0"
+        / "checkpoints"
+        / "last.ckpt"
+    )
     torch.manual_seed(1)  # whatever state the global RNG is in when eval starts
     code, eval_out, stderr = call(["eval", "--ckpt", ckpt])
     assert code == 0, stderr
@@ -275,8 +351,21 @@ def test_a_run_states_its_size_and_logs_its_phases_and_epochs(folder_root, tiny_
     import pandas as pd
 
     out = tmp_path / "results"
-    code, stdout, stderr = call(run_argv("coop-mt", folder_root, out, "--pretrained", tiny_checkpoint, "--set",
-                                         "train.epochs=2", "--set", "data.batch_size=3", "--set", "method.n_ctx=4"))
+    code, stdout, stderr = call(
+        run_argv(
+            "coop-mt",
+            folder_root,
+            out,
+            "--pretrained",
+            tiny_checkpoint,
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "data.batch_size=3",
+            "--set",
+            "method.n_ctx=4",
+        )
+    )
     assert code == 0, stderr
     work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
     record = json.loads(work.with_suffix(".json").read_text())
@@ -284,27 +373,42 @@ def test_a_run_states_its_size_and_logs_its_phases_and_epochs(folder_root, tiny_
 
     # The size, said before training, is what the run did: 8 shots per task in batches of 3 are 2 steps (Dassl
     # drops the incomplete third).
-    size = re.search(r"^size: (\d+) tasks x (\d+) classes; (\d+) training images, (\d+) epochs x (\d+) steps \(3 images "
-                     r"per task a step\) = (\d+) steps; (\d+) test images$", stdout, re.M)
+    size = re.search(
+        r"^size: (\d+) tasks x (\d+) classes; (\d+) training images, (\d+) epochs x (\d+) steps \(3 images "
+        r"per task a step\) = (\d+) steps; (\d+) test images$",
+        stdout,
+        re.M,
+    )
     per_epoch = steps.groupby("epoch").size()
     assert list(per_epoch) == [2, 2]
-    assert tuple(map(int, size.groups())) == (len(record["tasks"]), len(read_manifest("folder", folder_root).classnames),
-                                              record["train_images"], 2, 2, len(steps), record["test_images"])
+    assert tuple(map(int, size.groups())) == (
+        len(record["tasks"]),
+        len(read_manifest("folder", folder_root).classnames),
+        record["train_images"],
+        2,
+        2,
+        len(steps),
+        record["test_images"],
+    )
     assert stdout.index("size: ") < stdout.index("train: 2 epochs ...")
 
-    # run.log holds what the console said, timestamped: one line per epoch, its mean loss and last lr as the CSV has them.
+    # run.log holds what the console said, timestamped: one line per epoch, its mean loss and last lr
+    # as the CSV has them.
     lines = (work / "run.log").read_text().splitlines()
     said = [line.split("  ", 1)[1] for line in lines]
     assert all(line in stdout.splitlines() for line in said)
-    epochs = [re.fullmatch(r"epoch (\d)/2  loss (\S+)  lr (\S+)  elapsed \d:\d\d:\d\d  eta \d:\d\d:\d\d", line)
-              for line in said if line.startswith("epoch")]
+    epochs = [
+        re.fullmatch(r"epoch (\d)/2  loss (\S+)  lr (\S+)  elapsed \d:\d\d:\d\d  eta \d:\d\d:\d\d", line)
+        for line in said
+        if line.startswith("epoch")
+    ]
     assert [m.group(1) for m in epochs] == ["1", "2"]
     for m, (_, rows) in zip(epochs, steps.groupby("epoch"), strict=True):
         assert float(m.group(2)) == pytest.approx(rows["train/loss"].mean(), abs=5e-5)
         assert float(m.group(3)) == pytest.approx(rows["train/lr"].iloc[-1], rel=1e-3)
     for name in ("model", "scan", "split", "train", "test"):  # each phase: its start, then its end and duration
         start = next(i for i, line in enumerate(said) if line.startswith(f"{name}: ") and line.endswith(" ..."))
-        assert any(re.fullmatch(rf"{name}: .* \(\d+\.\d s\)", line) for line in said[start + 1:]), name
+        assert any(re.fullmatch(rf"{name}: .* \(\d+\.\d s\)", line) for line in said[start + 1 :]), name
     accuracies = ", ".join(f"{task} {value:.2f}" for task, value in record["accuracy"].items())
     assert re.fullmatch(rf"test: {accuracies} \(\d+\.\d s\)", said[-1])
     for chatter in ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels", "logging interval"):

@@ -24,25 +24,28 @@ def test_defaults():
     assert (cfg.data.dataset, cfg.data.split, cfg.params.n_ctx) == ("officehome", "6shot", 16)
 
 
-@pytest.mark.parametrize("item, section, name, value", [
-    ("train.epochs=2", "train", "epochs", 2),
-    ("optim.lr=0.1", "optim", "lr", 0.1),
-    ("optim.lr=1e-3", "optim", "lr", 0.001),
-    ("optim.warmup_epochs=2", "optim", "warmup_epochs", 2),
-    ("train.fast_dev_run=true", "train", "fast_dev_run", True),
-    ("train.fast_dev_run=1", "train", "fast_dev_run", True),
-    ("train.fast_dev_run=off", "train", "fast_dev_run", False),
-    ("model.pretrained=none", "model", "pretrained", None),
-    ("model.pretrained=null", "model", "pretrained", None),
-    ("model.pretrained=laion2b_s34b_b88k", "model", "pretrained", "laion2b_s34b_b88k"),
-    ("model.arch=tiny", "model", "arch", "tiny"),
-    ("data.split=10pct", "data", "split", "10pct"),
-    (" data.seed = 3 ", "data", "seed", 3),
-    ("train.precision=bf16-mixed", "train", "precision", "bf16-mixed"),
-    ("method.n_ctx=4", "params", "n_ctx", 4),
-    ("params.n_ctx=8", "params", "n_ctx", 8),
-    ("method.ctx_init=a photo of a", "params", "ctx_init", "a photo of a"),
-])
+@pytest.mark.parametrize(
+    "item, section, name, value",
+    [
+        ("train.epochs=2", "train", "epochs", 2),
+        ("optim.lr=0.1", "optim", "lr", 0.1),
+        ("optim.lr=1e-3", "optim", "lr", 0.001),
+        ("optim.warmup_epochs=2", "optim", "warmup_epochs", 2),
+        ("train.fast_dev_run=true", "train", "fast_dev_run", True),
+        ("train.fast_dev_run=1", "train", "fast_dev_run", True),
+        ("train.fast_dev_run=off", "train", "fast_dev_run", False),
+        ("model.pretrained=none", "model", "pretrained", None),
+        ("model.pretrained=null", "model", "pretrained", None),
+        ("model.pretrained=laion2b_s34b_b88k", "model", "pretrained", "laion2b_s34b_b88k"),
+        ("model.arch=tiny", "model", "arch", "tiny"),
+        ("data.split=10pct", "data", "split", "10pct"),
+        (" data.seed = 3 ", "data", "seed", 3),
+        ("train.precision=bf16-mixed", "train", "precision", "bf16-mixed"),
+        ("method.n_ctx=4", "params", "n_ctx", 4),
+        ("params.n_ctx=8", "params", "n_ctx", 8),
+        ("method.ctx_init=a photo of a", "params", "ctx_init", "a photo of a"),
+    ],
+)
 def test_override_parses_the_field_type(item, section, name, value):
     cfg = coop_mt(item)
     got = getattr(getattr(cfg, section), name)
@@ -79,25 +82,29 @@ def test_malformed_item(item):
         coop_mt(item)
 
 
-@pytest.mark.parametrize("item", ["train.epochs=abc", "train.epochs=2.5", "optim.lr=fast",
-                                  "train.fast_dev_run=maybe", "method.n_ctx="])
+@pytest.mark.parametrize(
+    "item", ["train.epochs=abc", "train.epochs=2.5", "optim.lr=fast", "train.fast_dev_run=maybe", "method.n_ctx="]
+)
 def test_bad_value(item):
     with pytest.raises(UserError, match="is not a valid"):
         coop_mt(item)
 
 
 # -- run names ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides, name", [
-    ((), "coop-mt"),
-    (("method.n_ctx=4",), "coop-mt-n_ctx4"),
-    (("method.n_ctx=16",), "coop-mt"),
-    (("model.arch=ViT-S-32",), "coop-mt@ViT-S-32"),
-    (("model.arch=ViT-S-32", "method.n_ctx=8"), "coop-mt-n_ctx8@ViT-S-32"),
-    (("model.pretrained=laion2b_s34b_b88k",), "coop-mt@ViT-B-16-laion2b_s34b_b88k"),
-    (("model.pretrained=none",), "coop-mt@ViT-B-16"),
-    (("model.arch=tiny", "model.pretrained=/w/tiny-clip.pt"), "coop-mt@tiny-tiny-clip"),
-    (("optim.lr=0.1", "train.epochs=1", "data.seed=2"), "coop-mt"),
-])
+@pytest.mark.parametrize(
+    "overrides, name",
+    [
+        ((), "coop-mt"),
+        (("method.n_ctx=4",), "coop-mt-n_ctx4"),
+        (("method.n_ctx=16",), "coop-mt"),
+        (("model.arch=ViT-S-32",), "coop-mt@ViT-S-32"),
+        (("model.arch=ViT-S-32", "method.n_ctx=8"), "coop-mt-n_ctx8@ViT-S-32"),
+        (("model.pretrained=laion2b_s34b_b88k",), "coop-mt@ViT-B-16-laion2b_s34b_b88k"),
+        (("model.pretrained=none",), "coop-mt@ViT-B-16"),
+        (("model.arch=tiny", "model.pretrained=/w/tiny-clip.pt"), "coop-mt@tiny-tiny-clip"),
+        (("optim.lr=0.1", "train.epochs=1", "data.seed=2"), "coop-mt"),
+    ],
+)
 def test_run_name(overrides, name):
     assert coop_mt(*overrides).run_name == name
 
@@ -126,17 +133,29 @@ def test_the_dataset_root_keys_the_hash_and_the_paths(tmp_path, monkeypatch):
     other = coop_mt(f"data.root={subset}")
     assert other.sha256() != configs[0].sha256()
     assert record_path(other) != record_path(configs[0])
-    assert (split_path("out", "officehome", str(subset), "6shot", 0)
-            != split_path("out", "officehome", str(full), "6shot", 0))
+    assert split_path("out", "officehome", str(subset), "6shot", 0) != split_path(
+        "out", "officehome", str(full), "6shot", 0
+    )
     assert root_folder(str(full)).startswith("full-") and len(root_folder(str(full))) == len("full-") + 8
     # The 10pct / 6shot and batch 0 / 16 equivalences hold on a root, as before.
     assert coop_mt(f"data.root={full}", "data.split=10pct").sha256() == coop_mt(f"data.root={full}").sha256()
     assert coop_mt(f"data.root={full}", "data.batch_size=16").sha256() == configs[0].sha256()
 
 
-@pytest.mark.parametrize("item", ["optim.lr=0.1", "data.seed=1", "method.n_ctx=4", "data.split=12shot",
-                                  "model.arch=tiny", "train.epochs=1", "data.batch_size=8",
-                                  "model.quick_gelu=true", "model.quick_gelu=false"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "optim.lr=0.1",
+        "data.seed=1",
+        "method.n_ctx=4",
+        "data.split=12shot",
+        "model.arch=tiny",
+        "train.epochs=1",
+        "data.batch_size=8",
+        "model.quick_gelu=true",
+        "model.quick_gelu=false",
+    ],
+)
 def test_sha256_changes_with_what_decides_the_result(item):
     assert coop_mt(item).sha256() != coop_mt().sha256()
 
@@ -166,11 +185,17 @@ def _ruled_fields():
 
     from petl_bench.registry import get_method, method_names
 
-    configs = {section: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
-               for section in ("data", "model", "optim", "train", "logging")}
+    configs = {
+        section: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
+        for section in ("data", "model", "optim", "train", "logging")
+    }
     configs.update({f"method:{name}": get_method(name).config_cls for name in method_names()})
-    return [(section, f.name, f.metadata["rule"]) for section, cls in configs.items()
-            for f in dataclasses.fields(cls) if "rule" in f.metadata]
+    return [
+        (section, f.name, f.metadata["rule"])
+        for section, cls in configs.items()
+        for f in dataclasses.fields(cls)
+        if "rule" in f.metadata
+    ]
 
 
 def test_every_numeric_field_of_the_run_sections_has_a_rule():
@@ -206,11 +231,17 @@ def _float_fields():
 
     from petl_bench.registry import get_method, method_names
 
-    configs = {prefix: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
-               for prefix, section in (("data", "data"), ("optim", "optim"), ("train", "train"))}
+    configs = {
+        prefix: type(getattr(RunConfig(method="coop", params=CoOpConfig()), section))
+        for prefix, section in (("data", "data"), ("optim", "optim"), ("train", "train"))
+    }
     configs.update({f"method:{name}": get_method(name).config_cls for name in method_names()})
-    return [(prefix, f.name) for prefix, cls in configs.items()
-            for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] is float]
+    return [
+        (prefix, f.name)
+        for prefix, cls in configs.items()
+        for f in dataclasses.fields(cls)
+        if typing.get_type_hints(cls)[f.name] is float
+    ]
 
 
 @pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "1e309"])

@@ -17,9 +17,9 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from petl_bench import datamodules
 from PIL import Image
 
+from petl_bench import datamodules
 from petl_bench.config import DATASETS, DataConfig, root_folder
 from petl_bench.datamodules import (
     Manifest,
@@ -175,30 +175,54 @@ def test_unreadable_images_are_skipped_and_listed(folder_root, copy_tree):
 
 
 # -- split names ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("dataset, split, shots", [
-    ("officehome", "10pct", 6), ("officehome", "20pct", 12), ("minidomainnet", "1pct", 3),
-    ("minidomainnet", "2pct", 6), ("officehome", "3shot", 3), ("minidomainnet", "3shot", 3),
-    ("folder", "1shot", 1), ("folder", "16shot", 16),
-])
+@pytest.mark.parametrize(
+    "dataset, split, shots",
+    [
+        ("officehome", "10pct", 6),
+        ("officehome", "20pct", 12),
+        ("minidomainnet", "1pct", 3),
+        ("minidomainnet", "2pct", 6),
+        ("officehome", "3shot", 3),
+        ("minidomainnet", "3shot", 3),
+        ("folder", "1shot", 1),
+        ("folder", "16shot", 16),
+    ],
+)
 def test_parse_shots(dataset, split, shots):
     assert parse_shots(dataset, split) == shots
 
 
-@pytest.mark.parametrize("dataset, split", [
-    ("officehome", "7pct"), ("officehome", "0shot"), ("officehome", "1pct"), ("minidomainnet", "10pct"),
-    ("folder", "10pct"), ("folder", "shot"), ("folder", "-1shot"), ("folder", "3 shot"), ("folder", ""),
-])
+@pytest.mark.parametrize(
+    "dataset, split",
+    [
+        ("officehome", "7pct"),
+        ("officehome", "0shot"),
+        ("officehome", "1pct"),
+        ("minidomainnet", "10pct"),
+        ("folder", "10pct"),
+        ("folder", "shot"),
+        ("folder", "-1shot"),
+        ("folder", "3 shot"),
+        ("folder", ""),
+    ],
+)
 def test_parse_shots_rejects(dataset, split):
     with pytest.raises(UserError, match="unknown split"):
         parse_shots(dataset, split)
 
 
-@pytest.mark.parametrize("dataset, split, canonical, paper", [
-    ("officehome", "10pct", "6shot", "10pct"), ("officehome", "6shot", "6shot", "10pct"),
-    ("officehome", "12shot", "12shot", "20pct"), ("officehome", "4shot", "4shot", "4shot"),
-    ("minidomainnet", "1pct", "3shot", "1pct"), ("minidomainnet", "6shot", "6shot", "2pct"),
-    ("folder", "6shot", "6shot", "6shot"),
-])
+@pytest.mark.parametrize(
+    "dataset, split, canonical, paper",
+    [
+        ("officehome", "10pct", "6shot", "10pct"),
+        ("officehome", "6shot", "6shot", "10pct"),
+        ("officehome", "12shot", "12shot", "20pct"),
+        ("officehome", "4shot", "4shot", "4shot"),
+        ("minidomainnet", "1pct", "3shot", "1pct"),
+        ("minidomainnet", "6shot", "6shot", "2pct"),
+        ("folder", "6shot", "6shot", "6shot"),
+    ],
+)
 def test_canonical_and_paper_split(dataset, split, canonical, paper):
     assert canonical_split(dataset, split) == canonical
     assert paper_split(dataset, split) == paper
@@ -220,7 +244,8 @@ def officehome_manifest(officehome_root):
 def test_draw_split_takes_n_per_domain_and_class(officehome_manifest, shots):
     train, test = draw_split(officehome_manifest, shots, seed=0)
     assert Counter((r.domain, r.label) for r in train) == {
-        (d, label): shots for d in OFFICEHOME_DOMAINS for label in range(65)}
+        (d, label): shots for d in OFFICEHOME_DOMAINS for label in range(65)
+    }
     assert len(train) + len(test) == len(officehome_manifest.records)
     assert {r.path for r in train}.isdisjoint(r.path for r in test)
     assert set(train) | set(test) == set(officehome_manifest.records)
@@ -237,8 +262,7 @@ def test_draw_split_is_seeded(officehome_manifest):
 def test_draw_split_ignores_record_order(officehome_manifest):
     shuffled = list(officehome_manifest.records)
     random.Random(7).shuffle(shuffled)
-    assert draw_split(replace(officehome_manifest, records=shuffled), 2, 5) == draw_split(
-        officehome_manifest, 2, 5)
+    assert draw_split(replace(officehome_manifest, records=shuffled), 2, 5) == draw_split(officehome_manifest, 2, 5)
 
 
 def test_draw_split_too_many_shots_names_the_class(officehome_manifest):
@@ -351,11 +375,13 @@ LIGHT_MODULES = ["records", "scan", "images", "cache", "readers", "datasets", "m
 
 
 def test_reading_roots_and_splits_imports_no_training_stack(tmp_path):
-    code = ("import sys; import petl_bench.datamodules; "
-            + "; ".join(f"import petl_bench.datamodules.{name}" for name in LIGHT_MODULES)
-            + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))"
-            + "; from petl_bench.datamodules import MultiDomainDataModule"
-            + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))")
+    code = (
+        "import sys; import petl_bench.datamodules; "
+        + "; ".join(f"import petl_bench.datamodules.{name}" for name in LIGHT_MODULES)
+        + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))"
+        + "; from petl_bench.datamodules import MultiDomainDataModule"
+        + "; print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.splitlines() == ["[]", "['lightning', 'torch', 'torchvision']"]
 

@@ -20,6 +20,7 @@ from petl_bench.errors import UserError
 from petl_bench.params import count_rows
 from petl_bench.report import dataset_name
 from petl_bench.sweep.grid import expand_grid, grid_file
+
 from cli_calls import call
 
 PER_CELL = {"pacs": 7, "vlcs": 3, "office31": 2, "terraincognita": 2, "domainnet": 1}  # as conftest writes
@@ -124,7 +125,8 @@ def test_office31_without_images_folder_and_jigen_spellings(office31_root, copy_
     manifest = read_manifest("office31", root)
     check_complete(manifest, "office31")
     assert {r.path for r in manifest.records if r.domain == "dslr" and r.classname == "backpack"} == {
-        f"Dslr/backpack/back_pack_{k:03d}.jpg" for k in range(2)}
+        f"Dslr/backpack/back_pack_{k:03d}.jpg" for k in range(2)
+    }
 
 
 def test_terraincognita_short_location_names(terraincognita_root, copy_tree):
@@ -198,8 +200,9 @@ def test_data_check_names_a_missing_image(domainnet_root, pacs_root, copy_tree):
 
 
 def test_data_check_compares_per_domain_where_no_source_counts_classes(terraincognita_root):
-    code, out, _ = call(["data", "check", "--no-progress", "--dataset", "terraincognita",
-                         "--root", terraincognita_root])
+    code, out, _ = call(
+        ["data", "check", "--no-progress", "--dataset", "terraincognita", "--root", terraincognita_root]
+    )
     assert code == 0
     assert "TerraIncognita: 80 of 24,788 expected images" in out and "compared per domain" in out
     expected_row = next(line for line in out.splitlines() if line.startswith("expected"))
@@ -225,17 +228,35 @@ def test_run_warns_in_one_line_when_images_are_fewer_than_expected(pacs_root, co
     with pytest.warns(UserWarning) as caught:
         manifest(root)
     message = str(caught[0].message)
-    assert message.startswith("PACS: 196 of 9,991 expected images (9,795 fewer; 28 domain/class cells differ, "
-                              "e.g. art_painting/dog 7 of 379)")
+    assert message.startswith(
+        "PACS: 196 of 9,991 expected images (9,795 fewer; 28 domain/class cells differ, e.g. art_painting/dog 7 of 379)"
+    )
     call(["methods"])  # the CLI prints each warning as one line, without the source line that warned
     assert warnings.formatwarning(message, UserWarning, "multidomain.py", 1) == f"UserWarning: {message}\n"
 
 
 def test_zeroshot_run_on_pacs_layout(pacs_root, tmp_path):
     out = tmp_path / "results"
-    code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "pacs", "--root", pacs_root,
-                            "--split", "6shot", "--model", "tiny", "--out", out, "--no-progress",
-                            "--set", "data.num_workers=0"])
+    code, _, stderr = call(
+        [
+            "run",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "pacs",
+            "--root",
+            pacs_root,
+            "--split",
+            "6shot",
+            "--model",
+            "tiny",
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert code == 0, stderr
     record_file = out / "runs" / "pacs" / root_folder(pacs_root) / "6shot" / "zeroshot@tiny" / "seed0.json"
     record = json.loads(record_file.read_text())
@@ -246,8 +267,26 @@ def test_zeroshot_run_on_pacs_layout(pacs_root, tmp_path):
 
 
 def test_too_few_images_for_the_shots_names_the_cell(pacs_root, tmp_path):
-    code, _, err = call(["run", "--method", "zeroshot", "--dataset", "pacs", "--root", pacs_root, "--split", "8shot",
-                         "--model", "tiny", "--out", tmp_path, "--no-progress", "--set", "data.num_workers=0"])
+    code, _, err = call(
+        [
+            "run",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "pacs",
+            "--root",
+            pacs_root,
+            "--split",
+            "8shot",
+            "--model",
+            "tiny",
+            "--out",
+            tmp_path,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert code == 2 and "8-shot split needs 8 training images per class, but art_painting/dog has 7" in err
 
 

@@ -19,9 +19,10 @@ import pytest
 
 from petl_bench.demo import margins, recipe, summary_text, task_groups
 from petl_bench.report import AVERAGE, summarize
-from petl_bench.runargs import run_argv
 from petl_bench.results import read_record
-from petl_bench.sweep import expand_grid, grid_file, record_of
+from petl_bench.runargs import run_argv
+from petl_bench.sweep.grid import expand_grid, grid_file, record_of
+
 from cli_calls import call_ok
 
 pytestmark = pytest.mark.slow
@@ -31,8 +32,11 @@ pytestmark = pytest.mark.slow
 def first_seed(demo_setup, tmp_path_factory):
     """The demo grid on the demo's data and weights, its first seed's runs done."""
     out = tmp_path_factory.mktemp("demo-results")
-    grid = expand_grid(grid_file("demo"), [f"data.root={demo_setup['root']}",
-                                           f"model.pretrained={demo_setup['weights']}", "data.num_workers=0"], str(out))
+    grid = expand_grid(
+        grid_file("demo"),
+        [f"data.root={demo_setup['root']}", f"model.pretrained={demo_setup['weights']}", "data.num_workers=0"],
+        str(out),
+    )
     for run in grid.runs:
         if run.cfg.data.seed == grid.seeds[0]:
             call_ok(run_argv(run.cfg))
@@ -75,4 +79,5 @@ def test_the_closing_summary_states_the_recipe_margins_and_groups(first_seed):
     groups = task_groups(summary)
     assert groups[0] == "MmAP's task groups:" and groups[1].startswith(f"  seed {first_seed.seeds[0]}: ")
     assert sorted(groups[1].split(": ")[1].replace(" | ", " + ").split(" + ")) == sorted(
-        summary.tasks[:-1])  # every task in exactly one group
+        summary.tasks[:-1]
+    )  # every task in exactly one group

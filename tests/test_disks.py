@@ -78,19 +78,45 @@ def _leftovers(folder: Path) -> list[Path]:
 
 
 def _run(method, root, checkpoint, out, *extra):
-    return call(["run", "--method", method, "--dataset", "folder", "--root", root, "--split", "2shot",
-                 "--model", "tiny", "--pretrained", checkpoint, "--out", out, "--no-progress",
-                 "--set", "data.num_workers=0", "--set", "train.epochs=1", *extra])
+    return call(
+        [
+            "run",
+            "--method",
+            method,
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--pretrained",
+            checkpoint,
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+            "--set",
+            "train.epochs=1",
+            *extra,
+        ]
+    )
 
 
 # -- a full --out ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage, method, written", [
-    ("split", "zeroshot", "splits/folder/*/2shot/seed0.csv"),
-    ("record", "zeroshot", "runs/folder/*/2shot/*/seed0.json"),
-    ("checkpoint", "coop", "runs/folder/*/2shot/*/seed0/checkpoints/last.ckpt"),
-])
+@pytest.mark.parametrize(
+    "stage, method, written",
+    [
+        ("split", "zeroshot", "splits/folder/*/2shot/seed0.csv"),
+        ("record", "zeroshot", "runs/folder/*/2shot/*/seed0.json"),
+        ("checkpoint", "coop", "runs/folder/*/2shot/*/seed0/checkpoints/last.ckpt"),
+    ],
+)
 def test_a_full_out_is_one_line_naming_the_file_and_the_space_it_needs(
-        stage, method, written, folder_root, tiny_checkpoint, tmp_path, full_disk, monkeypatch):
+    stage, method, written, folder_root, tiny_checkpoint, tmp_path, full_disk, monkeypatch
+):
     out = tmp_path / "results"
     if stage == "checkpoint":  # torch writes checkpoints itself, not through Python's open
         import torch
@@ -133,7 +159,8 @@ def _cache_warnings(caught) -> list[str]:
 
 @pytest.mark.parametrize("where", ["manifest", "metadata", "allocation"])
 def test_a_cache_on_a_full_disk_warns_once_and_the_run_goes_on_without_it(
-        where, folder_root, tiny_checkpoint, tmp_path, full_disk, monkeypatch):
+    where, folder_root, tiny_checkpoint, tmp_path, full_disk, monkeypatch
+):
     code, _, stderr = _run("zeroshot", folder_root, tiny_checkpoint, tmp_path / "plain", "--set", "data.cache_dir=off")
     assert code == 0, stderr
     uncached = json.loads(next((tmp_path / "plain").rglob("seed0.json")).read_text())
@@ -141,8 +168,9 @@ def test_a_cache_on_a_full_disk_warns_once_and_the_run_goes_on_without_it(
     out = tmp_path / "results"
     cache = out / "cache"
     if where == "allocation":  # the array's blocks, allocated before it is filled
-        monkeypatch.setattr(os, "posix_fallocate", lambda fd, offset, length: (_ for _ in ()).throw(NO_SPACE),
-                            raising=False)
+        monkeypatch.setattr(
+            os, "posix_fallocate", lambda fd, offset, length: (_ for _ in ()).throw(NO_SPACE), raising=False
+        )
     else:
         full_disk(".*.json.*.tmp", cache / ("manifests" if where == "manifest" else "images"))
     with warnings.catch_warnings(record=True) as caught:
@@ -249,30 +277,46 @@ def test_a_read_only_cache_is_read_and_never_written(shared_folder, tmp_path):
             cache.saver(root)({"art/b.jpg": (10, 1, 2, 3, "ok")})
             absent = Cache(shared_folder / "cache" / "absent", 10**9)
             stored_absent = absent.store("images", "c", (1,), np.uint8, lambda array: {})
-        return {"array": array.tolist(), "meta": meta, "known": {k: list(v) for k, v in known.items()},
-                "stored": stored is None and stored_absent is None, "said": _cache_warnings(caught)}
+        return {
+            "array": array.tolist(),
+            "meta": meta,
+            "known": {k: list(v) for k, v in known.items()},
+            "stored": stored is None and stored_absent is None,
+            "said": _cache_warnings(caught),
+        }
 
     got = _as_a_reader(shared_folder, read)
     assert "error" not in got, got.get("error", "")
     got = got["ok"]
     assert got["array"] == [[3, 3]] * 4 and got["meta"] == {"paths": ["art/a.jpg"]}
     assert got["known"] == {"art/a.jpg": [10, 1, 2, 3, "ok"]} and got["stored"]
-    assert got["said"] == [f"cache {shared_folder / 'cache'} cannot be written: its entries are read, none is written",
-                           f"cache {shared_folder / 'cache' / 'absent'} making the folder failed "
-                           f"({os.strerror(errno.EACCES)}); the run goes on without writing the cache"]
+    assert got["said"] == [
+        f"cache {shared_folder / 'cache'} cannot be written: its entries are read, none is written",
+        f"cache {shared_folder / 'cache' / 'absent'} making the folder failed "
+        f"({os.strerror(errno.EACCES)}); the run goes on without writing the cache",
+    ]
     assert _snapshot(shared_folder) == before  # no file made, written or touched, no lock, no folder
 
 
 # -- the last guard ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("raised, line", [
-    (OSError(errno.EIO, os.strerror(errno.EIO), "/data/art/1.jpg"),
-     f"petl-bench: error: /data/art/1.jpg: {os.strerror(errno.EIO)} ("),
-    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-     "petl-bench: error: cannot read or write text: 'utf-8' codec can't decode byte 0xff in position 0"),
-    (yaml.YAMLError("a grid that is no YAML"), "petl-bench: error in yaml: YAMLError: a grid that is no YAML ("),
-    (KeyError("accuracy"), "petl-bench: internal error, this is a bug (please report it with the log): "
-                           "KeyError: 'accuracy' ("),
-])
+@pytest.mark.parametrize(
+    "raised, line",
+    [
+        (
+            OSError(errno.EIO, os.strerror(errno.EIO), "/data/art/1.jpg"),
+            f"petl-bench: error: /data/art/1.jpg: {os.strerror(errno.EIO)} (",
+        ),
+        (
+            UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+            "petl-bench: error: cannot read or write text: 'utf-8' codec can't decode byte 0xff in position 0",
+        ),
+        (yaml.YAMLError("a grid that is no YAML"), "petl-bench: error in yaml: YAMLError: a grid that is no YAML ("),
+        (
+            KeyError("accuracy"),
+            "petl-bench: internal error, this is a bug (please report it with the log): KeyError: 'accuracy' (",
+        ),
+    ],
+)
 def test_an_unexpected_exception_is_one_line_and_a_log_holding_its_traceback(raised, line, tmp_path, monkeypatch):
     def fails(args):
         raise raised

@@ -14,8 +14,12 @@ from petl_bench.registry import get_method
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "faithfulness.md"
 TASKS = [Task(f"task{i}", tuple(f"class {c}" for c in range(65))) for i in range(4)]
-GROUPS = {1: "task0,task1,task2,task3", 2: "task0,task1|task2,task3", 3: "task0|task1,task2|task3",
-          4: "task0|task1|task2|task3"}
+GROUPS = {
+    1: "task0,task1,task2,task3",
+    2: "task0,task1|task2,task3",
+    3: "task0|task1,task2|task3",
+    4: "task0|task1|task2|task3",
+}
 
 
 def count(backbone, method: str, **params) -> int:
@@ -38,10 +42,25 @@ def test_maples_own_config_is_smaller(vit_b16):
     assert count(vit_b16, "maple-mt", n_ctx=2, depth=9) == 3_555_072
 
 
-@pytest.mark.parametrize("b, m, n, depth, groups", [
-    (5, 1, 4, 12, 3), (6, 6, 256, 12, 3), (7, 1, 4, 12, 1), (7, 7, 256, 12, 2), (11, 1, 8, 12, 2),
-    (12, 6, 256, 12, 3), (12, 12, 128, 12, 3), (13, 1, 8, 12, 1), (14, 1, 8, 12, 1), (14, 2, 4, 12, 1),
-    (14, 7, 256, 12, 2), (14, 14, 128, 12, 2), (7, 7, 256, 10, 3), (7, 7, 256, 9, 4)])
+@pytest.mark.parametrize(
+    "b, m, n, depth, groups",
+    [
+        (5, 1, 4, 12, 3),
+        (6, 6, 256, 12, 3),
+        (7, 1, 4, 12, 1),
+        (7, 7, 256, 12, 2),
+        (11, 1, 8, 12, 2),
+        (12, 6, 256, 12, 3),
+        (12, 12, 128, 12, 3),
+        (13, 1, 8, 12, 1),
+        (14, 1, 8, 12, 1),
+        (14, 2, 4, 12, 1),
+        (14, 7, 256, 12, 2),
+        (14, 14, 128, 12, 2),
+        (7, 7, 256, 10, 3),
+        (7, 7, 256, 9, 4),
+    ],
+)
 def test_mmap_settings_that_print_as_the_papers_count(vit_b16, b, m, n, depth, groups):
     assert fits("mmap", count(vit_b16, "mmap", b=b, m=m, n=n, depth=depth, groups=GROUPS[groups]))
 
@@ -51,19 +70,23 @@ def test_mmap_defaults_with_other_group_counts_do_not(vit_b16, groups):
     assert not fits("mmap", count(vit_b16, "mmap", groups=GROUPS[groups]))
 
 
-@pytest.mark.parametrize("params, expected, fit", [
-    ({}, 525_824, True),
-    ({"towers": "image", "reduction": 1}, 525_312, True),
-    ({"towers": "text", "reduction": 1}, 525_312, True),
-    ({"towers": "image", "reduction": 4}, 131_712, False),  # the reference's size (it has no biases)
-])
+@pytest.mark.parametrize(
+    "params, expected, fit",
+    [
+        ({}, 525_824, True),
+        ({"towers": "image", "reduction": 1}, 525_312, True),
+        ({"towers": "text", "reduction": 1}, 525_312, True),
+        ({"towers": "image", "reduction": 4}, 131_712, False),  # the reference's size (it has no biases)
+    ],
+)
 def test_clip_adapter_placements_that_print_as_the_papers_count(vit_b16, params, expected, fit):
     assert count(vit_b16, "clip-adapter", **params) == expected
     assert fits("clip-adapter", expected) is fit
 
 
-@pytest.mark.parametrize("n_prompts, depth, fit", [(17, 12, False), (18, 12, True), (19, 12, False),
-                                                   (24, 9, True), (25, 9, True)])
+@pytest.mark.parametrize(
+    "n_prompts, depth, fit", [(17, 12, False), (18, 12, True), (19, 12, False), (24, 9, True), (25, 9, True)]
+)
 def test_vpt_lengths_that_print_as_the_papers_count(vit_b16, n_prompts, depth, fit):
     per_set = count(vit_b16, "vpt-mt", n_prompts=n_prompts, depth=depth)
     assert fits("vpt-mt", per_set) is fit and fits("vpt", 4 * per_set) is fit
@@ -74,11 +97,17 @@ def test_the_page_is_linked_and_every_row_names_its_sources():
     text = PAGE.read_text()
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings[-1] == "Methods beyond the paper"  # where rows for later methods go
-    for table, least in (("## The training recipe", 10), ("## The methods of Tables 1 and 2", 10),
-                         ("## Methods beyond the paper", 7)):
+    for table, least in (
+        ("## The training recipe", 10),
+        ("## The methods of Tables 1 and 2", 10),
+        ("## Methods beyond the paper", 7),
+    ):
         rows = text.split(table)[1].split("\n## ")[0].splitlines()
-        body = [row for row in rows if row.startswith("| ") and not row.startswith("| item") and
-                not row.startswith("| method")]
+        body = [
+            row
+            for row in rows
+            if row.startswith("| ") and not row.startswith("| item") and not row.startswith("| method")
+        ]
         assert len(body) >= least
         for row in body:
             cells = [cell.strip() for cell in row.strip("|").split(" | ")]

@@ -5,7 +5,6 @@ import pytest
 
 from petl_bench.benchmarks.grid_time import dataset_sizes, run_times
 from petl_bench.benchmarks.speed import Throughput
-
 from petl_bench.sweep.grid import expand_grid, grid_file
 
 
@@ -16,9 +15,12 @@ def test_dataset_sizes_are_the_papers():
 
 def test_table1_runs_train_their_whole_batches_and_test_the_rest():
     grid = expand_grid(grid_file("table1"), ["model.arch=tiny"])
-    speeds = {label: Throughput(1, None if label == "zeroshot" else 100.0, 1000.0, 0.0,
-                                cached_features=label in ("zeroshot", "coop-mt"))
-              for label in grid.labels}
+    speeds = {
+        label: Throughput(
+            1, None if label == "zeroshot" else 100.0, 1000.0, 0.0, cached_features=label in ("zeroshot", "coop-mt")
+        )
+        for label in grid.labels
+    }
     times = run_times(grid, dataset_sizes("officehome", None), 65, speeds)
     by_run = {(run.label, run.cfg.data.split, run.cfg.data.seed): t for run, t in zip(grid.runs, times, strict=True)}
     # 10pct: 6 shots x 65 classes = 390 images per task, 24 whole batches of 16, 5 epochs, 4 tasks.

@@ -44,16 +44,14 @@ def test_best_partition_finds_the_planted_pairs():
 
 
 def test_best_partition_on_a_hand_computed_case():
-    cos = torch.tensor([[1.0, 0.5, 0.1, 0.0],
-                        [0.5, 1.0, 0.3, -0.2],
-                        [0.1, 0.3, 1.0, 0.4],
-                        [0.0, -0.2, 0.4, 1.0]], dtype=torch.float64)
+    cos = torch.tensor(
+        [[1.0, 0.5, 0.1, 0.0], [0.5, 1.0, 0.3, -0.2], [0.1, 0.3, 1.0, 0.4], [0.0, -0.2, 0.4, 1.0]], dtype=torch.float64
+    )
     mean = (0.5 + 0.1 + 0.0 + 0.3 - 0.2 + 0.4) / 6  # 0.18333
     assert grouping.mean_pairwise(cos) == pytest.approx(mean)
     # {0,1},{2,3}: (0.5 - m) + (0.4 - m); every other partition into <= 2 groups scores less.
     assert grouping.partition_score([[0, 1], [2, 3]], cos) == pytest.approx(0.9 - 2 * mean)
-    scores = {tuple(map(tuple, canonical(p))): grouping.partition_score(p, cos)
-              for p in grouping.set_partitions(4, 2)}
+    scores = {tuple(map(tuple, canonical(p))): grouping.partition_score(p, cos) for p in grouping.set_partitions(4, 2)}
     assert max(scores, key=scores.get) == ((0, 1), (2, 3))
     assert canonical(grouping.best_partition(cos, 2)) == [[0, 1], [2, 3]]
 
@@ -87,8 +85,9 @@ def test_random_partition_keeps_sizes_is_seeded_and_avoids_the_given_one():
 
 
 def test_similarity_is_the_dot_product_and_cosine():
-    sim = grouping.similarity({"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0, 2.0]),
-                               "c": torch.tensor([0.0, -3.0])})
+    sim = grouping.similarity(
+        {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0, 2.0]), "c": torch.tensor([0.0, -3.0])}
+    )
     assert sim.tasks == ["a", "b", "c"]
     assert sim.dot.tolist() == [[1, 2, 0], [2, 8, -6], [0, -6, 9]]
     assert sim.cosine[0, 1].item() == pytest.approx(1 / math.sqrt(2))
@@ -100,8 +99,9 @@ def test_task_gradients_average_each_tasks_gradient_after_the_warm_up(tiny_backb
     module = MmAP(MmAPConfig(task_specific=False), tiny_backbone, folder_data.tasks)
     before = torch.cat([p.detach().flatten().clone() for _, p in module.trainable()])
     optimizer = torch.optim.SGD(module.apply_trainable(), lr=0.1)
-    grads = grouping.task_gradients(module, folder_data.train_dataloader(), warmup_steps=2, batches=2,
-                                    optimizer=optimizer)
+    grads = grouping.task_gradients(
+        module, folder_data.train_dataloader(), warmup_steps=2, batches=2, optimizer=optimizer
+    )
     after = torch.cat([p.detach().flatten() for _, p in module.trainable()])
     assert not torch.equal(before, after)  # the warm-up trained the global set
     assert list(grads) == module.task_names
@@ -117,8 +117,10 @@ def prepare(cls, cfg, backbone, data, tmp_path):
 
 def test_fixed_groups_and_task_specific_only_skip_the_search(tiny_backbone, folder_data, tmp_path):
     cfg = MmAPConfig(groups="art,clipart|product,real world")
-    assert prepare(MmAP, cfg, tiny_backbone, folder_data, tmp_path) == (cfg, {"grouping": {
-        "method": "fixed", "groups": [["art", "clipart"], ["product", "real world"]]}})
+    assert prepare(MmAP, cfg, tiny_backbone, folder_data, tmp_path) == (
+        cfg,
+        {"grouping": {"method": "fixed", "groups": [["art", "clipart"], ["product", "real world"]]}},
+    )
     cfg = MmAPConfig(group_shared=False)
     resolved, facts = prepare(MmAP, cfg, tiny_backbone, folder_data, tmp_path)
     assert resolved == cfg and facts["grouping"]["method"].startswith("none")
@@ -144,7 +146,8 @@ def test_gradient_grouping_resolves_groups_writes_facts_heatmap_and_cache(cls, t
     cos = torch.tensor(found["cosine"], dtype=torch.float64)
     assert cos.shape == (4, 4) and torch.allclose(cos.diagonal(), torch.ones(4, dtype=torch.float64))
     assert canonical(grouping.best_partition(cos, 2)) == canonical(
-        [[found["tasks"].index(t) for t in g] for g in found["groups"]])
+        [[found["tasks"].index(t) for t in g] for g in found["groups"]]
+    )
     assert (tmp_path / "run" / "grouping.png").stat().st_size > 5000
     # A resumed run reads the cached result: same facts even when the search would now differ.
     saved = json.loads((tmp_path / "run" / "grouping.json").read_text())

@@ -12,16 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from petl_bench.datamodules import MultiDomainDataModule, draw_split, read_manifest
-from petl_bench.datamodules.device_images import RandomResizedCropFlip, decode_on, read_encoded
-from petl_bench.datamodules.images import open_rgb
-from petl_bench.datamodules.multidomain import train_transform
 from PIL import Image
 
 from petl_bench.backbone import ClipBackbone
 from petl_bench.config import DataConfig, root_folder
 from petl_bench.datamodules import MultiDomainDataModule, draw_split, read_manifest
-from petl_bench.datamodules.images import RandomResizedCropFlip, decode_on, open_rgb, read_encoded
+from petl_bench.datamodules.device_images import RandomResizedCropFlip, decode_on, read_encoded
+from petl_bench.datamodules.images import open_rgb
 from petl_bench.datamodules.multidomain import train_transform
 from petl_bench.registry import get_method
 
@@ -30,8 +27,10 @@ from cli_calls import call
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height and holds no pixels: PIL reads its size, no more."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
@@ -39,7 +38,7 @@ def png_header_only(width: int, height: int) -> bytes:
 def truncate(path, keep: float = 0.5) -> None:
     """Cut a JPEG's body short: its header still reads."""
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
+    path.write_bytes(data[: int(len(data) * keep)])
 
 
 # -- formats ---------------------------------------------------------------------------------------
@@ -74,11 +73,33 @@ def test_broken_images_are_skipped_and_named_in_run_and_data_check(broken_root, 
     root, picked, tested = broken_root
     for cache in ("on", "off"):
         out = tmp_path / cache
-        code, _, stderr = call(["run", "--method", "coop-mt", "--dataset", "folder", "--root", root,
-                                "--split", "2shot", "--model", "tiny", "--pretrained", tiny_checkpoint,
-                                "--out", out, "--no-progress", "--set", "data.num_workers=0",
-                                "--set", "train.epochs=1", "--set", "method.n_ctx=2",
-                                *(["--set", "data.cache_dir=off"] if cache == "off" else [])])
+        code, _, stderr = call(
+            [
+                "run",
+                "--method",
+                "coop-mt",
+                "--dataset",
+                "folder",
+                "--root",
+                root,
+                "--split",
+                "2shot",
+                "--model",
+                "tiny",
+                "--pretrained",
+                tiny_checkpoint,
+                "--out",
+                out,
+                "--no-progress",
+                "--set",
+                "data.num_workers=0",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "method.n_ctx=2",
+                *(["--set", "data.cache_dir=off"] if cache == "off" else []),
+            ]
+        )
         assert code == 0, stderr
         record = json.loads(next((out / "runs").rglob("seed0.json")).read_text())
         assert record["skipped_images"] == sorted([picked.path, tested.path, "clipart/candle/huge.png"])
@@ -147,8 +168,9 @@ def test_training_through_the_gpu_path_on_cpu(folder_root, tiny_backbone, tmp_pa
 
     import lightning as L
 
-    data = MultiDomainDataModule.for_backbone(DataConfig("folder", str(folder_root), "2shot", batch_size=4,
-                                                         num_workers=0), tiny_backbone, out=tmp_path)
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone, out=tmp_path
+    )
     data.setup()
     data.decode_device = torch.device("cpu")  # the code a GPU runs, on the CPU
     raw = next(iter(data.train_dataloader()))[0]
@@ -159,15 +181,22 @@ def test_training_through_the_gpu_path_on_cpu(folder_root, tiny_backbone, tmp_pa
     entry = get_method("coop-mt")
     module = entry.cls(entry.config_cls(n_ctx=2), copy.deepcopy(tiny_backbone), data.tasks)
     before = module.ctx.detach().clone()
-    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(module, data)
+    L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, data)
     assert not torch.equal(module.ctx.detach(), before)
     assert data.skipped_images == []
 
 
 # -- the text tower's context ----------------------------------------------------------------------------
-@pytest.mark.parametrize("method, params", [("zeroshot", {}), ("coop", {"n_ctx": 4}),
-                                            ("maple", {"n_ctx": 3}), ("mmap", {"groups": "a|b"})])
+@pytest.mark.parametrize(
+    "method, params", [("zeroshot", {}), ("coop", {"n_ctx": 4}), ("maple", {"n_ctx": 3}), ("mmap", {"groups": "a|b"})]
+)
 def test_text_features_on_the_needed_context_equal_the_full_context(tiny_backbone, monkeypatch, method, params):
     from petl_bench.datamodules import Task
 
@@ -199,9 +228,26 @@ def test_an_image_name_that_is_not_utf8_is_checked_drawn_and_kept_as_its_bytes(f
     assert code == 0, stderr
     assert "48 readable images, 0 unreadable" in stdout
     out = tmp_path / "results"
-    code, stdout, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
-                                 "2shot", "--model", "tiny", "--out", out, "--no-progress",
-                                 "--set", "data.num_workers=0"])
+    code, stdout, stderr = call(
+        [
+            "run",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert code == 0, stderr
     record = json.loads(next((out / "runs").rglob("seed0.json")).read_text())
     split = Path(record["split_file"]).read_bytes()
@@ -215,11 +261,30 @@ def test_a_class_folder_that_is_not_utf8_is_one_line_in_check_and_run(folder_roo
     the root alike, in one line naming the folder."""
     root = copy_tree(folder_root)
     _rename_to_bytes(root / "clipart" / "candle", b"caf\xe9")
-    expected = (f"petl-bench: error: the folder {root}/clipart/caf\\xe9 has a name that is not UTF-8 text; "
-                "it names a task or a class prompt: rename it\n")
+    expected = (
+        f"petl-bench: error: the folder {root}/clipart/caf\\xe9 has a name that is not UTF-8 text; "
+        "it names a task or a class prompt: rename it\n"
+    )
     code, _, stderr = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
     assert (code, stderr) == (2, expected)
-    code, _, stderr = call(["run", "--method", "zeroshot", "--dataset", "folder", "--root", root, "--split",
-                            "2shot", "--model", "tiny", "--out", tmp_path / "results", "--no-progress",
-                            "--set", "data.num_workers=0"])
+    code, _, stderr = call(
+        [
+            "run",
+            "--method",
+            "zeroshot",
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--out",
+            tmp_path / "results",
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert (code, stderr) == (2, expected)

@@ -13,8 +13,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Folder -> the name it installs under (pyproject's [tool.setuptools.package-dir]).
 PACKAGES = {"petl_bench": "petl_bench", "methods": "petl_bench.methods", "datamodules": "petl_bench.datamodules"}
-FOUNDATION = ["petl_bench.errors", "petl_bench.files", "petl_bench.datamodules.catalog", "petl_bench.config",
-              "petl_bench.results", "petl_bench.sweep.grid"]
+FOUNDATION = [
+    "petl_bench.errors",
+    "petl_bench.files",
+    "petl_bench.datamodules.catalog",
+    "petl_bench.config",
+    "petl_bench.results",
+    "petl_bench.sweep.grid",
+]
 TRAINING_STACK = {"torch", "lightning", "open_clip", "torchvision"}
 
 
@@ -40,14 +46,15 @@ class Graph:
                     for alias in child.names:
                         yield alias.name, child.lineno, in_function
                 elif isinstance(child, ast.ImportFrom):
-                    base = package.split(".")[:len(package.split(".")) - child.level + 1] if child.level else []
+                    base = package.split(".")[: len(package.split(".")) - child.level + 1] if child.level else []
                     module = ".".join([*base, *([child.module] if child.module else [])])
                     yield module, child.lineno, in_function
                     for alias in child.names:  # `from pkg import module`
                         if f"{module}.{alias.name}" in self.files:
                             yield f"{module}.{alias.name}", child.lineno, in_function
-                yield from walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                                         ast.Lambda)))
+                yield from walk(
+                    child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                )
 
         yield from walk(ast.parse(path.read_text(encoding="utf-8")), False)
 
@@ -171,8 +178,16 @@ def test_the_checks_see_circles_inside_functions_packages_and_heavy_imports(tmp_
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     graph = Graph(tmp_path, {"pkg": "pkg", "plug": "pkg.plug"})
-    assert sorted(graph.files) == ["pkg", "pkg.a", "pkg.b", "pkg.c", "pkg.plug", "pkg.plug.one", "pkg.sub",
-                                   "pkg.sub.leaf"]
+    assert sorted(graph.files) == [
+        "pkg",
+        "pkg.a",
+        "pkg.b",
+        "pkg.c",
+        "pkg.plug",
+        "pkg.plug.one",
+        "pkg.sub",
+        "pkg.sub.leaf",
+    ]
     assert [_spelled(circle) for circle in graph.circles()] == ["pkg.a (line 1) -> pkg.b (line 2) -> pkg.a"]
     loads = graph.loads("pkg.c")
     assert loads["lightning"] == ["pkg.c", "pkg.sub", "lightning"]  # the package above the module imported

@@ -21,8 +21,19 @@ from cli_calls import call_ok
 pytestmark = pytest.mark.slow
 PER_CLASS = 16  # 6 train + 10 test images per class and domain: 2,600 test images in all
 # Synthetic shapes fill the frame: an 8% random crop (CoOp's default for real photos) misses them.
-RUN = ["--dataset", "officehome", "--split", "10pct", "--model", "tiny", "--no-progress",
-       "--set", "data.num_workers=0", "--set", "data.crop_scale_min=1.0"]
+RUN = [
+    "--dataset",
+    "officehome",
+    "--split",
+    "10pct",
+    "--model",
+    "tiny",
+    "--no-progress",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "data.crop_scale_min=1.0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +45,21 @@ def pretrained(demo_setup):
 
 def run(pretrained, method, *extra):
     """Run (or find done) one method; -> its record, read from the path the CLI prints."""
-    stdout = call_ok(["run", "--method", method, "--root", pretrained["root"], "--pretrained", pretrained["weights"],
-                   "--out", pretrained["out"], *RUN, *extra])
+    stdout = call_ok(
+        [
+            "run",
+            "--method",
+            method,
+            "--root",
+            pretrained["root"],
+            "--pretrained",
+            pretrained["weights"],
+            "--out",
+            pretrained["out"],
+            *RUN,
+            *extra,
+        ]
+    )
     path = re.search(r"^(?:record|already done): (.+?\.json)", stdout, re.M).group(1)
     return json.loads(open(path).read())
 
@@ -51,8 +75,8 @@ def test_tiny_clip_zero_shot_is_above_twice_chance_and_below_80(pretrained):
 def test_template_initialised_coop_mt_equals_zero_shot_before_training(pretrained):
     backbone = ClipBackbone.from_pretrained("tiny", str(pretrained["weights"]))
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("officehome", str(pretrained["root"]), "10pct", num_workers=0), backbone,
-        out=pretrained["out"])
+        DataConfig("officehome", str(pretrained["root"]), "10pct", num_workers=0), backbone, out=pretrained["out"]
+    )
     data.setup()
     zeroshot = ZeroShot(ZeroShotConfig(), backbone, data.tasks).eval()
     coop = CoOpMT(CoOpConfig(ctx_init="a photo of a"), backbone, data.tasks).eval()
@@ -70,8 +94,10 @@ def test_coop_mt_beats_its_zero_shot_start_by_more_than_the_standard_error(pretr
     p, n = zeroshot["accuracy"]["average"] / 100, coop["test_images"]
     standard_error = 100 * math.sqrt(p * (1 - p) / n)
     gain = coop["accuracy"]["average"] - zeroshot["accuracy"]["average"]
-    print(f"zero-shot {zeroshot['accuracy']['average']:.2f}, coop-mt {coop['accuracy']['average']:.2f}, "
-          f"gain {gain:.2f} vs standard error {standard_error:.2f} (n={n})")
+    print(
+        f"zero-shot {zeroshot['accuracy']['average']:.2f}, coop-mt {coop['accuracy']['average']:.2f}, "
+        f"gain {gain:.2f} vs standard error {standard_error:.2f} (n={n})"
+    )
     assert gain > standard_error
 
 
@@ -112,9 +138,11 @@ def test_mmap_beats_its_untrained_start_and_records_its_groups(pretrained, tmp_p
     for key in ("groups", "cosine"):  # the same seeded grouping search
         assert mmap["prepared"]["grouping"][key] == untrained["prepared"]["grouping"][key]
     gain = mmap["accuracy"]["average"] - untrained["accuracy"]["average"]
-    print(f"mmap: untrained {untrained['accuracy']['average']:.2f}, trained {mmap['accuracy']['average']:.2f} "
-          f"(gain {gain:.2f} vs standard error {standard_error(untrained):.2f}); "
-          f"zero-shot {zeroshot['accuracy']['average']:.2f}; groups {mmap['prepared']['grouping']['groups']}")
+    print(
+        f"mmap: untrained {untrained['accuracy']['average']:.2f}, trained {mmap['accuracy']['average']:.2f} "
+        f"(gain {gain:.2f} vs standard error {standard_error(untrained):.2f}); "
+        f"zero-shot {zeroshot['accuracy']['average']:.2f}; groups {mmap['prepared']['grouping']['groups']}"
+    )
     assert gain > standard_error(untrained)
     grouping = mmap["prepared"]["grouping"]
     assert grouping["method"] == "gradient" and len(grouping["cosine"]) == 4
@@ -129,8 +157,16 @@ def test_gradient_grouping_pairs_the_related_domains(pretrained, tmp_path):
     root = tmp_path / "pairs"
     call_ok(["data", "synth", "--out", root, "--layout", "officehome", "--per-class", 6, "--related-pairs"])
     for seed in (0, 1):
-        record = run({**pretrained, "root": root, "out": tmp_path / "results"}, "mmap",
-                     "--set", "train.epochs=1", "--set", f"data.seed={seed}", "--split", "3shot")
+        record = run(
+            {**pretrained, "root": root, "out": tmp_path / "results"},
+            "mmap",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            f"data.seed={seed}",
+            "--split",
+            "3shot",
+        )
         assert record["synthetic"]
         found = record["prepared"]["grouping"]
         print(f"seed {seed}: groups {found['groups']}, cosine {found['cosine']}")
@@ -162,16 +198,21 @@ def few_shots(pretrained, tmp_path_factory):
 
     backbone = ClipBackbone.from_pretrained("tiny", str(pretrained["weights"]))
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("officehome", str(pretrained["root"]), "10pct", batch_size=16, num_workers=0,
-                   crop_scale_min=1.0), backbone, out=tmp_path_factory.mktemp("beyond"))
+        DataConfig("officehome", str(pretrained["root"]), "10pct", batch_size=16, num_workers=0, crop_scale_min=1.0),
+        backbone,
+        out=tmp_path_factory.mktemp("beyond"),
+    )
     data.setup()
     torch.manual_seed(0)
     train = [batch for batch, _ in zip(data.train_dataloader(), range(4), strict=False)]  # the first 4
     test = []
     for task in data.tasks:
         records = [r for r in data.test_records if r.domain == task.name][::10]
-        loader = DataLoader(ImageFiles(data.manifest.root, records, data.test_transform), batch_size=len(records),
-                            collate_fn=collate_train)
+        loader = DataLoader(
+            ImageFiles(data.manifest.root, records, data.test_transform),
+            batch_size=len(records),
+            collate_fn=collate_train,
+        )
         test.append((task.name, next(iter(loader))))
     zero_shot = accuracy_on(ZeroShot(ZeroShotConfig(), backbone, data.tasks), test)
     return backbone, data, [batch[0] for batch in train], test, zero_shot

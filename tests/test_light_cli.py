@@ -10,11 +10,12 @@ import textwrap
 
 import pytest
 
-from cli_calls import call
 from petl_bench import registry
 from petl_bench.cli import make_parser, no_default
 from petl_bench.config import SECTION_CLASSES
 from petl_bench.registry import get_method, method_names
+
+from cli_calls import call
 
 HEAVY = ("torch", "lightning", "open_clip", "torchvision", "petl_bench.run", "petl_bench.backbone")
 
@@ -22,23 +23,39 @@ HEAVY = ("torch", "lightning", "open_clip", "torchvision", "petl_bench.run", "pe
 RUN = ["run", "--dataset", "officehome", "--root", "{root}", "--model", "tiny"]
 BAD_INPUTS = {
     "unknown-method": ([*RUN, "--method", "copo"], ["unknown method 'copo'", "did you mean coop"], ["zeroshot"]),
-    "unknown-dataset": (["run", "--method", "coop", "--dataset", "offichome", "--root", "{root}"],
-                        ["invalid choice: 'offichome'", "did you mean officehome"], ["terraincognita"]),
-    "missing-root": (["run", "--method", "coop", "--dataset", "officehome", "--root", "{root}/absent"],
-                     ["dataset root not found", "absent"], []),
-    "bad-split": (["run", "--method", "coop", "--dataset", "minidomainnet", "--root", "{root}", "--split", "10pct"],
-                  ["unknown split '10pct' for minidomainnet", "did you mean 1pct"], []),
+    "unknown-dataset": (
+        ["run", "--method", "coop", "--dataset", "offichome", "--root", "{root}"],
+        ["invalid choice: 'offichome'", "did you mean officehome"],
+        ["terraincognita"],
+    ),
+    "missing-root": (
+        ["run", "--method", "coop", "--dataset", "officehome", "--root", "{root}/absent"],
+        ["dataset root not found", "absent"],
+        [],
+    ),
+    "bad-split": (
+        ["run", "--method", "coop", "--dataset", "minidomainnet", "--root", "{root}", "--split", "10pct"],
+        ["unknown split '10pct' for minidomainnet", "did you mean 1pct"],
+        [],
+    ),
     "set-without-value": ([*RUN, "--method", "coop", "--set", "optim.lr"], ["expected section.key=value"], []),
-    "unknown-set-key": ([*RUN, "--method", "coop", "--set", "train.epoch=3"],
-                        ["unknown key 'epoch' (did you mean train.epochs? valid: train.epochs, "], []),
-    "unknown-method-key": ([*RUN, "--method", "coop", "--set", "method.n_ctxx=3"],
-                           ["unknown key 'n_ctxx'", "did you mean method.n_ctx?"], []),
+    "unknown-set-key": (
+        [*RUN, "--method", "coop", "--set", "train.epoch=3"],
+        ["unknown key 'epoch' (did you mean train.epochs? valid: train.epochs, "],
+        [],
+    ),
+    "unknown-method-key": (
+        [*RUN, "--method", "coop", "--set", "method.n_ctxx=3"],
+        ["unknown key 'n_ctxx'", "did you mean method.n_ctx?"],
+        [],
+    ),
     "bad-set-value": ([*RUN, "--method", "vpt", "--set", "method.depth=-1"], ["method.depth=-1: must be >= 0"], []),
     "unknown-command": (["rnu"], ["invalid choice: 'rnu'", "did you mean run?"], ["report"]),
     "unknown-config-method": (["config", "--method", "mapple"], ["unknown method 'mapple'", "did you mean maple"], []),
 }
 
-PROBE = textwrap.dedent("""
+PROBE = textwrap.dedent(
+    """
     import contextlib, io, json, sys
     from petl_bench.cli import main
     results = []
@@ -49,23 +66,24 @@ PROBE = textwrap.dedent("""
                 code = main(argv)
             except SystemExit as stop:  # argparse's errors
                 code = stop.code
-        results.append([code, err.getvalue(), sorted(m for m in %r if m in sys.modules)])
+        results.append([code, err.getvalue(), sorted(m for m in HEAVY if m in sys.modules)])
     print(json.dumps(results))
-""" % (HEAVY,))
+"""
+).replace("HEAVY", repr(HEAVY))
 
 
 def in_fresh_process(argvs: list[list[str]]) -> list:
     """[exit code, stderr, heavy modules imported so far] of each argv, run in turn in one new process."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argvs)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argvs)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def test_bad_inputs_are_one_line_before_torch_is_imported(tmp_path):
     argvs = [[a.replace("{root}", str(tmp_path)) for a in argv] for argv, _, _ in BAD_INPUTS.values()]
-    for name, (code, err, heavy), (_, needles, absent) in zip(BAD_INPUTS, in_fresh_process(argvs),
-                                                               BAD_INPUTS.values(), strict=True):
+    for name, (code, err, heavy), (_, needles, absent) in zip(
+        BAD_INPUTS, in_fresh_process(argvs), BAD_INPUTS.values(), strict=True
+    ):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("petl-bench: error: "), (name, err)
         assert all(needle in lines[0] for needle in needles), (name, lines[0])
@@ -74,16 +92,18 @@ def test_bad_inputs_are_one_line_before_torch_is_imported(tmp_path):
 
 
 def test_light_commands_import_no_model():
-    (methods, config), = [in_fresh_process([["methods"], ["config"]])]
+    ((methods, config),) = [in_fresh_process([["methods"], ["config"]])]
     assert methods[0] == 0 and methods[2] == []
     assert config[0] == 0 and config[2] == []
 
 
 def test_config_results_and_the_method_configs_import_no_model():
-    code = ("import sys, petl_bench.config, petl_bench.results, petl_bench.datamodules.catalog\n"
-            "from petl_bench.registry import get_method, method_names\n"
-            "configs = [get_method(name).config_cls() for name in method_names()]\n"
-            f"print(len(configs), sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys, petl_bench.config, petl_bench.results, petl_bench.datamodules.catalog\n"
+        "from petl_bench.registry import get_method, method_names\n"
+        "configs = [get_method(name).config_cls() for name in method_names()]\n"
+        f"print(len(configs), sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split(maxsplit=1) == [str(len(method_names())), "[]\n"], done.stderr
 
@@ -114,7 +134,9 @@ def test_every_flag_has_help_and_its_default():
             assert action.help, f"{path} {'/'.join(action.option_strings) or action.dest} has no help"
             if not (no_default(action.default) or action.required):
                 shown = parser.formatter_class(path)._get_help_string(action)
-                assert "default" in shown, f"{path} {'/'.join(action.option_strings)}: default {action.default!r} not shown"
+                assert "default" in shown, (
+                    f"{path} {'/'.join(action.option_strings)}: default {action.default!r} not shown"
+                )
     assert seen > 40
     run_help = " ".join(dict(parsers())["petl-bench run"].format_help().split())
     assert "seeds the split draw and training (default: 0)" in run_help
@@ -174,16 +196,33 @@ def test_a_random_init_run_says_so_in_its_first_line(weights, noted, tmp_path, m
 
     def execute(cfg, **kwargs):  # the run itself is not what this test is about
         started.append(cfg)
-        return {"run_name": cfg.run_name, "dataset": cfg.data.dataset, "split": cfg.data.split, "seed": 0,
-                "trainable_params": 0, "accuracy": {"average": 1.0}}
+        return {
+            "run_name": cfg.run_name,
+            "dataset": cfg.data.dataset,
+            "split": cfg.data.split,
+            "seed": 0,
+            "trainable_params": 0,
+            "accuracy": {"average": 1.0},
+        }
 
     monkeypatch.setattr(run, "execute", execute)
-    argv = ["run", "--method", "zeroshot", "--dataset", "folder", "--root", tmp_path, "--model", "tiny",
-            "--out", tmp_path / "out", *[str(a).replace("{ckpt}", str(ckpt)) for a in weights]]
+    argv = [
+        "run",
+        "--method",
+        "zeroshot",
+        "--dataset",
+        "folder",
+        "--root",
+        tmp_path,
+        "--model",
+        "tiny",
+        "--out",
+        tmp_path / "out",
+        *[str(a).replace("{ckpt}", str(ckpt)) for a in weights],
+    ]
     code, out, err = call(argv)
     assert code == 0 and len(started) == 1 and err == ""
-    note = ("note: tiny is randomly initialised (no --pretrained weights): its accuracy says nothing about "
-            "the method")
+    note = "note: tiny is randomly initialised (no --pretrained weights): its accuracy says nothing about the method"
     assert (out.splitlines()[0] == note) if noted else ("randomly initialised" not in out)
 
 
@@ -191,11 +230,13 @@ def test_a_random_init_run_says_so_in_its_first_line(weights, noted, tmp_path, m
 def test_every_declared_method_loads_the_class_it_declares():
     for name in method_names():
         entry = get_method(name)
-        assert entry.cls.method_name == name and entry.module_class == f"{entry.cls.__module__}:{entry.cls.__qualname__}"
+        assert (
+            entry.cls.method_name == name and entry.module_class == f"{entry.cls.__module__}:{entry.cls.__qualname__}"
+        )
         assert entry.cls.shared == entry.shared and entry.cls.__doc__.strip().splitlines()[0] == entry.summary
 
 
-CONFIG = '''
+CONFIG = """
 from dataclasses import dataclass
 
 from petl_bench.config import MethodConfig
@@ -204,7 +245,7 @@ from petl_bench.config import MethodConfig
 @dataclass
 class LazyConfig(MethodConfig):
     width: int = 3
-'''
+"""
 
 PLUGIN = '''
 from petl_bench.module import PetlModule
@@ -249,19 +290,19 @@ def test_a_declared_method_imports_its_module_only_when_its_class_is_asked_for(p
 def test_a_class_that_contradicts_its_declaration_is_refused(plugin_dir):
     (plugin_dir / "lazy_plugin_st.py").write_text(PLUGIN.format(shared=False))
     registry.declare_method("lazy-method", lazy_config(), "lazy_plugin_st:Lazy", True, "A lazily imported method.")
-    with pytest.raises(ValueError, match="says shared=False.*declaration says shared=True"):
-        get_method("lazy-method").cls
+    with pytest.raises(ValueError, match=r"says shared=False.*declaration says shared=True"):
+        _ = get_method("lazy-method").cls
 
 
 def test_a_declared_module_that_does_not_register_is_refused(plugin_dir):
     (plugin_dir / "lazy_plugin_none.py").write_text("")
     registry.declare_method("lazy-method", lazy_config(), "lazy_plugin_none:Lazy", True, "Nothing.")
     with pytest.raises(RuntimeError, match="lazy_plugin_none:Lazy is not registered by its module"):
-        get_method("lazy-method").cls
+        _ = get_method("lazy-method").cls
 
 
 def test_a_second_declaration_of_a_name_is_refused(plugin_dir):
-    with pytest.raises(ValueError, match="'coop' is already registered by petl_bench.methods.coop:CoOp"):
+    with pytest.raises(ValueError, match=r"'coop' is already registered by petl_bench\.methods\.coop:CoOp"):
         registry.declare_method("coop", lazy_config(), "elsewhere:CoOp", False, "Another CoOp.")
 
 

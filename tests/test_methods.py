@@ -32,8 +32,10 @@ TRAINED = [name for name in method_names() if name != "zeroshot"]
 @pytest.fixture(scope="module")
 def batch_and_tasks(folder_root, tiny_backbone, tmp_path_factory):
     data = MultiDomainDataModule.for_backbone(
-        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0), tiny_backbone,
-        out=tmp_path_factory.mktemp("methods"))
+        DataConfig("folder", str(folder_root), "2shot", batch_size=4, num_workers=0),
+        tiny_backbone,
+        out=tmp_path_factory.mktemp("methods"),
+    )
     data.setup()
     torch.manual_seed(0)  # the same shuffle and crops whatever ran before: one fixed batch
     return next(iter(data.train_dataloader()))[0], data
@@ -96,8 +98,9 @@ SINGLE_TASK = [name for name in method_names() if get_method(name).cls.shared is
 
 
 @pytest.mark.parametrize("name", SINGLE_TASK)
-def test_a_single_task_method_sizes_and_picks_its_sets_through_the_base(name, tiny_backbone, batch_and_tasks,
-                                                                         build_method, monkeypatch):
+def test_a_single_task_method_sizes_and_picks_its_sets_through_the_base(
+    name, tiny_backbone, batch_and_tasks, build_method, monkeypatch
+):
     """The ST/MT choice is made once, in PetlModule: a method builds `n_sets` parameter sets and a
     task's forward picks its set by `set_index(task)`, never by a copy of that choice."""
     batch, data = batch_and_tasks
@@ -122,8 +125,7 @@ def test_the_image_frozen_declarations_of_the_paper_methods():
 
 
 @pytest.mark.parametrize("name", FROZEN_IMAGES)
-def test_declared_frozen_image_tower_gives_the_backbone_features(name, tiny_backbone, batch_and_tasks,
-                                                                 build_method):
+def test_declared_frozen_image_tower_gives_the_backbone_features(name, tiny_backbone, batch_and_tasks, build_method):
     """The feature cache holds the frozen backbone's image features: a method that declares
     `image_frozen` must give exactly those, whatever its trainable parameters hold."""
     batch, data = batch_and_tasks
@@ -141,16 +143,39 @@ def test_declared_frozen_image_tower_gives_the_backbone_features(name, tiny_back
 def test_fast_dev_run_through_the_cli(name, folder_root, tmp_path):
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main(["run", "--method", name, "--dataset", "folder", "--root", str(folder_root), "--split",
-                     "2shot", "--model", "tiny", "--out", str(tmp_path), "--no-progress",
-                     "--set", "data.num_workers=0", "--set", "train.fast_dev_run=true"])
+        code = main(
+            [
+                "run",
+                "--method",
+                name,
+                "--dataset",
+                "folder",
+                "--root",
+                str(folder_root),
+                "--split",
+                "2shot",
+                "--model",
+                "tiny",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+                "--set",
+                "data.num_workers=0",
+                "--set",
+                "train.fast_dev_run=true",
+            ]
+        )
     assert code == 0, err.getvalue()
 
 
 # -- every method field's range: one line from the command line, before any backbone or data ------
 NUMBERS = (int, float, "int", "float")  # annotations, evaluated or not (`from __future__ import annotations`)
-METHOD_FIELDS = [(name, f) for name in method_names() for f in dataclasses.fields(get_method(name).config_cls)
-                 if f.type in NUMBERS or "rule" in f.metadata]
+METHOD_FIELDS = [
+    (name, f)
+    for name in method_names()
+    for f in dataclasses.fields(get_method(name).config_cls)
+    if f.type in NUMBERS or "rule" in f.metadata
+]
 
 
 def _outside(rule) -> str:
@@ -167,6 +192,7 @@ def _outside(rule) -> str:
 @pytest.fixture
 def no_backbone(monkeypatch):
     """Building any backbone fails the test: what is checked here is checked before it."""
+
     def refuse(*args, **kwargs):
         pytest.fail("a backbone was built before the config was checked")
 
@@ -175,9 +201,23 @@ def no_backbone(monkeypatch):
 
 def _run_with(tmp_path, method: str, *items: str) -> tuple[int, str]:
     """`petl-bench run` on a root that does not exist (scanning it would be another error)."""
-    code, _, err = call(["run", "--method", method, "--dataset", "folder", "--root", tmp_path / "no-such-root",
-                         "--model", "tiny", "--out", tmp_path, "--no-progress",
-                         *(arg for item in items for arg in ("--set", item))])
+    code, _, err = call(
+        [
+            "run",
+            "--method",
+            method,
+            "--dataset",
+            "folder",
+            "--root",
+            tmp_path / "no-such-root",
+            "--model",
+            "tiny",
+            "--out",
+            tmp_path,
+            "--no-progress",
+            *(arg for item in items for arg in ("--set", item)),
+        ]
+    )
     return code, err
 
 
@@ -190,12 +230,23 @@ def test_every_method_field_refuses_a_value_out_of_range_before_the_backbone(nam
     assert re.fullmatch(rf"petl-bench: error: method\.{field.name}=\S+: must be [^\n]+\n", err), err
 
 
-@pytest.mark.parametrize("name, items, message", [
-    ("mmap", ["method.b=7", "method.m=2"], "method.m=2: m must divide b (7)"),
-    ("mmap-mlp", ["method.task_specific=false", "method.group_shared=false"],
-     "method.task_specific=False, method.group_shared=False: at least one of"),
-    ("cocoop", ["method.ctx_init=", "method.n_ctx=0"], "method.n_ctx=0: must be >= 1 when method.ctx_init is empty"),
-], ids=["mmap-m-divides-b", "mmap-some-sets", "cocoop-context"])
+@pytest.mark.parametrize(
+    "name, items, message",
+    [
+        ("mmap", ["method.b=7", "method.m=2"], "method.m=2: m must divide b (7)"),
+        (
+            "mmap-mlp",
+            ["method.task_specific=false", "method.group_shared=false"],
+            "method.task_specific=False, method.group_shared=False: at least one of",
+        ),
+        (
+            "cocoop",
+            ["method.ctx_init=", "method.n_ctx=0"],
+            "method.n_ctx=0: must be >= 1 when method.ctx_init is empty",
+        ),
+    ],
+    ids=["mmap-m-divides-b", "mmap-some-sets", "cocoop-context"],
+)
 def test_fields_that_must_agree_are_checked_before_the_backbone(name, items, message, tmp_path, no_backbone):
     code, err = _run_with(tmp_path, name, *items)
     assert code == 2 and err.startswith(f"petl-bench: error: {message}") and err.count("\n") == 1, err
@@ -211,7 +262,9 @@ def test_vit_b16_counts_agree_with_the_paper():
     grouped = {name: row["trainable"] for name, row in rows.items() if "group" in name}
     assert grouped["mmap (1 group)"] == 107_820 and grouped["mmap (4 groups)"] == 172_512
     assert [name for name, row in rows.items() if "group" in name and row["agrees"] == "yes"] == [
-        "mmap (2 groups)", "mmap-mlp (2 groups)"]
+        "mmap (2 groups)",
+        "mmap-mlp (2 groups)",
+    ]
     assert rows["mmap (2 groups)"]["trainable"] == 129_384 and rows["mmap-mlp (2 groups)"]["trainable"] == 3_961_152
 
 

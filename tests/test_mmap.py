@@ -29,8 +29,11 @@ def mlp_per_layer(b, s, h, d_l, d_v):
 
 
 def test_registered_names():
-    for name, cls, config in [("mmap", MmAP, MmAPConfig), ("mmap-joint", MmAPJoint, MmAPConfig),
-                              ("mmap-mlp", MmAPMLP, MmAPMLPConfig)]:
+    for name, cls, config in [
+        ("mmap", MmAP, MmAPConfig),
+        ("mmap-joint", MmAPJoint, MmAPConfig),
+        ("mmap-mlp", MmAPMLP, MmAPMLPConfig),
+    ]:
         entry = get_method(name)
         assert (entry.cls, entry.config_cls, cls.method_name) == (cls, config, name)
     assert not MmAP.text_frozen and MmAP.text_depends_on_task
@@ -99,13 +102,17 @@ def test_groups_are_parsed(tiny_backbone, folder_data):
 
 
 # -- shapes ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls, cfg, tokens", [
-    (MmAP, MmAPConfig(groups=TWO_GROUPS), 14),
-    (MmAP, MmAPConfig(groups=TWO_GROUPS, group_shared=False), 7),
-    (MmAP, MmAPConfig(groups=TWO_GROUPS, task_specific=False), 7),
-    (MmAPJoint, MmAPConfig(groups=TWO_GROUPS), 14),
-    (MmAPMLP, MmAPMLPConfig(groups=TWO_GROUPS), 14),
-], ids=["mmap", "mmap-group-only", "mmap-task-only", "mmap-joint", "mmap-mlp"])
+@pytest.mark.parametrize(
+    "cls, cfg, tokens",
+    [
+        (MmAP, MmAPConfig(groups=TWO_GROUPS), 14),
+        (MmAP, MmAPConfig(groups=TWO_GROUPS, group_shared=False), 7),
+        (MmAP, MmAPConfig(groups=TWO_GROUPS, task_specific=False), 7),
+        (MmAPJoint, MmAPConfig(groups=TWO_GROUPS), 14),
+        (MmAPMLP, MmAPMLPConfig(groups=TWO_GROUPS), 14),
+    ],
+    ids=["mmap", "mmap-group-only", "mmap-task-only", "mmap-joint", "mmap-mlp"],
+)
 def test_feature_shapes_and_token_counts(cls, cfg, tokens, tiny_backbone, folder_data, batch, monkeypatch):
     module = cls(cfg, tiny_backbone, folder_data.tasks).eval()
     task, (images, _) = next(iter(batch.items()))
@@ -140,10 +147,15 @@ def test_text_prompts_sit_after_sot_as_group_then_task(tiny_backbone, folder_dat
 
 
 # -- training --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls, cfg", [(MmAP, MmAPConfig(groups=TWO_GROUPS)),
-                                      (MmAPJoint, MmAPConfig(groups=TWO_GROUPS)),
-                                      (MmAPMLP, MmAPMLPConfig(groups=TWO_GROUPS))],
-                         ids=["mmap", "mmap-joint", "mmap-mlp"])
+@pytest.mark.parametrize(
+    "cls, cfg",
+    [
+        (MmAP, MmAPConfig(groups=TWO_GROUPS)),
+        (MmAPJoint, MmAPConfig(groups=TWO_GROUPS)),
+        (MmAPMLP, MmAPMLPConfig(groups=TWO_GROUPS)),
+    ],
+    ids=["mmap", "mmap-joint", "mmap-mlp"],
+)
 def test_steps_on_one_task_train_only_its_sets(cls, cfg, tiny_backbone, folder_data, batch):
     torch.manual_seed(0)
     module = _quiet(cls(cfg, tiny_backbone, folder_data.tasks))
@@ -170,19 +182,33 @@ def test_every_set_learns_when_every_task_is_in_the_batch(tiny_backbone, folder_
 
 
 # -- bad configs -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("cfg, match", [
-    (MmAPConfig(b=7, m=2), "m must divide b"),
-    (MmAPConfig(task_specific=False, group_shared=False), "at least one of task_specific and group_shared"),
-    (MmAPConfig(groups="art,clipart|product,sculpture"), "unknown task 'sculpture'"),
-    (MmAPConfig(groups="art,clipart|product"), "missing 'real world'"),
-    (MmAPConfig(groups="art,clipart|product,clipart,real world"), "'clipart' more than once"),
-    (MmAPConfig(groups="art,clipart||product,real world"), "empty group"),
-    (MmAPConfig(depth=0), "must be >= 1"),
-    (MmAPConfig(b=14), "exceed the model's context length 32"),
-    (MmAPConfig(grouping="spectral"), r"^method\.grouping='spectral': must be one of gradient, random, all$"),
-    (MmAPConfig(max_groups=0), r"^method\.max_groups=0: must be >= 1$"),
-], ids=["m-b", "no-sets", "unknown-task", "missing-task", "duplicate-task", "empty-group", "depth0",
-        "context", "grouping", "max-groups"])
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        (MmAPConfig(b=7, m=2), "m must divide b"),
+        (MmAPConfig(task_specific=False, group_shared=False), "at least one of task_specific and group_shared"),
+        (MmAPConfig(groups="art,clipart|product,sculpture"), "unknown task 'sculpture'"),
+        (MmAPConfig(groups="art,clipart|product"), "missing 'real world'"),
+        (MmAPConfig(groups="art,clipart|product,clipart,real world"), "'clipart' more than once"),
+        (MmAPConfig(groups="art,clipart||product,real world"), "empty group"),
+        (MmAPConfig(depth=0), "must be >= 1"),
+        (MmAPConfig(b=14), "exceed the model's context length 32"),
+        (MmAPConfig(grouping="spectral"), r"^method\.grouping='spectral': must be one of gradient, random, all$"),
+        (MmAPConfig(max_groups=0), r"^method\.max_groups=0: must be >= 1$"),
+    ],
+    ids=[
+        "m-b",
+        "no-sets",
+        "unknown-task",
+        "missing-task",
+        "duplicate-task",
+        "empty-group",
+        "depth0",
+        "context",
+        "grouping",
+        "max-groups",
+    ],
+)
 def test_bad_configs_are_user_errors(cfg, match, tiny_backbone, folder_data):
     with pytest.raises(UserError, match=match):
         MmAP(cfg, tiny_backbone, folder_data.tasks)

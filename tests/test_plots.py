@@ -11,6 +11,7 @@ from petl_bench.files import write_json_atomic
 from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.run import record_path
 from petl_bench.sweep.grid import expand_grid
+
 from cli_calls import call
 
 GRIDS = {
@@ -61,12 +62,23 @@ def results(tmp_path_factory):
             base = 40 + 2 * shots + 3 * list(PARAMS).index(cfg.method) + cfg.data.seed
             accuracy = {task: base + 5 * i for i, task in enumerate(OFFICEHOME_DOMAINS)}
             accuracy["average"] = sum(accuracy.values()) / 4
-            write_json_atomic(record_path(cfg), {
-                "method": cfg.method, "run_name": cfg.run_name, "dataset": "officehome",
-                "split": record_path(cfg).parent.parent.name, "seed": cfg.data.seed, "model": cfg.model.arch,
-                "pretrained": cfg.model.pretrained, "tasks": OFFICEHOME_DOMAINS, "accuracy": accuracy,
-                "trainable_params": PARAMS[cfg.method], "synthetic": name == "main",
-                "config_sha256": cfg.sha256()})
+            write_json_atomic(
+                record_path(cfg),
+                {
+                    "method": cfg.method,
+                    "run_name": cfg.run_name,
+                    "dataset": "officehome",
+                    "split": record_path(cfg).parent.parent.name,
+                    "seed": cfg.data.seed,
+                    "model": cfg.model.arch,
+                    "pretrained": cfg.model.pretrained,
+                    "tasks": OFFICEHOME_DOMAINS,
+                    "accuracy": accuracy,
+                    "trainable_params": PARAMS[cfg.method],
+                    "synthetic": name == "main",
+                    "config_sha256": cfg.sha256(),
+                },
+            )
     return paths, out
 
 
@@ -87,8 +99,9 @@ def test_fig1_default_path_and_split(results):
     check_png(path, "fig1")
 
     chosen = out / "elsewhere" / "twelve.png"
-    code, _, stderr = call(["plot", "fig1", "--grid", paths["main"], "--out-dir", out, "--split", "12shot",
-                            "--out", chosen])
+    code, _, stderr = call(
+        ["plot", "fig1", "--grid", paths["main"], "--out-dir", out, "--split", "12shot", "--out", chosen]
+    )
     assert code == 0, stderr
     check_png(chosen, "fig1")
 

@@ -29,11 +29,14 @@ def test_lightning_chatter_is_dropped_and_what_matters_still_shows(caplog, monke
     assert said == ["Restored all states from the checkpoint at last.ckpt"], said
 
     with warnings.catch_warnings(record=True) as caught:
-        rank_zero_warn("The number of training batches (1) is smaller than the logging interval "
-                       "Trainer(log_every_n_steps=50). Set a lower value for log_every_n_steps if you want to see logs")
+        rank_zero_warn(
+            "The number of training batches (1) is smaller than the logging interval "
+            "Trainer(log_every_n_steps=50). Set a lower value for log_every_n_steps if you want to see logs"
+        )
         rank_zero_warn("`ModelCheckpoint(monitor='val/acc')` could not find the monitored key in the returned metrics")
     assert [str(w.message) for w in caught] == [
-        "`ModelCheckpoint(monitor='val/acc')` could not find the monitored key in the returned metrics"]
+        "`ModelCheckpoint(monitor='val/acc')` could not find the monitored key in the returned metrics"
+    ]
 
     monkeypatch.setenv("PETL_BENCH_CHATTER", "1")  # everything kept: no filter added
     filters = list(warnings.filters)
@@ -49,19 +52,32 @@ def test_the_readme_python_api_prints_our_table_and_no_chatter(folder_root, tiny
     # accuracy under four "DataLoader" columns. Run as a user runs it: a fresh process.
     readme = (ROOT / "README.md").read_text()
     code = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    ours = {'ClipBackbone.from_pretrained("ViT-B-16", "openai")': f'ClipBackbone.from_pretrained("tiny", "{tiny_checkpoint}")',
-            'DataConfig("officehome", "~/data/OfficeHome", "10pct")': f'DataConfig("folder", "{folder_root}", "2shot", '
-                                                                      'num_workers=0)'}
+    ours = {
+        'ClipBackbone.from_pretrained("ViT-B-16", "openai")': (
+            f'ClipBackbone.from_pretrained("tiny", "{tiny_checkpoint}")'
+        ),
+        'DataConfig("officehome", "~/data/OfficeHome", "10pct")': f'DataConfig("folder", "{folder_root}", "2shot", '
+        "num_workers=0)",
+    }
     for theirs, mine in ours.items():
         assert theirs in code
         code = code.replace(theirs, mine)
     env = {k: v for k, v in os.environ.items() if k != "PETL_BENCH_CHATTER"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     table = re.findall(r"^(\S.*?)\s+(\d+\.\d\d)$", done.stdout, re.M)
     assert [task for task, _ in table] == ["art", "clipart", "product", "real world", "average"]
     output = done.stdout + done.stderr
-    for chatter in ("Test metric", "test/acc/", "GPU available", "TPU available", "Tip:", "logging interval",
-                    "LeafSpec", "tensorboardX"):
+    for chatter in (
+        "Test metric",
+        "test/acc/",
+        "GPU available",
+        "TPU available",
+        "Tip:",
+        "logging interval",
+        "LeafSpec",
+        "tensorboardX",
+    ):
         assert chatter not in output, chatter

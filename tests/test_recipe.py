@@ -30,8 +30,21 @@ from petl_bench.schedule import dassl_lr
 
 # The issue's five learning rates: lr 0.0035, 5 epochs, one constant warm-up epoch at 1e-5.
 DASSL_5_EPOCHS = ["1e-05", "0.0035", "0.00317", "0.00229", "0.00121"]
-RUN = ["--dataset", "folder", "--split", "2shot", "--model", "tiny", "--no-progress",
-       "--set", "data.num_workers=0", "--set", "data.batch_size=4", "--set", "method.n_ctx=4"]
+RUN = [
+    "--dataset",
+    "folder",
+    "--split",
+    "2shot",
+    "--model",
+    "tiny",
+    "--no-progress",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "data.batch_size=4",
+    "--set",
+    "method.n_ctx=4",
+]
 
 
 def sig3(value: float) -> str:
@@ -81,27 +94,45 @@ def test_a_five_epoch_run_logs_dassls_rate_at_every_step(folder_root, tmp_path):
 
 
 def test_schedule_and_task_loss_reach_the_run_and_its_hash(folder_root, tmp_path):
-    record = run_cli(folder_root, tmp_path, "--set", "train.epochs=2", "--set", "optim.schedule=linear-cosine",
-                     "--set", "train.task_loss=mean")
+    record = run_cli(
+        folder_root,
+        tmp_path,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "optim.schedule=linear-cosine",
+        "--set",
+        "train.task_loss=mean",
+    )
     rows = train_rows(tmp_path)
     lrs = [float(row["train/lr"]) for row in rows]
     # Per step: a linear warm-up over epoch 0's two steps, then cosine down to 0.
     assert lrs == pytest.approx([0.0035 / 2, 0.0035, 0.0035, 0.0035 / 2], rel=1e-6)
     tasks = [f"train/loss/{task}" for task in record["tasks"]]
-    assert all(math.isclose(float(r["train/loss"]), sum(float(r[t]) for t in tasks) / 4, rel_tol=1e-5)
-               for r in rows)
+    assert all(math.isclose(float(r["train/loss"]), sum(float(r[t]) for t in tasks) / 4, rel_tol=1e-5) for r in rows)
     assert (record["config"]["optim"]["schedule"], record["config"]["train"]["task_loss"]) == ("linear-cosine", "mean")
     default = build_run_config("coop-mt", "folder", str(folder_root), overrides=["train.epochs=2"])
-    for item in ("optim.schedule=linear-cosine", "train.task_loss=mean", "optim.warmup_lr=1e-4",
-                 "data.drop_last=false"):
-        assert build_run_config("coop-mt", "folder", str(folder_root),
-                                overrides=["train.epochs=2", item]).sha256() != default.sha256(), item
+    for item in (
+        "optim.schedule=linear-cosine",
+        "train.task_loss=mean",
+        "optim.warmup_lr=1e-4",
+        "data.drop_last=false",
+    ):
+        assert (
+            build_run_config("coop-mt", "folder", str(folder_root), overrides=["train.epochs=2", item]).sha256()
+            != default.sha256()
+        ), item
 
 
-@pytest.mark.parametrize("item, match", [("optim.schedule=step", "optim.schedule='step': must be one of dassl, "),
-                                         ("train.task_loss=max", "train.task_loss='max': must be one of sum, mean"),
-                                         ("optim.warmup_epochs=0.5", "not a valid int"),
-                                         ("optim.warmup_lr=-1", "optim.warmup_lr=-1.0: must be >= 0")])
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ("optim.schedule=step", "optim.schedule='step': must be one of dassl, "),
+        ("train.task_loss=max", "train.task_loss='max': must be one of sum, mean"),
+        ("optim.warmup_epochs=0.5", "not a valid int"),
+        ("optim.warmup_lr=-1", "optim.warmup_lr=-1.0: must be >= 0"),
+    ],
+)
 def test_bad_recipe_values_are_user_errors(item, match):
     with pytest.raises(UserError, match=match):
         build_run_config("coop-mt", "folder", "data", overrides=[item])
@@ -109,11 +140,14 @@ def test_bad_recipe_values_are_user_errors(item, match):
 
 # -- batches ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size, drop_last, steps", [(3, True, 2), (3, False, 3), (16, True, 1)])
-def test_incomplete_last_batch_is_dropped_only_where_a_task_fills_one(folder_root, tiny_backbone, tmp_path,
-                                                                      batch_size, drop_last, steps):
+def test_incomplete_last_batch_is_dropped_only_where_a_task_fills_one(
+    folder_root, tiny_backbone, tmp_path, batch_size, drop_last, steps
+):
     data = MultiDomainDataModule.for_backbone(
         DataConfig("folder", str(folder_root), "2shot", batch_size=batch_size, num_workers=0, drop_last=drop_last),
-        tiny_backbone, out=tmp_path)
+        tiny_backbone,
+        out=tmp_path,
+    )
     data.setup()
     loaders = data.train_dataloader().iterables  # 8 training images per task
     assert [len(loader) for loader in loaders.values()] == [steps] * 4

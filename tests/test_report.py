@@ -17,6 +17,7 @@ from petl_bench.registry import method_names
 from petl_bench.report import BEYOND_NAMES, Cell, cell_text, paper_results, render, summarize
 from petl_bench.run import record_path
 from petl_bench.sweep.grid import expand_grid
+
 from cli_calls import call
 
 TASKS = OFFICEHOME_DOMAINS  # Art, Clipart, Product, Real World
@@ -33,11 +34,22 @@ def write_record(run, art, others=(50.0, 60.0, 70.0), params=1000, **extra):
     cfg = run.cfg
     accuracy = dict(zip(TASKS, [art, *others], strict=True))
     accuracy["average"] = sum(accuracy.values()) / len(TASKS)
-    record = {"method": cfg.method, "run_name": cfg.run_name, "dataset": cfg.data.dataset,
-              "split": record_path(cfg).parent.parent.name, "seed": cfg.data.seed, "model": cfg.model.arch,
-              "pretrained": cfg.model.pretrained, "tasks": TASKS, "accuracy": accuracy,
-              "trainable_params": params, "synthetic": False, "config": cfg.to_dict(),
-              "config_sha256": cfg.sha256(), **extra}
+    record = {
+        "method": cfg.method,
+        "run_name": cfg.run_name,
+        "dataset": cfg.data.dataset,
+        "split": record_path(cfg).parent.parent.name,
+        "seed": cfg.data.seed,
+        "model": cfg.model.arch,
+        "pretrained": cfg.model.pretrained,
+        "tasks": TASKS,
+        "accuracy": accuracy,
+        "trainable_params": params,
+        "synthetic": False,
+        "config": cfg.to_dict(),
+        "config_sha256": cfg.sha256(),
+        **extra,
+    }
     write_json_atomic(record_path(cfg), record)
     return record
 
@@ -133,10 +145,13 @@ def test_cell_text_shows_std_only_with_more_than_one_seed():
     assert cell_text(Cell(83.0, 3.6056, 84.3), latex=True) == r"83.0$\pm$3.6 {\scriptsize (84.3, $-1.3$)}"
 
 
-@pytest.mark.parametrize("change, reason", [
-    ("synthetic", "synthetic images"),
-    ("model", "model tiny with weights None instead of ViT-B-16 with openai weights"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ("synthetic", "synthetic images"),
+        ("model", "model tiny with weights None instead of ViT-B-16 with openai weights"),
+    ],
+)
 def test_banner_when_not_the_papers_setting(tmp_path, change, reason):
     path = grid_yaml(tmp_path, "small", MAIN)
     overrides = ["model.arch=tiny", "model.pretrained=none"] if change == "model" else []
@@ -165,16 +180,18 @@ def test_markdown_table_in_the_papers_layout(main_grid):
     assert "### 10pct (6shot)" in lines and "### 20pct (12shot)" in lines
     assert "| task | ZS | CoOp-MT | MmAP |" in lines
     art = next(line for line in lines if line.startswith("| Art |"))
-    assert art == ("| Art | 82.0 ± 0.0 (paper 82.9, -0.9) | 83.0 ± 3.6 (paper 84.3, -1.3) "
-                   "| 85.0 (paper 85.7, -0.7) |")
+    assert art == ("| Art | 82.0 ± 0.0 (paper 82.9, -0.9) | 83.0 ± 3.6 (paper 84.3, -1.3) | 85.0 (paper 85.7, -0.7) |")
     params = next(line for line in lines if line.startswith("| Params (M) |"))
     assert params == "| Params (M) | 0 (paper -) | 0.0082 (paper 0.01) | 0.13 (paper 0.13) |"
-    twenty = lines[lines.index("### 20pct (12shot)"):]
+    twenty = lines[lines.index("### 20pct (12shot)") :]
     art = next(line for line in twenty if line.startswith("| Art |"))
     assert art == "| Art | 82.0 ± 0.0 (paper 84.6, -2.6) |  |  |"
-    assert lines[-3:] == ["7 of 18 runs missing",
-                          "1 stale record(s) not averaged (config differs from the grid's; re-run them with "
-                          "`petl-bench sweep --rerun-stale`):", f"  {stale_path.resolve()}"]
+    assert lines[-3:] == [
+        "7 of 18 runs missing",
+        "1 stale record(s) not averaged (config differs from the grid's; re-run them with "
+        "`petl-bench sweep --rerun-stale`):",
+        f"  {stale_path.resolve()}",
+    ]
     assert (out / "tables" / "small.md").read_text() == stdout
     assert stderr.strip() == f"saved: {out / 'tables' / 'small.md'}"
 
@@ -199,8 +216,9 @@ def test_csv_has_per_seed_and_mean_rows(main_grid):
     seeds = [r for r in rows if r["stat"] == "seed"]
     means = [r for r in rows if r["stat"] == "mean"]
     assert len(seeds) == (6 + 3 + 1) * 5  # counted records x (4 tasks + average)
-    coop_art = [float(r["accuracy"]) for r in seeds
-                if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")]
+    coop_art = [
+        float(r["accuracy"]) for r in seeds if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art")
+    ]
     assert coop_art == [80.0, 82.0, 87.0]
     mean = next(r for r in means if (r["label"], r["split"], r["task"]) == ("coop-mt", "6shot", "Art"))
     assert float(mean["accuracy"]) == 83.0 and float(mean["std"]) == pytest.approx(3.6056, abs=1e-4)
@@ -216,19 +234,28 @@ def test_the_heading_says_what_the_cells_are_and_how_many_runs_they_count(main_g
     path, out, _ = main_grid
     summary = summarize(expand_grid(path, out=str(out)))
     lines = render(summary, "md").splitlines()
-    assert lines[2] == ("Cells: ours, mean ± sample std over 3 seeds; a cell without ± has one seed (paper's value, "
-                        "ours − paper); 10 of the grid's 18 runs counted, the others listed below.")
+    assert lines[2] == (
+        "Cells: ours, mean ± sample std over 3 seeds; a cell without ± has one seed (paper's value, "
+        "ours − paper); 10 of the grid's 18 runs counted, the others listed below."
+    )
     assert summary.n_counted == 10 == summary.n_expected - 7 - 1
     latex = render(summary, "latex")
-    assert (r"Ours: mean $\pm$ sample std over 3 seeds; a cell without $\pm$ has one seed. The paper's value "
-            r"and our difference in brackets. 10 of the grid's 18 runs counted, the others listed below.}") in latex
+    assert (
+        r"Ours: mean $\pm$ sample std over 3 seeds; a cell without $\pm$ has one seed. The paper's value "
+        r"and our difference in brackets. 10 of the grid's 18 runs counted, the others listed below.}"
+    ) in latex
 
 
 def test_single_seed_cells_have_no_std_heading_and_the_footer_agrees(tmp_path):
     """`make demo-sweep` after `make demo`: one seed of each run counted, the other seed's records
     stale. No "±" anywhere; the heading counts the 2 runs the footer leaves."""
-    path = grid_yaml(tmp_path, "demo", MAIN.replace("[10pct, 20pct]", "[10pct]").replace("[0, 1, 2]", "[0, 1]")
-                     .replace("[zeroshot, coop-mt, mmap]", "[zeroshot, coop-mt]"))
+    path = grid_yaml(
+        tmp_path,
+        "demo",
+        MAIN.replace("[10pct, 20pct]", "[10pct]")
+        .replace("[0, 1, 2]", "[0, 1]")
+        .replace("[zeroshot, coop-mt, mmap]", "[zeroshot, coop-mt]"),
+    )
     grid = expand_grid(path, ["model.arch=tiny", "model.pretrained=none"], out=str(tmp_path / "results"))
     for run in grid.runs:
         record = write_record(run, 80.0, synthetic=True)
@@ -238,10 +265,15 @@ def test_single_seed_cells_have_no_std_heading_and_the_footer_agrees(tmp_path):
     text = render(summary, "md")
     assert "±" not in text
     lines = text.splitlines()
-    assert lines[4] == ("Cells: ours, one seed each, no std (paper's value, ours − paper: for layout only); "
-                        "2 of the grid's 4 runs counted, the others listed below.")
-    assert summary.footer()[:2] == ["0 of 4 runs missing", "2 stale record(s) not averaged (config differs from "
-                                    "the grid's; re-run them with `petl-bench sweep --rerun-stale`):"]
+    assert lines[4] == (
+        "Cells: ours, one seed each, no std (paper's value, ours − paper: for layout only); "
+        "2 of the grid's 4 runs counted, the others listed below."
+    )
+    assert summary.footer()[:2] == [
+        "0 of 4 runs missing",
+        "2 stale record(s) not averaged (config differs from "
+        "the grid's; re-run them with `petl-bench sweep --rerun-stale`):",
+    ]
     assert r"\pm" not in render(summary, "latex").split(r"\begin{tabular}")[0]
 
 
@@ -289,7 +321,7 @@ def test_kshot_layout_per_task_methods_by_shots(tmp_path):
     for run in grid.runs:
         write_record(run, 70.0 if run.cfg.data.split == "1shot" else 84.0)
     lines = render(summarize(grid), "md").splitlines()
-    art = lines[lines.index("### Art"):]
+    art = lines[lines.index("### Art") :]
     assert art[2] == "| method | 1shot | 10pct (6shot) |"
     assert art[4] == "| ZS | 70.0 | 84.0 (paper 82.9, +1.1) |"
     assert art[5] == "| CoOp-MT | 70.0 | 84.0 (paper 84.3, -0.3) |"  # Table 1's 10% is 6-shot
@@ -321,7 +353,8 @@ def test_a_table_never_averages_two_roots_and_takes_the_swept_one(tmp_path):
             code, stdout, stderr = call(["table", path, "--out", out])
             assert code == 0, stderr
             assert next(line for line in stdout.splitlines() if line.startswith("| Art |")).startswith(
-                "| Art | 80.0 ± 0.0 ")
+                "| Art | 80.0 ± 0.0 "
+            )
             code, stdout, _ = call(["sweep", path, "--out", out, "--dry-run"])
             assert code == 0 and stdout.splitlines()[-1] == "3 done, 0 stale, 15 to run"
     state.save(grid, [{"outcome": "done"}] * len(grid.runs))  # a sweep of the subset too
@@ -371,8 +404,9 @@ def test_odd_record_files_are_listed_and_skipped_never_fatal(main_grid):
 
     code, stdout, stderr = call(["table", path, "--out", out])
     assert code == 0, stderr
-    listed = stdout.splitlines()[stdout.splitlines().index(
-        "7 record file(s) skipped, not usable records (counted missing):") + 1:][:7]
+    listed = stdout.splitlines()[
+        stdout.splitlines().index("7 record file(s) skipped, not usable records (counted missing):") + 1 :
+    ][:7]
     assert {line.strip().split(" (")[0] for line in listed} == set(reasons)
     for line in listed:
         assert reasons[line.strip().split(" (")[0]] in line

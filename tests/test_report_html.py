@@ -23,14 +23,16 @@ from urllib.parse import unquote
 import pytest
 import torch
 
-from petl_bench.sweep import driver
-from petl_bench.sweep import state as sweep_state
+from petl_bench.config import root_folder
 from petl_bench.datamodules.records import OFFICEHOME_DOMAINS
 from petl_bench.files import write_json_atomic, write_text_atomic
 from petl_bench.grouping import TaskSimilarity, save_heatmap
 from petl_bench.results import record_path
+from petl_bench.sweep import driver
+from petl_bench.sweep import state as sweep_state
 from petl_bench.sweep.grid import expand_grid
 from petl_bench.sweep.jobs import Job, JobResult, Outcome
+
 from cli_calls import call
 
 GRID = """\
@@ -71,17 +73,28 @@ def write_run(cfg, out: Path) -> None:
     prepared = {}
     drawn = PARAMS[cfg.method] and cfg.data.seed == 0
     if cfg.method == "mmap":
-        cosine = torch.tensor([[1.0, 0.8, -0.1, 0.0], [0.8, 1.0, 0.1, -0.2], [-0.1, 0.1, 1.0, 0.7],
-                               [0.0, -0.2, 0.7, 1.0]])
+        cosine = torch.tensor(
+            [[1.0, 0.8, -0.1, 0.0], [0.8, 1.0, 0.1, -0.2], [-0.1, 0.1, 1.0, 0.7], [0.0, -0.2, 0.7, 1.0]]
+        )
         if drawn:
             save_heatmap(TaskSimilarity(OFFICEHOME_DOMAINS, cosine, cosine), GROUPS, work / "grouping.png")
-        prepared = {"grouping": {"method": "gradient", "tasks": OFFICEHOME_DOMAINS, "gradient_groups": GROUPS,
-                                 "groups": GROUPS, "cosine": cosine.tolist(), "heatmap": str(work / "grouping.png")}}
+        prepared = {
+            "grouping": {
+                "method": "gradient",
+                "tasks": OFFICEHOME_DOMAINS,
+                "gradient_groups": GROUPS,
+                "groups": GROUPS,
+                "cosine": cosine.tolist(),
+                "heatmap": str(work / "grouping.png"),
+            }
+        }
     if drawn:
         logger = CSVLogger(work, name="logs", version="")
         for step in range(9, 50, 10):
-            metrics = {"train/loss": 2.0 / (step + 1) ** 0.5, **{f"train/loss/{t}": 2.1 / (step + 1) ** 0.5
-                                                                for t in OFFICEHOME_DOMAINS}}
+            metrics = {
+                "train/loss": 2.0 / (step + 1) ** 0.5,
+                **{f"train/loss/{t}": 2.1 / (step + 1) ** 0.5 for t in OFFICEHOME_DOMAINS},
+            }
             if cfg.method == "coop-mt":
                 metrics["lr-SGD"] = 0.0035 * (1 - step / 50)
             logger.log_metrics(metrics, step=step)
@@ -89,17 +102,39 @@ def write_run(cfg, out: Path) -> None:
     if PARAMS[cfg.method]:
         write_text_atomic(work / "checkpoints" / "last.ckpt", "trainable parameters\n")
     write_text_atomic(work / "sweep.log", f"# petl-bench run --method={cfg.method}\n")
-    write_json_atomic(path, {
-        "method": cfg.method, "run_name": cfg.run_name, "dataset": "officehome", "split": "6shot",
-        "seed": cfg.data.seed, "model": cfg.model.arch, "pretrained": cfg.model.pretrained,
-        "tasks": OFFICEHOME_DOMAINS, "accuracy": accuracy_of(cfg.method, cfg.data.seed),
-        "trainable_params": PARAMS[cfg.method], "total_params": 2_630_991, "train_images": 1560,
-        "test_images": 14028, "split_file": str(split_file),
-        "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest(), "skipped_images": [],
-        "synthetic": True, "wall_s": 83.4, "device": "cpu (x86_64, 2 cores)", "train_images_per_s": 41.5,
-        "peak_memory_mb": 1170.2, "git": "0123abc", "versions": {"torch": "2.14.1", "lightning": "2.6.6"},
-        "prepared": prepared, "resolved_params": dict(cfg.to_dict()["params"]), "config": cfg.to_dict(),
-        "config_sha256": cfg.sha256(), "finished": "2026-01-01T00:00:00+0000"})
+    write_json_atomic(
+        path,
+        {
+            "method": cfg.method,
+            "run_name": cfg.run_name,
+            "dataset": "officehome",
+            "split": "6shot",
+            "seed": cfg.data.seed,
+            "model": cfg.model.arch,
+            "pretrained": cfg.model.pretrained,
+            "tasks": OFFICEHOME_DOMAINS,
+            "accuracy": accuracy_of(cfg.method, cfg.data.seed),
+            "trainable_params": PARAMS[cfg.method],
+            "total_params": 2_630_991,
+            "train_images": 1560,
+            "test_images": 14028,
+            "split_file": str(split_file),
+            "split_sha256": hashlib.sha256(split_file.read_bytes()).hexdigest(),
+            "skipped_images": [],
+            "synthetic": True,
+            "wall_s": 83.4,
+            "device": "cpu (x86_64, 2 cores)",
+            "train_images_per_s": 41.5,
+            "peak_memory_mb": 1170.2,
+            "git": "0123abc",
+            "versions": {"torch": "2.14.1", "lightning": "2.6.6"},
+            "prepared": prepared,
+            "resolved_params": dict(cfg.to_dict()["params"]),
+            "config": cfg.to_dict(),
+            "config_sha256": cfg.sha256(),
+            "finished": "2026-01-01T00:00:00+0000",
+        },
+    )
 
 
 def fake_launch(grid, todo, *how):
@@ -145,8 +180,11 @@ def swept(tmp_path_factory, tiny_checkpoint):
 def test_the_sweep_leaves_its_grid_and_each_runs_last_outcome(swept, tiny_checkpoint):
     grid_path, out, _ = swept
     state = json.loads((out / "sweeps" / "mini.json").read_text())
-    assert (state["grid"], state["grid_file"], state["grid_text"]) == ("mini", str(grid_path.resolve()),
-                                                                       textwrap.dedent(GRID))
+    assert (state["grid"], state["grid_file"], state["grid_text"]) == (
+        "mini",
+        str(grid_path.resolve()),
+        textwrap.dedent(GRID),
+    )
     assert state["overrides"] == [f"model.pretrained={tiny_checkpoint}", f"data.root={out.parent / 'data'}"]
     outcomes = {(r["label"], r["seed"]): r["outcome"] for r in state["runs"]}
     assert outcomes == {**{(m, s): "done" for m in PARAMS for s in (0, 1, 2)}, STALE: "stale", FAILS: "failed"}
@@ -167,7 +205,9 @@ def test_a_failure_stays_the_last_outcome_until_a_sweep_attempts_the_run(swept, 
     assert by_run[REMOVED] == {"outcome": "todo"} and by_run[STALE] == {"outcome": "stale"}
     attempted = [run for run in grid.runs if (run.cfg.method, run.cfg.data.seed) == FAILS]
     after = sweep_state.finished(grid, outcomes, [JobResult(Job(1, 1, run, []), Outcome.DONE) for run in attempted])
-    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after, strict=True)}[FAILS] == "done"
+    assert {(r.cfg.method, r.cfg.data.seed): o["outcome"] for r, o in zip(grid.runs, after, strict=True)}[
+        FAILS
+    ] == "done"
 
 
 def test_report_errors_and_a_grid_that_no_longer_expands(tmp_path):
@@ -175,9 +215,16 @@ def test_report_errors_and_a_grid_that_no_longer_expands(tmp_path):
     assert code == 2 and stdout == "" and stderr.count("\n") == 1
     assert stderr.startswith(f"petl-bench: error: no results under {tmp_path / 'nothing'}")
     out = tmp_path / "results"
-    write_json_atomic(out / "sweeps" / "gone.json", {"grid": "gone", "grid_file": str(tmp_path / "gone.yaml"),
-                                                     "grid_text": GRID.replace("mmap", "no-such-method"),
-                                                     "overrides": [], "runs": []})
+    write_json_atomic(
+        out / "sweeps" / "gone.json",
+        {
+            "grid": "gone",
+            "grid_file": str(tmp_path / "gone.yaml"),
+            "grid_text": GRID.replace("mmap", "no-such-method"),
+            "overrides": [],
+            "runs": [],
+        },
+    )
     code, stdout, _ = call(["report", "--out", out, "--site", tmp_path / "site"])
     assert code == 0 and stdout == f"report: {(tmp_path / 'site' / 'index.html').resolve()}\n"
     assert "cannot be read: " in (tmp_path / "site" / "index.html").read_text()
@@ -209,8 +256,11 @@ def test_the_report_in_a_browser(swept, tmp_path):
     _, _, site = swept
     browser = chromium_or_skip()
     index = text_of(dom(browser, site / "index.html", tmp_path))
-    assert re.search(r"mini table1 Office-Home 9 6 1 1 1 10pct \(6shot\): ZS 82.5, CoOp-MT 85.5, MmAP 87.5 \S+ "
-                     r"not the paper's setting: model tiny", index), index
+    assert re.search(
+        r"mini table1 Office-Home 9 6 1 1 1 10pct \(6shot\): ZS 82.5, CoOp-MT 85.5, MmAP 87.5 \S+ "
+        r"not the paper's setting: model tiny",
+        index,
+    ), index
     assert "synthetic images" in index
 
     grid_page = site / "grids" / "mini.html"
@@ -222,9 +272,11 @@ def test_the_report_in_a_browser(swept, tmp_path):
     rows = paper_rows(grid_dom)
     assert rows["header"] == [("task", None), ("ZS", None), ("CoOp-MT", None), ("MmAP", None)]
     # Art: seeds 0 and 1 counted (zeroshot's seed 2 is stale, coop-mt's missing, mmap's failed).
-    assert rows["Art"] == [("81.0 ± 1.4 paper 82.9 -1.9 seeds 80.0 82.0", "neg far"),
-                           ("84.0 ± 1.4 paper 84.3 ± 0.8 -0.3 seeds 83.0 85.0", "neg near"),
-                           ("86.0 ± 1.4 paper 85.7 ± 0.5 +0.3 seeds 85.0 87.0", "pos near")]
+    assert rows["Art"] == [
+        ("81.0 ± 1.4 paper 82.9 -1.9 seeds 80.0 82.0", "neg far"),
+        ("84.0 ± 1.4 paper 84.3 ± 0.8 -0.3 seeds 83.0 85.0", "neg near"),
+        ("86.0 ± 1.4 paper 85.7 ± 0.5 +0.3 seeds 85.0 87.0", "pos near"),
+    ]
     assert rows["Clipart"][2] == ("87.0 ± 1.4 paper 76.3 ± 0.6 +10.7 seeds 86.0 88.0", "pos far")
     assert rows["Params (M)"] == [("0 (paper -)", None), ("0.0082 (paper 0.01)", None), ("0.13 (paper 0.13)", None)]
     assert "9 runs: 6 done, 1 stale, 1 failed, 1 missing." in grid
@@ -235,9 +287,20 @@ def test_the_report_in_a_browser(swept, tmp_path):
 
     mmap = text_of(dom(browser, next(site.glob("runs/officehome/*/6shot/mmap@tiny-tiny/seed0.html")), tmp_path))
     assert "NOTE: not the paper's setting (model tiny with weights" in mmap
-    for text in ("mini, row mmap: done", "group 1: Art, Clipart", "group 2: Product, Real World", "Art 85.00",
-                 "Average 86.50", "1m23.4s", "41.5 training images/s", "cpu (x86_64, 2 cores)", "torch 2.14.1",
-                 "method.b 7", "The log has no learning-rate column", "checkpoint checkpoints/last.ckpt"):
+    for text in (
+        "mini, row mmap: done",
+        "group 1: Art, Clipart",
+        "group 2: Product, Real World",
+        "Art 85.00",
+        "Average 86.50",
+        "1m23.4s",
+        "41.5 training images/s",
+        "cpu (x86_64, 2 cores)",
+        "torch 2.14.1",
+        "method.b 7",
+        "The log has no learning-rate column",
+        "checkpoint checkpoints/last.ckpt",
+    ):
         assert text in mmap, text
     # The pages have no script: their files hold the text Chromium shows (one start-up less per page).
     coop = text_of(next(site.glob("runs/officehome/*/6shot/coop-mt@tiny-tiny/seed0.html")).read_text())
@@ -283,8 +346,17 @@ def a_variant(tmp_path, tiny_checkpoint):
 
     out = tmp_path / "results"
     (tmp_path / "data").mkdir(exist_ok=True)
-    cfg = build_run_config("coop-mt", "officehome", str(tmp_path / "data"), "10pct", 0, "tiny",
-                           str(tiny_checkpoint), out=str(out), overrides=["method.ctx_init=a photo of a"])
+    cfg = build_run_config(
+        "coop-mt",
+        "officehome",
+        str(tmp_path / "data"),
+        "10pct",
+        0,
+        "tiny",
+        str(tiny_checkpoint),
+        out=str(out),
+        overrides=["method.ctx_init=a photo of a"],
+    )
     write_run(cfg, out)
     return cfg, out
 
@@ -381,11 +453,23 @@ def test_the_deltas_are_muted_where_the_paper_column_is_for_layout_only(swept, t
     results = tmp_path / "results"
     paper_grid = expand_grid(grid_path, [f"data.root={out.parent / 'data'}"], str(results))
     for run in [r for r in paper_grid.runs if r.cfg.method != "mmap" or r.cfg.data.seed == 0]:
-        write_json_atomic(record_path(run.cfg), {
-            "method": run.cfg.method, "run_name": run.cfg.run_name, "dataset": "officehome", "split": "6shot",
-            "seed": run.cfg.data.seed, "model": "ViT-B-16", "pretrained": "openai", "tasks": OFFICEHOME_DOMAINS,
-            "accuracy": accuracy_of(run.cfg.method, run.cfg.data.seed), "trainable_params": 0,
-            "config": run.cfg.to_dict(), "config_sha256": run.cfg.sha256()})
+        write_json_atomic(
+            record_path(run.cfg),
+            {
+                "method": run.cfg.method,
+                "run_name": run.cfg.run_name,
+                "dataset": "officehome",
+                "split": "6shot",
+                "seed": run.cfg.data.seed,
+                "model": "ViT-B-16",
+                "pretrained": "openai",
+                "tasks": OFFICEHOME_DOMAINS,
+                "accuracy": accuracy_of(run.cfg.method, run.cfg.data.seed),
+                "trainable_params": 0,
+                "config": run.cfg.to_dict(),
+                "config_sha256": run.cfg.sha256(),
+            },
+        )
     sweep_state.save(paper_grid, [{"outcome": "done"}] * len(paper_grid.runs))
     code, _, stderr = call(["report", "--out", results])
     assert code == 0, stderr
@@ -409,9 +493,23 @@ def chromium_or_skip() -> str:
 
 def run_chromium(browser: str, action: str, *rest) -> str:
     *options, page, profile = rest
-    result = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                             "--no-first-run", f"--user-data-dir={profile / 'chromium'}", action, *options,
-                             Path(page).resolve().as_uri()], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={profile / 'chromium'}",
+            action,
+            *options,
+            Path(page).resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 

@@ -56,16 +56,35 @@ def test_without_a_slurm_ci_fails_and_elsewhere_the_tests_skip(monkeypatch):
 
 
 def sweep_command(grid, out, root) -> list[str]:
-    return [sys.executable, "-m", "petl_bench.cli", "sweep", str(grid), "--launcher", "slurm", "--out", str(out),
-            "--set", f"data.root={root}", "--set", "slurm.gpus_per_job=0", "--set", "slurm.cpus_per_task=1",
-            "--set", "slurm.mem_gb=0", "--set", "slurm.time_min=15"]
+    return [
+        sys.executable,
+        "-m",
+        "petl_bench.cli",
+        "sweep",
+        str(grid),
+        "--launcher",
+        "slurm",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={root}",
+        "--set",
+        "slurm.gpus_per_job=0",
+        "--set",
+        "slurm.cpus_per_task=1",
+        "--set",
+        "slurm.mem_gb=0",
+        "--set",
+        "slurm.time_min=15",
+    ]
 
 
 def sweep(grid, out, root, timeout=420):
     """The sweep in a process of its own, as a user runs it; Slurm jobs left over are cancelled."""
     try:
-        return subprocess.run(sweep_command(grid, out, root), capture_output=True, text=True, timeout=timeout,
-                              cwd=out.parent, check=False)
+        return subprocess.run(
+            sweep_command(grid, out, root), capture_output=True, text=True, timeout=timeout, cwd=out.parent, check=False
+        )
     except subprocess.TimeoutExpired as err:
         subprocess.run(["scancel", "--name", f"petl-{grid.stem}"], check=False)
         pytest.fail(f"the Slurm sweep did not end in {timeout} s: {err.stdout}")
@@ -74,9 +93,18 @@ def sweep(grid, out, root, timeout=420):
 def test_slurm_sweep_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_path, folder_root, tiny_checkpoint):
     slurm_or_skip()
     grid = tmp_path / f"slurmgrid{UNIQUE}.yaml"
-    grid.write_text(yaml.safe_dump({
-        "table": "table1", "dataset": "folder", "splits": ["2shot"], "seeds": [0, 1], "methods": ["zeroshot"],
-        "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0}}))
+    grid.write_text(
+        yaml.safe_dump(
+            {
+                "table": "table1",
+                "dataset": "folder",
+                "splits": ["2shot"],
+                "seeds": [0, 1],
+                "methods": ["zeroshot"],
+                "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0},
+            }
+        )
+    )
     out = tmp_path / "results"
 
     first = sweep(grid, out, folder_root)
@@ -98,9 +126,18 @@ def test_slurm_sweep_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_path
 def test_a_failing_slurm_job_is_reported_with_its_log(tmp_path, folder_root, tiny_checkpoint):
     slurm_or_skip()
     grid = tmp_path / f"broken{UNIQUE}.yaml"
-    grid.write_text(yaml.safe_dump({  # 9 training images per class, and the set has 3
-        "table": "table1", "dataset": "folder", "splits": ["9shot"], "seeds": [0], "methods": ["zeroshot"],
-        "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0}}))
+    grid.write_text(
+        yaml.safe_dump(
+            {  # 9 training images per class, and the set has 3
+                "table": "table1",
+                "dataset": "folder",
+                "splits": ["9shot"],
+                "seeds": [0],
+                "methods": ["zeroshot"],
+                "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0},
+            }
+        )
+    )
     result = sweep(grid, tmp_path / "results", folder_root)
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [line for line in result.stdout.splitlines() if line.startswith("  failed: ")]
@@ -116,18 +153,35 @@ def test_a_cancelled_slurm_job_is_reported_not_waited_for(tmp_path, folder_root,
     slurm_or_skip()
     grid = tmp_path / f"long{UNIQUE}.yaml"
     job_name = f"petl-{grid.stem}"
-    grid.write_text(yaml.safe_dump({
-        "table": "table1", "dataset": "folder", "splits": ["2shot"], "seeds": [0], "methods": ["coop-mt"],
-        "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0,
-                "train.epochs": 100000}}))
+    grid.write_text(
+        yaml.safe_dump(
+            {
+                "table": "table1",
+                "dataset": "folder",
+                "splits": ["2shot"],
+                "seeds": [0],
+                "methods": ["coop-mt"],
+                "set": {
+                    "model.arch": "tiny",
+                    "model.pretrained": str(tiny_checkpoint),
+                    "data.num_workers": 0,
+                    "train.epochs": 100000,
+                },
+            }
+        )
+    )
     out = tmp_path / "results"
     out.mkdir()
     command = sweep_command(grid, out, folder_root)
     running = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
-        while "RUNNING" not in subprocess.run(["squeue", "--name", job_name, "-h", "-o", "%T"],
-                                              capture_output=True, text=True, check=False).stdout:
+        while (
+            "RUNNING"
+            not in subprocess.run(
+                ["squeue", "--name", job_name, "-h", "-o", "%T"], capture_output=True, text=True, check=False
+            ).stdout
+        ):
             assert time.monotonic() < deadline and running.poll() is None, "the job never ran"
             time.sleep(0.5)
         # Sweeping the grid again meanwhile would run the job's run twice: refused.

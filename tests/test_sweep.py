@@ -14,27 +14,65 @@ from pathlib import Path
 import pytest
 import yaml
 
-from petl_bench.sweep import local
 from petl_bench.config import root_folder
 from petl_bench.errors import UserError
 from petl_bench.guard import holder
 from petl_bench.runargs import parse_run_argv, run_argv
+from petl_bench.sweep import local
 from petl_bench.sweep.grid import BENCHMARKS, expand_grid, grid_file, record_of
 from petl_bench.sweep.jobs import Job, Outcome
 from petl_bench.sweep.state import run_status
+
 from cli_calls import call
 
-TABLE1_METHODS = ["zeroshot", "fullft", "coop", "vpt", "maple", "fullft-mt", "clip-adapter", "bitfit", "coop-mt",
-                  "vpt-mt", "maple-mt", "mmap"]
-BEYOND_METHODS = [*TABLE1_METHODS, "linear-probe", "tip-adapter-f", "kgcoop", "cocoop", "ivlp", "lora", "adaptformer",
-                  "tip-adapter-f-mt", "kgcoop-mt", "cocoop-mt", "ivlp-mt", "lora-mt", "adaptformer-mt"]
+TABLE1_METHODS = [
+    "zeroshot",
+    "fullft",
+    "coop",
+    "vpt",
+    "maple",
+    "fullft-mt",
+    "clip-adapter",
+    "bitfit",
+    "coop-mt",
+    "vpt-mt",
+    "maple-mt",
+    "mmap",
+]
+BEYOND_METHODS = [
+    *TABLE1_METHODS,
+    "linear-probe",
+    "tip-adapter-f",
+    "kgcoop",
+    "cocoop",
+    "ivlp",
+    "lora",
+    "adaptformer",
+    "tip-adapter-f-mt",
+    "kgcoop-mt",
+    "cocoop-mt",
+    "ivlp-mt",
+    "lora-mt",
+    "adaptformer-mt",
+]
 
 
 def write_grid(path: Path, tiny_checkpoint, methods, seeds=(0, 1), splits=("2shot",), **extra) -> Path:
-    spec = {"name": path.stem, "table": "table1", "dataset": "folder", "splits": list(splits), "seeds": list(seeds),
-            "set": {"model.arch": "tiny", "model.pretrained": str(tiny_checkpoint), "data.num_workers": 0,
-                    "data.batch_size": 8},
-            "methods": methods, **extra}
+    spec = {
+        "name": path.stem,
+        "table": "table1",
+        "dataset": "folder",
+        "splits": list(splits),
+        "seeds": list(seeds),
+        "set": {
+            "model.arch": "tiny",
+            "model.pretrained": str(tiny_checkpoint),
+            "data.num_workers": 0,
+            "data.batch_size": 8,
+        },
+        "methods": methods,
+        **extra,
+    }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -66,48 +104,109 @@ def records(out: Path) -> set[str]:
 # -- grids -----------------------------------------------------------------------------------------
 def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, folder_root):
     path = write_grid(
-        tmp_path / "g.yaml", tiny_checkpoint, seeds=[0, 1, 2], splits=["2shot", "1shot"],
-        methods=["zeroshot", {"method": "coop-mt", "label": "CoOp-MT short",
-                              "set": {"train.epochs": 1, "optim.lr": 0.01, "method.ctx_init": "a photo of a"}}],
-        slurm={"time_min": 10, "partition": "gpu"})
+        tmp_path / "g.yaml",
+        tiny_checkpoint,
+        seeds=[0, 1, 2],
+        splits=["2shot", "1shot"],
+        methods=[
+            "zeroshot",
+            {
+                "method": "coop-mt",
+                "label": "CoOp-MT short",
+                "set": {"train.epochs": 1, "optim.lr": 0.01, "method.ctx_init": "a photo of a"},
+            },
+        ],
+        slurm={"time_min": 10, "partition": "gpu"},
+    )
     spec = yaml.safe_load(path.read_text())
     spec["set"]["train.epochs"] = 3
     path.write_text(yaml.safe_dump(spec))
     grid = expand_grid(path, [f"data.root={folder_root}", "optim.lr=0.5", "slurm.time_min=20"], out=str(tmp_path / "o"))
 
-    assert (grid.name, grid.table, grid.dataset, grid.labels) == ("g", "table1", "folder",
-                                                                   ["zeroshot", "CoOp-MT short"])
+    assert (grid.name, grid.table, grid.dataset, grid.labels) == (
+        "g",
+        "table1",
+        "folder",
+        ["zeroshot", "CoOp-MT short"],
+    )
     assert len(grid.runs) == 2 * 2 * 3
     assert [(r.label, r.cfg.data.split, r.cfg.data.seed) for r in grid.runs[:4]] == [
-        ("zeroshot", "2shot", 0), ("zeroshot", "2shot", 1), ("zeroshot", "2shot", 2), ("zeroshot", "1shot", 0)]
+        ("zeroshot", "2shot", 0),
+        ("zeroshot", "2shot", 1),
+        ("zeroshot", "2shot", 2),
+        ("zeroshot", "1shot", 0),
+    ]
     zeroshot, coop = grid.runs[0].cfg, grid.runs[-1].cfg
     assert zeroshot.train.epochs == 3 and coop.train.epochs == 1  # an entry's set beats the grid's
     assert zeroshot.optim.lr == coop.optim.lr == 0.5  # the command line beats both
     assert coop.params.ctx_init == "a photo of a" and coop.data.batch_size == 8
     assert {r.cfg.data.root for r in grid.runs} == {str(folder_root)}
     assert (grid.slurm.time_min, grid.slurm.partition, grid.slurm.gpus_per_job) == (20, "gpu", 1)
-    assert record_of(grid.runs[-1]) == (tmp_path / f"o/runs/folder/{root_folder(str(folder_root))}/1shot"
-                                        / "coop-mt-ctx_inita_photo_of_a@tiny-tiny" / "seed2.json")
+    assert record_of(grid.runs[-1]) == (
+        tmp_path
+        / f"o/runs/folder/{root_folder(str(folder_root))}/1shot"
+        / "coop-mt-ctx_inita_photo_of_a@tiny-tiny"
+        / "seed2.json"
+    )
 
     # The same config as `petl-bench run` builds from the options a user would type.
-    typed = parse_run_argv([
-        "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split", "1shot",
-        "--seed", "2", "--model", "tiny", "--pretrained", str(tiny_checkpoint), "--out", str(tmp_path / "o"),
-        "--set", "data.num_workers=0", "--set", "data.batch_size=8", "--set", "train.epochs=1",
-        "--set", "optim.lr=0.5", "--set", "method.ctx_init=a photo of a"])
+    typed = parse_run_argv(
+        [
+            "--method",
+            "coop-mt",
+            "--dataset",
+            "folder",
+            "--root",
+            str(folder_root),
+            "--split",
+            "1shot",
+            "--seed",
+            "2",
+            "--model",
+            "tiny",
+            "--pretrained",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "data.num_workers=0",
+            "--set",
+            "data.batch_size=8",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "optim.lr=0.5",
+            "--set",
+            "method.ctx_init=a photo of a",
+        ]
+    )
     assert typed.to_dict() == coop.to_dict() and typed.sha256() == coop.sha256()
 
 
-@pytest.mark.parametrize("name, runs, labels", [
-    ("table1", 72, TABLE1_METHODS),
-    ("table2", 72, TABLE1_METHODS),
-    ("kshot", 60, ["zeroshot", "coop-mt", "vpt-mt", "maple-mt", "mmap"]),
-    ("ablation", 42, ["task-specific only", "group-shared only", "random groups", "gradient groups", "one group",
-                      "joint train", "MLP prompt"]),
-    ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-    ("beyond", 150, BEYOND_METHODS),
-    ("beyond-demo", 25, BEYOND_METHODS),
-])
+@pytest.mark.parametrize(
+    "name, runs, labels",
+    [
+        ("table1", 72, TABLE1_METHODS),
+        ("table2", 72, TABLE1_METHODS),
+        ("kshot", 60, ["zeroshot", "coop-mt", "vpt-mt", "maple-mt", "mmap"]),
+        (
+            "ablation",
+            42,
+            [
+                "task-specific only",
+                "group-shared only",
+                "random groups",
+                "gradient groups",
+                "one group",
+                "joint train",
+                "MLP prompt",
+            ],
+        ),
+        ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
+        ("beyond", 150, BEYOND_METHODS),
+        ("beyond-demo", 25, BEYOND_METHODS),
+    ],
+)
 def test_shipped_grids(name, runs, labels):
     path = grid_file(name)
     assert path == BENCHMARKS / f"{name}.yaml"
@@ -121,7 +220,12 @@ def test_shipped_grids(name, runs, labels):
         cfg = grid.runs[-1].cfg
         paper_batch = 4 if grid.dataset == "minidomainnet" else 16
         assert (cfg.model.arch, cfg.model.pretrained, cfg.train.epochs, cfg.optim.lr, cfg.data.batch_size) == (
-            "ViT-B-16", "openai", 5, 0.0035, paper_batch)
+            "ViT-B-16",
+            "openai",
+            5,
+            0.0035,
+            paper_batch,
+        )
 
 
 def test_ablation_rows_set_what_they_name():
@@ -129,7 +233,9 @@ def test_ablation_rows_set_what_they_name():
     for run in expand_grid(grid_file("ablation")).runs:
         by_label.setdefault(run.label, run.cfg)
     assert (by_label["task-specific only"].params.group_shared, by_label["task-specific only"].params.grouping) == (
-        False, "all")
+        False,
+        "all",
+    )
     assert by_label["group-shared only"].params.task_specific is False
     assert by_label["random groups"].params.grouping == "random"
     assert by_label["one group"].params.grouping == "all"
@@ -139,45 +245,72 @@ def test_ablation_rows_set_what_they_name():
 
 def test_a_kshot_sweep_finds_the_pct_runs_done(tmp_path):
     """Office-Home 6shot is 10pct: one record, one config hash."""
-    table1 = {(r.label, r.cfg.data.seed): r for r in expand_grid(grid_file("table1"), out=str(tmp_path)).runs
-              if r.cfg.data.split == "10pct"}
-    kshot = {(r.label, r.cfg.data.seed): r for r in expand_grid(grid_file("kshot"), out=str(tmp_path)).runs
-             if r.cfg.data.split == "6shot"}
+    table1 = {
+        (r.label, r.cfg.data.seed): r
+        for r in expand_grid(grid_file("table1"), out=str(tmp_path)).runs
+        if r.cfg.data.split == "10pct"
+    }
+    kshot = {
+        (r.label, r.cfg.data.seed): r
+        for r in expand_grid(grid_file("kshot"), out=str(tmp_path)).runs
+        if r.cfg.data.split == "6shot"
+    }
     for key, run in kshot.items():
         assert record_of(run) == record_of(table1[key])
         assert run.cfg.sha256() == table1[key].cfg.sha256()
 
 
-@pytest.mark.parametrize("content, expected", [
-    (None, "no grid"),
-    ("name: [unclosed\n", "not valid YAML"),
-    ("- a list\n", "expected a mapping"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nmethod: x\n", "unknown key 'method'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\n", "missing key 'methods'"),
-    ("table: table9\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n", "table: unknown layout 'table9'"),
-    ("table: table1\ndataset: cifar\nsplits: [2shot]\nmethods: [zeroshot]\n", "dataset: unknown 'cifar'"),
-    ("table: table1\ndataset: folder\nsplits: [2pct]\nmethods: [zeroshot]\n", "splits: unknown split '2pct'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nseeds: [a]\nmethods: [zeroshot]\n", "seeds:"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, coopp]\n",
-     "methods[1]: unknown method 'coopp'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, sets: {}}]\n",
-     "methods[0]: unknown key 'sets'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, set: {method.n_ctxx: 2}}]\n",
-     "unknown key 'n_ctxx'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nset: {train.epochs: five}\nmethods: [zeroshot]\n",
-     "'five' is not a valid int"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, {method: coop, label: zeroshot}]\n",
-     "labels must differ"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [coop, {method: coop, label: again}]\n",
-     "makes the same runs as 'coop'"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nslurm: {gpus: 2}\n",
-     "slurm: unknown key slurm.gpus"),
-    ("name: ../../escape\ntable: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n",
-     "name: grid name '../../escape' cannot name a folder"),
-    ("table: table1\ndataset: folder\nsplits: [2shot]\nset: {optim.lr: -1}\nmethods: [zeroshot]\n",
-     "optim.lr=-1.0: must be > 0"),
-    (b"name: caf\xe9\ntable: table1\n", "is not UTF-8 text (invalid continuation byte at byte 9)"),  # Latin-1
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no grid"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping"),
+        ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nmethod: x\n", "unknown key 'method'"),
+        ("table: table1\ndataset: folder\nsplits: [2shot]\n", "missing key 'methods'"),
+        ("table: table9\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n", "table: unknown layout 'table9'"),
+        ("table: table1\ndataset: cifar\nsplits: [2shot]\nmethods: [zeroshot]\n", "dataset: unknown 'cifar'"),
+        ("table: table1\ndataset: folder\nsplits: [2pct]\nmethods: [zeroshot]\n", "splits: unknown split '2pct'"),
+        ("table: table1\ndataset: folder\nsplits: [2shot]\nseeds: [a]\nmethods: [zeroshot]\n", "seeds:"),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, coopp]\n",
+            "methods[1]: unknown method 'coopp'",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, sets: {}}]\n",
+            "methods[0]: unknown key 'sets'",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [{method: coop, set: {method.n_ctxx: 2}}]\n",
+            "unknown key 'n_ctxx'",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nset: {train.epochs: five}\nmethods: [zeroshot]\n",
+            "'five' is not a valid int",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot, {method: coop, label: zeroshot}]\n",
+            "labels must differ",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [coop, {method: coop, label: again}]\n",
+            "makes the same runs as 'coop'",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nslurm: {gpus: 2}\n",
+            "slurm: unknown key slurm.gpus",
+        ),
+        (
+            "name: ../../escape\ntable: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n",
+            "name: grid name '../../escape' cannot name a folder",
+        ),
+        (
+            "table: table1\ndataset: folder\nsplits: [2shot]\nset: {optim.lr: -1}\nmethods: [zeroshot]\n",
+            "optim.lr=-1.0: must be > 0",
+        ),
+        (b"name: caf\xe9\ntable: table1\n", "is not UTF-8 text (invalid continuation byte at byte 9)"),  # Latin-1
+    ],
+)
 def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, expected):
     path = tmp_path / "bad.yaml"
     if content is not None:
@@ -190,9 +323,14 @@ def test_bad_grids_are_one_line_errors_naming_file_and_key(tmp_path, content, ex
 
 def test_user_given_names_stay_inside_out(tmp_path, tiny_checkpoint):
     # A label is text in tables, a method value becomes a run-name tag, a weights file its stem.
-    path = write_grid(tmp_path / "g.yaml", tiny_checkpoint, methods=[
-        {"method": "coop", "label": "../../label", "set": {"method.ctx_init": "../../../../ctx"}},
-        {"method": "zeroshot", "label": "weights", "set": {"model.pretrained": "../../../../../../w.pt"}}])
+    path = write_grid(
+        tmp_path / "g.yaml",
+        tiny_checkpoint,
+        methods=[
+            {"method": "coop", "label": "../../label", "set": {"method.ctx_init": "../../../../ctx"}},
+            {"method": "zeroshot", "label": "weights", "set": {"model.pretrained": "../../../../../../w.pt"}},
+        ],
+    )
     out = tmp_path / "o"
     for run in expand_grid(path, out=str(out)).runs:
         assert record_of(run).resolve().is_relative_to(out.resolve()), record_of(run)
@@ -200,8 +338,11 @@ def test_user_given_names_stay_inside_out(tmp_path, tiny_checkpoint):
 
 def test_bad_command_line_set_items(tmp_path, tiny_checkpoint):
     path = write_grid(tmp_path / "g.yaml", tiny_checkpoint, methods=["zeroshot"])
-    for item, expected in [("slurm.gpu=1", "unknown key slurm.gpu"), ("optim.lrr=1", "unknown key 'lrr'"),
-                           ("slurm.time_min=soon", "'soon' is not a valid int")]:
+    for item, expected in [
+        ("slurm.gpu=1", "unknown key slurm.gpu"),
+        ("optim.lrr=1", "unknown key 'lrr'"),
+        ("slurm.time_min=soon", "'soon' is not a valid int"),
+    ]:
         code, _, stderr = call(["sweep", path, "--dry-run", "--set", item])
         assert code == 2 and stderr.count("\n") == 1 and expected in stderr, stderr
 
@@ -227,22 +368,48 @@ def test_gpu_slots(monkeypatch, capsys):
 def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, folder_root, monkeypatch):
     out = tmp_path / "results"
     # Two runs made by hand first: seed 0 as the grid has it (done), seed 1 with another lr (stale).
-    hand = ["run", "--method", "zeroshot", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
-            "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
-            "--set", "data.num_workers=0", "--set", "data.batch_size=8"]
+    hand = [
+        "run",
+        "--method",
+        "zeroshot",
+        "--dataset",
+        "folder",
+        "--root",
+        folder_root,
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--pretrained",
+        tiny_checkpoint,
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "data.batch_size=8",
+    ]
     assert call(hand)[0] == 0
     assert call([*hand, "--seed", "1", "--set", "optim.lr=0.1"])[0] == 0
     done_record = (out / f"runs/folder/{root_folder(str(folder_root))}/2shot/zeroshot@tiny-tiny/seed0.json").read_text()
     # A row whose runs fail: 9 training images per class, and the set has 3.
-    path = write_grid(tmp_path / "g.yaml", tiny_checkpoint,
-                      methods=["zeroshot", {"method": "zeroshot", "label": "broken", "set": {"data.split": "9shot"}}])
+    path = write_grid(
+        tmp_path / "g.yaml",
+        tiny_checkpoint,
+        methods=["zeroshot", {"method": "zeroshot", "label": "broken", "set": {"data.split": "9shot"}}],
+    )
     sweep = ["sweep", path, "--out", out, "--set", f"data.root={folder_root}"]
 
     code, stdout, _ = call([*sweep, "--dry-run"])
     assert code == 0
     rows = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
-    assert [(r[0], r[1], r[3]) for r in rows] == [("done", "zeroshot", "seed0"), ("stale", "zeroshot", "seed1"),
-                                                  ("todo", "broken", "seed0"), ("todo", "broken", "seed1")]
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("done", "zeroshot", "seed0"),
+        ("stale", "zeroshot", "seed1"),
+        ("todo", "broken", "seed0"),
+        ("todo", "broken", "seed1"),
+    ]
     assert stdout.splitlines()[-1] == "1 done, 1 stale, 2 to run"
 
     # Only the zeroshot row: nothing to run; the stale record is listed and left alone.
@@ -276,16 +443,30 @@ def test_statuses_skip_stale_rerun_and_a_failing_run(tmp_path, tiny_checkpoint, 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_checkpoint, folder_root):
     out = tmp_path / "results"
-    path = write_grid(tmp_path / "k.yaml", tiny_checkpoint, seeds=[0], methods=[
-        "zeroshot", {"method": "coop-mt", "set": {"train.epochs": 10, "data.batch_size": 2}}])
-    command = [sys.executable, "-m", "petl_bench.cli", "sweep", str(path), "--out", str(out),
-               "--set", f"data.root={folder_root}"]
+    path = write_grid(
+        tmp_path / "k.yaml",
+        tiny_checkpoint,
+        seeds=[0],
+        methods=["zeroshot", {"method": "coop-mt", "set": {"train.epochs": 10, "data.batch_size": 2}}],
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "petl_bench.cli",
+        "sweep",
+        str(path),
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={folder_root}",
+    ]
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
     expected = {str(record_of(run).relative_to(out)) for run in grid.runs}
     coop_work = record_of(grid.runs[1]).with_suffix("")
 
-    sweep = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    sweep = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     while not (coop_work / "checkpoints" / "last.ckpt").is_file():  # coop-mt has finished an epoch
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
@@ -307,23 +488,28 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_records(tmp_path, tiny_check
     assert "[1/1] coop-mt 2shot seed0: done in " in stdout
     assert stdout.splitlines()[-1] == "k: 1 done now, 1 skipped (done before), 0 stale left, 0 failed"
     assert records(out) == expected
-    assert all(json.loads((out / r).read_text())["config_sha256"] == run.cfg.sha256()
-               for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run))), strict=True))
+    assert all(
+        json.loads((out / r).read_text())["config_sha256"] == run.cfg.sha256()
+        for r, run in zip(sorted(expected), sorted(grid.runs, key=lambda run: str(record_of(run))), strict=True)
+    )
     log = (coop_work / "sweep.log").read_text()
     assert log.count("\n# ") + log.startswith("# ") == 2  # the killed attempt and the resumed one
     code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0 and "2 already done, 0 to run" in stdout
 
 
-def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp_path, tiny_checkpoint, folder_root,
-                                                                            capsys):
+def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(
+    tmp_path, tiny_checkpoint, folder_root, capsys
+):
     out = tmp_path / "results"
     path = write_grid(tmp_path / "l.yaml", tiny_checkpoint, seeds=[0], methods=["zeroshot"])
     sweep = ["sweep", path, "--out", out, "--set", f"data.root={folder_root}"]
     run = expand_grid(path, [f"data.root={folder_root}"], str(out)).runs[0]
     # Another process holds the run's lock (a sweep of the same grid, or a hand-typed run).
-    hold = (f"import time; from pathlib import Path; from petl_bench.guard import run_lock\n"
-            f"with run_lock(Path({str(record_of(run))!r})):\n    print('held', flush=True); time.sleep(300)")
+    hold = (
+        f"import time; from pathlib import Path; from petl_bench.guard import run_lock\n"
+        f"with run_lock(Path({str(record_of(run))!r})):\n    print('held', flush=True); time.sleep(300)"
+    )
     other = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline() == "held\n"
@@ -336,8 +522,10 @@ def test_a_run_held_by_another_process_is_shown_skipped_and_freed_by_sigkill(tmp
         # A run that became busy after the sweep looked: skipped at launch, no process started.
         job = Job(1, 1, run, ["run"])
         assert [r.outcome for r in local.run_local([job], [])] == [Outcome.BUSY]
-        assert capsys.readouterr().out == f"[1/1] zeroshot 2shot seed0: running in another process (pid {other.pid} " \
-                                          f"on {socket.gethostname()}): skipped\n"
+        assert (
+            capsys.readouterr().out == f"[1/1] zeroshot 2shot seed0: running in another process (pid {other.pid} "
+            f"on {socket.gethostname()}): skipped\n"
+        )
         # By hand, told not to wait: exit status 75 and one line.
         code, _, stderr = call([*run_argv(run.cfg), "--if-locked", "skip"])
         assert code == 75 and stderr.count("\n") == 1
@@ -361,9 +549,15 @@ def test_one_worker_runs_the_grid_and_a_run_equals_the_hand_typed_one(tmp_path, 
     """Full fine-tuning trains the backbone, then CoOp-MT runs in the same worker: it must get the
     backbone as loaded and the random numbers a fresh process gets."""
     out = tmp_path / "results"
-    path = write_grid(tmp_path / "w.yaml", tiny_checkpoint, seeds=[0], methods=[
-        {"method": "fullft-mt", "set": {"train.epochs": 2, "optim.warmup_epochs": 0}},
-        {"method": "coop-mt", "set": {"train.epochs": 1}}])
+    path = write_grid(
+        tmp_path / "w.yaml",
+        tiny_checkpoint,
+        seeds=[0],
+        methods=[
+            {"method": "fullft-mt", "set": {"train.epochs": 2, "optim.warmup_epochs": 0}},
+            {"method": "coop-mt", "set": {"train.epochs": 1}},
+        ],
+    )
     code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 0, stdout
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
@@ -371,8 +565,14 @@ def test_one_worker_runs_the_grid_and_a_run_equals_the_hand_typed_one(tmp_path, 
     assert worker_pids(fullft.with_suffix("") / "sweep.log") == worker_pids(coop.with_suffix("") / "sweep.log")
 
     by_hand = run_argv(grid.runs[1].cfg)[1:]
-    code, _, err = call(["run", *by_hand[:by_hand.index(f"--out={out}")], f"--out={tmp_path / 'by-hand'}",
-                        *by_hand[by_hand.index(f"--out={out}") + 1:]])
+    code, _, err = call(
+        [
+            "run",
+            *by_hand[: by_hand.index(f"--out={out}")],
+            f"--out={tmp_path / 'by-hand'}",
+            *by_hand[by_hand.index(f"--out={out}") + 1 :],
+        ]
+    )
     assert code == 0, err
     hand = json.loads(next((tmp_path / "by-hand" / "runs").rglob("seed0.json")).read_text())
     swept = json.loads(coop.read_text())
@@ -381,13 +581,31 @@ def test_one_worker_runs_the_grid_and_a_run_equals_the_hand_typed_one(tmp_path, 
 
 def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(tmp_path, tiny_checkpoint, folder_root):
     out = tmp_path / "results"
-    path = write_grid(tmp_path / "x.yaml", tiny_checkpoint, seeds=[0], methods=[
-        {"method": "coop-mt", "set": {"train.epochs": 4, "data.batch_size": 2}}, "zeroshot"])
+    path = write_grid(
+        tmp_path / "x.yaml",
+        tiny_checkpoint,
+        seeds=[0],
+        methods=[{"method": "coop-mt", "set": {"train.epochs": 4, "data.batch_size": 2}}, "zeroshot"],
+    )
     grid = expand_grid(path, [f"data.root={folder_root}"], str(out))
     coop_work = record_of(grid.runs[0]).with_suffix("")
-    sweep = subprocess.Popen([sys.executable, "-m", "petl_bench.cli", "sweep", str(path), "--out", str(out),
-                              "--set", f"data.root={folder_root}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+    sweep = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "petl_bench.cli",
+            "sweep",
+            str(path),
+            "--out",
+            str(out),
+            "--set",
+            f"data.root={folder_root}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not (coop_work / "checkpoints" / "last.ckpt").is_file():  # coop-mt has finished an epoch
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0]
@@ -417,9 +635,18 @@ def test_fresh_process_and_runs_per_gpu_are_checked(tmp_path, tiny_checkpoint, f
 def test_a_run_that_diverges_fails_in_its_sweep_with_the_line_in_its_log(tmp_path, tiny_checkpoint, folder_root):
     # Regression (issue 18, item 8): a run trained into NaN counted as done, with a chance-level record.
     out = tmp_path / "results"
-    path = write_grid(tmp_path / "d.yaml", tiny_checkpoint, seeds=[0], methods=[
-        {"method": "coop-mt", "label": "diverges",
-         "set": {"train.epochs": 1, "data.batch_size": 2, "optim.lr": 1e30, "optim.warmup_epochs": 0}}])
+    path = write_grid(
+        tmp_path / "d.yaml",
+        tiny_checkpoint,
+        seeds=[0],
+        methods=[
+            {
+                "method": "coop-mt",
+                "label": "diverges",
+                "set": {"train.epochs": 1, "data.batch_size": 2, "optim.lr": 1e30, "optim.warmup_epochs": 0},
+            }
+        ],
+    )
     code, stdout, _ = call(["sweep", path, "--out", out, "--set", f"data.root={folder_root}"])
     assert code == 1, stdout
     assert "[1/1] diverges 2shot seed0: FAILED (exit status 2)" in stdout

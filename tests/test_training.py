@@ -75,13 +75,36 @@ def test_reference_recipe_is_the_default():
     assert (optim.schedule, optim.warmup_epochs, optim.warmup_lr) == ("dassl", 1, 1e-5)
 
 
-def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, tiny_checkpoint, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(
+    folder_root, tiny_checkpoint, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "results"
-    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split",
-            "2shot", "--model", "tiny", "--pretrained", str(tiny_checkpoint), "--out", str(out),
-            "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=2",
-            "--set", "data.batch_size=8", "--set", "method.n_ctx=4"]
+    argv = [
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        "folder",
+        "--root",
+        str(folder_root),
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--pretrained",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "method.n_ctx=4",
+    ]
     work = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "coop-mt-n_ctx4@tiny-tiny" / "seed0"
     last, record = work / "checkpoints" / "last.ckpt", work.with_suffix(".json")
     log = work / "run.log"
@@ -112,16 +135,21 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
     signal_at[("epoch", 1)] = True
     code, err = run()
     assert (code, started_at) == (130, [0, 1]) and not record.exists()
-    assert err[-1] == (f"petl-bench: stopped by SIGINT: 1 of 2 epochs of coop-mt-n_ctx4@tiny-tiny kept in "
-                       f"{work / 'checkpoints'}: the same command resumes from there")
+    assert err[-1] == (
+        f"petl-bench: stopped by SIGINT: 1 of 2 epochs of coop-mt-n_ctx4@tiny-tiny kept in "
+        f"{work / 'checkpoints'}: the same command resumes from there"
+    )
     checkpoint = torch.load(last, weights_only=True)  # tensors and plain data only
     assert checkpoint["resume"]["epochs"] == 1 and "optimizer_states" in checkpoint
     # run.log: the phases, the size, a line for the epoch done, why the attempt ended.
     said = logged(log)
     assert said[0].startswith("run: coop-mt-n_ctx4@tiny-tiny on folder 2shot seed 0, started (pid ")
     assert [line.split(" ...")[0] for line in said if line.endswith(" ...")] == [
-        "model: loading tiny, weights " + str(tiny_checkpoint), f"scan: reading the folder root {folder_root}",
-        "split: drawing 2shot, seed 0", "train: 2 epochs"]
+        "model: loading tiny, weights " + str(tiny_checkpoint),
+        f"scan: reading the folder root {folder_root}",
+        "split: drawing 2shot, seed 0",
+        "train: 2 epochs",
+    ]
     assert "size: 4 tasks x 4 classes; 32 training images, 2 epochs x 1 step " in "\n".join(said)
     assert epoch_lines(said) == ["1/2"] and said[-1] == "ended: stopped by SIGINT"
     assert "  epoch 1/2  loss " in log_on_disk[-1]  # on disk while the run went on: a kill keeps it
@@ -148,8 +176,10 @@ def test_a_run_stopped_by_a_signal_resumes_and_force_starts_afresh(folder_root, 
     said = logged(log)
     assert sum(line.startswith("run: ") for line in said) == 3 and epoch_lines(said) == ["1/2", "2/2"]
     assert ", resumed after all 2 epochs: testing only (pid " in [line for line in said if line.startswith("run: ")][-1]
-    assert re.fullmatch(r"test: " + ", ".join(f"{task} {value:.2f}" for task, value in done["accuracy"].items())
-                        + r" \(\d+\.\d s\)", said[-1])
+    assert re.fullmatch(
+        r"test: " + ", ".join(f"{task} {value:.2f}" for task, value in done["accuracy"].items()) + r" \(\d+\.\d s\)",
+        said[-1],
+    )
 
     # --force trains again from scratch, although a finished checkpoint and record exist.
     assert run("--force")[0] == 0 and started_at == [0, 1]
@@ -176,16 +206,19 @@ class FullDisk:
 
 def test_a_text_log_that_cannot_be_written_is_one_warning_and_the_run_goes_on(tmp_path, capsys):
     path = tmp_path / "run.log"
-    with pytest.warns(UserWarning, match="run.log: writing the run's text log failed .*No space left") as warned:
-        with text_log(path):
-            say("first")
-            (file,) = [h for h in logging.getLogger("petl_bench").handlers if isinstance(h, logging.FileHandler)]
-            file.stream.close()
-            file.stream = FullDisk()
-            say("second")
-            say("third")
+    with (
+        pytest.warns(UserWarning, match=r"run\.log: writing the run's text log failed .*No space left") as warned,
+        text_log(path),
+    ):
+        say("first")
+        (file,) = [h for h in logging.getLogger("petl_bench").handlers if isinstance(h, logging.FileHandler)]
+        file.stream.close()
+        file.stream = FullDisk()
+        say("second")
+        say("third")
     assert [str(w.message).split(": ", 1)[1] for w in warned] == [
-        "writing the run's text log failed ([Errno 28] No space left on device); the run goes on without it"]
+        "writing the run's text log failed ([Errno 28] No space left on device); the run goes on without it"
+    ]
     assert path.read_text().endswith("  first\n")
     out, err = capsys.readouterr()
     assert out == "first\nsecond\nthird\n" and "Traceback" not in err and "Logging error" not in err
@@ -198,8 +231,10 @@ def logged(path: Path) -> list[str]:
     return [line.split("  ", 1)[1] for line in lines]
 
 
-EPOCH_LINE = re.compile(r"epoch (\d+/\d+)  loss (\d+\.\d{4})  lr (\d\.\d{3}e[-+]\d\d)  elapsed \d+:\d\d:\d\d  "
-                        r"eta \d+:\d\d:\d\d")
+EPOCH_LINE = re.compile(
+    r"epoch (\d+/\d+)  loss (\d+\.\d{4})  lr (\d\.\d{3}e[-+]\d\d)  elapsed \d+:\d\d:\d\d  "
+    r"eta \d+:\d\d:\d\d"
+)
 
 
 def epoch_lines(said: list[str]) -> list[str]:
@@ -211,9 +246,28 @@ def epoch_lines(said: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uninterrupted_one(folder_root, tmp_path):
-    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(folder_root), "--split", "2shot",
-            "--model", "tiny", "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=4",
-            "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    argv = [
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        "folder",
+        "--root",
+        str(folder_root),
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "method.n_ctx=4",
+    ]
     run_dir = Path("runs/folder", root_folder(folder_root), "2shot/coop-mt-n_ctx4@tiny/seed0")
     assert main([*argv, "--out", str(tmp_path / "alone")]) == 0  # the uninterrupted run, for comparison
     alone = json.loads((tmp_path / "alone" / run_dir.with_suffix(".json")).read_text())
@@ -227,23 +281,34 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
 
     def until(condition, launches):
         while not condition():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in launches), \
-                [err.read_text() for _, err in logs]
+            assert time.monotonic() < deadline and all(p.poll() is None for p in launches), [
+                err.read_text() for _, err in logs
+            ]
             time.sleep(0.05)
 
     with run_lock(work.with_suffix(".json")):
-        launches = [subprocess.Popen([sys.executable, "-m", "petl_bench.cli", *argv, "--out", str(shared)],
-                                     stdout=out.open("w"), stderr=err.open("w")) for out, err in logs]
+        launches = [
+            subprocess.Popen(
+                [sys.executable, "-m", "petl_bench.cli", *argv, "--out", str(shared)],
+                stdout=out.open("w"),
+                stderr=err.open("w"),
+            )
+            for out, err in logs
+        ]
         until(lambda: all("waiting for it to end" in out.read_text() for out, _ in logs), launches)
     try:
         until(lambda: (work / "checkpoints" / "last.ckpt").is_file(), launches)  # one has trained an epoch
-        runner = next(p for p in launches
-                      if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}")
+        runner = next(
+            p for p in launches if holder(work.with_suffix(".json")) == f"pid {p.pid} on {socket.gethostname()}"
+        )
         runner.send_signal(signal.SIGTERM)  # a real signal to the process that holds the run
         assert runner.wait(timeout=120) == 143
         last_line = logs[launches.index(runner)][1].read_text().strip().splitlines()[-1]
-        assert re.fullmatch(r"petl-bench: stopped by SIGTERM: [1-3] of 4 epochs of coop-mt-n_ctx4@tiny kept in "
-                            rf"{re.escape(str(work / 'checkpoints'))}: the same command resumes from there", last_line)
+        assert re.fullmatch(
+            r"petl-bench: stopped by SIGTERM: [1-3] of 4 epochs of coop-mt-n_ctx4@tiny kept in "
+            rf"{re.escape(str(work / 'checkpoints'))}: the same command resumes from there",
+            last_line,
+        )
         kept = int(re.search(r"SIGTERM: (\d)", last_line).group(1))
         waiter = launches[1 - launches.index(runner)]
         assert waiter.wait(timeout=240) == 0, logs[launches.index(waiter)][1].read_text()  # took the run over
@@ -253,8 +318,10 @@ def test_a_second_launch_waits_and_the_run_resumed_after_sigterm_ends_as_the_uni
     record = json.loads(work.with_suffix(".json").read_text())
     assert (record["attempts"], record["resumed_from_epoch"]) == (2, kept)
     # Bit for bit the uninterrupted run: the learnt context and the accuracy.
-    ctx = [torch.load(root / run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["ctx"]
-           for root in (tmp_path / "alone", shared)]
+    ctx = [
+        torch.load(root / run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["ctx"]
+        for root in (tmp_path / "alone", shared)
+    ]
     assert torch.equal(*ctx)
     assert record["accuracy"] == alone["accuracy"]
 
@@ -263,9 +330,28 @@ def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_r
     root = copy_tree(folder_root)
     for domain in ("clipart", "product", "real world"):  # one task: the whole worker budget is its loader's
         shutil.rmtree(root / domain)
-    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", str(root), "--split", "2shot",
-            "--model", "tiny", "--no-progress", "--set", "data.num_workers=2", "--set", "train.epochs=2",
-            "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    argv = [
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--no-progress",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "method.n_ctx=4",
+    ]
     ckpt = Path("runs/folder", root_folder(root), "2shot/coop-mt-n_ctx4@tiny/seed0/checkpoints/last.ckpt")
     assert main([*argv, "--out", str(tmp_path / "alone")]) == 0
     epoch_start = PetlModule.on_train_epoch_start
@@ -286,14 +372,43 @@ def test_a_resumed_run_with_loader_workers_equals_the_uninterrupted_one(folder_r
 def test_a_run_whose_loss_becomes_nan_stops_in_one_line_and_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
     # Regression (issue 18, item 8): a huge but finite lr trained into NaN and wrote a chance-level record, exit 0.
     out = tmp_path / "results"
-    code, _, err = call(["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
-                         "--model", "tiny", "--pretrained", tiny_checkpoint, "--out", out, "--no-progress",
-                         "--set", "data.num_workers=0", "--set", "data.batch_size=2", "--set", "train.epochs=2",
-                         "--set", "optim.lr=1e30", "--set", "optim.warmup_epochs=0"])
+    code, _, err = call(
+        [
+            "run",
+            "--method",
+            "coop-mt",
+            "--dataset",
+            "folder",
+            "--root",
+            folder_root,
+            "--split",
+            "2shot",
+            "--model",
+            "tiny",
+            "--pretrained",
+            tiny_checkpoint,
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+            "--set",
+            "data.batch_size=2",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "optim.lr=1e30",
+            "--set",
+            "optim.warmup_epochs=0",
+        ]
+    )
     assert code == 2
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert re.fullmatch(r"petl-bench: error: training diverged at epoch 0, step [1-9]\d*: the loss is (nan|-?inf) "
-                        r"\(the last finite loss was \d[\d.e+]* at step \d+\); no record written .*", err.strip())
+    assert re.fullmatch(
+        r"petl-bench: error: training diverged at epoch 0, step [1-9]\d*: the loss is (nan|-?inf) "
+        r"\(the last finite loss was \d[\d.e+]* at step \d+\); no record written .*",
+        err.strip(),
+    )
     assert not list(out.glob("runs/**/seed0.json"))
 
 
@@ -301,9 +416,30 @@ def test_a_resumed_run_keeps_every_attempts_rows_in_its_csv_log(folder_root, tin
     # Regression (issue 18, item 5): on resume Lightning deleted metrics.csv, which then began at the resumed epoch.
     import pandas as pd
 
-    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", folder_root, "--split", "2shot",
-            "--model", "tiny", "--pretrained", tiny_checkpoint, "--no-progress", "--set", "data.num_workers=0",
-            "--set", "train.epochs=2", "--set", "data.batch_size=2", "--set", "method.n_ctx=4"]
+    argv = [
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        "folder",
+        "--root",
+        folder_root,
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--pretrained",
+        tiny_checkpoint,
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "method.n_ctx=4",
+    ]
     log = Path("runs/folder", root_folder(folder_root), "2shot/coop-mt-n_ctx4@tiny-tiny/seed0/logs/metrics.csv")
 
     def steps(out):  # the training rows, as the report's run page reads the log
@@ -350,20 +486,47 @@ def test_ctrl_c_and_sigterm_to_a_run_with_loader_workers_stop_it_in_one_line(fol
     for domain in ("clipart", "product", "real world"):  # one task: both workers serve its loader
         shutil.rmtree(root / domain)
     out = tmp_path / "results"
-    argv = [sys.executable, "-m", "petl_bench.cli", "run", "--method", "coop-mt", "--dataset", "folder", "--root",
-            str(root), "--split", "2shot", "--model", "tiny", "--out", str(out), "--no-progress",
-            "--set", "data.num_workers=2", "--set", "train.epochs=8", "--set", "data.batch_size=2",
-            "--set", "method.n_ctx=4"]
+    argv = [
+        sys.executable,
+        "-m",
+        "petl_bench.cli",
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "data.num_workers=2",
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "method.n_ctx=4",
+    ]
     work = out / "runs/folder" / root_folder(root) / "2shot/coop-mt-n_ctx4@tiny/seed0"
     last = work / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
 
     def stopped_by(signum, after_epochs: int) -> tuple[int, str, int]:
-        run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+        run = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
-            while not (last.is_file() and torch.load(last, weights_only=True)["resume"]["epochs"] >= after_epochs
-                       and _children(run.pid)):  # training, its loader workers up
+            while not (
+                last.is_file()
+                and torch.load(last, weights_only=True)["resume"]["epochs"] >= after_epochs
+                and _children(run.pid)
+            ):  # training, its loader workers up
                 assert run.poll() is None and time.monotonic() < deadline, run.communicate()
                 time.sleep(0.02)
             workers = _children(run.pid)
@@ -376,8 +539,11 @@ def test_ctrl_c_and_sigterm_to_a_run_with_loader_workers_stop_it_in_one_line(fol
             time.sleep(0.05)
         return run.returncode, err, torch.load(last, weights_only=True)["resume"]["epochs"]
 
-    line = (r"petl-bench: stopped by {}: {} of 8 epochs of coop-mt-n_ctx4@tiny kept in "
-            + re.escape(str(work / "checkpoints")) + ": the same command resumes from there\n")
+    line = (
+        r"petl-bench: stopped by {}: {} of 8 epochs of coop-mt-n_ctx4@tiny kept in "
+        + re.escape(str(work / "checkpoints"))
+        + ": the same command resumes from there\n"
+    )
     code, err, kept = stopped_by(signal.SIGINT, after_epochs=1)
     assert code == 130 and re.fullmatch(line.format("SIGINT", kept), err), err
     code, err, kept_again = stopped_by(signal.SIGTERM, after_epochs=kept + 1)  # the resumed run

@@ -12,8 +12,12 @@ from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 from petl_bench.registry import get_method
 
 TINY_PATCHES = 16  # 32 px images in 8 px patches
-ALL = [(VPT, VPTConfig(n_prompts=5)), (VPTMT, VPTConfig(n_prompts=5)),
-       (MaPLe, MaPLeConfig(n_ctx=4, depth=3)), (MaPLeMT, MaPLeConfig(n_ctx=4, depth=3))]
+ALL = [
+    (VPT, VPTConfig(n_prompts=5)),
+    (VPTMT, VPTConfig(n_prompts=5)),
+    (MaPLe, MaPLeConfig(n_ctx=4, depth=3)),
+    (MaPLeMT, MaPLeConfig(n_ctx=4, depth=3)),
+]
 IDS = ["vpt", "vpt-mt", "maple", "maple-mt"]
 
 
@@ -32,8 +36,12 @@ def _set_state(module, index: int) -> dict[str, torch.Tensor]:
 
 # -- registration, shapes and counts --------------------------------------------------------------
 def test_registered_names():
-    for name, cls, config in [("vpt", VPT, VPTConfig), ("vpt-mt", VPTMT, VPTConfig),
-                              ("maple", MaPLe, MaPLeConfig), ("maple-mt", MaPLeMT, MaPLeConfig)]:
+    for name, cls, config in [
+        ("vpt", VPT, VPTConfig),
+        ("vpt-mt", VPTMT, VPTConfig),
+        ("maple", MaPLe, MaPLeConfig),
+        ("maple-mt", MaPLeMT, MaPLeConfig),
+    ]:
         entry = get_method(name)
         assert (entry.cls, entry.config_cls, cls.method_name) == (cls, config, name)
     assert VPT.text_frozen and not MaPLe.text_frozen
@@ -58,13 +66,16 @@ def test_maple_shapes_on_tiny(cls, sets, tiny_backbone, folder_data):
     assert module.prompts(module.task_names[0])[0] == "X X X X anchor."
 
 
-@pytest.mark.parametrize("name, params, expected", [
-    ("vpt-mt", {}, 165_888),
-    ("vpt", {}, 4 * 165_888),
-    ("maple-mt", {"n_ctx": 4}, 4_752_384),
-    ("maple", {"n_ctx": 4}, 4 * 4_752_384),
-    ("maple-mt", {"n_ctx": 2}, 4_740_096),
-])
+@pytest.mark.parametrize(
+    "name, params, expected",
+    [
+        ("vpt-mt", {}, 165_888),
+        ("vpt", {}, 4 * 165_888),
+        ("maple-mt", {"n_ctx": 4}, 4_752_384),
+        ("maple", {"n_ctx": 4}, 4 * 4_752_384),
+        ("maple-mt", {"n_ctx": 2}, 4_740_096),
+    ],
+)
 def test_vit_b16_counts(vit_b16, name, params, expected):
     tasks = [Task(f"task{i}", tuple(f"class {c}" for c in range(65))) for i in range(4)]
     entry = get_method(name)
@@ -81,9 +92,16 @@ def test_maple_ctx_init_sets_first_layer_context(tiny_backbone, folder_data):
 
 
 # -- zero prompts == zero-shot; prompts change the logits -------------------------------------------
-@pytest.mark.parametrize("cls, cfg", [(VPT, VPTConfig(n_prompts=0)), (VPTMT, VPTConfig(n_prompts=0)),
-                                      (MaPLe, MaPLeConfig(n_ctx=0, depth=3)),
-                                      (MaPLeMT, MaPLeConfig(n_ctx=0, depth=3))], ids=IDS)
+@pytest.mark.parametrize(
+    "cls, cfg",
+    [
+        (VPT, VPTConfig(n_prompts=0)),
+        (VPTMT, VPTConfig(n_prompts=0)),
+        (MaPLe, MaPLeConfig(n_ctx=0, depth=3)),
+        (MaPLeMT, MaPLeConfig(n_ctx=0, depth=3)),
+    ],
+    ids=IDS,
+)
 def test_zero_prompts_is_exactly_zero_shot(cls, cfg, tiny_backbone, folder_data, batch):
     module = cls(cfg, tiny_backbone, folder_data.tasks).eval()
     zeroshot = ZeroShot(ZeroShotConfig(), tiny_backbone, folder_data.tasks).eval()
@@ -156,12 +174,16 @@ def test_a_step_on_one_task_leaves_the_other_tasks_sets_alone(cls, cfg, tiny_bac
 
 
 # -- bad sizes -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("cls, cfg, match", [
-    (MaPLeMT, MaPLeConfig(depth=0), r"^method\.depth=0: must be >= 1$"),
-    (MaPLeMT, MaPLeConfig(n_ctx=-1, depth=3), r"^method\.n_ctx=-1: must be >= 0$"),
-    (MaPLe, MaPLeConfig(n_ctx=30, depth=3, ctx_init=""), "exceed the model's context length 32"),
-    (VPT, VPTConfig(n_prompts=-1), "must be >= 0"),
-], ids=["maple-depth0", "maple-negative-ctx", "maple-context", "vpt-negative"])
+@pytest.mark.parametrize(
+    "cls, cfg, match",
+    [
+        (MaPLeMT, MaPLeConfig(depth=0), r"^method\.depth=0: must be >= 1$"),
+        (MaPLeMT, MaPLeConfig(n_ctx=-1, depth=3), r"^method\.n_ctx=-1: must be >= 0$"),
+        (MaPLe, MaPLeConfig(n_ctx=30, depth=3, ctx_init=""), "exceed the model's context length 32"),
+        (VPT, VPTConfig(n_prompts=-1), "must be >= 0"),
+    ],
+    ids=["maple-depth0", "maple-negative-ctx", "maple-context", "vpt-negative"],
+)
 def test_bad_sizes_are_user_errors(cls, cfg, match, tiny_backbone, folder_data):
     with pytest.raises(UserError, match=match):
         cls(cfg, tiny_backbone, folder_data.tasks)

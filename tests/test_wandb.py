@@ -31,10 +31,10 @@ def wandb_records(path):
         if BLOCK - pos % BLOCK < HEADER:
             pos += BLOCK - pos % BLOCK
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         if kind == 0:  # zeros after the last record
             break
-        parts.append(data[pos + HEADER:pos + HEADER + length])
+        parts.append(data[pos + HEADER : pos + HEADER + length])
         pos += HEADER + length
         if kind in (FULL, LAST):
             record = wandb_internal_pb2.Record()
@@ -115,7 +115,11 @@ def test_offline_run_summary_holds_the_record(folder_root, tmp_path, monkeypatch
     assert f"W&B run logged offline: upload it with `wandb sync {log.parent}`" in stdout
     run, summary = run_and_summary(log)
     assert (run.project, run.display_name, run.run_group, run.job_type) == (
-        "petl-bench", "coop-mt@tiny-seed0", "folder/2shot", "coop-mt")
+        "petl-bench",
+        "coop-mt@tiny-seed0",
+        "folder/2shot",
+        "coop-mt",
+    )
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert {k: config[k] for k in record["config"]} == record["config"]  # the resolved run config
     assert {task: summary[f"accuracy/{task}"] for task in record["accuracy"]} == record["accuracy"]
@@ -141,8 +145,17 @@ def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, m
         return started(**kwargs)
 
     def run(out):
-        argv = [*RUN, "--out", out, "--no-progress", "--set", "data.num_workers=0", "--set", "train.epochs=1",
-                "--wandb"]
+        argv = [
+            *RUN,
+            "--out",
+            out,
+            "--no-progress",
+            "--set",
+            "data.num_workers=0",
+            "--set",
+            "train.epochs=1",
+            "--wandb",
+        ]
         argv[argv.index("ROOT")] = folder_root
         recwarn.clear()
         code, stdout, stderr = call(argv)
@@ -152,8 +165,10 @@ def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, m
 
     monkeypatch.setattr(wandb, "init", refused_online)
     stdout, warned = run(tmp_path / "refused")
-    assert warned == ["W&B failed (online: AuthenticationError: API key verification failed: 401 "
-                      "Unauthorized): logging this run offline instead"]
+    assert warned == [
+        "W&B failed (online: AuthenticationError: API key verification failed: 401 "
+        "Unauthorized): logging this run offline instead"
+    ]
     (log,) = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*/run-*.wandb")
     assert f"upload it with `wandb sync {log.parent}`" in stdout
     assert run_and_summary(log)[1]["trainable_params"] == 768
@@ -163,8 +178,10 @@ def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, m
 
     monkeypatch.setattr(wandb, "init", broken)
     stdout, warned = run(tmp_path / "broken")
-    assert warned == ["W&B failed (online: CommError: the W&B service did not start; offline: "
-                      "CommError: the W&B service did not start): this run goes on without it"]
+    assert warned == [
+        "W&B failed (online: CommError: the W&B service did not start; offline: "
+        "CommError: the W&B service did not start): this run goes on without it"
+    ]
     assert "wandb sync" not in stdout
 
     teardown = wandb.teardown
@@ -176,5 +193,7 @@ def test_a_refused_or_failing_wandb_never_loses_the_run(folder_root, tmp_path, m
     monkeypatch.setattr(wandb, "init", refused_online)
     monkeypatch.setattr(wandb, "teardown", full_disk)  # closing the run fails after the record is written
     stdout, warned = run(tmp_path / "closing")
-    assert warned[-1] == ("W&B failed to close the run (OSError: [Errno 28] No space left on device): its summary "
-                          "may lack the record's numbers")
+    assert warned[-1] == (
+        "W&B failed to close the run (OSError: [Errno 28] No space left on device): its summary "
+        "may lack the record's numbers"
+    )

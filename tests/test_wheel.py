@@ -23,8 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run(command: list, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=300,
-                            **kwargs)
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=300, **kwargs)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -34,14 +33,31 @@ def build_wheel(tmp_path: Path) -> Path:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     source = tmp_path / "source"
     source.mkdir()
-    for name in ["pyproject.toml", pyproject["project"]["readme"],
-                 *pyproject["tool"]["setuptools"]["package-dir"].values()]:
+    for name in [
+        "pyproject.toml",
+        pyproject["project"]["readme"],
+        *pyproject["tool"]["setuptools"]["package-dir"].values(),
+    ]:
         if (REPO / name).is_dir():
             shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copyfile(REPO / name, source / name)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", tmp_path / "dist", source], cwd=tmp_path)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            tmp_path / "dist",
+            source,
+        ],
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("petl_bench-*.whl")
     return wheel
 
@@ -59,12 +75,15 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
-    site_packages = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             cwd=tmp_path).stdout.strip())
+    site_packages = Path(
+        run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip()
+    )
     ours = sysconfig.get_paths()
     (site_packages / "petl_bench_test_deps.pth").write_text(f"{ours['purelib']}\n{ours['platlib']}\n")
-    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
-        cwd=tmp_path)
+    run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
+        cwd=tmp_path,
+    )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -74,8 +93,9 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
     assert Path(found["package"]).is_relative_to(venv)  # the wheel's petl_bench, not this checkout's
     assert Path(found["grid"]) == Path(found["package"]).parent / "benchmarks" / "table1.yaml"
     lines = found["sweep"].splitlines()
-    assert lines[0] == ("table1: 72 runs = 12 methods x splits 10pct, 20pct x seeds 0, 1, 2 on officehome; "
-                        "records under results/runs")
+    assert lines[0] == (
+        "table1: 72 runs = 12 methods x splits 10pct, 20pct x seeds 0, 1, 2 on officehome; records under results/runs"
+    )
     assert lines[-1] == "0 done, 0 stale, 72 to run"
     assert "| mmap (2 groups) | 2,142 | 0.00 | 0.13 | no |" in found["params"].splitlines()  # the paper's figure
     assert not (elsewhere / "results").exists()  # a dry run writes nothing

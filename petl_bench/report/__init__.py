@@ -16,5 +16,18 @@ from .paper import BEYOND_NAMES, PAPER_NAMES, column_name, dataset_name, paper_r
 from .summary import AVERAGE, Cell, Summary, summarize
 from .tables import cell_text, render, save_table
 
-__all__ = ["AVERAGE", "BEYOND_NAMES", "PAPER_NAMES", "Cell", "Summary", "cell_text", "column_name", "dataset_name",
-           "paper_results", "render", "save_table", "split_name", "summarize"]
+__all__ = [
+    "AVERAGE",
+    "BEYOND_NAMES",
+    "PAPER_NAMES",
+    "Cell",
+    "Summary",
+    "cell_text",
+    "column_name",
+    "dataset_name",
+    "paper_results",
+    "render",
+    "save_table",
+    "split_name",
+    "summarize",
+]

@@ -35,13 +35,17 @@ def style_sheet() -> str:
 
 
 def html_page(title: str, body: list[str], site: Site, page: Path, banner: str | None = None) -> str:
-    nav = "" if page == site.index else f'<nav>{link(page, site.index, "← all grids and runs")}</nav>'
+    nav = "" if page == site.index else f"<nav>{link(page, site.index, '← all grids and runs')}</nav>"
     notice = f'<div class="banner">{esc(banner)}</div>' if banner else ""
-    footer = (f"<footer>petl-bench report of <code>{esc(site.out)}</code>, written "
-              f"{esc(time.strftime('%Y-%m-%d %H:%M:%S %z'))}</footer>")
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{style_sheet()}</style>'
-            f"</head><body>{nav}{notice}{''.join(body)}{footer}</body></html>\n")
+    footer = (
+        f"<footer>petl-bench report of <code>{esc(site.out)}</code>, written "
+        f"{esc(time.strftime('%Y-%m-%d %H:%M:%S %z'))}</footer>"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{style_sheet()}</style>'
+        f"</head><body>{nav}{notice}{''.join(body)}{footer}</body></html>\n"
+    )
 
 
 def esc(value) -> str:
@@ -75,8 +79,10 @@ def row(*cells: str) -> str:
 
 
 def table(head: list[str], rows: list[str], kind: str) -> str:
-    return (f'<table class="{kind}"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (
+        f'<table class="{kind}"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def accuracy(value) -> str:

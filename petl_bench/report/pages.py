@@ -10,7 +10,7 @@ from ..errors import UserError
 from .markup import Site, esc, facts, file_link, href, html_page, link, row, table
 from .markup import accuracy as accuracy_text
 from .paper import column_name, dataset_name, split_name
-from .state import STATES, GridReport, run_off_paper, short_hash, run_argv_of, run_label
+from .state import STATES, GridReport, run_argv_of, run_label, run_off_paper, short_hash
 from .summary import AVERAGE, Cell, Summary
 from .tables import ParamCell, cell_text, counted_phrase, layout, seeds_phrase
 
@@ -19,37 +19,69 @@ OUTSIDE_LISTED = 200  # runs outside any grid listed on the index; the rest are 
 
 
 # -- the index -------------------------------------------------------------------------------------
-def index_page(site: Site, grids: list[GridReport], records: dict[Path, dict], member: dict,
-               unusable: dict[Path, str] | None = None) -> str:
+def index_page(
+    site: Site,
+    grids: list[GridReport],
+    records: dict[Path, dict],
+    member: dict,
+    unusable: dict[Path, str] | None = None,
+) -> str:
     page = site.index
-    body = [f"<h1>petl-bench report</h1><p>Results folder <code>{esc(site.out)}</code>: "
-            f"{len(grids)} grid(s) swept, {len(records)} run record(s).</p>", "<h2>Grids</h2>"]
+    body = [
+        f"<h1>petl-bench report</h1><p>Results folder <code>{esc(site.out)}</code>: "
+        f"{len(grids)} grid(s) swept, {len(records)} run record(s).</p>",
+        "<h2>Grids</h2>",
+    ]
     if grids:
-        rows = [row(link(page, site.grid_page(g.name), g.name), esc(g.sweep.get("table", "")),
-                    esc(dataset_name(str(g.sweep.get("dataset", "")))), str(len(g.runs)),
-                    *(_count_cell(g, state) for state in STATES), _averages(g), esc(g.sweep.get("updated", "")),
-                    _grid_note(g))
-                for g in grids]
-        body.append(table(["grid", "table", "dataset", "runs", *STATES, "average accuracy %", "last sweep", "note"],
-                          rows, "grids"))
+        rows = [
+            row(
+                link(page, site.grid_page(g.name), g.name),
+                esc(g.sweep.get("table", "")),
+                esc(dataset_name(str(g.sweep.get("dataset", "")))),
+                str(len(g.runs)),
+                *(_count_cell(g, state) for state in STATES),
+                _averages(g),
+                esc(g.sweep.get("updated", "")),
+                _grid_note(g),
+            )
+            for g in grids
+        ]
+        body.append(
+            table(
+                ["grid", "table", "dataset", "runs", *STATES, "average accuracy %", "last sweep", "note"], rows, "grids"
+            )
+        )
     else:
-        body.append(f"<p>No sweep has left its grid under <code>{esc(site.out / 'sweeps')}</code> yet: "
-                    "<code>petl-bench sweep</code> does, as it starts.</p>")
+        body.append(
+            f"<p>No sweep has left its grid under <code>{esc(site.out / 'sweeps')}</code> yet: "
+            "<code>petl-bench sweep</code> does, as it starts.</p>"
+        )
     outside = [path for path in records if path not in member]
     if outside:
         body.append(f"<h2>Runs outside any grid ({len(outside)})</h2>")
-        rows = [row(_run_link(site, page, path, records[path]), esc(records[path].get("dataset", "")),
-                    esc(records[path].get("split", "")), esc(records[path].get("seed", "")),
-                    accuracy_text(records[path].get("accuracy", {}).get(AVERAGE)),
-                    esc("; ".join(run_off_paper(records[path]))))
-                for path in outside[:OUTSIDE_LISTED]]
+        rows = [
+            row(
+                _run_link(site, page, path, records[path]),
+                esc(records[path].get("dataset", "")),
+                esc(records[path].get("split", "")),
+                esc(records[path].get("seed", "")),
+                accuracy_text(records[path].get("accuracy", {}).get(AVERAGE)),
+                esc("; ".join(run_off_paper(records[path]))),
+            )
+            for path in outside[:OUTSIDE_LISTED]
+        ]
         body.append(table(["run", "dataset", "split", "seed", "average %", "not the paper's setting"], rows, "runs"))
         if len(outside) > OUTSIDE_LISTED:
             body.append(f"<p>... and {len(outside) - OUTSIDE_LISTED} more.</p>")
     if unusable:
         body.append(f"<h2>Record files skipped ({len(unusable)})</h2>")
-        body.append(table(["file", "why it is no usable record"],
-                          [row(f"<code>{esc(path)}</code>", esc(why)) for path, why in unusable.items()], "runs"))
+        body.append(
+            table(
+                ["file", "why it is no usable record"],
+                [row(f"<code>{esc(path)}</code>", esc(why)) for path, why in unusable.items()],
+                "runs",
+            )
+        )
     return html_page("petl-bench report", body, site, page)
 
 
@@ -88,23 +120,32 @@ def _grid_note(grid: GridReport) -> str:
 def grid_page(site: Site, g: GridReport) -> str:
     page = site.grid_page(g.name)
     sweep = g.sweep
-    rows = [("grid file", f"<code>{esc(sweep.get('grid_file', ''))}</code> (as the sweep read it, below)"),
-            ("overrides", esc(" ".join(f"--set {o}" for o in sweep.get("overrides", [])) or "none")),
-            ("last sweep", esc(sweep.get("updated", "")))]
+    rows = [
+        ("grid file", f"<code>{esc(sweep.get('grid_file', ''))}</code> (as the sweep read it, below)"),
+        ("overrides", esc(" ".join(f"--set {o}" for o in sweep.get("overrides", [])) or "none")),
+        ("last sweep", esc(sweep.get("updated", ""))),
+    ]
     body = [f"<h1>Grid {esc(g.name)}</h1>", facts(rows)]
     if g.error:
         body.append(f'<p class="error">This grid cannot be expanded now: {esc(g.error)}</p>')
     else:
         counts = ", ".join(f"{g.count(state)} {state}" for state in STATES)
-        body += [f"<p>{len(g.runs)} runs: {counts}.</p>", paper_table(site, page, g.summary),
-                 figures(page, g.summary), runs_not_done(site, page, g)]
-    body.append(f"<details><summary>the grid file as swept</summary><pre>{esc(sweep.get('grid_text', ''))}</pre>"
-                "</details>")
+        body += [
+            f"<p>{len(g.runs)} runs: {counts}.</p>",
+            paper_table(site, page, g.summary),
+            figures(page, g.summary),
+            runs_not_done(site, page, g),
+        ]
+    body.append(
+        f"<details><summary>the grid file as swept</summary><pre>{esc(sweep.get('grid_text', ''))}</pre></details>"
+    )
     return html_page(f"grid {g.name}", body, site, page, banner=g.summary.banner() if g.summary else None)
 
 
-DIFF_EXAMPLES = ('<span class="diff pos near">+0.3</span> <span class="diff pos far">+2.1</span> '
-                 '<span class="diff neg near">−0.3</span> <span class="diff neg far">−2.1</span>')
+DIFF_EXAMPLES = (
+    '<span class="diff pos near">+0.3</span> <span class="diff pos far">+2.1</span> '
+    '<span class="diff neg near">−0.3</span> <span class="diff neg far">−2.1</span>'
+)
 
 
 def legend(summary: Summary) -> str:
@@ -113,11 +154,15 @@ def legend(summary: Summary) -> str:
     parts = [f"Each cell: ours, {esc(seeds_phrase(summary))}"]
     if summary.has_paper_values():
         if summary.off_paper:
-            parts.append("the paper's value (± its std) and ours − paper, in grey: not the paper's setting, so the "
-                         "paper column is for layout only and the difference is no comparison")
+            parts.append(
+                "the paper's value (± its std) and ours − paper, in grey: not the paper's setting, so the "
+                "paper column is for layout only and the difference is no comparison"
+            )
         else:
-            parts.append("the paper's value (± its std); ours − paper, coloured by sign, pale when within one paper "
-                         f"std and strong beyond it (or where the paper gives no std): {DIFF_EXAMPLES}")
+            parts.append(
+                "the paper's value (± its std); ours − paper, coloured by sign, pale when within one paper "
+                f"std and strong beyond it (or where the paper gives no std): {DIFF_EXAMPLES}"
+            )
     parts.append("then each seed's accuracy, linked to its run")
     return f'<p class="legend">{"; ".join(parts)}. {esc(counted_phrase(summary).capitalize())}.</p>'
 
@@ -130,17 +175,22 @@ def paper_table(site: Site, page: Path, summary: Summary) -> str:
     seeds: dict[tuple, list] = {}
     for record in summary.seeds.sort_values("seed").itertuples():
         seeds.setdefault((record.label, record.split, record.task), []).append(
-            (record.seed, record.accuracy, Path(record.path)))
+            (record.seed, record.accuracy, Path(record.path))
+        )
     head = "".join(f"<th>{esc(name)}</th>" for name in [lay.corner, *lay.columns])
     rows = []
     for block in lay.blocks:
         if block.title:
             rows.append(f'<tr class="block"><th colspan="{len(lay.columns) + 1}">{esc(block.title)}</th></tr>')
-        rows += [f"<tr><th>{esc(name)}</th>{''.join(_cell(site, page, c, seeds) for c in cells)}</tr>"
-                 for name, cells in block.rows]
+        rows += [
+            f"<tr><th>{esc(name)}</th>{''.join(_cell(site, page, c, seeds) for c in cells)}</tr>"
+            for name, cells in block.rows
+        ]
     muted = ' class="layout-only"' if summary.off_paper else ""
-    return (f'<div{muted}><table class="paper"><caption>{esc(lay.title)}</caption><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>{legend(summary)}</div>')
+    return (
+        f'<div{muted}><table class="paper"><caption>{esc(lay.title)}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>{legend(summary)}</div>"
+    )
 
 
 def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) -> str:
@@ -155,11 +205,13 @@ def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) ->
         paper_std = "" if cell.paper_std is None else f" ± {cell.paper_std:.{d}f}"
         parts.append(f'<span class="paper">paper {cell.paper:.{d}f}{paper_std}</span>')
         parts.append(_diff(cell))
-    runs = [f'<a href="{href(page, site.run_page(path))}" title="seed {seed}">{accuracy:.{d}f}</a>'
-            for seed, accuracy, path in seeds.get(cell.key, [])]
+    runs = [
+        f'<a href="{href(page, site.run_page(path))}" title="seed {seed}">{accuracy:.{d}f}</a>'
+        for seed, accuracy, path in seeds.get(cell.key, [])
+    ]
     if runs:
         parts.append(f'<span class="seeds">{"seeds" if len(runs) > 1 else "one seed"} {" ".join(runs)}</span>')
-    return f'<td>{" ".join(parts)}</td>'
+    return f"<td>{' '.join(parts)}</td>"
 
 
 def _diff(cell: Cell) -> str:
@@ -167,10 +219,17 @@ def _diff(cell: Cell) -> str:
     shown = round(diff, cell.digits)
     sign = "pos" if shown > 0 else "neg" if shown < 0 else "zero"
     near = cell.paper_std is not None and abs(diff) <= cell.paper_std
-    why = (f"within the paper's std {cell.paper_std}" if near else
-           "beyond the paper's std" if cell.paper_std is not None else "the paper gives no std")
-    return (f'<span class="diff {sign} {"near" if near else "far"}" title="ours − paper; {why}">'
-            f"{diff:+.{cell.digits}f}</span>")
+    why = (
+        f"within the paper's std {cell.paper_std}"
+        if near
+        else "beyond the paper's std"
+        if cell.paper_std is not None
+        else "the paper gives no std"
+    )
+    return (
+        f'<span class="diff {sign} {"near" if near else "far"}" title="ours − paper; {why}">'
+        f"{diff:+.{cell.digits}f}</span>"
+    )
 
 
 def figures(page: Path, summary: Summary) -> str:
@@ -202,8 +261,18 @@ def runs_not_done(site: Site, page: Path, g: GridReport) -> str:
             detail = "a record with another config: " + link(page, site.run_page(run.record), "its run page")
         else:
             detail = f"no record at <code>{esc(run.record)}</code>"
-        rows.append(row(f'<span class="state {run.state}">{run.state}</span>', esc(run.label), esc(run.split),
-                        esc(run.seed), detail))
-    return (f"<h2>Runs not done ({len(runs)})</h2>" + table(["state", "row", "split", "seed", "detail"], rows, "runs")
-            + "<p><code>petl-bench sweep</code> runs the missing and failed ones again; <code>--rerun-stale</code> "
-              "the stale ones too.</p>")
+        rows.append(
+            row(
+                f'<span class="state {run.state}">{run.state}</span>',
+                esc(run.label),
+                esc(run.split),
+                esc(run.seed),
+                detail,
+            )
+        )
+    return (
+        f"<h2>Runs not done ({len(runs)})</h2>"
+        + table(["state", "row", "split", "seed", "detail"], rows, "runs")
+        + "<p><code>petl-bench sweep</code> runs the missing and failed ones again; <code>--rerun-stale</code> "
+        "the stale ones too.</p>"
+    )

@@ -13,15 +13,33 @@ from ..datamodules.catalog import TITLES, paper_split
 
 # Our method names -> the paper's column names (Tables 1 and 2).
 PAPER_NAMES = {
-    "zeroshot": "ZS", "fullft": "FullFT-ST", "coop": "CoOp", "vpt": "VPT", "maple": "MaPLe",
-    "fullft-mt": "FullFT-MT", "clip-adapter": "CLIP-Adapter", "bitfit": "BitFit", "coop-mt": "CoOp-MT",
-    "vpt-mt": "VPT-MT", "maple-mt": "MaPLe-MT", "mmap": "MmAP",
+    "zeroshot": "ZS",
+    "fullft": "FullFT-ST",
+    "coop": "CoOp",
+    "vpt": "VPT",
+    "maple": "MaPLe",
+    "fullft-mt": "FullFT-MT",
+    "clip-adapter": "CLIP-Adapter",
+    "bitfit": "BitFit",
+    "coop-mt": "CoOp-MT",
+    "vpt-mt": "VPT-MT",
+    "maple-mt": "MaPLe-MT",
+    "mmap": "MmAP",
 }
 # Column names of the methods beyond the paper (benchmarks/beyond.yaml), as their own papers write them.
 BEYOND_NAMES = {
-    "lora": "LoRA", "lora-mt": "LoRA-MT", "cocoop": "CoCoOp", "cocoop-mt": "CoCoOp-MT", "kgcoop": "KgCoOp",
-    "kgcoop-mt": "KgCoOp-MT", "ivlp": "IVLP", "ivlp-mt": "IVLP-MT", "tip-adapter-f": "Tip-Adapter-F",
-    "tip-adapter-f-mt": "Tip-Adapter-F-MT", "linear-probe": "Linear probe", "adaptformer": "AdaptFormer",
+    "lora": "LoRA",
+    "lora-mt": "LoRA-MT",
+    "cocoop": "CoCoOp",
+    "cocoop-mt": "CoCoOp-MT",
+    "kgcoop": "KgCoOp",
+    "kgcoop-mt": "KgCoOp-MT",
+    "ivlp": "IVLP",
+    "ivlp-mt": "IVLP-MT",
+    "tip-adapter-f": "Tip-Adapter-F",
+    "tip-adapter-f-mt": "Tip-Adapter-F-MT",
+    "linear-probe": "Linear probe",
+    "adaptformer": "AdaptFormer",
     "adaptformer-mt": "AdaptFormer-MT",
 }
 PAPER_MODEL = ("ViT-B-16", "openai")

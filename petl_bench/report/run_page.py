@@ -10,8 +10,17 @@ from .. import plots
 from ..files import atomic_path
 from .markup import Site, accuracy, esc, facts, file_link, href, html_page, link, row, table
 from .paper import dataset_name, split_name
-from .state import GridReport, RunState, command_line, read_log, run_argv_of, run_label, run_off_paper, set_items, \
-    short_hash
+from .state import (
+    GridReport,
+    RunState,
+    command_line,
+    read_log,
+    run_argv_of,
+    run_label,
+    run_off_paper,
+    set_items,
+    short_hash,
+)
 from .summary import AVERAGE
 
 
@@ -20,26 +29,53 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
     work = path.with_suffix("")  # seed{K}/: logs, checkpoints, grouping
     dataset, split = str(record.get("dataset", "")), str(record.get("split", ""))
     argv = run_argv_of(record)
-    title = (f"{run_label(record, argv)} on {dataset_name(dataset)} {split_name(dataset, split)}, "
-             f"seed {record.get('seed')}")
-    body = [f"<h1>{esc(title)}</h1>", _membership(site, page, record, grids), "<h2>Accuracy</h2>",
-            table(["task", "accuracy %"], [row(esc("Average" if task == AVERAGE else task), accuracy(value))
-                                           for task, value in record.get("accuracy", {}).items()], "accuracy"),
-            "<h2>Training curves</h2>", _curves(page, work, record, title), "<h2>Variant</h2>",
-            _variant(record, argv)]
+    title = (
+        f"{run_label(record, argv)} on {dataset_name(dataset)} {split_name(dataset, split)}, seed {record.get('seed')}"
+    )
+    body = [
+        f"<h1>{esc(title)}</h1>",
+        _membership(site, page, record, grids),
+        "<h2>Accuracy</h2>",
+        table(
+            ["task", "accuracy %"],
+            [
+                row(esc("Average" if task == AVERAGE else task), accuracy(value))
+                for task, value in record.get("accuracy", {}).items()
+            ],
+            "accuracy",
+        ),
+        "<h2>Training curves</h2>",
+        _curves(page, work, record, title),
+        "<h2>Variant</h2>",
+        _variant(record, argv),
+    ]
     grouping = (record.get("prepared") or {}).get("grouping")
     if grouping:
         body += ["<h2>Task groups</h2>", _grouping(page, work, grouping)]
-    body += ["<h2>Run</h2>", facts(_run_facts(record)), "<h2>Config</h2>", _config(record),
-             "<h2>Split</h2>", facts([("split file", file_link(page, _in_results(site, record, "split_file"),
-                                                             str(record.get("split_file")))),
-                                      ("SHA-256", f"<code>{esc(record.get('split_sha256', ''))}</code>")]),
-             "<h2>Package versions</h2>", facts([(name, esc(v)) for name, v in record.get("versions", {}).items()]),
-             "<h2>Files</h2>", facts([
-                 ("record", file_link(page, path, path.name)),
-                 ("CSV log", file_link(page, work / "logs" / "metrics.csv", "logs/metrics.csv")),
-                 ("sweep log", file_link(page, work / "sweep.log", "sweep.log")),
-                 ("checkpoint", file_link(page, work / "checkpoints" / "last.ckpt", "checkpoints/last.ckpt"))])]
+    body += [
+        "<h2>Run</h2>",
+        facts(_run_facts(record)),
+        "<h2>Config</h2>",
+        _config(record),
+        "<h2>Split</h2>",
+        facts(
+            [
+                ("split file", file_link(page, _in_results(site, record, "split_file"), str(record.get("split_file")))),
+                ("SHA-256", f"<code>{esc(record.get('split_sha256', ''))}</code>"),
+            ]
+        ),
+        "<h2>Package versions</h2>",
+        facts([(name, esc(v)) for name, v in record.get("versions", {}).items()]),
+        "<h2>Files</h2>",
+        facts(
+            [
+                ("record", file_link(page, path, path.name)),
+                ("CSV log", file_link(page, work / "logs" / "metrics.csv", "logs/metrics.csv")),
+                ("sweep log", file_link(page, work / "sweep.log", "sweep.log")),
+                ("checkpoint", file_link(page, work / "checkpoints" / "last.ckpt", "checkpoints/last.ckpt")),
+            ]
+        ),
+    ]
     reasons = run_off_paper(record)
     banner = f"NOTE: not the paper's setting ({'; '.join(reasons)})" if reasons else None
     return html_page(title, body, site, page, banner=banner)
@@ -48,14 +84,21 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
 def _variant(record: dict, argv: list[str] | None) -> str:
     """The run's name, hash and every `--set` item that makes it differ from its method's defaults,
     with the command that rebuilds it."""
-    rows = [("run name", f"<code>{esc(record.get('run_name', ''))}</code> (its folder)"),
-            ("config hash", f"<code>{esc(short_hash(record))}</code>")]
+    rows = [
+        ("run name", f"<code>{esc(record.get('run_name', ''))}</code> (its folder)"),
+        ("config hash", f"<code>{esc(short_hash(record))}</code>"),
+    ]
     if argv is None:
         rows.append(("--set", "this petl-bench cannot rebuild the config (see Config below)"))
     else:
         items = set_items(argv)
-        rows.append(("--set", "<br>".join(f"<code>--set {esc(item)}</code>" for item in items) or
-                     "none: the defaults of the method and of the options below"))
+        rows.append(
+            (
+                "--set",
+                "<br>".join(f"<code>--set {esc(item)}</code>" for item in items)
+                or "none: the defaults of the method and of the options below",
+            )
+        )
         rows.append(("command", f"<code>{esc(command_line(argv))}</code>"))
     return facts(rows, "variant")
 
@@ -75,8 +118,10 @@ def _membership(site: Site, page: Path, record: dict, grids: list[tuple[GridRepo
         return "<p>In no swept grid.</p>"
     items = []
     for grid, run in grids:
-        text = (f"{link(page, site.grid_page(grid.name), grid.name)}, row {esc(run.label)}: "
-                f'<span class="state {run.state}">{run.state}</span>')
+        text = (
+            f"{link(page, site.grid_page(grid.name), grid.name)}, row {esc(run.label)}: "
+            f'<span class="state {run.state}">{run.state}</span>'
+        )
         if run.state == "stale":
             changed = _changed(record.get("config", {}), run.config)
             text += f" (this record's config differs from the grid's in {esc(changed or 'its hash only')})"
@@ -96,31 +141,44 @@ def _curves(page: Path, work: Path, record: dict, title: str) -> str:
     log_path = work / "logs" / "metrics.csv"
     log, problem = read_log(log_path)
     if log is None:
-        return (f"<p>No CSV log at <code>{esc(log_path)}</code>.</p>" if problem == "absent" else
-                f"<p>The CSV log <code>{esc(log_path)}</code> {esc(problem)}</p>")
+        return (
+            f"<p>No CSV log at <code>{esc(log_path)}</code>.</p>"
+            if problem == "absent"
+            else f"<p>The CSV log <code>{esc(log_path)}</code> {esc(problem)}</p>"
+        )
     png = page.with_name(page.stem + ".curves.png")
     if not (png.is_file() and png.stat().st_mtime >= log_path.stat().st_mtime):  # drawn since the log last grew
         png = plots.run_curves(log, title, png) if "step" in log else None
     if png is None:
-        return ("<p>The CSV log holds no training loss (Lightning logs it every 10 steps: a run of fewer "
-                "steps has none).</p>")
-    return (f'<img src="{href(page, png)}" alt="training loss, learning rate and accuracy per epoch">'
-            f'<p class="note">{esc(" ".join(curve_notes(log)))}</p>')
+        return (
+            "<p>The CSV log holds no training loss (Lightning logs it every 10 steps: a run of fewer "
+            "steps has none).</p>"
+        )
+    return (
+        f'<img src="{href(page, png)}" alt="training loss, learning rate and accuracy per epoch">'
+        f'<p class="note">{esc(" ".join(curve_notes(log)))}</p>'
+    )
 
 
 def curve_notes(log) -> list[str]:
     """What the curves are drawn from, and what the log lacks, one sentence each."""
     lrs = plots.lr_columns(log)
-    notes = [f"Learning rate from {', '.join(lrs)}." if lrs else
-             "The log has no learning-rate column (train/lr, or lr-* as Lightning's LearningRateMonitor "
-             "writes): no learning-rate curve."]
+    notes = [
+        f"Learning rate from {', '.join(lrs)}."
+        if lrs
+        else "The log has no learning-rate column (train/lr, or lr-* as Lightning's LearningRateMonitor "
+        "writes): no learning-rate curve."
+    ]
     starts = plots.epoch_starts(plots.training_steps(log))
     if starts:
         notes.append(f"Dotted lines mark where each of epochs 2 to {starts[-1][0] + 1} begins.")
     accuracy_columns = list(plots.epoch_accuracy(log).columns)
-    notes.append(f"Accuracy per epoch from {', '.join(accuracy_columns)}." if accuracy_columns else
-                 "The log holds no accuracy per epoch (train/acc or val/acc): the test accuracy above is "
-                 "measured once, after training.")
+    notes.append(
+        f"Accuracy per epoch from {', '.join(accuracy_columns)}."
+        if accuracy_columns
+        else "The log holds no accuracy per epoch (train/acc or val/acc): the test accuracy above is "
+        "measured once, after training."
+    )
     return notes
 
 
@@ -144,19 +202,32 @@ def _run_facts(record: dict) -> list[tuple[str, str]]:
     trainable, total = record.get("trainable_params"), record.get("total_params")
     share = f" of {total:,} ({100 * trainable / total:.3g}%)" if trainable is not None and total else ""
     skipped = record.get("skipped_images") or []
-    return [("method", esc(record.get("method", ""))),
-            ("model", esc(f"{record.get('model')} with weights {record.get('pretrained')}")),
-            ("trainable parameters", esc(f"{trainable:,}{share}" if trainable is not None else "?")),
-            ("images", esc(f"{record.get('train_images')} training, {record.get('test_images')} test, "
-                           f"{len(skipped)} skipped (unreadable)")),
-            ("wall time", esc(_duration(record.get("wall_s")))),
-            ("throughput", esc(f"{record.get('train_images_per_s')} training images/s"
-                               if record.get("train_images_per_s") else "no training steps")),
-            ("device", esc(record.get("device", ""))),
-            ("peak memory", esc(f"{record.get('peak_memory_mb')} MB")),
-            ("synthetic data", "yes" if record.get("synthetic") else "no"),
-            ("finished", esc(record.get("finished", ""))),
-            ("git revision", f"<code>{esc(record.get('git') or 'unknown')}</code>")]
+    return [
+        ("method", esc(record.get("method", ""))),
+        ("model", esc(f"{record.get('model')} with weights {record.get('pretrained')}")),
+        ("trainable parameters", esc(f"{trainable:,}{share}" if trainable is not None else "?")),
+        (
+            "images",
+            esc(
+                f"{record.get('train_images')} training, {record.get('test_images')} test, "
+                f"{len(skipped)} skipped (unreadable)"
+            ),
+        ),
+        ("wall time", esc(_duration(record.get("wall_s")))),
+        (
+            "throughput",
+            esc(
+                f"{record.get('train_images_per_s')} training images/s"
+                if record.get("train_images_per_s")
+                else "no training steps"
+            ),
+        ),
+        ("device", esc(record.get("device", ""))),
+        ("peak memory", esc(f"{record.get('peak_memory_mb')} MB")),
+        ("synthetic data", "yes" if record.get("synthetic") else "no"),
+        ("finished", esc(record.get("finished", ""))),
+        ("git revision", f"<code>{esc(record.get('git') or 'unknown')}</code>"),
+    ]
 
 
 def _duration(seconds) -> str:

@@ -29,8 +29,10 @@ def build_site(out: Path, site: Path | None = None) -> Path:
     """Write the site for the results under `out` (default site folder `{out}/report`); the index's path."""
     out = Path(out)
     if not (out / "runs").is_dir() and not (out / "sweeps").is_dir():
-        raise UserError(f"no results under {out} (neither runs/ nor sweeps/ there): run `petl-bench sweep` "
-                        "or `petl-bench run` first, or give the results folder with --out")
+        raise UserError(
+            f"no results under {out} (neither runs/ nor sweeps/ there): run `petl-bench sweep` "
+            "or `petl-bench run` first, or give the results folder with --out"
+        )
     pages = Site(out, Path(site) if site else out / "report")
     records, unusable = read_records(out)
     grids = swept_grids(out)

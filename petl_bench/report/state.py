@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..registry import get_method
 from ..results import record_path
 from ..runargs import run_argv
+
 # The sweep's grid and state files: the report's only imports from the sweep.
 from ..sweep.grid import expand_grid
 from ..sweep.state import read_states
@@ -84,15 +85,26 @@ def grid_report(sweep: dict, out: Path) -> GridReport:
             state = "failed"
         else:
             state = "stale" if absolute in stale else "missing"
-        runs.append(RunState(run.label, run.cfg.data.split, run.cfg.data.seed, Path(absolute), state,
-                             run.cfg.to_dict(), outcome.get("reason", ""), outcome.get("log", "")))
+        runs.append(
+            RunState(
+                run.label,
+                run.cfg.data.split,
+                run.cfg.data.seed,
+                Path(absolute),
+                state,
+                run.cfg.to_dict(),
+                outcome.get("reason", ""),
+                outcome.get("log", ""),
+            )
+        )
     return GridReport(grid.name, sweep, summary, runs)
 
 
 def run_off_paper(record: dict) -> list[str]:
     """Why this run is not in the paper's setting, by the same rule as the tables' banner."""
-    return off_paper_reasons([(record.get("model"), record.get("pretrained"))], [record.get("dataset")],
-                             bool(record.get("synthetic", False)))
+    return off_paper_reasons(
+        [(record.get("model"), record.get("pretrained"))], [record.get("dataset")], bool(record.get("synthetic", False))
+    )
 
 
 # -- a run's name ----------------------------------------------------------------------------------
@@ -102,10 +114,12 @@ def run_argv_of(record: dict) -> list[str] | None:
     config = record.get("config") or {}
     sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
-        cfg = RunConfig(method=config["method"], params=from_dict(get_method(config["method"]).config_cls,
-                                                                  config.get("params", {})),
-                        out=str(config.get("out", "results")),
-                        **{name: from_dict(cls, config.get(name, {})) for name, cls in sections.items()})
+        cfg = RunConfig(
+            method=config["method"],
+            params=from_dict(get_method(config["method"]).config_cls, config.get("params", {})),
+            out=str(config.get("out", "results")),
+            **{name: from_dict(cls, config.get(name, {})) for name, cls in sections.items()},
+        )
         return run_argv(validate(cfg))  # unchecked, a value argparse refuses would exit
     except (UserError, KeyError, TypeError):
         return None
@@ -124,7 +138,7 @@ def run_label(record: dict, argv: list[str] | None) -> str:
     for item in set_items(argv):
         key, _, value = item.partition("=")
         if key.startswith("method."):
-            shown = value if len(value) <= VALUE_SHOWN else value[:VALUE_SHOWN - 1] + "…"
+            shown = value if len(value) <= VALUE_SHOWN else value[: VALUE_SHOWN - 1] + "…"
             fields.append(f"{key.removeprefix('method.')}={shown}")
     label = column_name(str(record.get("method", "?"))) + (f" ({', '.join(fields)})" if fields else "")
     if (record.get("model"), record.get("pretrained")) != PAPER_MODEL:

@@ -24,8 +24,17 @@ from .paper import off_paper_reasons, paper_lookup, paper_results
 AVERAGE = "average"
 STALE_LISTED = 10  # stale record paths printed in the footer; the rest are counted
 
-RECORD_FIELDS = ["method", "run_name", "dataset", "split", "seed", "model", "pretrained", "config_sha256",
-                 "trainable_params"]
+RECORD_FIELDS = [
+    "method",
+    "run_name",
+    "dataset",
+    "split",
+    "seed",
+    "model",
+    "pretrained",
+    "config_sha256",
+    "trainable_params",
+]
 RECORD_COLUMNS = ["path", *RECORD_FIELDS, "synthetic", "task", "task_index", "accuracy"]
 
 
@@ -37,21 +46,37 @@ def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     for path, record in records.items():
         order = [*record.get("tasks", []), AVERAGE]
         for task, value in record["accuracy"].items():
-            rows.append({"path": str(path), **{k: record.get(k) for k in RECORD_FIELDS},
-                         "synthetic": bool(record.get("synthetic", False)), "task": task,
-                         "task_index": order.index(task) if task in order else len(order),
-                         "accuracy": float(value)})
+            rows.append(
+                {
+                    "path": str(path),
+                    **{k: record.get(k) for k in RECORD_FIELDS},
+                    "synthetic": bool(record.get("synthetic", False)),
+                    "task": task,
+                    "task_index": order.index(task) if task in order else len(order),
+                    "accuracy": float(value),
+                }
+            )
     return pd.DataFrame(rows, columns=RECORD_COLUMNS), {str(path): why for path, why in unusable.items()}
 
 
 def expected_runs(grid) -> pd.DataFrame:
     """The grid's runs: label (in grid order), method, dataset, split (Nshot), seed, the record path
     and the config hash a record must carry to count."""
-    rows = [{"label": run.label, "method": run.cfg.method, "dataset": run.cfg.data.dataset,
-             "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split), "seed": run.cfg.data.seed,
-             "model": run.cfg.model.arch, "pretrained": run.cfg.model.pretrained,
-             "path": str(record_path(run.cfg).resolve()), "expected_sha256": run.cfg.sha256(),
-             "out": run.cfg.out} for run in grid.runs]
+    rows = [
+        {
+            "label": run.label,
+            "method": run.cfg.method,
+            "dataset": run.cfg.data.dataset,
+            "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split),
+            "seed": run.cfg.data.seed,
+            "model": run.cfg.model.arch,
+            "pretrained": run.cfg.model.pretrained,
+            "path": str(record_path(run.cfg).resolve()),
+            "expected_sha256": run.cfg.sha256(),
+            "out": run.cfg.out,
+        }
+        for run in grid.runs
+    ]
     return pd.DataFrame(rows)
 
 
@@ -114,22 +139,25 @@ class Summary:
     def banner(self) -> str | None:
         if not self.off_paper:
             return None
-        return (f"NOTE: not the paper's setting ({'; '.join(self.off_paper)}): "
-                "the paper column is for layout only")
+        return f"NOTE: not the paper's setting ({'; '.join(self.off_paper)}): the paper column is for layout only"
 
     def footer(self) -> list[str]:
         lines = [f"{len(self.missing)} of {self.n_expected} runs missing"]
         if not self.root and len(self.missing) == self.n_expected:
-            lines.append(f"no dataset root known: no sweep of {self.name} under {self.out} recorded one; "
-                         "give the sweep's --set data.root=DIR")
+            lines.append(
+                f"no dataset root known: no sweep of {self.name} under {self.out} recorded one; "
+                "give the sweep's --set data.root=DIR"
+            )
         if self.unusable:
             lines.append(f"{len(self.unusable)} record file(s) skipped, not usable records (counted missing):")
             lines += [f"  {line}" for line in self.unusable[:STALE_LISTED]]
             if len(self.unusable) > STALE_LISTED:
                 lines.append(f"  ... and {len(self.unusable) - STALE_LISTED} more")
         if self.stale:
-            lines.append(f"{len(self.stale)} stale record(s) not averaged (config differs from the grid's; "
-                         "re-run them with `petl-bench sweep --rerun-stale`):")
+            lines.append(
+                f"{len(self.stale)} stale record(s) not averaged (config differs from the grid's; "
+                "re-run them with `petl-bench sweep --rerun-stale`):"
+            )
             lines += [f"  {path}" for path in self.stale[:STALE_LISTED]]
             if len(self.stale) > STALE_LISTED:
                 lines.append(f"  ... and {len(self.stale) - STALE_LISTED} more")
@@ -155,26 +183,44 @@ def summarize(grid) -> Summary:
 
     seeds = done[["label", "split", "path"]].merge(records, on=["path", "split"])
     cells = _aggregate(seeds, grid.table)
-    params = {(r.label, r.split): int(r.trainable_params)
-              for r in seeds.drop_duplicates(["label", "split"]).itertuples()}
+    params = {
+        (r.label, r.split): int(r.trainable_params) for r in seeds.drop_duplicates(["label", "split"]).itertuples()
+    }
     labels = list(dict.fromkeys(expected.label))
     return Summary(
-        name=grid.name, table=grid.table, dataset=expected.dataset.iloc[0], labels=labels,
-        methods=dict(zip(expected.label, expected.method)), splits=list(dict.fromkeys(expected.split)),
-        tasks=_task_order(seeds, expected.dataset.iloc[0]), seeds=seeds, cells=cells, params=params,
-        out=Path(expected.out.iloc[0]), n_expected=len(expected), missing=missing, stale=stale.path.tolist(),
-        off_paper=off_paper_reasons(zip(expected.model, expected.pretrained), set(expected.dataset),
-                                    bool(seeds.synthetic.any()) if not seeds.empty else False),
+        name=grid.name,
+        table=grid.table,
+        dataset=expected.dataset.iloc[0],
+        labels=labels,
+        methods=dict(zip(expected.label, expected.method, strict=True)),
+        splits=list(dict.fromkeys(expected.split)),
+        tasks=_task_order(seeds, expected.dataset.iloc[0]),
+        seeds=seeds,
+        cells=cells,
+        params=params,
+        out=Path(expected.out.iloc[0]),
+        n_expected=len(expected),
+        missing=missing,
+        stale=stale.path.tolist(),
+        off_paper=off_paper_reasons(
+            zip(expected.model, expected.pretrained, strict=True),
+            set(expected.dataset),
+            bool(seeds.synthetic.any()) if not seeds.empty else False,
+        ),
         unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
-        root=grid.runs[0].cfg.data.root)
+        root=grid.runs[0].cfg.data.root,
+    )
 
 
 def _aggregate(seeds: pd.DataFrame, table: str) -> pd.DataFrame:
     columns = ["label", "method", "dataset", "split", "task", "mean", "std", "n", "paper", "paper_std", "diff"]
     if seeds.empty:
         return pd.DataFrame(columns=columns).set_index(["label", "split", "task"])
-    cells = (seeds.groupby(["label", "method", "dataset", "split", "task"], sort=False)["accuracy"]
-             .agg(mean="mean", std="std", n="count").reset_index())  # pandas' std is the sample std
+    cells = (
+        seeds.groupby(["label", "method", "dataset", "split", "task"], sort=False)["accuracy"]
+        .agg(mean="mean", std="std", n="count")
+        .reset_index()
+    )  # pandas' std is the sample std
     lookup = paper_lookup(table)
     paper = [lookup.get((r.dataset, r.split, r.label, r.task), (None, None)) for r in cells.itertuples()]
     cells["paper"] = pd.array([p[0] for p in paper], dtype="Float64")

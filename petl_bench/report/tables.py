@@ -48,13 +48,20 @@ def main_layout(s: Summary) -> Layout:
     printed = paper_params() if s.dataset == "officehome" else {}  # the paper counts Office-Home only
     blocks = []
     for split in s.splits:
-        rows = [(task if task != AVERAGE else "Average", [s.cell(label, split, task) for label in s.labels])
-                for task in s.tasks]
-        rows.append(("Params (M)", [ParamCell(s.params.get((label, split)), printed.get(s.methods[label]))
-                                    for label in s.labels]))
+        rows = [
+            (task if task != AVERAGE else "Average", [s.cell(label, split, task) for label in s.labels])
+            for task in s.tasks
+        ]
+        rows.append(
+            (
+                "Params (M)",
+                [ParamCell(s.params.get((label, split)), printed.get(s.methods[label])) for label in s.labels],
+            )
+        )
         blocks.append(Block(split_name(s.dataset, split), rows))
-    return Layout(f"{s.name}: {dataset_name(s.dataset)}, accuracy (%)", "task",
-                  [column_name(label) for label in s.labels], blocks)
+    return Layout(
+        f"{s.name}: {dataset_name(s.dataset)}, accuracy (%)", "task", [column_name(label) for label in s.labels], blocks
+    )
 
 
 def ablation_layout(s: Summary) -> Layout:
@@ -63,17 +70,29 @@ def ablation_layout(s: Summary) -> Layout:
     for label in s.labels:
         ours = next((s.params[(label, split)] for split in s.splits if (label, split) in s.params), None)
         rows.append((label, [s.cell(label, split, AVERAGE) for split in s.splits] + [ParamCell(ours)]))
-    return Layout(f"{s.name}: {dataset_name(s.dataset)}, average accuracy (%)", "variant",
-                  [split_name(s.dataset, split) for split in s.splits] + ["Params (M)"], [Block("", rows)])
+    return Layout(
+        f"{s.name}: {dataset_name(s.dataset)}, average accuracy (%)",
+        "variant",
+        [split_name(s.dataset, split) for split in s.splits] + ["Params (M)"],
+        [Block("", rows)],
+    )
 
 
 def kshot_layout(s: Summary) -> Layout:
     """Figure 5 as numbers: per task, methods x shots."""
-    blocks = [Block(task if task != AVERAGE else "Average",
-                    [(column_name(label), [s.cell(label, split, task) for split in s.splits]) for label in s.labels])
-              for task in s.tasks]
-    return Layout(f"{s.name}: {dataset_name(s.dataset)}, accuracy (%) by shots per class", "method",
-                  [split_name(s.dataset, split) for split in s.splits], blocks)
+    blocks = [
+        Block(
+            task if task != AVERAGE else "Average",
+            [(column_name(label), [s.cell(label, split, task) for split in s.splits]) for label in s.labels],
+        )
+        for task in s.tasks
+    ]
+    return Layout(
+        f"{s.name}: {dataset_name(s.dataset)}, accuracy (%) by shots per class",
+        "method",
+        [split_name(s.dataset, split) for split in s.splits],
+        blocks,
+    )
 
 
 # -- formats ---------------------------------------------------------------------------------------
@@ -98,8 +117,11 @@ def cell_text(cell, latex: bool = False) -> str:
     text = _fmt(cell.mean, cell.digits) + ("" if cell.std is None else pm + _fmt(cell.std, cell.digits))
     if cell.paper is not None:
         diff = f"{cell.mean - cell.paper:+.{cell.digits}f}"
-        text += (rf" {{\scriptsize ({_fmt(cell.paper, cell.digits)}, ${diff}$)}}" if latex
-                 else f" (paper {_fmt(cell.paper, cell.digits)}, {diff})")
+        text += (
+            rf" {{\scriptsize ({_fmt(cell.paper, cell.digits)}, ${diff}$)}}"
+            if latex
+            else f" (paper {_fmt(cell.paper, cell.digits)}, {diff})"
+        )
     return text
 
 
@@ -154,16 +176,22 @@ def to_latex(summary: Summary) -> str:
     lines = []
     if summary.banner():
         lines.append(f"% {summary.banner()}")
-    lines += [r"\begin{table}[t]", r"\centering", r"\small",
-              rf"\caption{{{esc(lay.title)}. {_latex_caption(summary)}}}",
-              r"\begin{tabular}{l" + "c" * len(lay.columns) + "}", r"\toprule",
-              " & ".join(map(esc, [lay.corner, *lay.columns])) + r" \\"]
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{esc(lay.title)}. {_latex_caption(summary)}}}",
+        r"\begin{tabular}{l" + "c" * len(lay.columns) + "}",
+        r"\toprule",
+        " & ".join(map(esc, [lay.corner, *lay.columns])) + r" \\",
+    ]
     for block in lay.blocks:
         lines.append(r"\midrule")
         if block.title:
             lines += [rf"\multicolumn{{{n}}}{{l}}{{\textit{{{esc(block.title)}}}}} \\", r"\midrule"]
-        lines += [" & ".join([esc(name), *(cell_text(c, latex=True) for c in cells)]) + r" \\"
-                  for name, cells in block.rows]
+        lines += [
+            " & ".join([esc(name), *(cell_text(c, latex=True) for c in cells)]) + r" \\" for name, cells in block.rows
+        ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     lines += [f"% {line}" for line in summary.footer()]
     return "\n".join(lines)
@@ -172,8 +200,9 @@ def to_latex(summary: Summary) -> str:
 def _latex_caption(summary: Summary) -> str:
     sentences = ["Ours: " + seeds_phrase(summary, pm=r"$\pm$")]
     if summary.has_paper_values():
-        sentences.append("the paper's value and our difference in brackets" + (
-            ", for layout only" if summary.off_paper else ""))
+        sentences.append(
+            "the paper's value and our difference in brackets" + (", for layout only" if summary.off_paper else "")
+        )
     sentences.append(counted_phrase(summary))
     return " ".join(f"{text[0].upper()}{text[1:]}." for text in sentences)
 
@@ -184,8 +213,23 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-CSV_COLUMNS = ["table", "dataset", "split", "label", "method", "task", "stat", "seed", "accuracy", "std",
-               "n_seeds", "paper", "paper_std", "diff", "trainable_params"]
+CSV_COLUMNS = [
+    "table",
+    "dataset",
+    "split",
+    "label",
+    "method",
+    "task",
+    "stat",
+    "seed",
+    "accuracy",
+    "std",
+    "n_seeds",
+    "paper",
+    "paper_std",
+    "diff",
+    "trainable_params",
+]
 
 
 def to_csv(summary: Summary) -> str:
@@ -194,22 +238,47 @@ def to_csv(summary: Summary) -> str:
     writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     base = {"table": summary.name, "dataset": summary.dataset}
-    order = {"split": {s: i for i, s in enumerate(summary.splits)},
-             "label": {label: i for i, label in enumerate(summary.labels)}}  # grid order, not alphabetical
-    seeds = summary.seeds.sort_values(["split", "label", "seed", "task_index"],
-                                      key=lambda c: c.map(order[c.name]) if c.name in order else c)
+    order = {
+        "split": {s: i for i, s in enumerate(summary.splits)},
+        "label": {label: i for i, label in enumerate(summary.labels)},
+    }  # grid order, not alphabetical
+    seeds = summary.seeds.sort_values(
+        ["split", "label", "seed", "task_index"], key=lambda c: c.map(order[c.name]) if c.name in order else c
+    )
     for r in seeds.itertuples():
-        writer.writerow({**base, "split": r.split, "label": r.label, "method": r.method, "task": r.task,
-                         "stat": "seed", "seed": r.seed, "accuracy": r.accuracy,
-                         "trainable_params": r.trainable_params})
+        writer.writerow(
+            {
+                **base,
+                "split": r.split,
+                "label": r.label,
+                "method": r.method,
+                "task": r.task,
+                "stat": "seed",
+                "seed": r.seed,
+                "accuracy": r.accuracy,
+                "trainable_params": r.trainable_params,
+            }
+        )
     keys = [(label, split, task) for split in summary.splits for label in summary.labels for task in summary.tasks]
     for label, split, task in filter(summary.cells.index.__contains__, keys):
         r = summary.cells.loc[(label, split, task)]
-        writer.writerow({**base, "split": split, "label": label, "method": r["method"], "task": task,
-                         "stat": "mean", "accuracy": round(r["mean"], 4), "std": _csv_num(r["std"]),
-                         "n_seeds": int(r["n"]), "paper": _csv_num(r["paper"]),
-                         "paper_std": _csv_num(r["paper_std"]), "diff": _csv_num(r["diff"]),
-                         "trainable_params": summary.params.get((label, split), "")})
+        writer.writerow(
+            {
+                **base,
+                "split": split,
+                "label": label,
+                "method": r["method"],
+                "task": task,
+                "stat": "mean",
+                "accuracy": round(r["mean"], 4),
+                "std": _csv_num(r["std"]),
+                "n_seeds": int(r["n"]),
+                "paper": _csv_num(r["paper"]),
+                "paper_std": _csv_num(r["paper_std"]),
+                "diff": _csv_num(r["diff"]),
+                "trainable_params": summary.params.get((label, split), ""),
+            }
+        )
     return out.getvalue()
 
 

@@ -21,14 +21,23 @@ from .jobs import Job, JobResult, Outcome
 from .slurm import run_slurm
 
 
-def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run: bool = False,
-          rerun_stale: bool = False, runs_per_gpu: int = 1, fresh_process: bool = False) -> int:
+def sweep(
+    grid: Grid,
+    launcher: str = "local",
+    gpus: int | None = None,
+    dry_run: bool = False,
+    rerun_stale: bool = False,
+    runs_per_gpu: int = 1,
+    fresh_process: bool = False,
+) -> int:
     """Run every run of the grid that is not done; 1 if any failed. Prints a line per run."""
     statuses = [state.run_status(run) for run in grid.runs]
     counts = Counter(statuses)
     with_status = list(zip(grid.runs, statuses, strict=True))
-    print(f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
-          f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}")
+    print(
+        f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
+        f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}"
+    )
     unusable = state.unusable_records([run for run, status in with_status if status == "todo"])
     if unusable:
         print(f"{len(unusable)} record file(s) that are not usable records, to run again:")
@@ -38,20 +47,28 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
         for run, status in with_status:
             cfg = run.cfg
             print(f"  {status:<7}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
-        print(f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
-              + (f", {counts['running']} running in another process" if counts["running"] else ""))
+        print(
+            f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
+            + (f", {counts['running']} running in another process" if counts["running"] else "")
+        )
         return 0
     stale = [run for run, status in with_status if status == "stale"]
     if stale and not rerun_stale:
         print(f"{len(stale)} stale: a record with another config (--rerun-stale runs them again):")
         for run in stale:
             print(f"  {record_of(run)}")
-    todo = [(run, status == "stale") for run, status in with_status
-            if status == "todo" or (status == "stale" and rerun_stale)]
+    todo = [
+        (run, status == "stale")
+        for run, status in with_status
+        if status == "todo" or (status == "stale" and rerun_stale)
+    ]
     if todo:
         _check_root(grid)
-    print(f"{counts['done']} already done, {len(todo)} to run ({launcher})"
-          + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""), flush=True)
+    print(
+        f"{counts['done']} already done, {len(todo)} to run ({launcher})"
+        + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""),
+        flush=True,
+    )
     outcomes = state.starting(grid, statuses)
     state.save(grid, outcomes)  # the report sees the grid from now on, even if this sweep is killed
     results = _launch(grid, todo, launcher, gpus, runs_per_gpu, fresh_process) if todo else []
@@ -60,21 +77,34 @@ def sweep(grid: Grid, launcher: str = "local", gpus: int | None = None, dry_run:
             raise RuntimeError(f"{result.job.title}: the launcher's results are not in its jobs' order")
     state.save(grid, state.finished(grid, outcomes, results))
     ended = Counter(result.outcome for result in results)
-    print(f"{grid.name}: {ended[Outcome.DONE]} done now, {counts['done']} skipped (done before), "
-          f"{0 if rerun_stale else len(stale)} stale left, {ended[Outcome.FAILED]} failed"
-          + (f", {ended[Outcome.BUSY] + counts['running']} running in another process"
-             if ended[Outcome.BUSY] or counts["running"] else ""))
+    print(
+        f"{grid.name}: {ended[Outcome.DONE]} done now, {counts['done']} skipped (done before), "
+        f"{0 if rerun_stale else len(stale)} stale left, {ended[Outcome.FAILED]} failed"
+        + (
+            f", {ended[Outcome.BUSY] + counts['running']} running in another process"
+            if ended[Outcome.BUSY] or counts["running"]
+            else ""
+        )
+    )
     for result in results:
         if result.outcome is Outcome.FAILED:
             print(f"  failed: {result.job.title} ({result.reason}); log: {result.log}")
     return 1 if ended[Outcome.FAILED] else 0
 
 
-def _launch(grid: Grid, todo: list[tuple[GridRun, bool]], launcher: str, gpus: int | None, runs_per_gpu: int,
-            fresh_process: bool) -> list[JobResult]:
+def _launch(
+    grid: Grid,
+    todo: list[tuple[GridRun, bool]],
+    launcher: str,
+    gpus: int | None,
+    runs_per_gpu: int,
+    fresh_process: bool,
+) -> list[JobResult]:
     # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
-    jobs = [Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
-            for number, (run, force) in enumerate(todo, 1)]
+    jobs = [
+        Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
+        for number, (run, force) in enumerate(todo, 1)
+    ]
     if launcher == "slurm":
         return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
     return local.run_local(jobs, local.gpu_slots(gpus), runs_per_gpu, fresh_process)

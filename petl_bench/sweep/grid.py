@@ -36,12 +36,12 @@ import yaml
 
 from .. import benchmarks
 from ..config import DATASETS, RunConfig, parse_value
+from ..datamodules.catalog import parse_shots
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
 from ..results import record_path
 from ..runargs import build_run_config
-from ..datamodules.catalog import parse_shots
 
 BENCHMARKS = Path(benchmarks.__file__).parent  # benchmarks/ of the checkout, or of the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot")
@@ -131,15 +131,29 @@ def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, t
                 run = GridRun(label, cfg)
                 key = record_of(run)
                 if key in seen and seen[key] != label:
-                    raise UserError(f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
-                                    f"({key.parent.name}); give one of them another setting")
+                    raise UserError(
+                        f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                        f"({key.parent.name}); give one of them another setting"
+                    )
                 seen[key] = label
                 runs.append(run)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
     name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
-    return Grid(name=name, table=table, dataset=dataset, runs=runs, slurm=slurm, path=path, out=Path(out),
-                splits=splits, seeds=seeds, labels=labels, overrides=list(overrides), text=text)
+    return Grid(
+        name=name,
+        table=table,
+        dataset=dataset,
+        runs=runs,
+        slurm=slurm,
+        path=path,
+        out=Path(out),
+        splits=splits,
+        seeds=seeds,
+        labels=labels,
+        overrides=list(overrides),
+        text=text,
+    )
 
 
 def record_of(run: GridRun) -> Path:

@@ -51,8 +51,10 @@ class JobResult:
 def done(job: Job, seconds: float) -> JobResult:
     record = read_record(record_of(job.run)) or {}
     average = record.get("accuracy", {}).get("average")
-    print(f"{job.title}: done in {_duration(seconds)}" + (f", average {average:.2f}%" if average is not None else ""),
-          flush=True)
+    print(
+        f"{job.title}: done in {_duration(seconds)}" + (f", average {average:.2f}%" if average is not None else ""),
+        flush=True,
+    )
     return JobResult(job, Outcome.DONE)
 
 

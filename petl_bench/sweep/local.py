@@ -31,8 +31,11 @@ def gpu_slots(requested: int | None) -> list[str]:
 
     count = torch.cuda.device_count()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [d.strip() for d in visible.split(",") if d.strip()][:count] if visible is not None else \
-        [str(i) for i in range(count)]
+    ids = (
+        [d.strip() for d in visible.split(",") if d.strip()][:count]
+        if visible is not None
+        else [str(i) for i in range(count)]
+    )
     if requested is None:
         return ids
     if requested > len(ids):
@@ -51,16 +54,24 @@ class Worker:
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         self.gpu, self.job, self.started = gpu, None, 0.0
-        self.process = subprocess.Popen([sys.executable, "-m", "petl_bench.sweep.worker"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-                                        preexec_fn=_die_with_parent())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "petl_bench.sweep.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            preexec_fn=_die_with_parent(),
+        )
 
     def start(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "a") as log:  # appended: a resumed run keeps the killed attempt's output
             device = f"CUDA_VISIBLE_DEVICES={self.gpu} " if self.gpu is not None else ""
-            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.process.pid}: {device}"
-                      f"petl-bench {shlex.join(job.argv)}\n")
+            log.write(
+                f"# {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.process.pid}: {device}"
+                f"petl-bench {shlex.join(job.argv)}\n"
+            )
         self.job, self.started = job, time.monotonic()
         self.process.stdin.write(json.dumps({"argv": job.argv, "log": str(job.log)}) + "\n")
         self.process.stdin.flush()

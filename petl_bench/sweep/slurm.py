@@ -52,8 +52,10 @@ def run_slurm(jobs: list[Job], slurm: SlurmConfig, folder: Path, name: str) -> l
         raise UserError("--launcher slurm: no `sbatch` here (is this a Slurm login node?)")
     earlier = _slurm_queue(name)
     if earlier:  # a killed sweep's jobs run on: submitting their runs again would run them twice
-        raise UserError(f"{len(earlier)} Slurm job(s) named {name} from an earlier sweep are still queued or running "
-                        f"({', '.join(sorted(earlier))}): wait for them or `scancel --name {name}`, then run again")
+        raise UserError(
+            f"{len(earlier)} Slurm job(s) named {name} from an earlier sweep are still queued or running "
+            f"({', '.join(sorted(earlier))}): wait for them or `scancel --name {name}`, then run again"
+        )
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
     executor.update_parameters(**slurm_parameters(slurm, name))
     try:
@@ -101,8 +103,14 @@ def _job_error(err: Exception) -> str:
 
 def slurm_parameters(slurm: SlurmConfig, name: str) -> dict:
     """submitit's AutoExecutor parameters; zero or empty values leave the cluster's default."""
-    params = {"name": name, "timeout_min": slurm.time_min, "cpus_per_task": slurm.cpus_per_task,
-              "slurm_array_parallelism": slurm.array_parallelism, "tasks_per_node": 1, "nodes": 1}
+    params = {
+        "name": name,
+        "timeout_min": slurm.time_min,
+        "cpus_per_task": slurm.cpus_per_task,
+        "slurm_array_parallelism": slurm.array_parallelism,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
     if slurm.gpus_per_job:
         params["gpus_per_node"] = slurm.gpus_per_job
     if slurm.mem_gb:
@@ -118,8 +126,13 @@ def _slurm_queue(name: str | None = None) -> set[str] | None:
     Unlike submitit's sacct polling, this sees a job that died without a result on clusters
     without accounting too."""
     try:
-        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i", *(["--name", name] if name else [])],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
+        out = subprocess.run(
+            ["squeue", "--me", "-h", "-r", "-o", "%i", *(["--name", name] if name else [])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return set(out.split())

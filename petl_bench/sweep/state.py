@@ -80,8 +80,7 @@ def finished(grid: Grid, outcomes: list[dict], results: list[JobResult]) -> list
     for run, outcome in zip(grid.runs, outcomes, strict=True):
         result = ended.get(id(run))
         if result is not None and result.outcome is Outcome.FAILED:
-            outcome = {"outcome": "failed", "reason": result.reason, "log": str(Path(result.log).resolve()),
-                       "at": now}
+            outcome = {"outcome": "failed", "reason": result.reason, "log": str(Path(result.log).resolve()), "at": now}
         elif result is not None and result.outcome is Outcome.DONE:
             outcome = {"outcome": "done"}
         after.append(outcome)
@@ -91,11 +90,29 @@ def finished(grid: Grid, outcomes: list[dict], results: list[JobResult]) -> list
 def save(grid: Grid, outcomes: list[dict]) -> Path:
     path = state_path(grid.out, grid.name)
     roots = {*swept_roots(grid.out, grid.name), resolved_root(grid_root(grid))} - {""}
-    write_json_atomic(path, {
-        "grid": grid.name, "table": grid.table, "dataset": grid.dataset, "grid_file": str(grid.path.resolve()),
-        "grid_text": grid.text, "overrides": grid.overrides, "roots": sorted(roots), "updated": _now(),
-        "runs": [{"label": run.label, "split": run.cfg.data.split, "seed": run.cfg.data.seed,
-                  "record": _record(grid, run), **outcome} for run, outcome in zip(grid.runs, outcomes, strict=True)]})
+    write_json_atomic(
+        path,
+        {
+            "grid": grid.name,
+            "table": grid.table,
+            "dataset": grid.dataset,
+            "grid_file": str(grid.path.resolve()),
+            "grid_text": grid.text,
+            "overrides": grid.overrides,
+            "roots": sorted(roots),
+            "updated": _now(),
+            "runs": [
+                {
+                    "label": run.label,
+                    "split": run.cfg.data.split,
+                    "seed": run.cfg.data.seed,
+                    "record": _record(grid, run),
+                    **outcome,
+                }
+                for run, outcome in zip(grid.runs, outcomes, strict=True)
+            ],
+        },
+    )
     return path
 
 
@@ -116,8 +133,10 @@ def on_swept_root(grid: Grid) -> Grid:
     their records must never share a cell."""
     roots = [] if grid_root(grid) else swept_roots(grid.out, grid.name)
     if len(roots) > 1:
-        raise UserError(f"grid {grid.name} was swept on {len(roots)} dataset roots under {grid.out} "
-                        f"({', '.join(roots)}): say which with --set data.root=DIR")
+        raise UserError(
+            f"grid {grid.name} was swept on {len(roots)} dataset roots under {grid.out} "
+            f"({', '.join(roots)}): say which with --set data.root=DIR"
+        )
     if not roots:
         return grid
     return expand_grid(grid.path, [*grid.overrides, f"data.root={roots[0]}"], str(grid.out), text=grid.text)
