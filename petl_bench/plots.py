@@ -11,21 +11,18 @@ epoch from its CSV log (the HTML report's).
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import math
 import re
 import textwrap
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
-
-matplotlib.use("Agg")  # files only: no display needed, and none is there on a cluster node
-import matplotlib.pyplot as plt
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from .datamodules.catalog import canonical_split, paper_split, parse_shots
 from .errors import UserError
-from .files import atomic_path
+from .files import ENCODING, atomic_path, write_text_atomic
 from .report.paper import column_name, dataset_name, split_name
 from .report.summary import AVERAGE, Summary
 
@@ -90,6 +87,9 @@ def fig1(summary: Summary, split: str, path: Path) -> Path:
     counts = [p for _, p, _, _ in points if p > 0]
     zero_x = min(counts, default=1000) * ZERO_PARAMS_FACTOR
     biggest = max(counts, default=1)
+    plt = _pyplot()
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
     fig, ax = plt.subplots(figsize=FIGSIZE["fig1"], dpi=DPI, layout="constrained")
     # 40 distinct colours, so a grid with the methods beyond the paper (25 of them) repeats none.
     colours = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b") for i in range(20)]
@@ -141,7 +141,7 @@ def fig4(summary: Summary, split: str, path: Path) -> Path:
     tasks = summary.tasks
     values = {label: [_mean_std(summary, label, split, task) for task in tasks] for label in bars}
     _need([v for vs in values.values() for v in vs if v], summary, split_name(summary.dataset, split))
-    fig, ax = plt.subplots(figsize=FIGSIZE["fig4"], dpi=DPI, layout="constrained")
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE["fig4"], dpi=DPI, layout="constrained")
     width = 0.8 / len(bars)
     found = []
     for i, label in enumerate(bars):
@@ -173,7 +173,7 @@ def fig5(summary: Summary, path: Path) -> Path:
     _need(not summary.seeds.empty, summary, "any split")
     tasks = summary.tasks
     width, height = FIGSIZE["fig5"]
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained", squeeze=False
     )
     for ax, task in zip(axes[0], tasks, strict=True):
@@ -253,10 +253,20 @@ def run_curves(log: pd.DataFrame, title: str, path: Path) -> Path | None:
     steps = training_steps(log)
     if steps.empty:
         return None
+    key = _drawing_key("curves", title, log.to_csv())
+    if _drawn(path, key):
+        return path
+    _remember(path, key, _draw_curves(log, steps, title, path))
+    return path
+
+
+def _draw_curves(log: pd.DataFrame, steps: pd.DataFrame, title: str, path: Path) -> Path:
     lrs, accuracy = lr_columns(log), epoch_accuracy(log)
     panels = 1 + bool(lrs) + (not accuracy.empty)
     width, height = FIGSIZE["curves"]
-    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained", squeeze=False)
+    fig, axes = _pyplot().subplots(
+        1, panels, figsize=(width * panels, height), dpi=DPI, layout="constrained", squeeze=False
+    )
     loss_ax, *others = axes[0]
     for column in loss_columns(steps):
         total = column == "train/loss"
@@ -317,7 +327,7 @@ def _mark_epochs(ax, starts: list[tuple[int, int]], named: bool) -> None:
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -326,8 +336,56 @@ def draw(figure: str, summary: Summary, split: str | None = None, out: Path | No
     one_split = default_figure(figure)[1]
     chosen = choose_split(summary, split) if one_split else None
     path = Path(out) if out else figure_path(summary, figure, chosen)
+    key = _drawing_key(figure, str(chosen), _summary_text(summary))
+    if _drawn(path, key):
+        return path
     if chosen is None:
-        return fig5(summary, path)
+        return _remember(path, key, fig5(summary, path))
     if figure == "fig1":
-        return fig1(summary, chosen, path)
-    return fig4(summary, chosen, path)
+        return _remember(path, key, fig1(summary, chosen, path))
+    return _remember(path, key, fig4(summary, chosen, path))
+
+
+def _pyplot():
+    """pyplot on the Agg backend (files only: no display, none on a cluster node), imported at the
+    first drawing: a report whose figures are all drawn already never loads matplotlib (0.6 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# A figure is redrawn only when what it shows changed: drawing one takes 0.3-1 s of CPU, and a report
+# draws every grid's figures and every run's curves each time it is built.
+def _drawing_key(*inputs: str) -> str:
+    """What a drawing depends on: the drawing code (this file), matplotlib's version and `inputs`."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(importlib.metadata.version("matplotlib").encode())
+    for text in inputs:
+        digest.update(b"\0" + text.encode(ENCODING, "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _summary_text(summary: Summary) -> str:
+    """Everything of `summary` a figure may show (its results folder aside), as text."""
+    parts = [summary.name, summary.table, summary.dataset, summary.root, summary.seeds.to_csv(), summary.cells.to_csv()]
+    parts += map(repr, (summary.labels, summary.methods, summary.splits, summary.tasks, sorted(summary.params.items())))
+    parts += map(repr, (summary.n_expected, summary.missing, summary.stale, summary.off_paper, summary.unusable))
+    return "\n".join(parts)
+
+
+def _key_file(path: Path) -> Path:
+    return path.with_name(path.name + ".key")
+
+
+def _drawn(path: Path, key: str) -> bool:
+    """Whether `path` holds the drawing `key` names already (its `.key` file beside it says so)."""
+    key_file = _key_file(path)
+    return path.is_file() and key_file.is_file() and key_file.read_text(encoding=ENCODING) == key
+
+
+def _remember(path: Path, key: str, drawn: Path) -> Path:
+    write_text_atomic(_key_file(path), key)
+    return drawn

@@ -127,3 +127,29 @@ def test_plot_errors_are_one_line(results, tmp_path):
     assert stderr.count("\n") == 1
     code, _, stderr = call(["plot", "fig4", "--grid", paths["main"], "--out-dir", out])
     assert code == 2 and "has none of the Figure 4 rows" in stderr
+
+
+def test_a_figure_is_redrawn_only_when_what_it_shows_changes(results, tmp_path, monkeypatch):
+    from petl_bench import plots
+    from petl_bench.report import summarize
+
+    paths, out = results
+    grid = expand_grid(paths["main"], out=str(out))
+    drawings = []
+    pyplot = plots._pyplot
+    monkeypatch.setattr(plots, "_pyplot", lambda: drawings.append(1) or pyplot())
+    path = tmp_path / "fig1.png"
+    drawn = plots.draw("fig1", summarize(grid), "10pct", path).read_bytes()
+    opened = len(drawings)
+    assert opened >= 1
+    assert plots.draw("fig1", summarize(grid), "10pct", path).read_bytes() == drawn
+    assert len(drawings) == opened  # unchanged: the PNG is kept, matplotlib not even asked
+
+    changed = summarize(grid)
+    changed.seeds.loc[changed.seeds.index[0], "accuracy"] += 7.0  # one run's accuracy moves
+    plots.draw("fig1", changed, "10pct", path)
+    assert len(drawings) == 2 * opened
+    plots.draw("fig1", summarize(grid), "20pct", path)  # another split
+    (tmp_path / "fig1.png.key").write_text("another drawing's key")  # a key that does not match
+    assert plots.draw("fig1", summarize(grid), "10pct", path).read_bytes() == drawn
+    assert len(drawings) == 4 * opened
