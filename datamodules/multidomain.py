@@ -152,7 +152,9 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     # -- training ---------------------------------------------------------------------------------
     def _train_decode_device(self) -> torch.device | None:
-        if self.decode_device is not None or self.gpu_train_transform is None or self.trainer is None:
+        if self.gpu_train_transform is None:  # nothing augments decoded tensors: decoded in the workers
+            return None
+        if self.decode_device is not None or self.trainer is None:
             return self.decode_device
         device = self.trainer.strategy.root_device
         return device if device.type == "cuda" else None
