@@ -63,8 +63,10 @@ from petl_bench.phases import phase
 
 try:
     import fcntl
+
+    _LOCKS = True
 except ImportError:  # not POSIX: no locks, concurrent runs may fill an entry twice
-    fcntl = None
+    _LOCKS = False
 
 ENV = "PETL_BENCH_CACHE"
 OFF = ("off", "none")
@@ -73,6 +75,7 @@ FILLING = {"images": "decoding", "features": "encoding"}  # what filling an entr
 _VERDICTS_VERSION = 3
 RESERVE_BYTES, RESERVE_SHARE = 10**9, 0.05  # free space the cache leaves on its disk: the smaller
 _FAULTS = (OSError, DiskFull)  # what writing a cache can raise that is the disk's, not the run's
+Entry = tuple[np.memmap, dict]  # a finished entry: its array, memory-mapped read-only, and its metadata
 
 
 def cache_folder(setting: str, out: str | Path) -> Path | None:
@@ -116,9 +119,10 @@ class Cache:
                 self.fail("making the folder", err)
             if self.writable is False:
                 self.warn("cannot be written: its entries are read, none is written")
+        assert self.writable is not None  # set by os.access, or False by fail
         return self.writable
 
-    def fail(self, doing: str, err: Exception) -> None:
+    def fail(self, doing: str, err: OSError | DiskFull) -> None:
         """A cache is only for speed: after a failure to write it, say so once and write no more."""
         self.writable = False
         cause = str(err) if isinstance(err, DiskFull) else (err.strerror or str(err))
@@ -189,7 +193,7 @@ class Cache:
         base = self.folder / kind / key
         return base.with_suffix(".npy"), base.with_suffix(".json")
 
-    def load(self, kind: str, key: str) -> tuple[np.ndarray, dict] | None:
+    def load(self, kind: str, key: str) -> Entry | None:
         """A finished entry whose checksums hold, memory-mapped, and its metadata; None if absent
         (or removed by another run's pruning meanwhile), or dropped because it changed."""
         array_path, meta_path = self._paths(kind, key)
@@ -222,7 +226,7 @@ class Cache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _lock_file(self, kind: str, key: str):
-        if fcntl is None or not self.can_write():
+        if not _LOCKS or not self.can_write():
             return None
         path = self.folder / kind / f".{key}.lock"
         try:
@@ -234,7 +238,7 @@ class Cache:
 
     def store(
         self, kind: str, key: str, shape: tuple[int, ...], dtype, fill: Callable[[np.ndarray], dict | None]
-    ) -> tuple[np.ndarray, dict] | None:
+    ) -> Entry | None:
         """Create an entry: `fill` writes the rows of a memory-mapped array of `shape` and returns
         its metadata (None: abandon the entry). None if it does not fit the bound or the disk, or
         the cache cannot be written; what `fill` raises is raised."""

@@ -32,7 +32,7 @@ from petl_bench.errors import UserError
 
 from .catalog import TITLES  # noqa: F401  (its home; counts.py reads it here)
 from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, Manifest, Task, canonical_classes, prompt_name
-from .scan import build_manifest, check_classes, check_root, image_files, subdirs
+from .scan import Reader, build_manifest, check_classes, check_root, image_files, subdirs
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -222,7 +222,8 @@ def present_images(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
     by_folder: dict[str, int] = defaultdict(int)
     for rel, _, _ in images:
         by_folder[rel.rsplit("/", 1)[0]] += 1
-    present, missing = set(), []
+    present: set[str] = set()
+    missing: list[str] = []
     for folder, count in by_folder.items():
         try:
             with os.scandir(root / folder) as entries:
@@ -251,5 +252,5 @@ def read_domainnet(root: str | Path, cache: Cache | None = None) -> Manifest:
     return build_manifest(root, items, list(spec.domains), spec.class_keys, cache)
 
 
-READERS = {name: partial(read_dataset, spec) for name, spec in SPECS.items() if name != "domainnet"}
+READERS: dict[str, Reader] = {name: partial(read_dataset, spec) for name, spec in SPECS.items() if name != "domainnet"}
 READERS["domainnet"] = read_domainnet

@@ -156,7 +156,10 @@ def collate_encoded(samples) -> EncodedBatch:
 
 
 # -- cached test images ------------------------------------------------------------------------------
-def split_transform(transform) -> tuple[T.Compose, tuple, tuple] | None:
+SplitTransform = tuple[T.Compose, tuple, tuple]  # (the PIL steps, mean, std)
+
+
+def split_transform(transform) -> SplitTransform | None:
     """A test transform `Compose([..PIL steps.., ToTensor, Normalize])` as (the PIL steps, mean,
     std): the PIL steps' uint8 output can be stored, and `normalize` turns it into exactly the
     tensor the whole transform makes. None for a transform of another shape (no caching)."""
@@ -188,7 +191,7 @@ class StoredImages(Dataset):
     def __init__(self, path: Path, rows: list[int], labels: list[int], mean, std, batch_size: int):
         self.path, self.rows, self.labels = path, rows, labels
         self.mean, self.std, self.batch_size = mean, std, batch_size
-        self._array = None
+        self._array: np.ndarray | None = None  # opened on first use, in the process that reads it
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)

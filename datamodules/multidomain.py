@@ -18,12 +18,14 @@ those that fail.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from petl_bench.config import DataConfig
@@ -143,7 +145,9 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     def _unreadable(self, records: list[Record]) -> set[str]:
         """Paths of `records` that cannot be decoded (each file decoded once, then remembered)."""
-        errors = self.manifest.checks.verify([r.path for r in records])
+        checks = self.manifest.checks
+        assert checks is not None  # `setup` asks only a manifest with checks
+        errors = checks.verify([r.path for r in records])
         self.unreadable.update(errors)
         return set(errors)
 
@@ -152,7 +156,9 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     # -- training ---------------------------------------------------------------------------------
     def _train_decode_device(self) -> torch.device | None:
-        if self.decode_device is not None or self.gpu_train_transform is None or self.trainer is None:
+        if self.gpu_train_transform is None:  # nothing augments decoded tensors: decoded in the workers
+            return None
+        if self.decode_device is not None or self.trainer is None:
             return self.decode_device
         device = self.trainer.strategy.root_device
         return device if device.type == "cuda" else None
@@ -164,6 +170,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         shares = [budget // n + (i < budget % n) for i in range(n)]
         on_device = self._train_decode_device() is not None
         loaders = {}
+        dataset: Dataset
+        collate: Callable[[list], EncodedBatch | tuple[torch.Tensor, torch.Tensor]]
         for (name, records), workers in zip(per_task.items(), shares, strict=True):
             if on_device:
                 dataset, collate = EncodedFiles(self.manifest.root, records), collate_encoded
@@ -184,11 +192,13 @@ class MultiDomainDataModule(L.LightningDataModule):
         return batch
 
     def _decode_train(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        images = decode_on(batch.payloads, self._train_decode_device())
-        keep = [i for i, image in enumerate(images) if image is not None]
+        device, augment = self._train_decode_device(), self.gpu_train_transform
+        assert device is not None and augment is not None  # encoded batches come only when both are there
+        images = decode_on(batch.payloads, device)
+        decoded = {i: image for i, image in enumerate(images) if image is not None}  # position -> image
         self.unreadable.update(batch.failed)
         self.unreadable.update({batch.paths[i]: "cannot be decoded" for i, image in enumerate(images) if image is None})
-        return self.gpu_train_transform([images[i] for i in keep]), batch.labels[keep]
+        return augment(list(decoded.values())), batch.labels[list(decoded)]
 
     # -- test -------------------------------------------------------------------------------------
     def test_sets(self, cached: bool = True) -> TaskTestSets:
@@ -206,7 +216,11 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list:
         # Caching takes the whole test set: not for a smoke test of a few batches.
-        whole = self.trainer is None or (not self.trainer.fast_dev_run and self.trainer.limit_test_batches == 1.0)
+        whole = self.trainer is None or (
+            # Lightning sets fast_dev_run from outside the class (trainer/setup.py), so Trainer does not declare it
+            not self.trainer.fast_dev_run  # type: ignore[attr-defined]
+            and self.trainer.limit_test_batches == 1.0
+        )
         sets = self.test_sets(cached=whole)
         loaders = [sets.loader(name, records) for name, records in self._per_task(self.test_records).items()]
         if self.manifest.checks:

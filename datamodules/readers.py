@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from petl_bench.errors import UserError
 
 from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, Manifest, canonical_classes
-from .scan import build_manifest, check_classes, check_root, image_files, subdirs
+from .scan import Reader, build_manifest, check_classes, check_root, image_files, subdirs
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -77,9 +77,11 @@ def read_minidomainnet(root: str | Path, cache: Cache | None = None) -> Manifest
 
 def read_folder(root: str | Path, cache: Cache | None = None) -> Manifest:
     root = check_root(root)
-    domains = subdirs(root)
     items = [
-        (str(img.relative_to(root)), d.name, c.name) for d in domains for c in subdirs(d) for img in image_files(c)
+        (str(img.relative_to(root)), d.name, c.name)
+        for d in subdirs(root)
+        for c in subdirs(d)
+        for img in image_files(c)
     ]
     if not items:
         raise UserError(f"{root} holds no images in the layout ROOT/{{domain}}/{{class}}/*.jpg")
@@ -88,4 +90,4 @@ def read_folder(root: str | Path, cache: Cache | None = None) -> Manifest:
     return build_manifest(root, items, domains, classes, cache)
 
 
-READERS = {"officehome": read_officehome, "minidomainnet": read_minidomainnet, "folder": read_folder}
+READERS: dict[str, Reader] = {"officehome": read_officehome, "minidomainnet": read_minidomainnet, "folder": read_folder}

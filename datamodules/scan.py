@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Item = tuple[str, str, str]  # (path relative to the root, domain, class folder name)
+Reader = Callable[[str | Path, "Cache | None"], Manifest]  # a dataset's root and verdict cache -> its manifest
 
 
 def check_root(root: str | Path) -> Path:
@@ -88,7 +90,7 @@ def build_manifest(
 def check_folder_names(root: Path, items: list[Item]) -> None:
     """A one-line UserError if a domain or class folder's name is not UTF-8: it names a task and a
     prompt, which must be text. Image file names may be any bytes (`files.py`'s policy)."""
-    first = {}  # (domain, class) -> an image of it
+    first: dict[tuple[str, str], str] = {}  # (domain, class) -> an image of it
     for rel, domain, cls in items:
         first.setdefault((domain, cls), rel)
     for (domain, cls), rel in first.items():

@@ -54,6 +54,7 @@ def draw_split(
     train, test = [], []
     for domain, classname, pool, chosen in cells:
         if bad & {pool[i].path for i in chosen}:
+            assert unreadable is not None  # without it, nothing is bad
             chosen = _redraw(pool, chosen, shots, bad, unreadable, random.Random(f"{seed}/{domain}/{classname}"))
             if len(chosen) < shots:
                 readable = len([r for r in pool if r.path not in bad])

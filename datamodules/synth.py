@@ -74,7 +74,7 @@ def pretrain_style(rng: random.Random) -> tuple[Style, str]:
     outline, stripes, noise = rng.random() < 0.3, rng.random() < 0.3, rng.random() < 0.3
     grey, blur = rng.random() < 0.2, rng.random() < 0.2
     style = Style(
-        background=tuple(rng.randrange(256) for _ in range(3)),
+        background=(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
         stripes=stripes,
         outline=outline,
         grey=grey,
@@ -110,7 +110,7 @@ def style_for(domain: str) -> Style:
         return STYLES[key]
     rng = random.Random(zlib.crc32(key.encode()))
     return Style(
-        background=tuple(rng.randrange(60, 240) for _ in range(3)),
+        background=(rng.randrange(60, 240), rng.randrange(60, 240), rng.randrange(60, 240)),
         stripes=rng.random() < 0.5,
         outline=rng.random() < 0.3,
         noise=16,
@@ -130,6 +130,7 @@ def permuted_look(label: int, n_classes: int) -> int:
 
 def render(look: int, style: Style, rng: random.Random) -> Image.Image:
     """An image of class look `look` (a shape in a colour) in `style`."""
+    colour: tuple[int, ...]  # a rotation of the class's RGB
     shape, colour = class_look(look)
     if style.hue_shift:
         colour = colour[style.hue_shift :] + colour[: style.hue_shift]
@@ -144,7 +145,7 @@ def render(look: int, style: Style, rng: random.Random) -> Image.Image:
     _draw_shape(draw, shape, cx, cy, radius, colour, style.outline, rng.uniform(-0.3, 0.3))
     if style.blur:
         image = image.filter(ImageFilter.GaussianBlur(style.blur))
-    pixels = np.asarray(image, dtype=np.float32)
+    pixels: np.ndarray = np.asarray(image, dtype=np.float32)  # float64 once noise is added
     if style.noise:
         noise = np.random.default_rng(rng.randrange(2**32)).normal(0, style.noise, pixels.shape)
         pixels = pixels + noise

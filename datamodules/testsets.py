@@ -15,6 +15,7 @@ model (the encoder is duck-typed by `ImageEncoder`) and no Lightning module.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -22,12 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .cache import Cache, digest
+from .cache import Cache, Entry, digest
 from .images import DECODED_OK
 from .loading import (
     FeatureBatches,
     ImageFiles,
     SkipUnreadable,
+    SplitTransform,
     StoredImages,
     collate_images,
     make_loader,
@@ -51,6 +53,12 @@ class ImageEncoder(Protocol):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Features [batch, dim] of normalised images, on the CPU."""
+
+
+def _entry_file(array: np.memmap) -> Path:
+    """The file a cached array is mapped from, for loader workers to map it again."""
+    assert array.filename is not None  # `Cache.load` maps every entry from its file
+    return Path(array.filename)
 
 
 class TaskTestSets:
@@ -88,7 +96,7 @@ class TaskTestSets:
                 array, meta = stored
                 rows, labels = self._rows(meta, records)
                 return make_loader(
-                    StoredImages(Path(array.filename), rows, labels, *split[1:], self.batch_size),
+                    StoredImages(_entry_file(array), rows, labels, *split[1:], self.batch_size),
                     None,
                     self.workers,
                     None,
@@ -99,7 +107,7 @@ class TaskTestSets:
         )
         return SkipUnreadable(loader, records, self.unreadable)
 
-    def _entry_key(self, domain: str):
+    def _entry_key(self, domain: str) -> tuple[str, SplitTransform, list[Record]] | None:
         """(cache key of the domain's test images, the split test transform, the domain's
         records), or None when they cannot be cached."""
         split = split_transform(self.transform)
@@ -120,8 +128,11 @@ class TaskTestSets:
         kept = [r for r in records if r.path not in failed]
         return [row_of[r.path] for r in kept], [r.label for r in kept]
 
-    def _stored_images(self, domain: str, key: str, split, domain_records: list[Record]):
+    def _stored_images(
+        self, domain: str, key: str, split: SplitTransform, domain_records: list[Record]
+    ) -> Entry | None:
         """The domain's images after the test transform's PIL steps, cached (filled now if absent)."""
+        assert self.cache is not None  # an entry key is made only with a cache (`_entry_key`)
         found = self.cache.load("images", key)
         if found is None:
             with self.cache.lock("images", key):
@@ -170,11 +181,15 @@ class TaskTestSets:
 
     def _remember_verdicts(self, meta: dict) -> None:
         checks, failed = self.manifest.checks, meta["failed"]
+        assert checks is not None  # an entry key is made only with checks (`_entry_key`)
         for path in meta["paths"]:
             checks.mark(path, failed.get(path, DECODED_OK))
 
-    def _features(self, domain: str, images_key: str, split, domain_records: list[Record]):
+    def _features(
+        self, domain: str, images_key: str, split: SplitTransform, domain_records: list[Record]
+    ) -> Entry | None:
         """The domain's image features from the frozen encoder, cached (computed now if absent)."""
+        assert self.cache is not None and self.encoder is not None  # asked only with both (`loader`)
         key = digest(images_key, self.encoder.key)
         found = self.cache.load("features", key)
         if found is not None:
@@ -194,9 +209,17 @@ class TaskTestSets:
                 self.sources[domain] = "features (cached now)"
         return found
 
-    def _fill_features(self, array: np.ndarray, stored, split, records: list[Record]) -> dict:
+    def _fill_features(
+        self,
+        array: np.ndarray,
+        stored: Entry | None,
+        split: SplitTransform,
+        records: list[Record],
+    ) -> dict:
+        assert self.encoder is not None  # features are filled only with an encoder (`_features`)
+        batches: Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]  # (rows, images, labels)
         if stored is not None:  # from the cached images
-            path, meta = Path(stored[0].filename), stored[1]
+            path, meta = _entry_file(stored[0]), stored[1]
             rows = [i for i, p in enumerate(meta["paths"]) if p not in meta["failed"]]
             loader = make_loader(
                 StoredImages(path, rows, rows, *split[1:], FEATURE_FILL_BATCH), None, self.workers, None
