@@ -28,7 +28,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins import CheckpointIO, LayerSync, Precision
+from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
 from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
@@ -117,9 +118,11 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     L.seed_everything(cfg.data.seed, workers=True, verbose=False)
     data = MultiDomainDataModule.for_backbone(cfg.data, backbone, out=cfg.out)
     _scan_and_split(data)
-    say(size_line(cfg, data, entry.cls))
-    params, prepared = entry.cls.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
-    module = entry.cls(params, backbone, data.tasks, cfg.optim)
+    method = entry.cls
+    assert issubclass(method, PetlModule)  # a method's class is one; the torch-free registry types it `type`
+    say(size_line(cfg, data, method))
+    params, prepared = method.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
+    module = method(params, backbone, data.tasks, cfg.optim)
     module.task_loss = cfg.train.task_loss
     module.checkpoint_meta = {"run_config": cfg.to_dict()}
     return module, data, prepared
@@ -454,8 +457,8 @@ def load_trained(trainer: L.Trainer, module: PetlModule, state: dict) -> None:
     module.load_trainable_state(state)
 
 
-def _plugins() -> list:
-    plugins = [StreamingCheckpointIO()]
+def _plugins() -> list[Precision | ClusterEnvironment | CheckpointIO | LayerSync]:  # as Trainer's `plugins` is typed
+    plugins: list[Precision | ClusterEnvironment | CheckpointIO | LayerSync] = [StreamingCheckpointIO()]
     if SLURMEnvironment.detect():
         # Lightning's own Slurm requeue (on SIGUSR1: a mid-epoch checkpoint, `scontrol requeue`)
         # would compete with submitit's, which the sweep's jobs use; our epoch checkpoints resume.

@@ -53,6 +53,7 @@ class RunLog(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(self.log_dir, self.epochs_kept)
+        assert isinstance(self._experiment, ExperimentWriter)  # typed as fabric's base; only this property sets it
         return self._experiment
 
 
@@ -184,7 +185,7 @@ def text_log(path: Path | None) -> Iterator[None]:
     except BaseException as err:  # the file's last line says why the attempt ended (the console's says it too)
         if path is not None:
             handlers[-1].handle(
-                LOG.makeRecord(LOG.name, logging.INFO, __file__, 0, f"ended: {_one_line(err)}", None, None)
+                LOG.makeRecord(LOG.name, logging.INFO, __file__, 0, f"ended: {_one_line(err)}", (), None)
             )
         raise
     finally:

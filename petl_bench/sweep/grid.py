@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def grid_file(name_or_path: str) -> Path:
     raise UserError(f"no grid {name_or_path!r}: not a file, nor one of benchmarks/*.yaml ({known})")
 
 
-def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, text: str | None = None) -> Grid:
+def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = None, text: str | None = None) -> Grid:
     """The grid's runs, each config built as `petl-bench run` builds it; `overrides` as `--set`.
     `text`: the grid file's content as a sweep saw it, instead of the file's content now."""
     path, out = Path(path), out or "results"
@@ -119,7 +120,9 @@ def expand_grid(path: Path, overrides: list[str] = (), out: str | None = None, t
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
 
-    runs, labels, seen = [], [], {}
+    runs: list[GridRun] = []
+    labels: list[str] = []
+    seen: dict[Path, str] = {}  # record -> the label of the entry that makes it
     entries = _list(path, "methods", _required(path, spec, "methods"))
     for i, entry in enumerate(entries):
         where = f"methods[{i}]"

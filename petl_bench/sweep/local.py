@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import IO
 
 from ..errors import UserError
 from ..guard import BUSY_EXIT, holder
@@ -53,7 +54,8 @@ class Worker:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        self.gpu, self.job, self.started = gpu, None, 0.0
+        self.gpu, self.started = gpu, 0.0
+        self.job: Job | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "petl_bench.sweep.worker"],
             stdin=subprocess.PIPE,
@@ -63,6 +65,9 @@ class Worker:
             env=env,
             preexec_fn=_die_with_parent(),
         )
+        assert self.process.stdin is not None and self.process.stdout is not None  # both are PIPEs
+        self.requests: IO[str] = self.process.stdin
+        self.replies: IO[str] = self.process.stdout
 
     def start(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -73,19 +78,19 @@ class Worker:
                 f"petl-bench {shlex.join(job.argv)}\n"
             )
         self.job, self.started = job, time.monotonic()
-        self.process.stdin.write(json.dumps({"argv": job.argv, "log": str(job.log)}) + "\n")
-        self.process.stdin.flush()
+        self.requests.write(json.dumps({"argv": job.argv, "log": str(job.log)}) + "\n")
+        self.requests.flush()
 
     def answer(self) -> tuple[int, bool]:
         """The job's exit status, and whether the worker ended with it (call once its stdout is ready)."""
-        line = self.process.stdout.readline()
+        line = self.replies.readline()
         if not line:  # the worker died on the job: its exit status (negative: the signal) is the run's
             return self.process.wait(), True
         reply = json.loads(line)
         return reply["status"], reply["last"]
 
     def end(self) -> None:
-        self.process.stdin.close()  # the worker leaves its loop
+        self.requests.close()  # the worker leaves its loop
         self.process.wait()
 
     def kill(self) -> None:
@@ -103,20 +108,21 @@ def run_local(jobs: list[Job], gpus: list[str], runs_per_gpu: int = 1, fresh: bo
     try:
         while queue or any(worker and worker.job for worker in workers):
             for i, gpu in enumerate(slots):
-                if not queue or (workers[i] and workers[i].job):
+                worker = workers[i]
+                if not queue or (worker and worker.job):
                     continue
                 job = queue.pop(0)
                 where = holder(record_of(job.run))
                 if where:
                     results.append(busy(job, where))
                     continue
-                workers[i] = workers[i] or Worker(gpu)
-                workers[i].start(job)
+                worker = workers[i] = worker or Worker(gpu)
+                worker.start(job)
                 print(f"{job.title}: started" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
             running = [worker for worker in workers if worker and worker.job]
-            ready, _, _ = select.select([worker.process.stdout for worker in running], [], [], 0.5)
+            ready, _, _ = select.select([worker.replies for worker in running], [], [], 0.5)
             for i, worker in enumerate(workers):
-                if worker is None or worker.job is None or worker.process.stdout not in ready:
+                if worker is None or worker.job is None or worker.replies not in ready:
                     continue
                 status, last = worker.answer()
                 job, worker.job = worker.job, None

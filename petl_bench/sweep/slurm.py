@@ -65,18 +65,21 @@ def run_slurm(jobs: list[Job], slurm: SlurmConfig, folder: Path, name: str) -> l
     started = time.monotonic()
     for job, handle in zip(jobs, submitted, strict=True):
         print(f"{job.title}: submitted as Slurm job {handle.job_id}", flush=True)
-    pending, results = [[handle, job, 0] for handle, job in zip(submitted, jobs, strict=True)], []
+    pending = list(zip(submitted, jobs, strict=True))
+    missing = dict.fromkeys((handle.job_id for handle in submitted), 0)  # polls in a row that squeue lacked it
+    results: list[JobResult] = []
     while pending:
         # Every second at first, every 30 s after ten minutes: gentle with the scheduler.
         time.sleep(min(30.0, 1.0 + (time.monotonic() - started) / 20))
         queued = _slurm_queue()
         for entry in list(pending):
-            handle, job, missing = entry
+            handle, job = entry
             finished = handle.paths.result_pickle.exists()  # submitit writes it, result or error
             if not finished and queued is None:
                 finished = handle.done()  # no squeue answer: ask submitit (sacct)
-            entry[2] = missing = 0 if finished or queued is None or handle.job_id in queued else missing + 1
-            if not (finished or missing >= 2):  # twice: a result file may lag the queue
+            absent = 0 if finished or queued is None or handle.job_id in queued else missing[handle.job_id] + 1
+            missing[handle.job_id] = absent
+            if not (finished or absent >= 2):  # twice: a result file may lag the queue
                 continue
             pending.remove(entry)
             results.append(_result(job, handle, finished, time.monotonic() - started))

@@ -80,6 +80,7 @@ def finished(grid: Grid, outcomes: list[dict], results: list[JobResult]) -> list
     for run, outcome in zip(grid.runs, outcomes, strict=True):
         result = ended.get(id(run))
         if result is not None and result.outcome is Outcome.FAILED:
+            assert result.log is not None  # jobs.failed() always gives one
             outcome = {"outcome": "failed", "reason": result.reason, "log": str(Path(result.log).resolve()), "at": now}
         elif result is not None and result.outcome is Outcome.DONE:
             outcome = {"outcome": "done"}

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import traceback
+import typing
 import warnings
 
 import torch
@@ -47,7 +48,8 @@ class ProcessState:
         os.environ.clear()
         os.environ.update(self.environ)
         os.chdir(self.cwd)
-        warnings.filters[:] = self.warning_filters
+        # typeshed types `filters` as a Sequence ("do not mutate"); it is the list the C module reads
+        typing.cast(list, warnings.filters)[:] = self.warning_filters
         warnings.formatwarning = self.formatwarning
         for sig, handler in self.handlers.items():
             signal.signal(sig, handler)
