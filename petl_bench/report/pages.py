@@ -112,6 +112,7 @@ def _averages(grid: GridReport) -> str:
 def _grid_note(grid: GridReport) -> str:
     if grid.error:
         return f'<span class="error">cannot be read: {esc(grid.error)}</span>'
+    assert grid.summary is not None  # a grid without an error was summarized (state.grid_report)
     reasons = grid.summary.off_paper
     return f'<span class="badge">not the paper\'s setting: {esc("; ".join(reasons))}</span>' if reasons else ""
 
@@ -129,6 +130,7 @@ def grid_page(site: Site, g: GridReport) -> str:
     if g.error:
         body.append(f'<p class="error">This grid cannot be expanded now: {esc(g.error)}</p>')
     else:
+        assert g.summary is not None  # a grid without an error was summarized (state.grid_report)
         counts = ", ".join(f"{g.count(state)} {state}" for state in STATES)
         body += [
             f"<p>{len(g.runs)} runs: {counts}.</p>",
@@ -215,6 +217,7 @@ def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) ->
 
 
 def _diff(cell: Cell) -> str:
+    assert cell.paper is not None  # called only for a cell with the paper's figure
     diff = cell.mean - cell.paper
     shown = round(diff, cell.digits)
     sign = "pos" if shown > 0 else "neg" if shown < 0 else "zero"

@@ -147,15 +147,16 @@ def _curves(page: Path, work: Path, record: dict, title: str) -> str:
             else f"<p>The CSV log <code>{esc(log_path)}</code> {esc(problem)}</p>"
         )
     png = page.with_name(page.stem + ".curves.png")
+    drawn: Path | None = png
     if not (png.is_file() and png.stat().st_mtime >= log_path.stat().st_mtime):  # drawn since the log last grew
-        png = plots.run_curves(log, title, png) if "step" in log else None
-    if png is None:
+        drawn = plots.run_curves(log, title, png) if "step" in log else None
+    if drawn is None:
         return (
             "<p>The CSV log holds no training loss (Lightning logs it every 10 steps: a run of fewer "
             "steps has none).</p>"
         )
     return (
-        f'<img src="{href(page, png)}" alt="training loss, learning rate and accuracy per epoch">'
+        f'<img src="{href(page, drawn)}" alt="training loss, learning rate and accuracy per epoch">'
         f'<p class="note">{esc(" ".join(curve_notes(log)))}</p>'
     )
 

@@ -101,9 +101,10 @@ def grid_report(sweep: dict, out: Path) -> GridReport:
 
 
 def run_off_paper(record: dict) -> list[str]:
-    """Why this run is not in the paper's setting, by the same rule as the tables' banner."""
+    """Why this run is not in the paper's setting, by the same rule as the tables' banner. `record` is
+    a usable one (`results.check_record`: model and dataset present)."""
     return off_paper_reasons(
-        [(record.get("model"), record.get("pretrained"))], [record.get("dataset")], bool(record.get("synthetic", False))
+        [(record["model"], record.get("pretrained"))], [record["dataset"]], bool(record.get("synthetic", False))
     )
 
 

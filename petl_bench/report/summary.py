@@ -82,7 +82,7 @@ def expected_runs(grid) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Cell:
-    mean: float | None
+    mean: float  # never NaN: a cell has at least one record, and check_record admits finite accuracies only
     std: float | None = None  # None for a single seed
     paper: float | None = None
     paper_std: float | None = None
@@ -133,8 +133,8 @@ class Summary:
         if key not in self.cells.index:
             return None
         row = self.cells.loc[key]
-        mean, std, paper, paper_std = (number_or_none(row[c]) for c in ("mean", "std", "paper", "paper_std"))
-        return Cell(mean, std, paper, paper_std, self.digits, key)
+        std, paper, paper_std = (number_or_none(row[c]) for c in ("std", "paper", "paper_std"))
+        return Cell(float(row["mean"]), std, paper, paper_std, self.digits, key)
 
     def banner(self) -> str | None:
         if not self.off_paper:

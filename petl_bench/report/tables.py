@@ -48,7 +48,7 @@ def main_layout(s: Summary) -> Layout:
     printed = paper_params() if s.dataset == "officehome" else {}  # the paper counts Office-Home only
     blocks = []
     for split in s.splits:
-        rows = [
+        rows: list[tuple[str, list[Cell | ParamCell | None]]] = [
             (task if task != AVERAGE else "Average", [s.cell(label, split, task) for label in s.labels])
             for task in s.tasks
         ]
