@@ -58,7 +58,7 @@ def figure_path(summary: Summary, figure: str, split: str | None) -> Path:
 
 def _mean_std(summary: Summary, label: str, split: str, task: str) -> tuple[float, float] | None:
     cell = summary.cell(label, split, task)
-    return None if cell is None or cell.mean is None else (cell.mean, cell.std or 0.0)
+    return None if cell is None else (cell.mean, cell.std or 0.0)
 
 
 def _need(anything, summary: Summary, what: str) -> None:

@@ -28,6 +28,7 @@ building the runs' configs loads the registered methods (`registry.get_method`).
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import yaml
 
-from .. import benchmarks
 from ..config import DATASETS, RunConfig, parse_value
 from ..datamodules.catalog import parse_shots
 from ..errors import UserError
@@ -44,7 +44,7 @@ from ..registry import get_method
 from ..results import record_path
 from ..runargs import build_run_config
 
-BENCHMARKS = Path(benchmarks.__file__).parent  # benchmarks/ of the checkout, or of the installed wheel
+BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot")
 GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "set", "methods", "slurm")
 ENTRY_KEYS = ("method", "label", "set")
