@@ -14,6 +14,7 @@ from petl_bench.errors import UserError
 
 from . import datasets, readers
 from .records import Manifest
+from .scan import check_root
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -26,6 +27,4 @@ def read_manifest(dataset: str, root: str | Path, cache: Cache | None = None) ->
     as they are now by an earlier scan of this root."""
     if dataset not in READERS:
         raise UserError(f"unknown dataset {dataset!r} (known: {', '.join(READERS)})")
-    if not str(root).strip():  # Path("") would silently mean the working directory
-        raise UserError("no dataset root given (--root DIR)")
-    return READERS[dataset](Path(root), cache)
+    return READERS[dataset](check_root(root), cache)

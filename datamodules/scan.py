@@ -30,10 +30,13 @@ Reader = Callable[[str | Path, "Cache | None"], Manifest]  # a dataset's root an
 
 
 def check_root(root: str | Path) -> Path:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"dataset root not found: {root}")
-    return root
+    """`root` as a folder that is there, else a one-line UserError (before any image is read)."""
+    if not str(root).strip():  # Path("") would silently mean the working directory
+        raise UserError("no dataset root given (--root DIR)")
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"dataset root not found: {folder}")
+    return folder
 
 
 def subdirs(path: Path) -> list[Path]:

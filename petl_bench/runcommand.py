@@ -42,7 +42,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     # Every check that needs no model comes first, so that a bad input answers at once.
     cfg = config_from_args(args)
     parse_shots(cfg.data.dataset, cfg.data.split)
-    check_root_exists(cfg.data.root)
+    from .datamodules.scan import check_root  # PIL and numpy: only for a command that reads a root
+
+    check_root(cfg.data.root)
     from .run import execute, finished_record  # the training stack: once the input is known good
 
     path = record_path(cfg)
@@ -62,14 +64,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
     return 0
-
-
-def check_root_exists(root: str) -> None:
-    """The reader's first two checks of `--root`, made before the data stack is imported."""
-    if not str(root).strip():  # Path("") would silently mean the working directory
-        raise UserError("no dataset root given (--root DIR)")
-    if not Path(root).expanduser().is_dir():
-        raise UserError(f"dataset root not found: {Path(root).expanduser()}")
 
 
 def format_accuracy(record: dict) -> str:
