@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from petl_bench.errors import UserError, near_names
+from petl_bench.errors import UserError, did_you_mean
 
 # Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
 DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
@@ -45,9 +45,9 @@ def parse_shots(dataset: str, split: str) -> int:
         return aliases[split]
     match = _SHOT.match(split)
     if not match or int(match.group(1)) < 1:
-        near = near_names(split, aliases)
-        hint = f"did you mean {', '.join(near)}? " if near else ""
-        raise UserError(f"unknown split {split!r} for {dataset} ({hint}use {', '.join(['Nshot (N >= 1)', *aliases])})")
+        known = ", ".join(["Nshot (N >= 1)", *aliases])
+        hint = " ".join(filter(None, [did_you_mean(split, aliases), f"use {known}"]))
+        raise UserError(f"unknown split {split!r} for {dataset} ({hint})")
     return int(match.group(1))
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
-from .errors import UserError, near_names
+from .errors import UserError, did_you_mean
 from .runargs import add_run_options
 from .runcommand import answered, format_accuracy, run_from_args
 
@@ -289,8 +289,7 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action, value):  # argparse's own check of `choices`, with the near names
         if action.choices is not None and value not in action.choices:
             known = list(action.choices)
-            near = near_names(str(value), known)
-            hint = f"did you mean {', '.join(near)}?" if near else f"choose from {', '.join(map(str, known))}"
+            hint = did_you_mean(str(value), known) or f"choose from {', '.join(map(str, known))}"
             raise argparse.ArgumentError(action, f"invalid choice: {value!r} ({hint})")
 
     def error(self, message):  # the message alone, not the usage block above it

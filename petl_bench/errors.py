@@ -13,8 +13,13 @@ def near_names(name: str, known) -> list[str]:
     return difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
 
 
+def did_you_mean(name: str, known) -> str:
+    """`did you mean coop, coop-mt?` for the known names near a mistyped one; "" when none is near."""
+    near = near_names(name, known)
+    return f"did you mean {', '.join(near)}?" if near else ""
+
+
 def unknown_name(what: str, name: str, known) -> str:
     """`unknown method 'copo' (did you mean coop, coop-mt?)`, or with no near name every known one."""
-    near = near_names(name, known)
-    hint = f"did you mean {', '.join(near)}?" if near else f"known: {', '.join(known)}"
+    hint = did_you_mean(name, known) or f"known: {', '.join(known)}"
     return f"unknown {what} {name!r} ({hint})"
