@@ -32,6 +32,35 @@ PAPER_SPLITS = {
     "minidomainnet": {"1pct": 3, "2pct": 6},
 }
 
+# CoOp's benchmark (Zhou et al., IJCV 2022): its 11 few-shot datasets, then ImageNet's shifted
+# variants, which are test sets only.
+COOP_DATASETS = (
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+)
+IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+# A dataset's class prompt where it has its own: CoOp's `CUSTOM_TEMPLATES` (KaiyangZhou/CoOp
+# trainers/zsclip.py), which KgCoOp, CoCoOp and MaPLe use too. Others: records.DEFAULT_TEMPLATE.
+TEMPLATES = {
+    "oxford_pets": "a photo of a {}, a type of pet.",
+    "oxford_flowers": "a photo of a {}, a type of flower.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.",
+    "dtd": "{} texture.",
+    "eurosat": "a centered satellite photo of {}.",
+    "food101": "a photo of {}, a type of food.",
+    "ucf101": "a photo of a person doing {}.",
+}
+
 # Images per task per step, as in the paper.
 PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 OFFICEHOME_DOMAINS = ["Art", "Clipart", "Product", "Real World"]
 MINIDOMAINNET_DOMAINS = ["clipart", "painting", "real", "sketch"]
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # `petl-bench data synth` leaves it in the root it writes
+DEFAULT_TEMPLATE = "a photo of a {}."  # CLIP's and CoOp's class prompt where a dataset has none of its own
+PARTS = ("", "train", "val", "test")  # a record's part of a fixed split; "": the dataset has none (a pool)
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,20 @@ class Record:
     label: int
     domain: str
     classname: str  # prompt form, e.g. "alarm clock"
+    part: str = ""  # one of PARTS: where the dataset's own split file puts it
 
 
 @dataclass(frozen=True)
 class Task:
-    """One task of the multi-task problem: a domain and the classes its logits range over."""
+    """One task of the multi-task problem: a domain, the classes its logits range over, and the
+    template that makes a class's hand-written prompt (zero-shot's, and a regulariser's target)."""
 
     name: str
     classnames: tuple[str, ...]
+    template: str = DEFAULT_TEMPLATE
+
+    def prompt(self, classname: str) -> str:
+        return self.template.format(classname)
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,11 @@ class Manifest:
     skipped: list[str]  # unreadable or empty files, relative to root
     # What is known of each file (stat, header or full decode); None for a hand-made manifest.
     checks: ImageChecks | None = field(default=None, compare=False, repr=False)
+    template: str = DEFAULT_TEMPLATE  # the dataset's class prompt (CoOp's per-dataset one where it has one)
 
     @property
     def tasks(self) -> list[Task]:
-        return [Task(domain, tuple(self.classnames)) for domain in self.domains]
+        return [Task(domain, tuple(self.classnames), self.template) for domain in self.domains]
 
     @property
     def synthetic(self) -> bool:

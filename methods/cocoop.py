@@ -69,7 +69,7 @@ class CoCoOp(PetlModule):
         check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:
-        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
+        return context_prompts(self.task(task).classnames, self.n_ctx, self.cfg.ctx_init)
 
     def image_context(self, image_feat: torch.Tensor, task: str) -> torch.Tensor:
         """Each image's context [batch, n_ctx, text width]: the learnt one plus the meta-net's shift."""

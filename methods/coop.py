@@ -39,7 +39,7 @@ class CoOp(PetlModule):
         check_context_fits(self, self.n_ctx)
 
     def prompts(self, task: str) -> list[str]:
-        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
+        return context_prompts(self.task(task).classnames, self.n_ctx, self.cfg.ctx_init)
 
     def text_embed(self, emb, tokens, task):
         return with_text_context(emb, self.ctx[self.set_index(task)])

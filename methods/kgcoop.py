@@ -12,15 +12,14 @@ ViT-B/16: 4 tokens x 512 = 2,048 per context; four tasks 8,192.
 Init: the context equals the phrase's token embeddings, so an untrained KgCoOp gives exactly
 zero-shot's logits with the template "a photo of a {class}." and its regulariser is 0.
 
-Departures from the official code (trainers/kgcoop.py): its hand-written prompt is a per-dataset
-template (CUSTOM_TEMPLATES; Office-Home has none there), ours the suite's "a photo of a {class}.".
+The hand-written prompt is the task's template, as the official code's per-dataset CUSTOM_TEMPLATES
+(trainers/kgcoop.py): CoOp's for its datasets, "a photo of a {class}." where a dataset has none.
 """
 
 import torch
 import torch.nn.functional as F
 
 from petl_bench.backbone import IDENTITY
-from petl_bench.module import TEMPLATE
 from petl_bench.registry import register_method
 
 from .configs import KgCoOpConfig
@@ -33,15 +32,16 @@ class KgCoOp(CoOp):
 
     def __init__(self, cfg: KgCoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        self._handwritten: dict = {}  # classnames -> frozen features of the hand-written prompt
+        self._handwritten: dict = {}  # (classnames, template) -> frozen features of the hand-written prompt
 
     def handwritten_features(self, task: str) -> torch.Tensor:
-        classnames = self.tasks[self.task_names.index(task)].classnames
-        if classnames not in self._handwritten:
-            tokens = self.backbone.tokenize([TEMPLATE.format(name) for name in classnames]).to(self.device)
+        spec = self.task(task)
+        key = (spec.classnames, spec.template)
+        if key not in self._handwritten:
+            tokens = self.backbone.tokenize(self.template_prompts(task)).to(self.device)
             with torch.no_grad():
-                self._handwritten[classnames] = self.backbone.encode_text(tokens, IDENTITY, task)
-        return self._handwritten[classnames].to(self.device)
+                self._handwritten[key] = self.backbone.encode_text(tokens, IDENTITY, task)
+        return self._handwritten[key].to(self.device)
 
     def regularizer(self, task):
         learnt = self.class_text_features(task)  # the step's own features: no extra text pass

@@ -131,6 +131,7 @@ class LinearProbe(PetlModule):
     trained_by_sgd = False
     text_frozen = True
     image_frozen = True  # a classifier on the frozen tower's features
+    open_vocabulary = False  # a weight row per trained class
     text_depends_on_task = False
 
     def __init__(self, cfg: LinearProbeConfig, backbone, tasks, optim=None):

@@ -81,7 +81,7 @@ class MaPLe(DeepVisualPrompts, PetlModule):
     def prompts(self, task: str) -> list[str]:
         if not self.n_ctx:
             return super().prompts(task)  # the zero-shot template
-        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx, self.cfg.ctx_init)
+        return context_prompts(self.task(task).classnames, self.n_ctx, self.cfg.ctx_init)
 
     def _with_text_ctx(self, layer: int, x: torch.Tensor, task: str) -> torch.Tensor:
         return with_text_context(x, self.text_ctx[self.set_index(task), layer])

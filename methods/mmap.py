@@ -235,7 +235,7 @@ class MmAP(DeepVisualPrompts, PetlModule):
         return torch.cat([self.layer_prompts(s, layer)[which] for s in self.sets_of(task)])
 
     def prompts(self, task: str) -> list[str]:
-        return context_prompts(self.tasks[self.task_names.index(task)].classnames, self.n_ctx)
+        return context_prompts(self.task(task).classnames, self.n_ctx)
 
     def visual_prompts_at(self, layer, task):
         return self._prompts_at(layer, task, 1)

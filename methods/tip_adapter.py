@@ -48,6 +48,7 @@ class TipAdapterF(PetlModule):
     shared = False
     text_frozen = True
     image_frozen = True  # the cache and its keys act on the frozen tower's features
+    open_vocabulary = False  # a cache value per trained class
     text_depends_on_task = False
 
     def __init__(self, cfg: TipAdapterFConfig, backbone, tasks, optim=None):

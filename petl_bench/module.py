@@ -33,8 +33,6 @@ from .errors import UserError
 from .frozen_features import FrozenImageEncoder
 from .schedule import lr_factor
 
-TEMPLATE = "a photo of a {}."
-
 
 class PetlModule(Hooks, L.LightningModule):
     """Trains a method's parameters over a frozen CLIP on several tasks at once."""
@@ -54,6 +52,9 @@ class PetlModule(Hooks, L.LightningModule):
     shared: bool | None = None
     # False for a method fitted in closed form by `prepare` (a linear probe): the runner skips SGD.
     trained_by_sgd = True
+    # True when what trains works for class names it never saw (prompts, adapters, LoRA): a model
+    # trained on some classes can score others. False where it holds a weight per trained class.
+    open_vocabulary = True
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task], optim: OptimConfig | None = None):
         super().__init__()
@@ -130,9 +131,17 @@ class PetlModule(Hooks, L.LightningModule):
         """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
         return self.backbone
 
+    def task(self, name: str) -> Task:
+        return self.tasks[self.task_names.index(name)]
+
     def prompts(self, task: str) -> list[str]:
-        """The text fed to the tokenizer for each class of the task."""
-        return [TEMPLATE.format(name) for name in self.tasks[self.task_names.index(task)].classnames]
+        """The text fed to the tokenizer for each class of the task: its template's by default."""
+        return self.template_prompts(task)
+
+    def template_prompts(self, task: str) -> list[str]:
+        """The hand-written prompt of each class of the task (zero-shot's), from its template."""
+        spec = self.task(task)
+        return [spec.prompt(name) for name in spec.classnames]
 
     def tokens(self, task: str) -> torch.Tensor:
         if task not in self._tokens:
@@ -141,8 +150,9 @@ class PetlModule(Hooks, L.LightningModule):
 
     def text_key(self, task: str):
         """What the class text features depend on: the task, or only its classes when the text
-        side ignores the task, so that tasks with the same classes share one text pass."""
-        return task if self.text_depends_on_task else self.tasks[self.task_names.index(task)].classnames
+        side ignores the task, so that tasks with the same classes and template share one text pass."""
+        spec = self.task(task)
+        return task if self.text_depends_on_task else (spec.classnames, spec.template)
 
     def class_text_features(self, task: str) -> torch.Tensor:
         """Text features of the task's classes: computed once while nothing trainable can change

@@ -275,3 +275,22 @@ def test_the_agreement_rule_counts_single_task_figures_per_task():
     assert agrees(149_620_737, figures["fullft-mt"]) and agrees(4 * 149_620_737, figures["fullft"])
     assert not agrees(4 * 4_740_096, figures["maple"])  # 2 MaPLe tokens: 4 x 4.7 != 19.2
     assert not agrees(1, figures["zeroshot"]) and agrees(0, figures["zeroshot"])
+
+
+def test_a_task_s_template_makes_zero_shot_s_prompts_and_kgcoop_s_target(tiny_backbone):
+    """The hand-written prompt is the task's template (CoOp's per-dataset one where it has one): it
+    reaches zero-shot's text and KgCoOp's regulariser target, and tasks of other templates do not
+    share a text pass."""
+    from petl_bench.datamodules.records import Task
+
+    tasks = [Task("pets", ("beagle", "pug"), "a photo of a {}, a type of pet."), Task("plain", ("beagle", "pug"))]
+    zeroshot = get_method("zeroshot").cls(get_method("zeroshot").config_cls(), tiny_backbone, tasks)
+    assert zeroshot.prompts("pets") == ["a photo of a beagle, a type of pet.", "a photo of a pug, a type of pet."]
+    assert zeroshot.prompts("plain") == ["a photo of a beagle.", "a photo of a pug."]
+    assert zeroshot.text_key("pets") != zeroshot.text_key("plain")
+    with torch.no_grad():
+        pets, plain = zeroshot.class_text_features("pets"), zeroshot.class_text_features("plain")
+    assert not torch.allclose(pets, plain)
+    kgcoop = get_method("kgcoop-mt").cls(get_method("kgcoop-mt").config_cls(), tiny_backbone, tasks)
+    assert torch.allclose(kgcoop.handwritten_features("pets"), pets, atol=1e-6)
+    assert torch.allclose(kgcoop.handwritten_features("plain"), plain, atol=1e-6)
