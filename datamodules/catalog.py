@@ -49,6 +49,26 @@ COOP_DATASETS = (
 )
 IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
+# Each one's folder under a common data root, as CoOp's DATASETS.md names them: a grid over several
+# datasets takes that root (`data.root=DATA`) and runs each on `DATA/{folder}`.
+DATASET_FOLDERS = {
+    "imagenet": "imagenet",
+    "caltech101": "caltech-101",
+    "oxford_pets": "oxford_pets",
+    "stanford_cars": "stanford_cars",
+    "oxford_flowers": "oxford_flowers",
+    "food101": "food-101",
+    "fgvc_aircraft": "fgvc_aircraft",
+    "sun397": "sun397",
+    "dtd": "dtd",
+    "eurosat": "eurosat",
+    "ucf101": "ucf101",
+    "imagenetv2": "imagenetv2",
+    "imagenet_sketch": "imagenet-sketch",
+    "imagenet_a": "imagenet-adversarial",
+    "imagenet_r": "imagenet-rendition",
+}
+
 # A dataset's class prompt where it has its own: CoOp's `CUSTOM_TEMPLATES` (KaiyangZhou/CoOp
 # trainers/zsclip.py), which KgCoOp, CoCoOp and MaPLe use too. Others: records.DEFAULT_TEMPLATE.
 TEMPLATES = {
