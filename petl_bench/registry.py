@@ -116,7 +116,7 @@ _method(
     c.ZeroShotConfig,
     "zeroshot:ZeroShot",
     NONE,
-    'Zero-shot CLIP with the template "a photo of a {class}."; no trainable parameters.',
+    'Zero-shot CLIP with the dataset\'s template ("a photo of a {class}." by default); nothing trains.',
 )
 _method("fullft", c.FullFTConfig, "fullft:FullFT", ST, "Full fine-tuning, one full copy of CLIP per task.")
 _method(
