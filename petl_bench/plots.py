@@ -204,7 +204,12 @@ def _shot_panels(
     _need(not summary.seeds.empty, summary, "any split")
     columns = min(columns, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig, axes = _pyplot().subplots(
+    plt = _pyplot()
+    # A method keeps its colour in every panel, whichever methods a panel lacks.
+    trained = [label for label in summary.labels if summary.methods[label] != "zeroshot"]
+    palette = plt.get_cmap("tab10" if len(trained) <= 10 else "tab20")
+    colours = {label: palette(i % palette.N) for i, label in enumerate(trained)}
+    fig, axes = plt.subplots(
         rows, columns, figsize=(size[0] * columns, size[1] * rows), dpi=DPI, layout="constrained", squeeze=False
     )
     for ax, (task, name) in zip(axes.flat, panels, strict=False):
@@ -219,8 +224,8 @@ def _shot_panels(
             xs, means, stds = zip(*series, strict=True)
             style = (
                 {"linestyle": "--", "color": "0.4", "marker": None}
-                if summary.methods[label] == "zeroshot"
-                else {"marker": "o", "markersize": 4}
+                if label not in colours
+                else {"marker": "o", "markersize": 4, "color": colours[label]}
             )
             ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)
         ax.set_xscale("log", base=2)
@@ -236,12 +241,13 @@ def _shot_panels(
         ax.set_xlabel("shots per class")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
-    handles: dict = {}  # name -> a line of it: every method once, whichever panel has it
+    drawn: dict = {}  # name -> a line of it: every method once, whichever panel has it
     for ax in axes.flat:
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(name, handle)
-    columns = min(len(handles), LEGEND_COLUMNS)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns, fontsize=8)
+            drawn.setdefault(name, handle)
+    names = [name for name in map(column_name, summary.labels) if name in drawn]  # in the grid's order
+    columns = min(len(names), LEGEND_COLUMNS)
+    fig.legend([drawn[name] for name in names], names, loc="outside lower center", ncols=columns, fontsize=8)
     fig.suptitle(_title(summary, title), fontsize=10)
     return _save(fig, path)
 

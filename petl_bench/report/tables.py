@@ -76,10 +76,10 @@ def main_layout(s: Summary) -> Layout:
 
 def ablation_layout(s: Summary) -> Layout:
     """Table 3 (and Figure 4's variants): one row per ablation label, average accuracy per split."""
-    rows = []
+    rows: list[tuple[str, list[LayoutCell]]] = []
     for label in s.labels:
         ours = next((s.params[(label, split)] for split in s.splits if (label, split) in s.params), None)
-        rows.append((label, [s.cell(label, split, AVERAGE) for split in s.splits] + [ParamCell(ours)]))
+        rows.append((label, [*(s.cell(label, split, AVERAGE) for split in s.splits), ParamCell(ours)]))
     return Layout(
         f"{s.name}: {dataset_name(s.dataset)}, average accuracy (%)",
         "variant",
