@@ -349,6 +349,8 @@ def test_a_sweep_of_two_generated_datasets_through_table_plot_and_report(tmp_pat
     assert "[8/8] coop vlcs 2shot seed0: done in " in stdout
     assert stdout.splitlines()[-1] == "e2e: 8 done now, 0 skipped (done before), 0 stale left, 0 failed"
 
+    state = json.loads((out / "sweeps/e2e.json").read_text())
+    assert (state["datasets"], state["roots"]) == (["pacs", "vlcs"], [str(data.resolve())])  # the common root
     # No root given: table, dry run and plot take the one the sweep ran on.
     code, stdout, _ = call(["sweep", path, "--out", out, "--dry-run"])
     assert code == 0 and stdout.splitlines()[-1] == "8 done, 0 stale, 0 to run"
