@@ -20,6 +20,8 @@ from petl_bench.datamodules.synth import write_synthetic
 from petl_bench.files import write_json_atomic
 from petl_bench.plots import DPI, FIGSIZE
 from petl_bench.report import render, summarize
+from petl_bench.report.markup import Site
+from petl_bench.report.pages import paper_table
 from petl_bench.results import record_path
 from petl_bench.sweep.grid import BENCHMARKS, expand_grid, record_of
 
@@ -302,6 +304,13 @@ def test_the_fewshot_table_has_a_column_per_dataset_and_their_average(tmp_path):
     }
     latex = render(summary, "latex")
     assert r"CoOp & " in latex and r"& n/a: no VLCS \\" in latex
+
+    # The report's grid page: the same table, each seed linked beside its cell, the gap said.
+    site = Site(tmp_path / "out", tmp_path / "out/report")
+    page = paper_table(site, site.grid_page("t"), summary)
+    assert "<th>method</th><th>PACS</th><th>VLCS</th><th>Average</th>" in page
+    assert '<td class="gap">n/a: no VLCS</td>' in page and page.count("n/a: no VLCS") == 1
+    assert page.count('title="seed ') == 20  # every counted record, once
 
 
 def test_the_fewshot_figure_has_the_average_and_a_panel_per_dataset(tmp_path):

@@ -199,7 +199,7 @@ def _cell(site: Site, page: Path, cell: LayoutCell, seeds: dict) -> str:
     if cell is None:
         return '<td class="empty"></td>'
     if isinstance(cell, GapCell):
-        return f'<td class="empty">{esc(cell.why)}</td>'
+        return f'<td class="gap">{esc(cell.why)}</td>'
     if isinstance(cell, ParamCell):
         return f'<td class="params">{esc(cell_text(cell))}</td>'
     d = cell.digits
