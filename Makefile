@@ -10,7 +10,7 @@ DEMO_SETS := --set data.root=$(DEMO)/data --set model.pretrained=$(DEMO)/tiny-cl
 # pre-training step took 2.1 s of CPU with two threads, 0.09 s with one (benchmarks/tinyclip_step.py).
 demo demo-sweep beyond-demo: export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot demo-sweep beyond beyond-demo report
+.PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot fewshot demo-sweep beyond beyond-demo report
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,13 @@ kshot:  ## Figure 5: 1/3/6/12-shot Office-Home sweep (DATA=its folder), table an
 	$(call sweep,kshot)
 	$(BIN)/petl-bench table kshot --out $(RESULTS)
 	$(BIN)/petl-bench plot fig5 --grid kshot --out-dir $(RESULTS)
+	$(call report,$(RESULTS))
+
+fewshot:  ## CoOp's benchmark: 11 datasets x 1-16 shots (DATA=their common root, CoOp's folders), table and curves
+	$(call need-data,~/data/coop)
+	$(call sweep,fewshot)
+	$(BIN)/petl-bench table fewshot --out $(RESULTS)
+	$(BIN)/petl-bench plot fewshot --grid fewshot --out-dir $(RESULTS)
 	$(call report,$(RESULTS))
 
 demo-sweep:  ## make demo's grid as a sweep, then its table, Figure 1 and HTML report (its runs, if done, are reused)

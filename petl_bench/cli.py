@@ -330,7 +330,7 @@ def make_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser(
         "sweep", help="run a grid of methods x splits x seeds (benchmarks/*.yaml), skipping runs already done"
     )
-    sweep.add_argument("file", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
+    sweep.add_argument("file", help="table1, table2, ablation, kshot, fewshot, demo, or a grid YAML file")
     sweep.add_argument("--out", default=None, help="results folder (default: results)")
     sweep.add_argument(
         "--launcher", default="local", choices=["local", "slurm"], help="run here, or submit one Slurm job per run"
@@ -367,7 +367,7 @@ def make_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(func=cmd_sweep)
 
     table = sub.add_parser("table", help="a paper-style table from a grid's run records")
-    table.add_argument("grid", help="table1, table2, ablation, kshot, demo, or a grid YAML file")
+    table.add_argument("grid", help="table1, table2, ablation, kshot, fewshot, demo, or a grid YAML file")
     table.add_argument("--out", default=None, help="results folder (default: the grid's, results/)")
     table.add_argument("--format", default="md", choices=["md", "latex", "csv"], help="Markdown, LaTeX or CSV")
     table.add_argument(
@@ -379,15 +379,20 @@ def make_parser() -> argparse.ArgumentParser:
     )
     table.set_defaults(func=cmd_table)
 
-    plot = sub.add_parser("plot", help="the paper's Figure 1, 4 or 5 from a grid's run records")
+    plot = sub.add_parser("plot", help="the paper's Figure 1, 4 or 5, or CoOp's few-shot figure, from a grid's records")
     plot.add_argument(
         "figure",
-        choices=["fig1", "fig4", "fig5"],
-        help="fig1: accuracy vs trainable parameters; fig4: per task; fig5: accuracy vs shots",
+        choices=["fig1", "fig4", "fig5", "fewshot"],
+        help="fig1: accuracy vs trainable parameters; fig4: per task; fig5: accuracy vs shots; "
+        "fewshot: accuracy vs shots per dataset and their average",
     )
-    plot.add_argument("--grid", default=None, help="default: table1 (fig1), ablation (fig4), kshot (fig5)")
+    plot.add_argument(
+        "--grid", default=None, help="default: table1 (fig1), ablation (fig4), kshot (fig5), fewshot (fewshot)"
+    )
     plot.add_argument("--split", default=None, help="fig1, fig4: the split (default: the grid's first)")
-    plot.add_argument("--out", default=None, help="PNG file (default: {results}/figures/FIG-DATASET[-SPLIT].png)")
+    plot.add_argument(
+        "--out", default=None, help="PNG file (default: {results}/figures/FIG-DATASET[-SPLIT].png; FIG-GRID of several)"
+    )
     plot.add_argument("--out-dir", default=None, help="results folder (default: the grid's, results/)")
     plot.add_argument(
         "--set",

@@ -1,8 +1,10 @@
-"""The paper's figures from run records: `petl-bench plot fig1|fig4|fig5`.
+"""The paper's figures from run records: `petl-bench plot fig1|fig4|fig5|fewshot`.
 
 - fig1: average accuracy vs trainable parameters for one split (the table1/table2 grids)
 - fig4: joint train vs MLP prompt vs MmAP per task (the ablation grid)
 - fig5: accuracy vs shots per class, one panel per task (the kshot grid)
+- fewshot: CoOp's figure, accuracy vs shots per class, the average over datasets and a panel per
+  dataset (the fewshot grid)
 
 Figures are drawn from the same `report.Summary` as the tables: only records of the grid's config.
 `run_curves` draws one run's training loss (epochs marked), learning rate and any accuracy per
@@ -23,11 +25,14 @@ import pandas as pd
 from .datamodules.catalog import canonical_split, paper_split, parse_shots
 from .errors import UserError
 from .files import ENCODING, atomic_path, write_text_atomic
-from .report.paper import column_name, dataset_name, split_name
+from .report.paper import column_name, dataset_name, datasets_name, split_name
 from .report.summary import AVERAGE, Summary
 
 DPI = 100
-FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4), "curves": (4.5, 3.2)}  # fig5, curves: per panel
+# fig5, fewshot, curves: per panel
+FIGSIZE = {"fig1": (8.0, 5.5), "fig4": (8.0, 4.5), "fig5": (3.2, 3.4), "fewshot": (3.2, 2.9), "curves": (4.5, 3.2)}
+FEWSHOT_COLUMNS = 4  # panels per row of the fewshot figure: CoOp's 11 datasets and the average fill 3 rows
+LEGEND_COLUMNS = 6  # methods per row of a figure's legend
 FIG4_BARS = {"joint train": "joint train", "MLP prompt": "MLP prompt", "gradient groups": "MmAP"}
 ZERO_PARAMS_FACTOR = 0.1  # methods that train nothing are drawn a decade left of the smallest count
 MAX_BUBBLE, MIN_BUBBLE, STAR_AREA = 2500.0, 25.0, 120.0  # marker areas in points^2
@@ -38,7 +43,12 @@ EPOCH_ACCURACY = re.compile(r"^(train|val)/acc(/.+)?$")  # an accuracy logged pe
 
 def default_figure(figure: str) -> tuple[str, bool]:
     """The grid a figure is drawn from, and whether it is drawn for one split."""
-    return {"fig1": ("table1", True), "fig4": ("ablation", True), "fig5": ("kshot", False)}[figure]
+    return {
+        "fig1": ("table1", True),
+        "fig4": ("ablation", True),
+        "fig5": ("kshot", False),
+        "fewshot": ("fewshot", False),
+    }[figure]
 
 
 def choose_split(summary: Summary, split: str | None) -> str:
@@ -53,7 +63,8 @@ def choose_split(summary: Summary, split: str | None) -> str:
 
 def figure_path(summary: Summary, figure: str, split: str | None) -> Path:
     suffix = f"-{paper_split(summary.dataset, split)}" if split else ""
-    return summary.out / "figures" / f"{figure}-{summary.dataset}{suffix}.png"
+    named = summary.dataset if len(summary.datasets) == 1 else summary.name  # a grid over several: its name
+    return summary.out / "figures" / f"{figure}-{named}{suffix}.png"
 
 
 def _mean_std(summary: Summary, label: str, split: str, task: str) -> tuple[float, float] | None:
@@ -70,10 +81,11 @@ def _need(anything, summary: Summary, what: str) -> None:
 
 
 def _title(summary: Summary, text: str) -> str:
-    """The title, and a second line saying why the results are not the paper's setting, if so."""
+    """The title, and a second line saying why the results are not the paper's (or the benchmark's)
+    setting, if so."""
     if not summary.off_paper:
         return text
-    return text + "\n" + textwrap.fill(f"(not the paper's setting: {'; '.join(summary.off_paper)})", NOTE_WIDTH)
+    return text + "\n" + textwrap.fill(f"(not {summary.setting} setting: {'; '.join(summary.off_paper)})", NOTE_WIDTH)
 
 
 def fig1(summary: Summary, split: str, path: Path) -> Path:
@@ -169,14 +181,38 @@ def fig4(summary: Summary, split: str, path: Path) -> Path:
 
 def fig5(summary: Summary, path: Path) -> Path:
     """Accuracy vs shots per class, a panel per task (and the average), zero-shot dashed."""
+    panels = [(task, task if task != AVERAGE else "Average") for task in summary.tasks]
+    title = f"{dataset_name(summary.dataset)}: accuracy vs shots per class (zero-shot dashed)"
+    return _shot_panels(summary, panels, len(panels), FIGSIZE["fig5"], title, path)
+
+
+def fewshot(summary: Summary, path: Path) -> Path:
+    """CoOp's figure: accuracy vs shots per class, the average over datasets first, then a panel per
+    dataset, `FEWSHOT_COLUMNS` to a row; zero-shot dashed (flat where the test set is one for every
+    shot count, as in CoOp's protocol)."""
+    panels = [(AVERAGE, "Average over datasets"), *((dataset, dataset_name(dataset)) for dataset in summary.datasets)]
+    title = f"{summary.name}: {datasets_name(summary.datasets)}, accuracy vs shots per class (zero-shot dashed)"
+    return _shot_panels(summary, panels, FEWSHOT_COLUMNS, FIGSIZE["fewshot"], title, path)
+
+
+def _shot_panels(
+    summary: Summary, panels: list[tuple[str, str]], columns: int, size: tuple[float, float], title: str, path: Path
+) -> Path:
+    """A panel per (task, title) of accuracy vs shots (log2 x), a line per row of the grid, `columns`
+    panels to a row, one legend below them."""
     shots = [parse_shots(summary.dataset, split) for split in summary.splits]
     _need(not summary.seeds.empty, summary, "any split")
-    tasks = summary.tasks
-    width, height = FIGSIZE["fig5"]
-    fig, axes = _pyplot().subplots(
-        1, len(tasks), figsize=(width * len(tasks), height), dpi=DPI, layout="constrained", squeeze=False
+    columns = min(columns, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    plt = _pyplot()
+    # A method keeps its colour in every panel, whichever methods a panel lacks.
+    trained = [label for label in summary.labels if summary.methods[label] != "zeroshot"]
+    palette = plt.get_cmap("tab10" if len(trained) <= 10 else "tab20")
+    colours = {label: palette(i % palette.N) for i, label in enumerate(trained)}
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(size[0] * columns, size[1] * rows), dpi=DPI, layout="constrained", squeeze=False
     )
-    for ax, task in zip(axes[0], tasks, strict=True):
+    for ax, (task, name) in zip(axes.flat, panels, strict=False):
         for label in summary.labels:
             series = [
                 (n, *v)
@@ -188,22 +224,31 @@ def fig5(summary: Summary, path: Path) -> Path:
             xs, means, stds = zip(*series, strict=True)
             style = (
                 {"linestyle": "--", "color": "0.4", "marker": None}
-                if summary.methods[label] == "zeroshot"
-                else {"marker": "o", "markersize": 4}
+                if label not in colours
+                else {"marker": "o", "markersize": 4, "color": colours[label]}
             )
             ax.errorbar(xs, means, yerr=stds, capsize=2, linewidth=1.2, label=column_name(label), **style)
         ax.set_xscale("log", base=2)
         ax.set_xticks(shots, [str(n) for n in shots])
         ax.minorticks_off()
-        ax.set_title(task if task != AVERAGE else "Average", fontsize=10)
-        ax.set_xlabel("shots per class")
+        ax.set_title(name, fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=8)
-    fig.suptitle(
-        _title(summary, f"{dataset_name(summary.dataset)}: accuracy vs shots per class (zero-shot dashed)"), fontsize=10
-    )
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.5")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("shots per class")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    drawn: dict = {}  # name -> a line of it: every method once, whichever panel has it
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            drawn.setdefault(name, handle)
+    names = [name for name in map(column_name, summary.labels) if name in drawn]  # in the grid's order
+    columns = min(len(names), LEGEND_COLUMNS)
+    fig.legend([drawn[name] for name in names], names, loc="outside lower center", ncols=columns, fontsize=8)
+    fig.suptitle(_title(summary, title), fontsize=10)
     return _save(fig, path)
 
 
@@ -339,6 +384,8 @@ def draw(figure: str, summary: Summary, split: str | None = None, out: Path | No
     key = _drawing_key(figure, str(chosen), _summary_text(summary))
     if _drawn(path, key):
         return path
+    if figure == "fewshot":
+        return _remember(path, key, fewshot(summary, path))
     if chosen is None:
         return _remember(path, key, fig5(summary, path))
     if figure == "fig1":

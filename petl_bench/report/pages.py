@@ -9,12 +9,12 @@ from .. import plots
 from ..errors import UserError
 from .markup import Site, esc, facts, file_link, href, html_page, link, row, table
 from .markup import accuracy as accuracy_text
-from .paper import column_name, dataset_name, split_name
+from .paper import column_name, datasets_name, split_name
 from .state import STATES, GridReport, run_argv_of, run_label, run_off_paper, short_hash
 from .summary import AVERAGE, Cell, Summary
-from .tables import ParamCell, cell_text, counted_phrase, layout, seeds_phrase
+from .tables import GapCell, LayoutCell, ParamCell, cell_text, counted_phrase, layout, seeds_phrase
 
-FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5"}
+FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5", "fewshot": "fewshot"}
 OUTSIDE_LISTED = 200  # runs outside any grid listed on the index; the rest are counted
 
 
@@ -37,7 +37,7 @@ def index_page(
             row(
                 link(page, site.grid_page(g.name), g.name),
                 esc(g.sweep.get("table", "")),
-                esc(dataset_name(str(g.sweep.get("dataset", "")))),
+                esc(datasets_name(list(map(str, g.sweep.get("datasets") or [g.sweep.get("dataset", "")])))),
                 str(len(g.runs)),
                 *(_count_cell(g, state) for state in STATES),
                 _averages(g),
@@ -195,9 +195,11 @@ def paper_table(site: Site, page: Path, summary: Summary) -> str:
     )
 
 
-def _cell(site: Site, page: Path, cell: Cell | ParamCell | None, seeds: dict) -> str:
+def _cell(site: Site, page: Path, cell: LayoutCell, seeds: dict) -> str:
     if cell is None:
         return '<td class="empty"></td>'
+    if isinstance(cell, GapCell):
+        return f'<td class="gap">{esc(cell.why)}</td>'
     if isinstance(cell, ParamCell):
         return f'<td class="params">{esc(cell_text(cell))}</td>'
     d = cell.digits

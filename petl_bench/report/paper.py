@@ -61,6 +61,8 @@ def paper_results() -> pd.DataFrame:
 def paper_lookup(table: str) -> dict[tuple[str, str, str, str], tuple[float, float]]:
     """(dataset, split, method or label, task) -> (mean, std) for a grid's table kind. The k-shot
     grid borrows Tables 1-2, whose splits are k-shot splits too (Office-Home 10pct = 6shot)."""
+    if table == "fewshot":  # CoOp's benchmark: the paper (MmAP's) has none of its numbers
+        return {}
     paper = paper_results()
     paper = paper[paper.table == "table3"] if table == "ablation" else paper[paper.table != "table3"]
     return {(r.dataset, r.split, r.method, r.task): (r.mean, r.std) for r in paper.itertuples()}
@@ -75,6 +77,16 @@ def paper_params() -> dict[str, str]:
 
 def dataset_name(dataset: str) -> str:
     return TITLES.get(dataset, dataset)
+
+
+DATASETS_NAMED = 3  # a heading names this many datasets at most; more are counted
+
+
+def datasets_name(datasets: list[str]) -> str:
+    """A grid's datasets in a heading: `PACS`, `PACS, VLCS`, or `11 datasets`."""
+    if len(datasets) > DATASETS_NAMED:
+        return f"{len(datasets)} datasets"
+    return ", ".join(map(dataset_name, datasets))
 
 
 def split_name(dataset: str, split: str) -> str:

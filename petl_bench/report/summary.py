@@ -95,12 +95,12 @@ class Summary:
     """A grid's runs against the records found: what a table or a figure is drawn from."""
 
     name: str
-    table: str  # table1 | table2 | ablation | kshot
-    dataset: str
+    table: str  # table1 | table2 | ablation | kshot | fewshot
+    datasets: list[str]  # the grid's, in its order: one but for a `fewshot` grid
     labels: list[str]  # row or column labels, in grid order
     methods: dict[str, str]  # label -> method
     splits: list[str]  # Nshot, in grid order
-    tasks: list[str]  # task names in record order, then "average"
+    tasks: list[str]  # task names in record order (fewshot: the datasets), then "average"
     seeds: pd.DataFrame  # one row per counted record and task: label, split, seed, task, accuracy
     cells: pd.DataFrame  # label, split, task -> mean, std, n, paper, paper_std, diff
     params: dict[tuple[str, str], int]  # (label, split) -> our trainable parameters
@@ -111,6 +111,17 @@ class Summary:
     off_paper: list[str] = field(default_factory=list)  # why these results are not the paper's setting
     unusable: list[str] = field(default_factory=list)  # `path (why)` of the grid's record files that are none
     root: str = ""  # the dataset root of the grid's runs; "" when none was given or recorded
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name, or the names of several joined by ", "."""
+        return ", ".join(self.datasets)
+
+    @property
+    def setting(self) -> str:
+        """Whose setting `off_paper` measures against: the paper's, or for CoOp's benchmark (no
+        paper column) the benchmark's."""
+        return "the benchmark's" if self.table == "fewshot" else "the paper's"
 
     @property
     def digits(self) -> int:
@@ -136,10 +147,15 @@ class Summary:
         std, paper, paper_std = (number_or_none(row[c]) for c in ("std", "paper", "paper_std"))
         return Cell(float(row["mean"]), std, paper, paper_std, self.digits, key)
 
+    def lacking(self, label: str, split: str) -> list[str]:
+        """The datasets of which a row of the `fewshot` table has no record (so it has no average)."""
+        return [dataset for dataset in self.datasets if (label, split, dataset) not in self.cells.index]
+
     def banner(self) -> str | None:
         if not self.off_paper:
             return None
-        return f"NOTE: not the paper's setting ({'; '.join(self.off_paper)}): the paper column is for layout only"
+        note = f"NOTE: not {self.setting} setting ({'; '.join(self.off_paper)})"
+        return note if self.table == "fewshot" else f"{note}: the paper column is for layout only"
 
     def footer(self) -> list[str]:
         lines = [f"{len(self.missing)} of {self.n_expected} runs missing"]
@@ -182,7 +198,11 @@ def summarize(grid) -> Summary:
     stale = expected[expected.found_sha256.notna() & (expected.found_sha256 != expected.expected_sha256)]
 
     seeds = done[["label", "split", "path"]].merge(records, on=["path", "split"])
+    if grid.by_dataset:
+        seeds = _by_dataset(seeds, grid.datasets)
     cells = _aggregate(seeds, grid.table)
+    if grid.by_dataset:
+        cells = _with_average(cells, grid.datasets)
     params = {
         (r.label, r.split): int(r.trainable_params) for r in seeds.drop_duplicates(["label", "split"]).itertuples()
     }
@@ -190,11 +210,11 @@ def summarize(grid) -> Summary:
     return Summary(
         name=grid.name,
         table=grid.table,
-        dataset=expected.dataset.iloc[0],
+        datasets=list(grid.datasets),
         labels=labels,
         methods=dict(zip(expected.label, expected.method, strict=True)),
         splits=list(dict.fromkeys(expected.split)),
-        tasks=_task_order(seeds, expected.dataset.iloc[0]),
+        tasks=[*grid.datasets, AVERAGE] if grid.by_dataset else _task_order(seeds, grid.dataset),
         seeds=seeds,
         cells=cells,
         params=params,
@@ -208,7 +228,7 @@ def summarize(grid) -> Summary:
             bool(seeds.synthetic.any()) if not seeds.empty else False,
         ),
         unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
-        root=grid.runs[0].cfg.data.root,
+        root=grid.root,
     )
 
 
@@ -227,6 +247,28 @@ def _aggregate(seeds: pd.DataFrame, table: str) -> pd.DataFrame:
     cells["paper_std"] = pd.array([p[1] for p in paper], dtype="Float64")
     cells["diff"] = cells["mean"] - cells["paper"]
     return cells[columns].set_index(["label", "split", "task"])
+
+
+def _by_dataset(seeds: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Each record's average accuracy, its dataset's name as its task."""
+    seeds = seeds[seeds.task == AVERAGE].copy()
+    seeds["task"] = seeds.dataset
+    seeds["task_index"] = seeds.dataset.map(datasets.index)
+    return seeds
+
+
+def _with_average(cells: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """A `fewshot` table's cells and, for each row and split that has every dataset, their average:
+    the mean of the datasets' means (no std), over as many seeds as the dataset with fewest has."""
+    rows = []
+    for (label, split), group in cells.reset_index().groupby(["label", "split"], sort=False):
+        if set(group.task) == set(datasets):
+            row = {"label": label, "split": split, "task": AVERAGE, "method": group.method.iloc[0], "dataset": ""}
+            rows.append({**row, "mean": group["mean"].mean(), "n": group.n.min()})
+    if not rows:
+        return cells
+    average = pd.DataFrame(rows).set_index(["label", "split", "task"])
+    return pd.concat([cells, average]).astype({"paper": "Float64", "paper_std": "Float64", "diff": "Float64"})
 
 
 def _task_order(seeds: pd.DataFrame, dataset: str) -> list[str]:

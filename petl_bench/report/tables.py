@@ -1,7 +1,8 @@
-"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot`.
+"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot|fewshot`.
 
 The layouts are the paper's (Tables 1-2: tasks x methods per split; Table 3: variants x splits;
-Figure 5 as numbers: methods x shots per task); the formats are Markdown, LaTeX and tidy CSV. The
+Figure 5 as numbers: methods x shots per task) and CoOp's benchmark (fewshot: per shot count,
+methods x datasets and their average); the formats are Markdown, LaTeX and tidy CSV. The
 heading above a table says what its cells are (a mean ± std over how many seeds, or one seed each)
 and how many of the grid's runs they count, so it agrees with the footer that lists the rest.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import write_text_atomic
-from .paper import column_name, dataset_name, paper_params, split_name
+from .paper import DATASETS_NAMED, column_name, dataset_name, datasets_name, paper_params, split_name
 from .summary import AVERAGE, Cell, Summary, number_or_none
 
 
@@ -25,10 +26,18 @@ class ParamCell:
     paper: str | None = None  # the paper's figure in M as printed, "-" for none
 
 
+@dataclass(frozen=True)
+class GapCell:
+    why: str  # why the cell has no value, e.g. "n/a: no DTD"
+
+
+LayoutCell = Cell | ParamCell | GapCell | None
+
+
 @dataclass
 class Block:
     title: str
-    rows: list[tuple[str, list[Cell | ParamCell | None]]]
+    rows: list[tuple[str, list[LayoutCell]]]
 
 
 @dataclass
@@ -40,7 +49,8 @@ class Layout:
 
 
 def layout(summary: Summary) -> Layout:
-    return {"ablation": ablation_layout, "kshot": kshot_layout}.get(summary.table, main_layout)(summary)
+    layouts = {"ablation": ablation_layout, "kshot": kshot_layout, "fewshot": fewshot_layout}
+    return layouts.get(summary.table, main_layout)(summary)
 
 
 def main_layout(s: Summary) -> Layout:
@@ -48,7 +58,7 @@ def main_layout(s: Summary) -> Layout:
     printed = paper_params() if s.dataset == "officehome" else {}  # the paper counts Office-Home only
     blocks = []
     for split in s.splits:
-        rows: list[tuple[str, list[Cell | ParamCell | None]]] = [
+        rows: list[tuple[str, list[LayoutCell]]] = [
             (task if task != AVERAGE else "Average", [s.cell(label, split, task) for label in s.labels])
             for task in s.tasks
         ]
@@ -66,10 +76,10 @@ def main_layout(s: Summary) -> Layout:
 
 def ablation_layout(s: Summary) -> Layout:
     """Table 3 (and Figure 4's variants): one row per ablation label, average accuracy per split."""
-    rows = []
+    rows: list[tuple[str, list[LayoutCell]]] = []
     for label in s.labels:
         ours = next((s.params[(label, split)] for split in s.splits if (label, split) in s.params), None)
-        rows.append((label, [s.cell(label, split, AVERAGE) for split in s.splits] + [ParamCell(ours)]))
+        rows.append((label, [*(s.cell(label, split, AVERAGE) for split in s.splits), ParamCell(ours)]))
     return Layout(
         f"{s.name}: {dataset_name(s.dataset)}, average accuracy (%)",
         "variant",
@@ -95,6 +105,41 @@ def kshot_layout(s: Summary) -> Layout:
     )
 
 
+def fewshot_layout(s: Summary) -> Layout:
+    """CoOp's benchmark: per shot count, methods x datasets, and the average over datasets."""
+    blocks = [
+        Block(
+            split_name(s.dataset, split),
+            [
+                (
+                    column_name(label),
+                    [*(s.cell(label, split, dataset) for dataset in s.datasets), _average(s, label, split)],
+                )
+                for label in s.labels
+            ],
+        )
+        for split in s.splits
+    ]
+    return Layout(
+        f"{s.name}: {datasets_name(s.datasets)}, accuracy (%) by shots per class "
+        "(Average: the mean of the datasets' means)",
+        "method",
+        [*map(dataset_name, s.datasets), "Average"],
+        blocks,
+    )
+
+
+def _average(s: Summary, label: str, split: str) -> Cell | GapCell:
+    """A fewshot row's average, or why it has none: the datasets it lacks."""
+    cell = s.cell(label, split, AVERAGE)
+    if cell is not None:
+        return cell
+    lacking = s.lacking(label, split)
+    if len(lacking) > DATASETS_NAMED:
+        return GapCell(f"n/a: {len(lacking)} of {len(s.datasets)} datasets missing")
+    return GapCell(f"n/a: no {', '.join(map(dataset_name, lacking))}")
+
+
 # -- formats ---------------------------------------------------------------------------------------
 def millions(count: int) -> str:
     if count == 0:
@@ -111,6 +156,8 @@ def cell_text(cell, latex: bool = False) -> str:
     if cell is None:
         return ""
     pm = r"$\pm$" if latex else " ± "
+    if isinstance(cell, GapCell):
+        return _latex_escape(cell.why) if latex else cell.why
     if isinstance(cell, ParamCell):
         ours = "" if cell.ours is None else millions(cell.ours)
         return ours if cell.paper is None else f"{ours or '?'} (paper {cell.paper})"
@@ -237,7 +284,7 @@ def to_csv(summary: Summary) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    base = {"table": summary.name, "dataset": summary.dataset}
+    base = {"table": summary.name}
     order = {
         "split": {s: i for i, s in enumerate(summary.splits)},
         "label": {label: i for i, label in enumerate(summary.labels)},
@@ -249,6 +296,7 @@ def to_csv(summary: Summary) -> str:
         writer.writerow(
             {
                 **base,
+                "dataset": r.dataset,
                 "split": r.split,
                 "label": r.label,
                 "method": r.method,
@@ -259,12 +307,18 @@ def to_csv(summary: Summary) -> str:
                 "trainable_params": r.trainable_params,
             }
         )
+    # A record's own count: a fewshot row's datasets differ in classes, and its average has none.
+    params = {
+        (r.label, r.split, r.task): r.trainable_params
+        for r in summary.seeds.drop_duplicates(["label", "split", "task"]).itertuples()
+    }
     keys = [(label, split, task) for split in summary.splits for label in summary.labels for task in summary.tasks]
     for label, split, task in filter(summary.cells.index.__contains__, keys):
         r = summary.cells.loc[(label, split, task)]
         writer.writerow(
             {
                 **base,
+                "dataset": r["dataset"],  # "" for a fewshot row's average over datasets
                 "split": split,
                 "label": label,
                 "method": r["method"],
@@ -276,7 +330,7 @@ def to_csv(summary: Summary) -> str:
                 "paper": _csv_num(r["paper"]),
                 "paper_std": _csv_num(r["paper_std"]),
                 "diff": _csv_num(r["diff"]),
-                "trainable_params": summary.params.get((label, split), ""),
+                "trainable_params": params.get((label, split, task), ""),
             }
         )
     return out.getvalue()

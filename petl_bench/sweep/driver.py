@@ -34,9 +34,12 @@ def sweep(
     statuses = [state.run_status(run) for run in grid.runs]
     counts = Counter(statuses)
     with_status = list(zip(grid.runs, statuses, strict=True))
+    several = len(grid.datasets) > 1
+    datasets = f"datasets {grid.dataset} x " if several else ""
     print(
-        f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x splits {', '.join(grid.splits)} "
-        f"x seeds {', '.join(map(str, grid.seeds))} on {grid.dataset}; records under {grid.out / 'runs'}"
+        f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x {datasets}splits {', '.join(grid.splits)} "
+        f"x seeds {', '.join(map(str, grid.seeds))}{'' if several else f' on {grid.dataset}'}; "
+        f"records under {grid.out / 'runs'}"
     )
     unusable = state.unusable_records([run for run, status in with_status if status == "todo"])
     if unusable:
@@ -46,7 +49,8 @@ def sweep(
     if dry_run:
         for run, status in with_status:
             cfg = run.cfg
-            print(f"  {status:<7}  {run.label:<20} {cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
+            dataset = f"{cfg.data.dataset:<15} " if several else ""
+            print(f"  {status:<7}  {run.label:<20} {dataset}{cfg.data.split:<6} seed{cfg.data.seed}  {record_of(run)}")
         print(
             f"{counts['done']} done, {counts['stale']} stale, {counts['todo']} to run"
             + (f", {counts['running']} running in another process" if counts["running"] else "")
@@ -63,7 +67,7 @@ def sweep(
         if status == "todo" or (status == "stale" and rerun_stale)
     ]
     if todo:
-        _check_root(grid)
+        _check_root(grid, [run for run, _ in todo])
     print(
         f"{counts['done']} already done, {len(todo)} to run ({launcher})"
         + (f", {counts['running']} running in another process (skipped)" if counts["running"] else ""),
@@ -102,7 +106,7 @@ def _launch(
 ) -> list[JobResult]:
     # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
     jobs = [
-        Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"])
+        Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"], len(grid.datasets) > 1)
         for number, (run, force) in enumerate(todo, 1)
     ]
     if launcher == "slurm":
@@ -110,10 +114,19 @@ def _launch(
     return local.run_local(jobs, local.gpu_slots(gpus), runs_per_gpu, fresh_process)
 
 
-def _check_root(grid: Grid) -> None:
-    root = grid.runs[0].cfg.data.root
+def _check_root(grid: Grid, todo: list[GridRun]) -> None:
+    """The root, and for a grid over several datasets the folder of each dataset with runs to do."""
+    root = grid.root
     if not root:
         raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
     if not Path(root).expanduser().is_dir():
         raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")
+    if len(grid.datasets) > 1:
+        folders = dict.fromkeys((run.cfg.data.dataset, run.cfg.data.root) for run in todo)
+        missing = [f"{dataset} ({folder})" for dataset, folder in folders if not Path(folder).expanduser().is_dir()]
+        if missing:
+            raise UserError(
+                f"dataset root {root} lacks the folder of {', '.join(missing)}: a grid over several datasets "
+                "runs each on its folder under data.root (catalog.DATASET_FOLDERS)"
+            )
     check_writable_folder(grid.out, "--out")

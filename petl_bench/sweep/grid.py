@@ -3,8 +3,8 @@
 A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
-    table: table1                # the report's layout: table1 | table2 | ablation | kshot
-    dataset: officehome          # a name in config.DATASETS
+    table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot
+    dataset: officehome          # a name in config.DATASETS; or `datasets: [a, b, ...]` (below)
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     set:                         # `section.key: value` for every run, as `--set` (optional)
@@ -19,6 +19,12 @@ Precedence, lowest first: the dataclass defaults, the grid's `set`, a method ent
 command line's `--set` (where `slurm.key=value` sets the Slurm block). The dataset root is not part
 of a grid: give it with `--set data.root=DIR` (a sweep keeps it in `{out}/sweeps/{grid}.json`, where
 `table` and `--dry-run` find it when not given one: `state.on_swept_root`).
+
+A grid over several datasets (`datasets: [caltech101, dtd, ...]` instead of `dataset:`; its table is
+`fewshot`, whose columns are the datasets) expands into the runs of each dataset in turn; there
+`data.root=DATA` names their common root and each dataset runs on `DATA/{folder}`, its folder in
+`catalog.DATASET_FOLDERS` (CoOp's DATASETS.md names), else its name. A sweep names the folders that
+are missing in one line before anything runs. A grid of one dataset takes the root as it is.
 
 Each run's config is built by the same code as `petl-bench run` builds it (`runargs`), so a sweep's
 run and a hand-typed run are one and the same. The module imports no torch (tests/test_layers.py);
@@ -37,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from ..config import DATASETS, RunConfig, parse_value
-from ..datamodules.catalog import parse_shots
+from ..datamodules.catalog import DATASET_FOLDERS, parse_shots
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
@@ -45,8 +51,9 @@ from ..results import record_path
 from ..runargs import build_run_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
-TABLES = ("table1", "table2", "ablation", "kshot")
-GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "set", "methods", "slurm")
+TABLES = ("table1", "table2", "ablation", "kshot", "fewshot")
+BY_DATASET = "fewshot"  # the table whose columns are datasets: the one a grid over several takes
+GRID_KEYS = ("name", "table", "dataset", "datasets", "splits", "seeds", "set", "methods", "slurm")
 ENTRY_KEYS = ("method", "label", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -73,7 +80,7 @@ class GridRun:
 class Grid:
     name: str
     table: str
-    dataset: str
+    datasets: list[str]  # one, or several in a `datasets:` grid, in its order
     runs: list[GridRun]
     slurm: SlurmConfig
     path: Path = Path()  # the grid file
@@ -83,6 +90,17 @@ class Grid:
     labels: list[str] = field(default_factory=list)  # row order
     overrides: list[str] = field(default_factory=list)  # the command line's --set items
     text: str = ""  # the grid file's content as expanded
+    root: str = ""  # the dataset root given (`data.root`), for several datasets their common root
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name, or the names of several joined by ", " (for lines and headings)."""
+        return ", ".join(self.datasets)
+
+    @property
+    def by_dataset(self) -> bool:
+        """Whether its table's columns are its datasets (each record counts by its average)."""
+        return self.table == BY_DATASET
 
 
 def grid_file(name_or_path: str) -> Path:
@@ -104,15 +122,14 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     text = _read_text(path) if text is None else text
     spec = _read_yaml(path, text)
     _check_keys(path, "", spec, GRID_KEYS)
-    dataset = _required(path, spec, "dataset")
-    if dataset not in DATASETS:
-        raise UserError(f"{path}: dataset: unknown {dataset!r} (known: {', '.join(DATASETS)})")
     table = _required(path, spec, "table")
     if table not in TABLES:
         raise UserError(f"{path}: table: unknown layout {table!r} (known: {', '.join(TABLES)})")
+    datasets = _datasets(path, spec, table)
     splits = [str(s) for s in _list(path, "splits", _required(path, spec, "splits"))]
-    for split in splits:
-        _in(path, "splits", parse_shots, dataset, split)
+    for dataset in datasets:
+        for split in splits:
+            _in(path, "splits", parse_shots, dataset, split)
     seeds = _list(path, "seeds", spec.get("seeds", list(DEFAULT_SEEDS)))
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
@@ -122,31 +139,36 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
 
     runs: list[GridRun] = []
     labels: list[str] = []
+    roots: list[str] = []  # the root each entry's runs are given, before the per-dataset rule
     seen: dict[Path, str] = {}  # record -> the label of the entry that makes it
     entries = _list(path, "methods", _required(path, spec, "methods"))
     for i, entry in enumerate(entries):
         where = f"methods[{i}]"
         method, label, entry_sets = _entry(path, where, entry)
         labels.append(label)
-        for split in splits:
-            for seed in seeds:
-                cfg = _in(path, where, _build, method, dataset, split, seed, out, grid_sets + entry_sets, run_sets)
-                run = GridRun(label, cfg)
-                key = record_of(run)
-                if key in seen and seen[key] != label:
-                    raise UserError(
-                        f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
-                        f"({key.parent.name}); give one of them another setting"
-                    )
-                seen[key] = label
-                runs.append(run)
+        for dataset in datasets:
+            for split in splits:
+                for seed in seeds:
+                    cfg = _in(path, where, _build, method, dataset, split, seed, out, grid_sets + entry_sets, run_sets)
+                    roots.append(cfg.data.root)
+                    if len(datasets) > 1:
+                        cfg = dataset_root(cfg)
+                    run = GridRun(label, cfg)
+                    key = record_of(run)
+                    if key in seen and seen[key] != label:
+                        raise UserError(
+                            f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                            f"({key.parent.name}); give one of them another setting"
+                        )
+                    seen[key] = label
+                    runs.append(run)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
     name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
     return Grid(
         name=name,
         table=table,
-        dataset=dataset,
+        datasets=datasets,
         runs=runs,
         slurm=slurm,
         path=path,
@@ -156,6 +178,21 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         labels=labels,
         overrides=list(overrides),
         text=text,
+        root=roots[0] if roots else "",
+    )
+
+
+def dataset_folder(root: str, dataset: str) -> str:
+    """Where a grid over several datasets runs `dataset`: its folder under their common root."""
+    return str(Path(root) / DATASET_FOLDERS.get(dataset, dataset))
+
+
+def dataset_root(cfg: RunConfig) -> RunConfig:
+    """`cfg` on its dataset's folder under the common root it names (none given: as it is)."""
+    if not cfg.data.root:
+        return cfg
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, root=dataset_folder(cfg.data.root, cfg.data.dataset))
     )
 
 
@@ -166,6 +203,23 @@ def record_of(run: GridRun) -> Path:
 
 def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
     return build_run_config(method, dataset, "", split, seed, out=out, overrides=[*grid_sets, *run_sets])
+
+
+def _datasets(path: Path, spec: dict, table: str) -> list[str]:
+    """`dataset: a` or `datasets: [a, b, ...]` (one of the two), each a known name, none twice."""
+    if ("dataset" in spec) == ("datasets" in spec):
+        raise UserError(f"{path}: give one of 'dataset' (a name) or 'datasets' (a list of names)")
+    key = "dataset" if "dataset" in spec else "datasets"
+    value = _required(path, spec, key)
+    datasets = [value] if key == "dataset" else _list(path, key, value)
+    for dataset in datasets:
+        if dataset not in DATASETS:
+            raise UserError(f"{path}: {key}: unknown {dataset!r} (known: {', '.join(DATASETS)})")
+    if len(set(datasets)) != len(datasets):
+        raise UserError(f"{path}: datasets: each dataset once (got {', '.join(datasets)})")
+    if len(datasets) > 1 and table != BY_DATASET:
+        raise UserError(f"{path}: table: a grid over several datasets takes table: {BY_DATASET} (got {table})")
+    return datasets
 
 
 # -- reading the YAML ------------------------------------------------------------------------------

@@ -22,11 +22,13 @@ class Job:
     total: int
     run: GridRun
     argv: list[str]  # the run's `petl-bench` command line (`run ...`), as `runcommand.run_command` takes it
+    named_dataset: bool = False  # progress lines name the run's dataset (its grid has several)
 
     @property
     def title(self) -> str:
         cfg = self.run.cfg
-        return f"[{self.number}/{self.total}] {self.run.label} {cfg.data.split} seed{cfg.data.seed}"
+        dataset = f" {cfg.data.dataset}" if self.named_dataset else ""
+        return f"[{self.number}/{self.total}] {self.run.label}{dataset} {cfg.data.split} seed{cfg.data.seed}"
 
     @property
     def log(self) -> Path:

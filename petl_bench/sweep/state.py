@@ -97,6 +97,7 @@ def save(grid: Grid, outcomes: list[dict]) -> Path:
             "grid": grid.name,
             "table": grid.table,
             "dataset": grid.dataset,
+            "datasets": grid.datasets,
             "grid_file": str(grid.path.resolve()),
             "grid_text": grid.text,
             "overrides": grid.overrides,
@@ -118,8 +119,9 @@ def save(grid: Grid, outcomes: list[dict]) -> Path:
 
 
 def grid_root(grid: Grid) -> str:
-    """The dataset root the grid's runs name ("" for none: a table's grid given no --set data.root)."""
-    return grid.runs[0].cfg.data.root if grid.runs else ""
+    """The dataset root the grid was given ("" for none: a table's grid given no --set data.root);
+    of a grid over several datasets, their common root."""
+    return grid.root
 
 
 def swept_roots(out: Path, grid_name: str) -> list[str]:
