@@ -238,7 +238,6 @@ class PetlModule(Hooks, L.LightningModule):
     def configure_optimizers(self):
         params = self.apply_trainable()
         optim = self.optim
-        optimizer: torch.optim.Optimizer
         if optim.optimizer == "adamw":  # torch's default betas, as CLIP-LoRA and Tip-Adapter use them
             optimizer = torch.optim.AdamW(params, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
         else:

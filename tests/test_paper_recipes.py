@@ -188,3 +188,40 @@ def test_every_method_runs_its_paper_recipe_through_the_cli(name, folder_root, t
     out = run_ok(folder_root, tmp_path, name, "--recipe", "paper", "--set", "train.fast_dev_run=true", split="1shot")
     assert f"recipe: paper (recipes/{recipes.paper_recipe(name).path.name}, from " in out
     assert re.search(rf"^{name}(-\S+)?\+paper@tiny on folder 1shot seed 0 ", out, re.MULTILINE), out
+
+
+# -- selection reads no test label ---------------------------------------------------------------------
+def scrambled(records: list, seed: int = 0) -> list:
+    """The records with their labels (and class names) shuffled among them: a test set no selection may read."""
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [
+        dataclasses.replace(record, label=records[j].label, classname=records[j].classname)
+        for record, j in zip(records, order, strict=True)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["linear-probe", "tip-adapter-f"])
+def test_what_prepare_selects_is_the_same_when_the_test_labels_are_scrambled(
+    name, tiny_backbone, folder_data, tmp_path
+):
+    """The linear probe chooses C on held-out training shots and Tip-Adapter-F's alpha and beta are the
+    recipe's, never searched: scrambling the test set's labels changes neither, nor the fitted state."""
+    from petl_bench.registry import get_method
+
+    entry = get_method(name)
+    run = build_run_config(name, "folder", folder_data.cfg.root, split="2shot", recipe="paper")
+    chosen, states = [], []
+    for attempt in ("as drawn", "scrambled"):
+        if attempt == "scrambled":
+            before = [record.label for record in folder_data.test_records]
+            folder_data.test_records = scrambled(folder_data.test_records)
+            assert [record.label for record in folder_data.test_records] != before
+        L.seed_everything(0, verbose=False)  # Tip-Adapter-F's cache averages random augmentations
+        params, prepared = entry.cls.prepare(run, tiny_backbone, folder_data, tmp_path / attempt)
+        chosen.append((dataclasses.replace(params, state=""), prepared))
+        states.append(torch.load(params.state, weights_only=True))
+    assert chosen[0] == chosen[1]
+    assert states[0].keys() == states[1].keys() and all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    if name == "linear-probe":
+        assert set(chosen[0][1]["linear_probe"]["c"]) == {task.name for task in folder_data.tasks}  # one C per task
