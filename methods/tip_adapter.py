@@ -22,7 +22,8 @@ its predictions are zero-shot's.
 Departures from the official code (main.py, utils.py): alpha and beta stay at their initial values
 (their ImageNet config's 1.17 and 1.0) instead of being searched on a validation set, which a k-shot
 split does not have; the cache's augmentation is the suite's training transform (their crop scale
-is 0.5-1); keys train with the suite's SGD recipe instead of AdamW (lr 1e-3, 20 epochs); zero-shot
+is 0.5-1); keys train with the suite's SGD recipe, or with theirs (AdamW lr 1e-3, eps 1e-4, 20 epochs,
+batch 256, each dataset's initial alpha) under `--recipe paper` (benchmarks/recipes/tip-adapter-f.yaml); zero-shot
 logits use the model's logit scale (100 for OpenAI CLIP, their fixed factor).
 """
 

@@ -99,6 +99,14 @@ def resumable_checkpoint(work_dir: Path, cfg: RunConfig) -> tuple[Path | None, d
     return last, checkpoint if trained else None
 
 
+def training_ends(trainer, epochs: int) -> bool:
+    """Whether training ends with `epochs` done: the last epoch, or the steps of an iteration-based
+    run (`max_steps`) are done (its `max_epochs` is -1)."""
+    if trainer.max_steps > 0:
+        return trainer.global_step >= trainer.max_steps
+    return epochs >= trainer.max_epochs
+
+
 class RunProgress(Callback):
     """A run's progress over all its attempts, saved in each epoch checkpoint and restored from it:
     epochs done, attempts, wall time and training throughput so far, and the RNG states at the
@@ -137,7 +145,7 @@ class RunProgress(Callback):
             "seconds": self.seconds,
             "rng": capture_rng(),
         }
-        if epochs >= trainer.max_epochs:  # nothing trains after this one: weights suffice
+        if training_ends(trainer, epochs):  # nothing trains after this one: weights suffice
             for key in TRAINER_ONLY:
                 checkpoint.pop(key, None)
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DATASETS, DataConfig, ModelConfig, RunConfig
+from .config import DATASETS, RECIPES, DataConfig, ModelConfig, RunConfig
 from .errors import UserError, did_you_mean
 from .runargs import add_run_options
 from .runcommand import answered, format_accuracy, run_from_args
@@ -48,6 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             params=from_dict(get_method(method).config_cls, params),
             **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()},
             out=out,
+            recipe=saved.get("recipe", "shared"),
         )
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
@@ -91,6 +92,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     from .config import SECTION_CLASSES, settable_fields
     from .registry import get_method, method_names
 
+    if args.recipe != "shared":
+        return _recipe_config(args)
     every_run = [row for section, cls in SECTION_CLASSES.items() for row in settable_fields(cls, section)]
     blocks = [("every run (its data, model, optim, train and logging sections)", every_run)]
     users: dict[type, list[str]] = {}  # config class -> the methods it configures
@@ -99,13 +102,35 @@ def cmd_config(args: argparse.Namespace) -> int:
     for config_cls, names in users.items():
         rows = settable_fields(config_cls, "method") or [("(none)", "", "", "")]
         blocks.append((f"{', '.join(names)} ({config_cls.__name__})", rows))
-    width = max(len(row[0]) for _, rows in blocks for row in rows) + 2
     print("`--set KEY=VALUE` keys (petl-bench run, sweep, table and plot take them):")
+    _print_blocks(blocks)
+    return 0
+
+
+def _recipe_config(args: argparse.Namespace) -> int:
+    """`config --method M --recipe paper`: every key's value for a run of M on `--dataset` and
+    `--split` under the method's own recipe, before any --set."""
+    from .config import SECTION_CLASSES, settable_fields
+    from .runargs import build_run_config
+    from .runcommand import recipe_line
+
+    if not args.method:
+        raise UserError("config --recipe paper: name the method (--method M): each has its own recipe")
+    cfg = build_run_config(args.method, args.dataset, "", args.split, recipe=args.recipe)
+    print(recipe_line(cfg))
+    print(f"\nthe values of a {cfg.run_name} run on {args.dataset} {args.split} (before any --set):")
+    sections = [(section, getattr(cfg, section)) for section in SECTION_CLASSES]
+    rows = [row for section, values in sections for row in settable_fields(type(values), section, values)]
+    _print_blocks([("every run", rows), (cfg.method, settable_fields(type(cfg.params), "method", cfg.params))])
+    return 0
+
+
+def _print_blocks(blocks: list[tuple[str, list[tuple[str, str, str, str]]]]) -> None:
+    width = max(len(row[0]) for _, rows in blocks for row in rows) + 2
     for title, rows in blocks:
         print(f"\n{title}:")
-        for key, kind, default, limits in rows:
-            print(f"  {key:<{width}}{kind:<12} {default:<15} {limits}".rstrip())
-    return 0
+        for key, kind, value, limits in rows:
+            print(f"  {key:<{width}}{kind:<12} {value:<15} {limits}".rstrip())
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -314,6 +339,22 @@ def make_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="every `--set` key of a run, with its type, default and range")
     config.add_argument("--method", default=None, help="list this method's keys (default: every method's)")
+    config.add_argument(
+        "--recipe",
+        default="shared",
+        choices=RECIPES,
+        help="paper: with --method, the values of the method's own recipe for --dataset and --split",
+    )
+    config.add_argument(
+        "--dataset",
+        default=DataConfig.dataset,
+        choices=DATASETS,
+        metavar="DATASET",
+        help="with --recipe paper: whose values the recipe gives",
+    )
+    config.add_argument(
+        "--split", default=DataConfig.split, help="with --recipe paper: whose shot count picks the recipe's values"
+    )
     config.set_defaults(func=cmd_config)
 
     params = sub.add_parser("params", help="trainable parameters of every method beside the paper's")

@@ -148,7 +148,9 @@ class ModelConfig:
 
 
 SCHEDULES = ("dassl", "linear-cosine")
+OPTIMIZERS = ("sgd", "adamw")
 TASK_LOSSES = ("sum", "mean")
+RECIPES = ("shared", "paper")  # the suite's one recipe for every method (MmAP's), or each method's own
 
 
 @dataclass
@@ -157,12 +159,16 @@ class OptimConfig:
     `DataConfig`); momentum, weight decay, the warm-up and the schedule are the reference code's,
     Dassl's as MaPLe's `vit_b16_c2_ep5_batch4_2ctx.yaml` configures it (docs/faithfulness.md)."""
 
+    # sgd: torch's SGD with `momentum`; adamw: torch's AdamW, its default betas, `eps` (`momentum` unused)
+    optimizer: str = rule("sgd", choices=OPTIMIZERS)
     lr: float = rule(0.0035, gt=0)  # the paper's
+    eps: float = rule(1e-8, gt=0)  # AdamW's epsilon (torch's default; Tip-Adapter-F's 1e-4); unused by sgd
     momentum: float = rule(0.9, ge=0, lt=1)  # Dassl's default OPTIM.MOMENTUM
     weight_decay: float = rule(5e-4, ge=0)  # Dassl's default OPTIM.WEIGHT_DECAY
     # dassl: stepped per epoch, `warmup_lr` for `warmup_epochs`, then cosine over `train.epochs`
     # counted from the warm-up's end (Dassl's ConstantWarmupScheduler + CosineAnnealingLR);
-    # linear-cosine: stepped per batch, linear warm-up from 0 over `warmup_epochs`, cosine to 0.
+    # linear-cosine: stepped per batch, linear warm-up from 0 over `warmup_epochs`, cosine to 0
+    # at the last step (of `train.epochs`, or of `train.iterations`).
     schedule: str = rule("dassl", choices=SCHEDULES)
     warmup_epochs: int = rule(1, ge=0)  # MaPLe's WARMUP_EPOCH
     warmup_lr: float = rule(1e-5, ge=0)  # the dassl warm-up's constant lr, MaPLe's WARMUP_CONS_LR
@@ -170,7 +176,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = rule(5, ge=1)  # the paper's
+    epochs: int = rule(5, ge=1)  # the paper's; unused when `iterations` is set
+    # 0: train `epochs` epochs; N: train N optimiser steps (as CLIP-LoRA counts), epochs as many as they take
+    iterations: int = rule(0, ge=0)
     # Lightning's, e.g. 32-true; auto: bf16-mixed on a GPU with bf16, else 32-true
     precision: str = rule("auto", choices=PRECISIONS)
     accelerator: str = rule("auto", choices=ACCELERATORS)
@@ -200,11 +208,15 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "results"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # whose recipe the sections start from (`petl_bench.recipes`): the suite's shared one, or the method's paper's
+    recipe: str = rule("shared", choices=RECIPES)
 
     @property
     def run_name(self) -> str:
-        """The method plus a tag for any non-default variant, e.g. `coop-mt@ViT-S-32`."""
+        """The method plus a tag for any non-default variant, e.g. `coop-mt+paper@ViT-S-32`."""
         name = self.method + self.params.tag()
+        if self.recipe != "shared":
+            name += f"+{self.recipe}"
         if (self.model.arch, self.model.pretrained) != (DEFAULT_ARCH, DEFAULT_PRETRAINED):
             name += f"@{self.model.arch}"
             if self.model.pretrained not in (None, DEFAULT_PRETRAINED):
@@ -217,6 +229,7 @@ class RunConfig:
             "params": dataclasses.asdict(self.params),
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
             "out": self.out,
+            "recipe": self.recipe,
         }
 
     def sha256(self) -> str:
@@ -239,6 +252,9 @@ class RunConfig:
             data["split"] = canonical_split(dataset, data["split"])
         if data.get("batch_size") == 0 and dataset in PAPER_BATCH_SIZE:
             data["batch_size"] = PAPER_BATCH_SIZE[dataset]
+        train = d.get("train", {})
+        if train.get("iterations"):  # a run of N steps trains as long whatever `epochs` says
+            train.pop("epochs", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -253,17 +269,17 @@ SECTION_CLASSES = {
 }  # the sections every run has; `params` is the method's
 
 
-def settable_fields(cls, prefix: str) -> list[tuple[str, str, str, str]]:
+def settable_fields(cls, prefix: str, values=None) -> list[tuple[str, str, str, str]]:
     """(`--set` key, type, default, range) of every field of config class `cls`, from its
-    annotations and rules: what `petl-bench config` lists."""
+    annotations and rules: what `petl-bench config` lists. `values`, an instance of `cls`: its
+    values instead of the defaults (a recipe's)."""
     hints = typing.get_type_hints(cls)
     rows = []
     for f in dataclasses.fields(cls):
         kind = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
         limits = f.metadata["rule"].describe() if "rule" in f.metadata else ("true or false" if kind == "bool" else "")
-        rows.append(
-            (f"{prefix}.{f.name}", kind, repr(f.default) if isinstance(f.default, str) else str(f.default), limits)
-        )
+        value = f.default if values is None else getattr(values, f.name)
+        rows.append((f"{prefix}.{f.name}", kind, repr(value) if isinstance(value, str) else str(value), limits))
     return rows
 
 
@@ -275,7 +291,24 @@ def validate(cfg: RunConfig) -> RunConfig:
     for section in SETTABLE:
         if section != "params":
             _keep_rules(getattr(cfg, section), section)
+    problem = _rule(RunConfig, "recipe").problem(cfg.recipe)
+    if problem:
+        raise UserError(f"--recipe {cfg.recipe!r}: {problem}")
+    check_sections(cfg)
     return cfg
+
+
+def check_sections(cfg: RunConfig) -> None:
+    """Constraints between the sections' fields, as `MethodConfig.check` is between a method's."""
+    if cfg.train.iterations and cfg.optim.schedule == "dassl":
+        raise UserError(
+            f"train.iterations={cfg.train.iterations}: optim.schedule=dassl steps once per epoch; "
+            "an iteration-based run takes optim.schedule=linear-cosine"
+        )
+
+
+def _rule(cls, name: str) -> Rule:
+    return next(f.metadata["rule"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 def validate_params(params: MethodConfig) -> MethodConfig:

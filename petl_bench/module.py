@@ -1,8 +1,9 @@
 """`PetlModule`: the LightningModule every tuning method subclasses.
 
 It owns the frozen backbone and all training and evaluation logic: logits, the per-task loss, SGD
-with Dassl's warm-up + cosine schedule (`petl_bench.schedule`), per-task accuracy, and checkpoints
-that hold only trainable parameters. A method builds its parameters in `__init__` and overrides the `Hooks` it needs:
+or AdamW (`optim.optimizer`) with Dassl's warm-up + cosine schedule (`petl_bench.schedule`),
+per-task accuracy, and checkpoints that hold only trainable parameters. A method builds its
+parameters in `__init__` and overrides the `Hooks` it needs:
 
     @register_method("coop-mt", CoOpConfig)
     class CoOpMT(PetlModule):
@@ -237,10 +238,15 @@ class PetlModule(Hooks, L.LightningModule):
     def configure_optimizers(self):
         params = self.apply_trainable()
         optim = self.optim
-        optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
-        interval, factor = lr_factor(
-            optim, max(1, self.trainer.max_epochs or 1), max(1, int(self.trainer.estimated_stepping_batches))
-        )
+        if optim.optimizer == "adamw":  # torch's default betas, as CLIP-LoRA and Tip-Adapter use them
+            optimizer = torch.optim.AdamW(params, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        trainer = self.trainer
+        steps = max(1, int(trainer.estimated_stepping_batches))  # `max_steps` for an iteration-based run
+        if trainer.train_dataloader is None:  # an iteration-based run's estimate did not load the data
+            trainer.fit_loop.setup_data()
+        interval, factor = lr_factor(optim, max(1, trainer.max_epochs or 1), steps, int(trainer.num_training_batches))
         # A function, not a callable object: LambdaLR saves no state for it, so the checkpoint holds
         # only numbers (weights_only loading).
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

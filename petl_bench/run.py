@@ -43,6 +43,7 @@ from .hardware import allow_tf32, run_device, run_precision
 from .module import PetlModule
 from .phases import phase, say
 from .quiet import quiet_third_parties
+from .recipes import describe as describe_recipe
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
 from .runlog import RUN_LOG, EpochLines, RunLog, text_log
@@ -148,10 +149,16 @@ def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModu
         training = f"no SGD ({cfg.method} trains nothing)"
     else:
         epochs, steps = (1, 1) if cfg.train.fast_dev_run else (cfg.train.epochs, steps_per_epoch(data, cfg.train))
-        training = (
-            f"{_count(epochs, 'epoch')} x {_count(steps, 'step')} ({data.batch_size} images per task a step) "
-            f"= {_count(epochs * steps, 'step')}"
-        )
+        if cfg.train.iterations and not cfg.train.fast_dev_run:
+            training = (
+                f"{_count(cfg.train.iterations, 'step')} ({data.batch_size} images per task a step, "
+                f"{_count(steps, 'step')} an epoch)"
+            )
+        else:
+            training = (
+                f"{_count(epochs, 'epoch')} x {_count(steps, 'step')} ({data.batch_size} images per task a step) "
+                f"= {_count(epochs * steps, 'step')}"
+            )
     per_task = str(classes[0]) if len(classes) == 1 else f"{classes[0]}-{classes[-1]}"
     return (
         f"size: {len(data.tasks)} tasks x {per_task} classes; {len(data.train_records):,} training images, {training}; "
@@ -232,10 +239,9 @@ def _kept(cfg: RunConfig, work_dir: Path) -> str:
     epochs = _epochs_done(work_dir)
     if not epochs:
         return f"no epoch finished yet: the same command starts {cfg.run_name} again"
-    return (
-        f"{epochs} of {cfg.train.epochs} epochs of {cfg.run_name} kept in {work_dir / 'checkpoints'}: "
-        "the same command resumes from there"
-    )
+    steps = cfg.train.iterations
+    done = f"{epochs} epochs of {steps:,} steps" if steps else f"{epochs} of {cfg.train.epochs} epochs"
+    return f"{done} of {cfg.run_name} kept in {work_dir / 'checkpoints'}: the same command resumes from there"
 
 
 def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
@@ -304,7 +310,7 @@ def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | 
     if trained:
         how = f"resumed after all {epochs_kept} epochs: testing only"
     elif epochs_kept:
-        how = f"resumed from epoch {epochs_kept} of {cfg.train.epochs}"
+        how = f"resumed from epoch {epochs_kept}" + ("" if cfg.train.iterations else f" of {cfg.train.epochs}")
     elif text_path is not None and text_path.is_file():
         how = "started again: no epoch of the earlier attempt was kept"
     else:
@@ -319,6 +325,8 @@ def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | 
 def _epochs_to_train(cfg: RunConfig, epochs_kept: int) -> str:
     if cfg.train.fast_dev_run:
         return "one step (fast_dev_run)"
+    if cfg.train.iterations:
+        return f"{_count(cfg.train.iterations, 'step')}" + (f", after {epochs_kept} epochs kept" if epochs_kept else "")
     if epochs_kept:
         return f"epochs {epochs_kept + 1}-{cfg.train.epochs} of {cfg.train.epochs}"
     return f"{cfg.train.epochs} epochs"
@@ -419,6 +427,7 @@ def run_record(
         "git": _git_revision(),
         "versions": _versions(),
         "prepared": prepared,
+        "recipe": describe_recipe(cfg),  # the values the method's own recipe set, before any --set
         "resolved_params": dataclasses.asdict(module.cfg),
         "config": cfg.to_dict(),
         "config_sha256": cfg.sha256(),
@@ -432,8 +441,11 @@ def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:
     and `petl-bench eval`, so that an evaluation tests under exactly the run's settings."""
     device = run_device(cfg.train.accelerator)
     tf32 = allow_tf32(device)
+    # An iteration-based run stops after its steps, however many epochs they take.
+    steps = cfg.train.iterations
+    length = {"max_epochs": -1, "max_steps": steps} if steps else {"max_epochs": cfg.train.epochs}
     return {
-        "max_epochs": cfg.train.epochs,
+        **length,
         "precision": run_precision(cfg.train.precision, device),
         "accelerator": cfg.train.accelerator,
         "devices": 1,

@@ -13,6 +13,7 @@ import dataclasses
 from .config import (
     DATASETS,
     DEFAULT_ARCH,
+    RECIPES,
     SETTABLE,
     DataConfig,
     ModelConfig,
@@ -21,6 +22,7 @@ from .config import (
     default_pretrained,
     validate,
 )
+from .recipes import recipe_items
 
 
 def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -51,6 +53,13 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="override a config field (sections: method, data, model, optim, train, logging; "
         "`petl-bench config [--method M]` lists every key with its default and range)",
     )
+    run.add_argument(
+        "--recipe",
+        default="shared",
+        choices=RECIPES,
+        help="shared: the MmAP paper's recipe for every method (default); paper: the method's own paper's "
+        "(benchmarks/recipes/), under any --set",
+    )
     run.add_argument("--out", default="results", help="results folder")
     run.add_argument(
         "--force",
@@ -80,8 +89,10 @@ def build_run_config(
     precision: str | None = None,
     wandb: bool = False,
     overrides=(),
+    recipe: str = "shared",
 ) -> RunConfig:
-    """A run's config from `petl-bench run`'s options; `overrides` are `--set` items, applied last.
+    """A run's config from `petl-bench run`'s options: the sections' defaults, the `recipe`'s values
+    for the dataset and shot count (`petl_bench.recipes`), then `overrides` (`--set` items).
     Weights named by neither `pretrained` nor `model.pretrained=` are the model's default ones
     (`config.default_pretrained`: none for `tiny`), however the model was named. Every value is
     checked (`config.validate`)."""
@@ -94,7 +105,9 @@ def build_run_config(
         data=DataConfig(dataset=dataset, root=root, split=split, seed=seed),
         model=ModelConfig(arch=model, pretrained=None if pretrained == "none" else pretrained),
         out=out,
+        recipe=recipe,
     )
+    cfg = apply_overrides(cfg, recipe_items(recipe, method, dataset, split))
     if precision:
         cfg.train.precision = precision
     cfg.logging.wandb = wandb
@@ -117,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         args.precision,
         args.wandb,
         args.set,
+        args.recipe,
     )
 
 
@@ -137,6 +151,7 @@ def run_argv(cfg: RunConfig, force: bool = False) -> list[str]:
         f"--model={cfg.model.arch}",
         f"--pretrained={cfg.model.pretrained or 'none'}",
         f"--out={cfg.out}",
+        *([f"--recipe={cfg.recipe}"] if cfg.recipe != "shared" else []),
         "--no-progress",
         *(["--force"] if force else []),
     ]

@@ -20,10 +20,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import RunConfig
 from .datamodules.catalog import parse_shots
 from .errors import UserError
 from .files import check_writable_folder
 from .guard import BUSY_EXIT, Interrupted, RunBusy
+from .recipes import describe as describe_recipe
 from .results import record_path
 from .runargs import add_run_options, config_from_args
 
@@ -54,6 +56,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print(f"already done: {path} (--force to run again)")
         return 0
     check_writable_folder(cfg.out, "--out")
+    if cfg.recipe != "shared":
+        print(recipe_line(cfg), flush=True)
     if cfg.model.pretrained is None:  # on stdout, with the run's own lines: it is no error
         print(
             f"note: {cfg.model.arch} is randomly initialised (no --pretrained weights): its accuracy "
@@ -64,6 +68,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
     return 0
+
+
+def recipe_line(cfg: RunConfig) -> str:
+    """The recipe a run starts from, as the run prints it: its file, source and values."""
+    recipe = describe_recipe(cfg)
+    values = ", ".join(f"{key}={value}" for key, value in recipe["set"].items()) or "no values"
+    return f"recipe: {recipe['name']} ({recipe['file']}, from {recipe['source']}): {values}"
 
 
 def format_accuracy(record: dict) -> str:

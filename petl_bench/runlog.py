@@ -130,10 +130,12 @@ class EpochLines(Callback):
         per_epoch = (time.time() - self.started) / (epoch - self.first_epoch)
         loss = f"{sum(self.losses) / len(self.losses):.4f}" if self.losses else "-"
         lr = f"{self.lr:.3e}" if self.lr is not None else "-"
-        say(
-            f"epoch {epoch}/{epochs}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  "
-            f"eta {clock(per_epoch * (epochs - epoch))}"
-        )
+        if trainer.max_steps > 0 and epochs == -1:  # an iteration-based run: its steps, not its epochs, end it
+            where = f"epoch {epoch}, step {trainer.global_step}/{trainer.max_steps}"
+            left = per_epoch * (trainer.max_steps - trainer.global_step) / max(1, trainer.num_training_batches)
+        else:
+            where, left = f"epoch {epoch}/{epochs}", per_epoch * (epochs - epoch)
+        say(f"{where}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  eta {clock(left)}")
 
 
 class _Console(logging.Handler):

@@ -1,7 +1,8 @@
 """Learning-rate schedules: the factor on `optim.lr` at each epoch or step, as `LambdaLR` takes it.
 
 `optim.schedule=dassl` (the default) is Dassl's as MaPLe and CoOp configure it, stepped once per
-epoch; `linear-cosine` is stepped per batch. Plain functions of numbers (no torch), so a schedule
+epoch; `linear-cosine` is stepped per batch, over `train.epochs` epochs or `train.iterations` steps
+(an iteration-based run takes only it: `config.check_sections`). Plain functions of numbers (no torch), so a schedule
 can be printed or tested without building a model.
 """
 
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from .config import OptimConfig
 
 
-def lr_factor(optim: OptimConfig, epochs: int, steps: int) -> tuple[str, Callable[[int], float]]:
-    """When the scheduler steps ("epoch" or "step") and the factor on `optim.lr` at each of them."""
+def lr_factor(optim: OptimConfig, epochs: int, steps: int, steps_per_epoch: int) -> tuple[str, Callable[[int], float]]:
+    """When the scheduler steps ("epoch" or "step") and the factor on `optim.lr` at each of them, for
+    a run of `epochs` epochs (dassl) or `steps` steps in all, `steps_per_epoch` of them an epoch."""
     if optim.schedule == "dassl":
         return "epoch", lambda epoch: (dassl_lr(epoch, optim, epochs) / optim.lr) if optim.lr else 0.0
-    warmup = round(optim.warmup_epochs * steps / epochs)
+    warmup = round(optim.warmup_epochs * steps_per_epoch)
     return "step", lambda step: warmup_cosine(step, warmup, steps)
 
 

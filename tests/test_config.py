@@ -164,7 +164,7 @@ def test_to_dict_is_json_and_hashes_like_the_config():
     cfg = coop_mt("method.n_ctx=4", "optim.lr=0.01")
     d = json.loads(json.dumps(cfg.to_dict()))
     assert d["method"] == "coop-mt" and d["params"] == {"n_ctx": 4, "ctx_init": ""}
-    assert set(d) == {"method", "params", "data", "model", "optim", "train", "out"}
+    assert set(d) == {"method", "params", "data", "model", "optim", "train", "out", "recipe"}
     assert RunConfig.sha256_of(d) == cfg.sha256()
 
 

@@ -68,7 +68,9 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     packaged = [n.removeprefix("petl_bench/benchmarks/") for n in names if n.startswith("petl_bench/benchmarks/")]
     grids = sorted(path.name for path in (REPO / "benchmarks").glob("*.yaml"))
-    assert sorted(name for name in packaged if name.endswith(".yaml")) == grids
+    assert sorted(name for name in packaged if name.endswith(".yaml") and "/" not in name) == grids
+    recipes = sorted(f"recipes/{path.name}" for path in (REPO / "benchmarks" / "recipes").glob("*.yaml"))
+    assert recipes and sorted(name for name in packaged if name.startswith("recipes/")) == recipes  # --recipe paper
     assert "petl_bench/data/paper_results.csv" in names and "petl_bench/methods/mmap.py" in names
     assert "petl_bench/report/style.css" in names  # the report's pages inline it
 

@@ -120,6 +120,7 @@ def run_argv_of(record: dict) -> list[str] | None:
             params=from_dict(get_method(config["method"]).config_cls, config.get("params", {})),
             out=str(config.get("out", "results")),
             **{name: from_dict(cls, config.get(name, {})) for name, cls in sections.items()},
+            recipe=str(config.get("recipe", "shared")),
         )
         return run_argv(validate(cfg))  # unchecked, a value argparse refuses would exit
     except (UserError, KeyError, TypeError):

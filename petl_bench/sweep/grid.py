@@ -7,18 +7,21 @@ A grid file (`benchmarks/*.yaml`):
     dataset: officehome          # a name in config.DATASETS; or `datasets: [a, b, ...]` (below)
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
+    recipe: shared               # shared (default) or paper: each method's own (`petl_bench.recipes`)
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
       - zeroshot                 # a method name: the row label is the name
       - {method: mmap, label: "gradient groups", set: {method.grouping: gradient}}
+      - {method: coop, label: "CoOp (its paper's recipe)", recipe: paper}   # an entry's recipe wins
     slurm: {partition: "", time_min: 240, gpus_per_job: 1, cpus_per_task: 8, mem_gb: 32,
             array_parallelism: 16}  # optional; see SlurmConfig
 
-Precedence, lowest first: the dataclass defaults, the grid's `set`, a method entry's `set`, the
-command line's `--set` (where `slurm.key=value` sets the Slurm block). The dataset root is not part
-of a grid: give it with `--set data.root=DIR` (a sweep keeps it in `{out}/sweeps/{grid}.json`, where
-`table` and `--dry-run` find it when not given one: `state.on_swept_root`).
+Precedence, lowest first: the dataclass defaults, the run's recipe (the entry's `recipe`, else the
+grid's), the grid's `set`, a method entry's `set`, the command line's `--set` (where
+`slurm.key=value` sets the Slurm block). The dataset root is not part of a grid: give it with
+`--set data.root=DIR` (a sweep keeps it in `{out}/sweeps/{grid}.json`, where `table` and
+`--dry-run` find it when not given one: `state.on_swept_root`).
 
 A grid over several datasets (`datasets: [caltech101, dtd, ...]` instead of `dataset:`; its table is
 `fewshot`, whose columns are the datasets) expands into the runs of each dataset in turn; there
@@ -42,7 +45,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import DATASETS, RunConfig, parse_value
+from ..config import DATASETS, RECIPES, RunConfig, parse_value
 from ..datamodules.catalog import DATASET_FOLDERS, parse_shots
 from ..errors import UserError
 from ..files import safe_name
@@ -53,8 +56,8 @@ from ..runargs import build_run_config
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot", "fewshot")
 BY_DATASET = "fewshot"  # the table whose columns are datasets: the one a grid over several takes
-GRID_KEYS = ("name", "table", "dataset", "datasets", "splits", "seeds", "set", "methods", "slurm")
-ENTRY_KEYS = ("method", "label", "set")
+GRID_KEYS = ("name", "table", "dataset", "datasets", "splits", "seeds", "recipe", "set", "methods", "slurm")
+ENTRY_KEYS = ("method", "label", "recipe", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
 
@@ -133,6 +136,7 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     seeds = _list(path, "seeds", spec.get("seeds", list(DEFAULT_SEEDS)))
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
+    grid_recipe = _recipe(path, "recipe", spec.get("recipe", "shared"))
     grid_sets = _set_items(path, "set", spec.get("set") or {})
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
@@ -144,12 +148,14 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     entries = _list(path, "methods", _required(path, spec, "methods"))
     for i, entry in enumerate(entries):
         where = f"methods[{i}]"
-        method, label, entry_sets = _entry(path, where, entry)
+        method, label, recipe, entry_sets = _entry(path, where, entry, grid_recipe)
         labels.append(label)
         for dataset in datasets:
             for split in splits:
                 for seed in seeds:
-                    cfg = _in(path, where, _build, method, dataset, split, seed, out, grid_sets + entry_sets, run_sets)
+                    cfg = _in(
+                        path, where, _build, method, dataset, split, seed, out, recipe, grid_sets + entry_sets, run_sets
+                    )
                     roots.append(cfg.data.root)
                     if len(datasets) > 1:
                         cfg = dataset_root(cfg)
@@ -201,8 +207,14 @@ def record_of(run: GridRun) -> Path:
     return record_path(run.cfg)
 
 
-def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
-    return build_run_config(method, dataset, "", split, seed, out=out, overrides=[*grid_sets, *run_sets])
+def _build(method, dataset, split, seed, out, recipe, grid_sets, run_sets) -> RunConfig:
+    return build_run_config(method, dataset, "", split, seed, out=out, overrides=[*grid_sets, *run_sets], recipe=recipe)
+
+
+def _recipe(path: Path, where: str, name) -> str:
+    if name not in RECIPES:
+        raise UserError(f"{path}: {where}: unknown recipe {name!r} (known: {', '.join(RECIPES)})")
+    return name
 
 
 def _datasets(path: Path, spec: dict, table: str) -> list[str]:
@@ -282,8 +294,9 @@ def _set_items(path: Path, where: str, mapping) -> list[str]:
     return items
 
 
-def _entry(path: Path, where: str, entry) -> tuple[str, str, list[str]]:
-    """A `methods` item -> (method, label, its set items); the method must be registered."""
+def _entry(path: Path, where: str, entry, grid_recipe: str) -> tuple[str, str, str, list[str]]:
+    """A `methods` item -> (method, label, recipe (the grid's unless it names one), its set items);
+    the method must be registered."""
     if isinstance(entry, str):
         entry = {"method": entry}
     if not isinstance(entry, dict):
@@ -293,7 +306,8 @@ def _entry(path: Path, where: str, entry) -> tuple[str, str, list[str]]:
     if not isinstance(method, str):
         raise UserError(f"{path}: {where}: missing key 'method'")
     _in(path, where, get_method, method)
-    return method, str(entry.get("label") or method), _set_items(path, f"{where}: set", entry.get("set") or {})
+    recipe = _recipe(path, f"{where}: recipe", entry.get("recipe", grid_recipe))
+    return method, str(entry.get("label") or method), recipe, _set_items(path, f"{where}: set", entry.get("set") or {})
 
 
 def _slurm_config(path: Path, mapping, overrides: list[str]) -> SlurmConfig:
