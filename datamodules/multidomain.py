@@ -74,6 +74,7 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.out = Path(out)
         self.cache = Cache.for_run(cfg.cache_dir, out, cfg.cache_gb)
         self.train_records: list[Record] = []
+        self.val_records: list[Record] = []  # a fixed split's validation shots; none for a pool
         self.test_records: list[Record] = []
         self.split_file: Path | None = None
         self.split_sha256: str | None = None
@@ -133,13 +134,12 @@ class MultiDomainDataModule(L.LightningDataModule):
             return
         checks = self.manifest.checks
         start = time.perf_counter()
-        self.train_records, self.test_records = draw_split(
-            self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None
-        )
+        split = draw_split(self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)
+        self.train_records, self.val_records, self.test_records = split.train, split.val, split.test
         if checks:
             checks.save()
         path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
-        self.split_sha256 = write_split(path, self.train_records, self.test_records)
+        self.split_sha256 = write_split(path, split)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)
 
