@@ -1,5 +1,6 @@
 """CoOp's few-shot protocol over a dataset's fixed split: N training and min(N, 4) validation shots
-per class from the train and val parts, the test part as the test set."""
+per class from the train and val parts, the test part as the test set; the class prompt's template
+in the config, its hash and the tasks."""
 
 import csv
 import io
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from petl_bench.datamodules.records import Manifest, Record
+from petl_bench.config import DataConfig, RunConfig, apply_overrides, validate
+from petl_bench.datamodules.records import DEFAULT_TEMPLATE, Manifest, Record
 from petl_bench.datamodules.splits import draw_split, split_csv
 from petl_bench.errors import UserError
+from petl_bench.methods.configs import CoOpConfig
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -134,3 +137,39 @@ def test_a_pool_draws_the_split_it_drew_before_byte_for_byte():
     assert split_csv(draw_split(pool, 2, seed=3)) == POOL_CSV
     bad = {"a/bee/1.png", "b/cat/2.png", "b/cat/0.png"}  # b/cat/0.png is met by the redraw
     assert split_csv(draw_split(pool, 2, 3, lambda rs: {r.path for r in rs} & bad)) == POOL_CSV_REDRAWN
+
+
+# -- the template -----------------------------------------------------------------------------------
+def _coop(*overrides: str) -> RunConfig:
+    return apply_overrides(RunConfig(method="coop", params=CoOpConfig()), ["data.dataset=folder", *overrides])
+
+
+@pytest.mark.parametrize("template", ["a photo", "{} and {}", "a {0} photo", "a {x}.", "{}}"])
+def test_a_template_without_exactly_one_slot_is_one_line(template):
+    with pytest.raises(UserError, match=r"^data\.template=.*: must be empty or hold exactly one \{\}") as info:
+        validate(_coop(f"data.template={template}"))
+    assert "\n" not in str(info.value)
+
+
+def test_the_datasets_own_template_hashes_as_the_default_and_as_before_the_field():
+    default = _coop()
+    assert _coop(f"data.template={DEFAULT_TEMPLATE}").sha256() == default.sha256()
+    assert _coop("data.template=a sketch of a {}.").sha256() != default.sha256()
+    old = default.to_dict()
+    del old["data"]["template"]  # a record written before the field existed
+    assert RunConfig.sha256_of(old) == default.sha256()
+    # A dataset with a template of its own: "" and that template spelt out are one run, not the generic one.
+    eurosat = {**old, "data": {**old["data"], "dataset": "eurosat"}}
+    spelt = {**eurosat, "data": {**eurosat["data"], "template": "a centered satellite photo of {}."}}
+    generic = {**eurosat, "data": {**eurosat["data"], "template": DEFAULT_TEMPLATE}}
+    assert RunConfig.sha256_of({**eurosat, "data": {**eurosat["data"], "template": ""}}) == RunConfig.sha256_of(spelt)
+    assert RunConfig.sha256_of(generic) != RunConfig.sha256_of(spelt)
+
+
+def test_the_template_reaches_every_task(folder_root, tiny_backbone, tmp_path):
+    from petl_bench.datamodules import MultiDomainDataModule
+
+    cfg = DataConfig("folder", str(folder_root), "1shot", num_workers=0, template="a sketch of a {}.")
+    data = MultiDomainDataModule.for_backbone(cfg, tiny_backbone, out=tmp_path)
+    assert {task.template for task in data.tasks} == {"a sketch of a {}."}
+    assert data.tasks[0].prompt("anchor") == "a sketch of a anchor."
