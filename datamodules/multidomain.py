@@ -6,6 +6,7 @@ among them. On a GPU the loaders only read JPEG bytes: `on_before_batch_transfer
 the GPU and does the random crop and flip there (`device_images.RandomResizedCropFlip`).
 Test: one loader per task, in task order (`dataloader_idx` = task index), with open_clip's
 validation transform for the model, run one after another, each with the whole worker budget.
+Validation (a fixed split's val shots, once per epoch): loaders made as the test's.
 With a cache (`datamodules/cache.py`), a domain's images are decoded and resized once per root and
 resolution, and when the runner hands over a frozen image tower (`image_encoder`: nothing trains
 it), its test batches are cached image features (`testsets.py`).
@@ -217,14 +218,23 @@ class MultiDomainDataModule(L.LightningDataModule):
         )
 
     def test_dataloader(self) -> list:
-        # Caching takes the whole test set: not for a smoke test of a few batches.
+        return self._evaluation_loaders(self.test_records, "test")
+
+    def val_dataloader(self) -> list:
+        """The validation shots of a fixed split, per task as the test's; none for a pool (the
+        runner then turns validation off)."""
+        return self._evaluation_loaders(self.val_records, "val") if self.val_records else []
+
+    def _evaluation_loaders(self, records: list[Record], stage: str) -> list:
+        """One loader per task of `records`, in task order; `stage`: test or val (its batch limit)."""
+        # Caching takes a task's whole root: not for a smoke test of a few batches.
         whole = self.trainer is None or (
             # Lightning sets fast_dev_run from outside the class (trainer/setup.py), so Trainer does not declare it
             not self.trainer.fast_dev_run  # type: ignore[attr-defined]
-            and self.trainer.limit_test_batches == 1.0
+            and getattr(self.trainer, f"limit_{stage}_batches") == 1.0
         )
         sets = self.test_sets(cached=whole)
-        loaders = [sets.loader(name, records) for name, records in self._per_task(self.test_records).items()]
+        loaders = [sets.loader(name, task_records) for name, task_records in self._per_task(records).items()]
         if self.manifest.checks:
             self.manifest.checks.save()  # verdicts the caching found, for the next run's split
         return loaders

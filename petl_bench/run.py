@@ -136,7 +136,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
         )
     with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
         data.setup("fit")
-        split.result = f"{len(data.train_records):,} training and {len(data.test_records):,} test images"
+        val = f", {len(data.val_records):,} validation" if data.val_records else ""
+        split.result = f"{len(data.train_records):,} training{val} and {len(data.test_records):,} test images"
 
 
 def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModule]) -> str:
@@ -257,7 +258,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         say(attempt)
         module, data, prepared = build(cfg)
         built = time.time()
-        training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept)
+        training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept, bool(data.val_records))
         hand_image_encoder(training.trainer, module, data)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -266,6 +267,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
                 if trained:  # stopped while testing: the trained weights are all it needs
                     say(f"train: the {epochs_kept} epochs are done: testing their weights")
                     load_trained(training.trainer, module, trained["state_dict"])
+                    module.restore_history(trained)
                     training.progress.restore(trained[PROGRESS])
                 else:
                     with phase("train", _epochs_to_train(cfg, epochs_kept)):
@@ -337,11 +339,18 @@ class Training:
 
 
 def build_trainer(
-    cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, started: float, progress_bar: bool, epochs_kept: int
+    cfg: RunConfig,
+    settings: tuple[dict, bool],
+    work_dir: Path,
+    started: float,
+    progress_bar: bool,
+    epochs_kept: int,
+    validate: bool = False,
 ) -> Training:
     """The run's Trainer on its `trainer_settings`: each epoch's checkpoint, the run's progress
     over attempts, the CSV log keeping the `epochs_kept` epochs of earlier attempts, a line per
-    epoch, and W&B when asked."""
+    epoch, W&B when asked, and with `validate` (the data has validation shots) a validation pass
+    at each epoch's end."""
     arguments, tf32 = settings
     progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
@@ -373,10 +382,11 @@ def build_trainer(
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
         log_every_n_steps=1,
         default_root_dir=work_dir,
     )
+    # Set after the Trainer is made: fast_dev_run sets a limit of one batch whatever it is given.
+    trainer.limit_val_batches = 1.0 if validate else 0
     return Training(trainer, progress, first_test_batch, wandb, arguments["precision"], tf32)
 
 
@@ -397,10 +407,14 @@ def run_record(
         "pretrained": cfg.model.pretrained,
         "activation": "quickgelu" if module.backbone.quick_gelu else "gelu",  # as decided for these weights
         "tasks": module.task_names,
-        "accuracy": {k: round(v, 4) for k, v in module.test_accuracy.items()},
+        "accuracy": _rounded(module.test_accuracy),
         "trainable_params": module.num_trainable,
         "total_params": sum(p.numel() for p in module.parameters()),
+        # Each epoch's validation accuracy (a fixed split's val shots); the test is the last epoch's model.
+        "val_accuracy": _rounded(module.val_accuracy[-1]) if module.val_accuracy else {},
+        "val_accuracy_per_epoch": [_rounded(scores) for scores in module.val_accuracy],
         "train_images": len(data.train_records),
+        "val_images": len(data.val_records),
         "test_images": len(data.tested_records),
         "template": data.manifest.template,
         "split_file": str(data.split_file),
@@ -426,6 +440,10 @@ def run_record(
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {task: round(value, 4) for task, value in scores.items()}
 
 
 def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:

@@ -102,8 +102,8 @@ def _epoch(row: dict) -> float:
 # -- the text log -----------------------------------------------------------------------------------
 class EpochLines(Callback):
     """One line as each epoch ends: `epoch i/n`, the mean of its steps' losses, the learning rate
-    of its last step, the run's elapsed time (every attempt's, from `elapsed`) and the ETA at this
-    attempt's pace."""
+    of its last step, its validation accuracy (where the run validates), the run's elapsed time
+    (every attempt's, from `elapsed`) and the ETA at this attempt's pace."""
 
     def __init__(self, elapsed: Callable[[], float]):
         self.elapsed = elapsed  # seconds the run has taken so far
@@ -130,8 +130,11 @@ class EpochLines(Callback):
         per_epoch = (time.time() - self.started) / (epoch - self.first_epoch)
         loss = f"{sum(self.losses) / len(self.losses):.4f}" if self.losses else "-"
         lr = f"{self.lr:.3e}" if self.lr is not None else "-"
+        # Validation, where the data has it, ran at this epoch's end, before this hook.
+        val = trainer.callback_metrics.get("val/acc")
+        val_acc = f"  val/acc {float(val):.2f}" if val is not None else ""
         say(
-            f"epoch {epoch}/{epochs}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  "
+            f"epoch {epoch}/{epochs}  loss {loss}  lr {lr}{val_acc}  elapsed {clock(self.elapsed())}  "
             f"eta {clock(per_epoch * (epochs - epoch))}"
         )
 

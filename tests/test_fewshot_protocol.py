@@ -1,9 +1,10 @@
 """CoOp's few-shot protocol over a dataset's fixed split: N training and min(N, 4) validation shots
-per class from the train and val parts, the test part as the test set; the class prompt's template
-in the config, its hash and the tasks."""
+per class from the train and val parts, the test part as the test set, validation once per epoch
+(never selecting the tested model), and the class prompt's template in the config and the record."""
 
 import csv
 import io
+import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,8 @@ from petl_bench.datamodules.records import DEFAULT_TEMPLATE, Manifest, Record
 from petl_bench.datamodules.splits import draw_split, split_csv
 from petl_bench.errors import UserError
 from petl_bench.methods.configs import CoOpConfig
+
+from cli_calls import call, call_ok
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -173,3 +176,143 @@ def test_the_template_reaches_every_task(folder_root, tiny_backbone, tmp_path):
     data = MultiDomainDataModule.for_backbone(cfg, tiny_backbone, out=tmp_path)
     assert {task.template for task in data.tasks} == {"a sketch of a {}."}
     assert data.tasks[0].prompt("anchor") == "a sketch of a anchor."
+
+
+# -- runs on a fixed split ---------------------------------------------------------------------------
+PER_CLASS = 8  # images per domain and class: 4 in the train part, 2 in val, 2 in test
+TEMPLATE = "data.template=a sketch of a {}."
+
+
+@pytest.fixture(scope="module")
+def split_root(tmp_path_factory) -> Path:
+    from petl_bench.datamodules.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("fixed-split")
+    write_synthetic(root, "folder", per_class=PER_CLASS, n_classes=3, domains=["a", "b"])
+    return root
+
+
+def _with_parts(read):
+    """`read` (a reader), each record's part by its rank in its cell as a split file would say:
+    4 train, 2 val, the rest test; the split file named."""
+
+    def read_with_parts(dataset, root, cache=None):
+        manifest = read(dataset, root, cache)
+        ranks: Counter = Counter()
+        records = []
+        for record in sorted(manifest.records, key=lambda r: r.path):
+            rank = ranks[(record.domain, record.label)]
+            ranks[(record.domain, record.label)] += 1
+            records.append(replace(record, part="train" if rank < 4 else "val" if rank < 6 else "test"))
+        return replace(manifest, records=records, split_source="split_test.json")
+
+    return read_with_parts
+
+
+@pytest.fixture(scope="module")
+def fixed_split():
+    """The folder dataset read as a fixed split, for every run of this module's tests that asks."""
+    from petl_bench.datamodules import multidomain
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(multidomain, "read_manifest", _with_parts(multidomain.read_manifest))
+        yield
+
+
+@pytest.fixture(scope="module")
+def validated(split_root, fixed_split, tmp_path_factory) -> tuple[Path, dict]:
+    """A 2-epoch run on the fixed split with a template of its own; (its --out, its record). Its
+    validation and test batches are cached image features, the first validation filling the cache."""
+    out = tmp_path_factory.mktemp("validated")
+    return out, _run(split_root, out, TEMPLATE)
+
+
+def _argv(root: Path, out: Path, *sets: str) -> list:
+    argv = ["run", "--method", "coop-mt", "--dataset", "folder", "--root", root, "--split", "2shot"]
+    argv += ["--model", "tiny", "--out", out, "--no-progress"]
+    for item in ("data.num_workers=0", "train.epochs=2", "method.n_ctx=2", "data.batch_size=2", *sets):
+        argv += ["--set", item]
+    return argv
+
+
+def _run(root: Path, out: Path, *sets: str) -> dict:
+    call_ok(_argv(root, out, *sets))
+    return json.loads(next((out / "runs").rglob("seed0.json")).read_text())
+
+
+def test_a_fixed_split_run_validates_each_epoch_and_records_it(validated):
+    out, record = validated
+    assert (record["train_images"], record["val_images"], record["test_images"]) == (2 * 3 * 2, 2 * 3 * 2, 2 * 3 * 2)
+    assert record["template"] == "a sketch of a {}." and record["config"]["data"]["template"] == "a sketch of a {}."
+    assert record["split_source"] == "split_test.json"
+    per_epoch = record["val_accuracy_per_epoch"]
+    assert len(per_epoch) == 2 and record["val_accuracy"] == per_epoch[-1]
+    assert all(set(scores) == {"a", "b", "average"} for scores in per_epoch)
+    assert all(scores["average"] == pytest.approx((scores["a"] + scores["b"]) / 2, abs=1e-3) for scores in per_epoch)
+
+    log = next(out.rglob("metrics.csv"))
+    rows = list(csv.DictReader(log.open()))
+    val_rows = [row for row in rows if row.get("val/acc")]
+    assert [int(row["epoch"]) for row in val_rows] == [0, 1]  # once per epoch
+    for row, scores in zip(val_rows, per_epoch, strict=True):
+        assert float(row["val/acc"]) == pytest.approx(scores["average"], abs=1e-3)
+        assert float(row["val/acc/b"]) == pytest.approx(scores["b"], abs=1e-3)
+    epoch_lines = [line for line in (log.parents[1] / "run.log").read_text().splitlines() if "  epoch " in line]
+    assert len(epoch_lines) == 2
+    assert all(f"val/acc {scores['average']:.2f}" in line for line, scores in zip(epoch_lines, per_epoch, strict=True))
+
+    split_rows = list(csv.reader(io.StringIO(Path(record["split_file"]).read_text())))
+    assert Counter(row[4] for row in split_rows[1:]) == {"train": 12, "val": 12, "test": 12}
+
+
+def _losses(out: Path) -> list[str]:
+    rows = csv.DictReader(next(out.rglob("metrics.csv")).open())
+    return [row["train/loss"] for row in rows if row.get("train/loss")]
+
+
+def test_the_tested_model_is_the_same_whether_validation_ran_or_not(split_root, validated, tmp_path, monkeypatch):
+    import petl_bench.run
+
+    validated_out, validated_record = validated
+    build_trainer = petl_bench.run.build_trainer
+    monkeypatch.setattr(petl_bench.run, "build_trainer", lambda *args: build_trainer(*args[:-1], False))
+    plain = _run(split_root, tmp_path, TEMPLATE)
+    assert len(validated_record["val_accuracy_per_epoch"]) == 2 and plain["val_accuracy_per_epoch"] == []
+    assert validated_record["accuracy"] == plain["accuracy"]
+    assert len(_losses(validated_out)) == 2 * 3  # 2 epochs of 3 steps (6 images per task, batches of 2)
+    assert _losses(validated_out) == _losses(tmp_path)  # every step trained alike
+
+
+def test_a_resumed_run_keeps_the_validation_of_its_earlier_epochs(split_root, validated, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from petl_bench.module import PetlModule
+
+    batch_start = PetlModule.on_train_batch_start
+
+    def sigint_in_the_second_epoch(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == (1, 1):
+            os.kill(os.getpid(), signal.SIGINT)
+        return batch_start(self, batch, batch_idx)
+
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", sigint_in_the_second_epoch)
+    assert call(_argv(split_root, tmp_path, TEMPLATE))[0] == 130  # stopped, epoch 1 kept
+    monkeypatch.setattr(PetlModule, "on_train_batch_start", batch_start)
+    resumed = _run(split_root, tmp_path, TEMPLATE)
+    _, alone = validated
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["val_accuracy_per_epoch"] == alone["val_accuracy_per_epoch"]
+    assert resumed["accuracy"] == alone["accuracy"]
+
+
+def test_a_smoke_run_on_a_fixed_split_validates_one_batch_per_task(split_root, fixed_split, tmp_path, monkeypatch):
+    from petl_bench.module import PetlModule
+
+    batches = []
+    step = PetlModule.validation_step
+    monkeypatch.setattr(
+        PetlModule, "validation_step", lambda self, *args: batches.append(args[-1]) or step(self, *args)
+    )
+    assert "fast_dev_run: no record written" in call_ok(_argv(split_root, tmp_path, "train.fast_dev_run=true"))
+    assert batches == [0, 1]  # one batch of each task's validation loader (dataloader_idx)
