@@ -133,8 +133,14 @@ class MultiDomainDataModule(L.LightningDataModule):
         return [r for r in self.test_records if r.path not in self.unreadable]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split_file is not None:
-            return
+        if self.split_file is None:
+            self._draw_split()
+        if self.trainer is not None and not self.val_records:
+            # No validation shots (a pool): no validation loop. Lightning would ask for the loaders
+            # (whatever limit fast_dev_run set) and warn on none.
+            self.trainer.limit_val_batches = 0
+
+    def _draw_split(self) -> None:
         checks = self.manifest.checks
         start = time.perf_counter()
         split = draw_split(self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)

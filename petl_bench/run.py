@@ -258,7 +258,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         say(attempt)
         module, data, prepared = build(cfg)
         built = time.time()
-        training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept, bool(data.val_records))
+        training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept)
         hand_image_encoder(training.trainer, module, data)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -339,18 +339,12 @@ class Training:
 
 
 def build_trainer(
-    cfg: RunConfig,
-    settings: tuple[dict, bool],
-    work_dir: Path,
-    started: float,
-    progress_bar: bool,
-    epochs_kept: int,
-    validate: bool = False,
+    cfg: RunConfig, settings: tuple[dict, bool], work_dir: Path, started: float, progress_bar: bool, epochs_kept: int
 ) -> Training:
     """The run's Trainer on its `trainer_settings`: each epoch's checkpoint, the run's progress
     over attempts, the CSV log keeping the `epochs_kept` epochs of earlier attempts, a line per
-    epoch, W&B when asked, and with `validate` (the data has validation shots) a validation pass
-    at each epoch's end."""
+    epoch, and W&B when asked. Validation runs at each epoch's end where the data has validation
+    shots (the data module turns it off where it has none)."""
     arguments, tf32 = settings
     progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
@@ -385,8 +379,6 @@ def build_trainer(
         log_every_n_steps=1,
         default_root_dir=work_dir,
     )
-    # Set after the Trainer is made: fast_dev_run sets a limit of one batch whatever it is given.
-    trainer.limit_val_batches = 1.0 if validate else 0
     return Training(trainer, progress, first_test_batch, wandb, arguments["precision"], tf32)
 
 

@@ -275,7 +275,13 @@ def test_the_tested_model_is_the_same_whether_validation_ran_or_not(split_root, 
 
     validated_out, validated_record = validated
     build_trainer = petl_bench.run.build_trainer
-    monkeypatch.setattr(petl_bench.run, "build_trainer", lambda *args: build_trainer(*args[:-1], False))
+
+    def without_validation(*args):
+        training = build_trainer(*args)
+        training.trainer.limit_val_batches = 0
+        return training
+
+    monkeypatch.setattr(petl_bench.run, "build_trainer", without_validation)
     plain = _run(split_root, tmp_path, TEMPLATE)
     assert len(validated_record["val_accuracy_per_epoch"]) == 2 and plain["val_accuracy_per_epoch"] == []
     assert validated_record["accuracy"] == plain["accuracy"]
