@@ -26,7 +26,7 @@ from petl_bench.files import FILE_NAMES, write_text_atomic
 
 # The split names live beside the config, torch-free; the splits they name are drawn here.
 from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401  (their home)
-from .records import Manifest, Record
+from .records import PARTS, Manifest, Record
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
 VAL_SHOTS = 4  # CoOp's validation shots per class: min(N, 4)
@@ -58,16 +58,25 @@ def draw_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable
     cell in an order fixed by the seed and the cell. The main draw's random sequence is the same
     whatever fails, so other cells draw what they would have drawn."""
     parts = {record.part for record in manifest.records}
-    rng = random.Random(seed)
     if parts <= {""}:
-        cells = _cells(manifest, manifest.records, shots, rng, strict=True)
+        cells = _cells(manifest, manifest.records, shots, random.Random(seed), strict=True)
         train, test = _take(cells, shots, unreadable, str(seed), strict=True)
         return Split(train, [], test)
-    if "" in parts:
-        raise UserError(f"{manifest.root}: some records have a split part (train, val, test) and some have none")
+    unknown = parts - set(PARTS[1:])
+    if unknown:
+        raise UserError(
+            f"{manifest.root}: where one record has a split part, each must be train, val or test "
+            f"(found {', '.join(map(repr, sorted(unknown)))})"
+        )
+    return _fixed_split(manifest, shots, seed, unreadable)
+
+
+def _fixed_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable | None) -> Split:
+    """CoOp's protocol over the manifest's parts: the training draw, then the validation draw."""
     by_part: dict[str, list[Record]] = defaultdict(list)
     for record in manifest.records:
         by_part[record.part].append(record)
+    rng = random.Random(seed)
     train_cells = _cells(manifest, by_part["train"], shots, rng, strict=False)
     val_shots = min(shots, VAL_SHOTS)
     val_cells = _cells(manifest, by_part["val"], val_shots, rng, strict=False)

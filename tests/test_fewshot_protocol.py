@@ -97,10 +97,14 @@ def test_a_cell_short_of_readable_images_keeps_what_it_has():
     assert len(split.val) == 5
 
 
-def test_a_manifest_mixing_parts_and_pool_records_is_one_line():
+@pytest.mark.parametrize("part, found", [("", "''"), ("validation", "'validation'")])
+def test_a_manifest_mixing_parts_with_none_or_others_is_one_line(part, found):
     manifest = _manifest({"train": 2, "val": 1, "test": 1})
-    mixed = replace(manifest, records=[*manifest.records, Record("a/ant/x.png", 0, "a", "ant")])
-    with pytest.raises(UserError, match=r"^/nowhere: some records have a split part .* and some have none$"):
+    mixed = replace(manifest, records=[*manifest.records, Record("a/ant/x.png", 0, "a", "ant", part)])
+    with pytest.raises(
+        UserError,
+        match=rf"^/nowhere: where one record has a split part, each must be train, val or test \(found {found}\)$",
+    ):
         draw_split(mixed, 1, 0)
 
 
