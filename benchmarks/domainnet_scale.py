@@ -139,11 +139,11 @@ def main() -> None:
             check = compare_counts("domainnet", manifest)
         print(f"    {check.summary()}")
         with time_it(f"split: {args.shots}-shot draw"):
-            train, test = draw_split(manifest, args.shots, seed=0)
+            split = draw_split(manifest, args.shots, seed=0)
         with time_it("split: CSV text"):
-            text = split_csv(train, test)
-        print(f"    {len(train):,} train, {len(test):,} test, CSV {len(text) / 2**20:.1f} MiB")
-        del manifest, train, test, text
+            text = split_csv(split)
+        print(f"    {len(split.train):,} train, {len(split.test):,} test, CSV {len(text) / 2**20:.1f} MiB")
+        del manifest, split, text
         with time_it("first batch: zero-shot run (manifest cached)"):
             first_batch(root, work / "a", work / "cache", args.shots)
         with time_it("first batch: zero-shot run (again)"):

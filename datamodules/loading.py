@@ -42,11 +42,14 @@ def make_loader(
     dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False, drop_last: bool = False
 ) -> DataLoader:
     """A DataLoader as every loader of the data module is made: pinned memory on a GPU machine and
-    `init_worker` in each worker."""
+    `init_worker` in each worker. Only a shuffled (training) loader draws from the global RNG: an
+    in-order one has its own generator, so that validating (or caching) between epochs leaves the
+    random numbers the next epoch's training draws as they were."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        generator=None if shuffle else torch.Generator(),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),

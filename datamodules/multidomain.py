@@ -6,6 +6,7 @@ among them. On a GPU the loaders only read JPEG bytes: `on_before_batch_transfer
 the GPU and does the random crop and flip there (`device_images.RandomResizedCropFlip`).
 Test: one loader per task, in task order (`dataloader_idx` = task index), with open_clip's
 validation transform for the model, run one after another, each with the whole worker budget.
+Validation (a fixed split's val shots, once per epoch): loaders made as the test's.
 With a cache (`datamodules/cache.py`), a domain's images are decoded and resized once per root and
 resolution, and when the runner hands over a frozen image tower (`image_encoder`: nothing trains
 it), its test batches are cached image features (`testsets.py`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -74,6 +76,7 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.out = Path(out)
         self.cache = Cache.for_run(cfg.cache_dir, out, cfg.cache_gb)
         self.train_records: list[Record] = []
+        self.val_records: list[Record] = []  # a fixed split's validation shots; none for a pool
         self.test_records: list[Record] = []
         self.split_file: Path | None = None
         self.split_sha256: str | None = None
@@ -102,7 +105,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         manifest = read_manifest(self.cfg.dataset, self.cfg.root, self.cache)
         self.timings["manifest_s"] = round(time.perf_counter() - start, 3)
         warn_if_short(self.cfg.dataset, manifest)
-        return manifest
+        # data.template, where given, replaces the dataset's own: every task prompts with it.
+        return replace(manifest, template=self.cfg.template) if self.cfg.template else manifest
 
     @property
     def tasks(self) -> list[Task]:
@@ -129,17 +133,22 @@ class MultiDomainDataModule(L.LightningDataModule):
         return [r for r in self.test_records if r.path not in self.unreadable]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.split_file is not None:
-            return
+        if self.split_file is None:
+            self._draw_split()
+        if self.trainer is not None and not self.val_records:
+            # No validation shots (a pool): no validation loop. Lightning would ask for the loaders
+            # (whatever limit fast_dev_run set) and warn on none.
+            self.trainer.limit_val_batches = 0
+
+    def _draw_split(self) -> None:
         checks = self.manifest.checks
         start = time.perf_counter()
-        self.train_records, self.test_records = draw_split(
-            self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None
-        )
+        split = draw_split(self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)
+        self.train_records, self.val_records, self.test_records = split.train, split.val, split.test
         if checks:
             checks.save()
         path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
-        self.split_sha256 = write_split(path, self.train_records, self.test_records)
+        self.split_sha256 = write_split(path, split)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)
 
@@ -215,14 +224,23 @@ class MultiDomainDataModule(L.LightningDataModule):
         )
 
     def test_dataloader(self) -> list:
-        # Caching takes the whole test set: not for a smoke test of a few batches.
+        return self._evaluation_loaders(self.test_records, "test")
+
+    def val_dataloader(self) -> list:
+        """The validation shots of a fixed split, per task as the test's; none for a pool (the
+        runner then turns validation off)."""
+        return self._evaluation_loaders(self.val_records, "val") if self.val_records else []
+
+    def _evaluation_loaders(self, records: list[Record], stage: str) -> list:
+        """One loader per task of `records`, in task order; `stage`: test or val (its batch limit)."""
+        # Caching takes a task's whole root: not for a smoke test of a few batches.
         whole = self.trainer is None or (
             # Lightning sets fast_dev_run from outside the class (trainer/setup.py), so Trainer does not declare it
             not self.trainer.fast_dev_run  # type: ignore[attr-defined]
-            and self.trainer.limit_test_batches == 1.0
+            and getattr(self.trainer, f"limit_{stage}_batches") == 1.0
         )
         sets = self.test_sets(cached=whole)
-        loaders = [sets.loader(name, records) for name, records in self._per_task(self.test_records).items()]
+        loaders = [sets.loader(name, task_records) for name, task_records in self._per_task(records).items()]
         if self.manifest.checks:
             self.manifest.checks.save()  # verdicts the caching found, for the next run's split
         return loaders

@@ -3,9 +3,10 @@
 Precedence: dataclass defaults < YAML grid values < `--set section.key=value` on the command line.
 
 Every field's range lives beside it: `lr: float = rule(0.0035, gt=0)` (bounds `ge`/`gt`/`le`/`lt`,
-or `choices`), and `validate` checks every rule of every section, a method's own fields included,
-whenever a `RunConfig` is built (`runargs.build_run_config`, `run.build`): a value out of range is
-a one-line `UserError` before any work. A new field takes a rule in the same line as its default.
+or `choices`, or `template` for a class prompt), and `validate` checks every rule of every section,
+a method's own fields included, whenever a `RunConfig` is built (`runargs.build_run_config`,
+`run.build`): a value out of range is a one-line `UserError` before any work. A new field takes a
+rule in the same line as its default.
 What no single field's rule can say (MmAP's m must divide b) is the method config's `check()`,
 which `validate` calls too; a module built directly checks its config the same way
 (`validate_params`).
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, canonical_split
+from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, TEMPLATES, canonical_split
+from .datamodules.records import DEFAULT_TEMPLATE
 from .errors import UserError, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
@@ -44,11 +46,14 @@ class Rule:
     le: float | None = None
     lt: float | None = None
     choices: tuple | None = None
+    template: bool = False  # a class prompt: empty, or text with exactly one `{}` (where the class name goes)
 
     def problem(self, value) -> str | None:
         """What is wrong with `value`, or None. None values (optional fields) pass."""
         if value is None:
             return None
+        if self.template and value and not (value.count("{}") == value.count("{") == value.count("}") == 1):
+            return "must be empty or hold exactly one {} (where the class name goes) and no other brace"
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}"
         for name, holds, words in (
@@ -66,6 +71,8 @@ class Rule:
         """The range in words, e.g. `>= 0, < 1` or `one of sum, mean`."""
         if self.choices is not None:
             return f"one of {', '.join(map(str, self.choices))}"
+        if self.template:
+            return "empty, or text with one {}"
         return ", ".join(
             f"{words} {getattr(self, name)}"
             for name, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
@@ -74,7 +81,7 @@ class Rule:
 
 
 def rule(default, **limits) -> Any:
-    """A dataclass field whose value `validate` keeps within `limits` (`Rule`'s ge, gt, le, lt, choices)."""
+    """A dataclass field whose value `validate` keeps within `limits` (`Rule`'s ge, gt, le, lt, choices, template)."""
     return field(default=default, metadata={"rule": Rule(**limits)})
 
 
@@ -115,6 +122,8 @@ class DataConfig:
     drop_last: bool = True  # drop a task's incomplete last training batch if it has a full one (Dassl's)
     cache_dir: str = ""  # cache folder; empty: $PETL_BENCH_CACHE, else {out}/cache; "off": no caches
     cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
+    # the class prompt, `{}` standing for the class name; "": the dataset's own (CoOp's per-dataset one)
+    template: str = rule("", template=True)
 
 
 def resolved_root(root: str) -> str:
@@ -239,7 +248,8 @@ class RunConfig:
     def sha256_of(config: dict) -> str:
         """Hash of what decides the result: the dataset root (as `resolved_root`), not where results
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
-        0 and the dataset's paper value; `~/data` and its absolute path), so a k-shot sweep finds the
+        0 and the dataset's paper value; `~/data` and its absolute path; template "" and the
+        dataset's own), so a k-shot sweep finds the
         runs a 10pct/20pct sweep already made."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
@@ -255,6 +265,8 @@ class RunConfig:
         train = d.get("train", {})
         if train.get("iterations"):  # a run of N steps trains as long whatever `epochs` says
             train.pop("epochs", None)
+        if data.get("template") in ("", TEMPLATES.get(dataset, DEFAULT_TEMPLATE)):
+            del data["template"]  # the dataset's own, however spelt, hashes as configs did before the field
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

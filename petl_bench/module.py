@@ -70,6 +70,7 @@ class PetlModule(Hooks, L.LightningModule):
             MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks
         )
         self.test_accuracy: dict[str, float] = {}
+        self.val_accuracy: list[dict[str, float]] = []  # per epoch, as `_scores` gives them (kept in checkpoints)
         self.checkpoint_meta: dict = {}  # the run config, filled by the runner
         self._tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict = {}  # text_key -> features, while they cannot change
@@ -271,11 +272,38 @@ class PetlModule(Hooks, L.LightningModule):
         return [cast(MulticlassAccuracy, metric) for metric in self.accuracy]
 
     def on_test_epoch_start(self) -> None:
+        self._start_scoring()
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._score(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_accuracy = self._scores()
+        for name, value in self.test_accuracy.items():
+            self.log(f"test/acc/{name}", value, add_dataloader_idx=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_scoring()
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._score(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        """The epoch's validation accuracy: logged as `val/acc` (the tasks' mean) and `val/acc/{task}`,
+        kept in `val_accuracy`. It selects nothing: the run tests the last epoch's weights."""
+        scores = self._scores()
+        for name, value in scores.items():
+            self.log("val/acc" if name == "average" else f"val/acc/{name}", value, add_dataloader_idx=False)
+        if not self.trainer.sanity_checking:
+            self.val_accuracy.append(scores)
+
+    def _start_scoring(self) -> None:
         self._text_cache.clear()
         for metric in self._task_accuracy():
             metric.reset()
 
-    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def _score(self, batch, dataloader_idx: int) -> None:
+        """A batch of the task `dataloader_idx` into its accuracy: images, or cached image features."""
         task = self.task_names[dataloader_idx]
         if isinstance(batch, dict):  # cached features of the frozen image tower
             logits, labels = self.classify(batch["image_features"], task), batch["labels"]
@@ -284,15 +312,14 @@ class PetlModule(Hooks, L.LightningModule):
             logits = self(images, task)
         self._task_accuracy()[dataloader_idx].update(logits, labels)
 
-    def on_test_epoch_end(self) -> None:
+    def _scores(self) -> dict[str, float]:
+        """Each task's accuracy in percent, and their mean (`average`)."""
         scores = {
             name: 100.0 * metric.compute().item()
             for name, metric in zip(self.task_names, self._task_accuracy(), strict=True)
         }
         scores["average"] = sum(scores.values()) / len(self.task_names)
-        self.test_accuracy = scores
-        for name, value in scores.items():
-            self.log(f"test/acc/{name}", value, add_dataloader_idx=False)
+        return scores
 
     # -- checkpoints: trainable parameters and the config, never the frozen backbone --------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -304,11 +331,17 @@ class PetlModule(Hooks, L.LightningModule):
         checkpoint["petl_bench"] = {
             "method": self.method_name,
             "params": dataclasses.asdict(self.cfg),
+            "val_accuracy": self.val_accuracy,
             **self.checkpoint_meta,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.check_trainable_state(checkpoint["state_dict"])
+        self.restore_history(checkpoint)
+
+    def restore_history(self, checkpoint: dict) -> None:
+        """What the checkpoint's epochs measured (their validation accuracy), for the run record."""
+        self.val_accuracy = list(checkpoint.get("petl_bench", {}).get("val_accuracy", []))
 
     def check_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         """A saved state must hold every trainable parameter, each of the shape this module has."""

@@ -137,7 +137,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
         )
     with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
         data.setup("fit")
-        split.result = f"{len(data.train_records):,} training and {len(data.test_records):,} test images"
+        val = f", {len(data.val_records):,} validation" if data.val_records else ""
+        split.result = f"{len(data.train_records):,} training{val} and {len(data.test_records):,} test images"
 
 
 def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModule]) -> str:
@@ -272,6 +273,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
                 if trained:  # stopped while testing: the trained weights are all it needs
                     say(f"train: the {epochs_kept} epochs are done: testing their weights")
                     load_trained(training.trainer, module, trained["state_dict"])
+                    module.restore_history(trained)
                     training.progress.restore(trained[PROGRESS])
                 else:
                     with phase("train", _epochs_to_train(cfg, epochs_kept)):
@@ -349,7 +351,8 @@ def build_trainer(
 ) -> Training:
     """The run's Trainer on its `trainer_settings`: each epoch's checkpoint, the run's progress
     over attempts, the CSV log keeping the `epochs_kept` epochs of earlier attempts, a line per
-    epoch, and W&B when asked."""
+    epoch, and W&B when asked. Validation runs at each epoch's end where the data has validation
+    shots (the data module turns it off where it has none)."""
     arguments, tf32 = settings
     progress, first_test_batch = RunProgress(started), FirstTestBatch(started)
     # No monitor and top-1: each epoch's end replaces checkpoints/last.ckpt.
@@ -381,7 +384,6 @@ def build_trainer(
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
         log_every_n_steps=1,
         default_root_dir=work_dir,
     )
@@ -405,12 +407,18 @@ def run_record(
         "pretrained": cfg.model.pretrained,
         "activation": "quickgelu" if module.backbone.quick_gelu else "gelu",  # as decided for these weights
         "tasks": module.task_names,
-        "accuracy": {k: round(v, 4) for k, v in module.test_accuracy.items()},
+        "accuracy": _rounded(module.test_accuracy),
         "trainable_params": module.num_trainable,
         "total_params": sum(p.numel() for p in module.parameters()),
+        # Each epoch's validation accuracy (a fixed split's val shots); the test is the last epoch's model.
+        "val_accuracy": _rounded(module.val_accuracy[-1]) if module.val_accuracy else {},
+        "val_accuracy_per_epoch": [_rounded(scores) for scores in module.val_accuracy],
         "train_images": len(data.train_records),
+        "val_images": len(data.val_records),
         "test_images": len(data.tested_records),
+        "template": data.manifest.template,
         "split_file": str(data.split_file),
+        "split_source": data.manifest.split_source,
         "split_sha256": data.split_sha256,
         "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
@@ -433,6 +441,10 @@ def run_record(
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _rounded(scores: dict[str, float]) -> dict[str, float]:
+    return {task: round(value, 4) for task, value in scores.items()}
 
 
 def trainer_settings(cfg: RunConfig) -> tuple[dict, bool]:

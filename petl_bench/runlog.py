@@ -102,8 +102,8 @@ def _epoch(row: dict) -> float:
 # -- the text log -----------------------------------------------------------------------------------
 class EpochLines(Callback):
     """One line as each epoch ends: `epoch i/n`, the mean of its steps' losses, the learning rate
-    of its last step, the run's elapsed time (every attempt's, from `elapsed`) and the ETA at this
-    attempt's pace."""
+    of its last step, its validation accuracy (where the run validates), the run's elapsed time
+    (every attempt's, from `elapsed`) and the ETA at this attempt's pace."""
 
     def __init__(self, elapsed: Callable[[], float]):
         self.elapsed = elapsed  # seconds the run has taken so far
@@ -135,7 +135,10 @@ class EpochLines(Callback):
             left = per_epoch * (trainer.max_steps - trainer.global_step) / max(1, trainer.num_training_batches)
         else:
             where, left = f"epoch {epoch}/{epochs}", per_epoch * (epochs - epoch)
-        say(f"{where}  loss {loss}  lr {lr}  elapsed {clock(self.elapsed())}  eta {clock(left)}")
+        # Validation, where the data has it, ran at this epoch's end, before this hook.
+        val = trainer.callback_metrics.get("val/acc")
+        val_acc = f"  val/acc {float(val):.2f}" if val is not None else ""
+        say(f"{where}  loss {loss}  lr {lr}{val_acc}  elapsed {clock(self.elapsed())}  eta {clock(left)}")
 
 
 class _Console(logging.Handler):

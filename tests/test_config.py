@@ -173,6 +173,8 @@ def _breaking(rule):
     """A value the rule refuses."""
     if rule.choices is not None:
         return "no-such-choice"
+    if rule.template:
+        return "a photo without a slot"
     if rule.ge is not None:
         return rule.ge - 1
     if rule.gt is not None:

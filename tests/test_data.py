@@ -242,7 +242,9 @@ def officehome_manifest(officehome_root):
 
 @pytest.mark.parametrize("shots", [1, 2, PER_CLASS])
 def test_draw_split_takes_n_per_domain_and_class(officehome_manifest, shots):
-    train, test = draw_split(officehome_manifest, shots, seed=0)
+    split = draw_split(officehome_manifest, shots, seed=0)
+    train, test = split.train, split.test
+    assert split.val == []  # a pool has no validation part
     assert Counter((r.domain, r.label) for r in train) == {
         (d, label): shots for d in OFFICEHOME_DOMAINS for label in range(65)
     }
@@ -254,9 +256,9 @@ def test_draw_split_takes_n_per_domain_and_class(officehome_manifest, shots):
 def test_draw_split_is_seeded(officehome_manifest):
     a, b, c = (draw_split(officehome_manifest, 1, seed) for seed in (0, 0, 1))
     assert a == b
-    assert split_csv(*a).encode() == split_csv(*b).encode()
-    assert a[0] != c[0]
-    assert hashlib.sha256(split_csv(*a).encode()).digest() != hashlib.sha256(split_csv(*c).encode()).digest()
+    assert split_csv(a).encode() == split_csv(b).encode()
+    assert a.train != c.train
+    assert hashlib.sha256(split_csv(a).encode()).digest() != hashlib.sha256(split_csv(c).encode()).digest()
 
 
 def test_draw_split_ignores_record_order(officehome_manifest):

@@ -61,7 +61,8 @@ def broken_root(folder_root, copy_tree):
     """The folder set with one truncated JPEG among the 2-shot draw's training picks of seed 0,
     one among its test images, and one 20000 x 20000 image."""
     root = copy_tree(folder_root)
-    train, test = draw_split(read_manifest("folder", root), 2, seed=0)
+    split = draw_split(read_manifest("folder", root), 2, seed=0)
+    train, test = split.train, split.test
     picked = train[0]  # art/anchor: the draw must land elsewhere in its cell
     truncate(root / picked.path)
     truncate(root / test[-1].path)
@@ -120,7 +121,7 @@ def test_broken_images_are_skipped_and_named_in_run_and_data_check(broken_root, 
 
 def test_redraw_is_deterministic_and_fails_clearly_when_a_cell_runs_out(folder_root):
     manifest = read_manifest("folder", folder_root)
-    train, _ = draw_split(manifest, 2, seed=0)
+    train = draw_split(manifest, 2, seed=0).train
     bad = {train[0].path}
 
     def unreadable(records):
@@ -128,8 +129,8 @@ def test_redraw_is_deterministic_and_fails_clearly_when_a_cell_runs_out(folder_r
 
     first, again = draw_split(manifest, 2, 0, unreadable), draw_split(manifest, 2, 0, unreadable)
     assert first == again
-    assert first[0][2:] == train[2:]  # other cells draw what they drew before
-    assert train[0] not in first[0] and train[0] not in first[1]
+    assert first.train[2:] == train[2:]  # other cells draw what they drew before
+    assert train[0] not in first.train and train[0] not in first.test
 
     cell = {r.path for r in manifest.records if (r.domain, r.label) == (train[0].domain, train[0].label)}
     bad = set(sorted(cell)[:2])
