@@ -66,6 +66,21 @@ class MaPLeConfig(MethodConfig):
     ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
+PROMPTSRC_TEMPLATES = ("ensemble", "task")  # what PromptSRC's frozen text features average over
+
+
+@dataclass
+class PromptSRCConfig(MaPLeConfig):
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH_VISION / _TEXT)
+    text_weight: float = rule(25.0, ge=0)  # L1 of prompted to frozen text features (TEXT_LOSS_WEIGHT)
+    image_weight: float = rule(10.0, ge=0)  # L1 of prompted to frozen image features (IMAGE_LOSS_WEIGHT)
+    logits_weight: float = rule(1.0, ge=0)  # KL of the prompted logits to the frozen ones (the code's 1)
+    gpa_mean: float = rule(15.0, gt=0)  # the epoch (1-based) of the Gaussian prompt aggregation's peak (GPA_MEAN)
+    gpa_std: float = rule(1.0, gt=0)  # its width in epochs (GPA_STD)
+    # the frozen text features: the mean over PromptSRC's 60 templates, or the task's template alone
+    templates: str = rule("ensemble", choices=PROMPTSRC_TEMPLATES)
+
+
 GROUPINGS = ("gradient", "random", "all")  # how MmAP's `prepare` finds task groups
 
 

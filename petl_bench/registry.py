@@ -178,6 +178,20 @@ _method(
     "IVLP-MT: one set of independent deep text and visual prompts shared by all tasks.",
 )
 _method(
+    "promptsrc",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRC",
+    ST,
+    "PromptSRC: IVLP prompts regulated towards the frozen CLIP and averaged over epochs, one set per task.",
+)
+_method(
+    "promptsrc-mt",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRCMT",
+    MT,
+    "PromptSRC-MT: one set of regulated, epoch-averaged IVLP prompts shared by all tasks.",
+)
+_method(
     "mmap",
     c.MmAPConfig,
     "mmap:MmAP",
