@@ -126,6 +126,13 @@ class CLIPAdapterConfig(MethodConfig):
 
 
 @dataclass
+class MMAConfig(MethodConfig):
+    layers: int = rule(8, ge=1)  # adapters in the last `layers` blocks of each tower (ADAPTER_START 5 to END 12 of 12)
+    dim: int = rule(32, ge=1)  # width of the shared space (ADAPTER_DIM)
+    scale: float = rule(0.001, ge=0)  # weight of the adapters' output (ADAPTER_SCALE); 0: zero-shot
+
+
+@dataclass
 class LoRAConfig(MethodConfig):
     rank: int = rule(2, ge=1)  # r
     alpha: float = rule(1.0, ge=0)  # the update is scaled by alpha / sqrt(rank); 0: zero-shot

@@ -228,6 +228,14 @@ _method(
     "LoRA-MT: one set of q, k, v low-rank updates in both towers, shared by all tasks.",
 )
 _method(
+    "mma",
+    c.MMAConfig,
+    "mma:MMA",
+    ST,
+    "MMA: adapters in the higher blocks of both towers through a shared projection, one set per task.",
+)
+_method("mma-mt", c.MMAConfig, "mma:MMAMT", MT, "MMA-MT: one set of multi-modal adapters shared by all tasks.")
+_method(
     "adaptformer",
     c.AdaptFormerConfig,
     "adaptformer:AdaptFormer",

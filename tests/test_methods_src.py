@@ -164,3 +164,64 @@ def test_promptsrc_vit_b16_count(vit_b16):
     assert build("promptsrc-mt", vit_b16, VIT_B16_TASKS).num_trainable == 9 * 4 * (512 + 768) == 46_080
     assert build("promptsrc", vit_b16, VIT_B16_TASKS).num_trainable == 4 * 46_080
 
+
+# -- MMA -------------------------------------------------------------------------------------------
+def test_mma_at_scale_0_is_zero_shot_and_its_random_init_is_not(tiny_backbone, folder_data, batch):
+    task, (images, _) = next(iter(batch.items()))
+    with torch.no_grad():
+        zero_shot = build("zeroshot", tiny_backbone, folder_data.tasks)(images, task)
+        off = build("mma", tiny_backbone, folder_data.tasks, scale=0.0)
+        assert torch.allclose(off(images, task), zero_shot, atol=1e-5)
+        untrained = build("mma", tiny_backbone, folder_data.tasks, scale=1.0)
+        assert not torch.allclose(untrained(images, task), zero_shot, atol=1e-3)  # Kaiming init, as theirs
+    off.release()
+    untrained.release()
+
+
+def test_mma_shared_projection_learns_from_both_towers(tiny_backbone, folder_data, batch):
+    task, (images, _) = next(iter(batch.items()))
+    module = build("mma-mt", tiny_backbone, folder_data.tasks)
+    module.apply_trainable()
+    shared = module.adapters[0]["shared"]
+    for encode in (
+        lambda: module.backbone.encode_image(images, module, task),
+        lambda: module.backbone.encode_text(module.tokens(task), module, task),
+    ):
+        module.zero_grad()
+        encode().square().sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in shared.parameters())
+    module.release()
+
+
+def test_mma_adapters_learn_as_at_scale_1_while_adding_scale_times_their_output(
+    tiny_backbone, folder_data, batch, monkeypatch
+):
+    """Their gradient scaling: the parameters' gradient is 1 / scale times the plain product's."""
+    import petl_bench.methods.mma as mma
+
+    task, (images, _) = next(iter(batch.items()))
+
+    def grads() -> dict[str, torch.Tensor]:
+        module = build("mma", tiny_backbone, folder_data.tasks, scale=0.01)
+        module.apply_trainable()
+        module.backbone.encode_image(images, module, task).square().sum().backward()
+        module.release()
+        return {n: p.grad for n, p in module.trainable() if p.grad is not None}
+
+    ours = grads()
+    monkeypatch.setattr(mma, "scaled_gradient", lambda x, factor: x)
+    plain = grads()
+    assert set(ours) == set(plain) and any("vision" in n for n in ours)
+    for name in ours:
+        assert torch.allclose(ours[name], plain[name] / 0.01, rtol=1e-3, atol=1e-6), name
+
+
+def test_mma_vit_b16_count(vit_b16):
+    per_block = (512 * 32 + 32 + 32 * 512 + 512) + (768 * 32 + 32 + 32 * 768 + 768) + (32 * 32 + 32)
+    mt = build("mma-mt", vit_b16, VIT_B16_TASKS)
+    assert mt.num_trainable == 8 * per_block == 674_560
+    assert [s.layer for s in mt._attachments[0].sites if s.tower == "vision"] == list(range(4, 12))
+    mt.release()
+    st = build("mma", vit_b16, VIT_B16_TASKS)
+    assert st.num_trainable == 4 * 674_560
+    st.release()
