@@ -48,12 +48,16 @@ BEYOND_METHODS = [
     "ivlp",
     "lora",
     "adaptformer",
+    "promptsrc",
+    "mma",
     "tip-adapter-f-mt",
     "kgcoop-mt",
     "cocoop-mt",
     "ivlp-mt",
     "lora-mt",
     "adaptformer-mt",
+    "promptsrc-mt",
+    "mma-mt",
 ]
 
 
@@ -203,8 +207,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
             ],
         ),
         ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-        ("beyond", 150, BEYOND_METHODS),
-        ("beyond-demo", 25, BEYOND_METHODS),
+        ("beyond", 174, BEYOND_METHODS),
+        ("beyond-demo", 29, BEYOND_METHODS),
     ],
 )
 def test_shipped_grids(name, runs, labels):
