@@ -81,6 +81,17 @@ class PromptSRCConfig(MaPLeConfig):
     templates: str = rule("ensemble", choices=PROMPTSRC_TEMPLATES)
 
 
+@dataclass
+class CoPromptConfig(MaPLeConfig):
+    n_ctx: int = rule(2, ge=0)  # context tokens per layer (TRAINER.CoPrompt.N_CTX)
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH)
+    weight: float = rule(1.0, ge=0)  # W: weight of the consistency terms (their config's TRAINER.W)
+    image_ratio: float = rule(0.1, ge=0, le=1)  # weight of the image adapter's output in its blend
+    text_ratio: float = rule(0.2, ge=0, le=1)  # weight of the text adapter's output in its blend
+    reduction: int = rule(4, ge=1)  # adapter bottleneck width = embed dim // reduction
+    descriptions: str = ""  # JSON file: class name -> sentences (their gpt_file format); "" = the task's template
+
+
 GROUPINGS = ("gradient", "random", "all")  # how MmAP's `prepare` finds task groups
 
 

@@ -192,6 +192,20 @@ _method(
     "PromptSRC-MT: one set of regulated, epoch-averaged IVLP prompts shared by all tasks.",
 )
 _method(
+    "coprompt",
+    c.CoPromptConfig,
+    "coprompt:CoPrompt",
+    ST,
+    "CoPrompt: MaPLe prompts and feature adapters held consistent with the frozen CLIP, one set per task.",
+)
+_method(
+    "coprompt-mt",
+    c.CoPromptConfig,
+    "coprompt:CoPromptMT",
+    MT,
+    "CoPrompt-MT: one set of prompts and adapters, held consistent with the frozen CLIP, shared by all tasks.",
+)
+_method(
     "mmap",
     c.MmAPConfig,
     "mmap:MmAP",

@@ -2,6 +2,7 @@
 resume, zero-shot where they start from it, and their ViT-B/16 counts (built without weights)."""
 
 import copy
+import json
 import os
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from petl_bench.cli import main
 from petl_bench.datamodules.records import Task
+from petl_bench.errors import UserError
 from petl_bench.methods.promptsrc import GPA, PromptSRC, ensemble_templates, gpa_weights
 from petl_bench.module import PetlModule
 from petl_bench.registry import get_method
@@ -225,3 +227,71 @@ def test_mma_vit_b16_count(vit_b16):
     st = build("mma", vit_b16, VIT_B16_TASKS)
     assert st.num_trainable == 4 * 674_560
     st.release()
+
+
+# -- CoPrompt --------------------------------------------------------------------------------------
+def test_coprompt_consistency_is_zero_where_it_is_zero_shot_and_not_once_it_adapts(tiny_backbone, folder_data, batch):
+    """No prompts, no adapter weight, the template as the description: zero-shot's cross-entropy
+    and both consistency terms 0. Adapters or prompts in play move them off 0."""
+    task, (images, labels) = next(iter(batch.items()))
+    with torch.no_grad():
+        zero_shot_ce = torch.nn.functional.cross_entropy(
+            build("zeroshot", tiny_backbone, folder_data.tasks)(images, task), labels
+        )
+        frozen = build("coprompt", tiny_backbone, folder_data.tasks, n_ctx=0, image_ratio=0.0, text_ratio=0.0)
+        terms = frozen.terms(task, images, labels)
+        assert terms["text"].abs() < 1e-6 and terms["image"].abs() < 1e-6
+        assert torch.allclose(terms["cross_entropy"], zero_shot_ce, atol=1e-6)
+        adapted = build("coprompt", tiny_backbone, folder_data.tasks, n_ctx=0).terms(task, images, labels)
+        assert adapted["text"] > 1e-4 and adapted["image"] > 1e-4
+        prompted = build("coprompt", tiny_backbone, folder_data.tasks).terms(task, images, labels)
+        assert prompted["text"] > 1e-4 and prompted["image"] > 1e-4
+
+
+def test_coprompt_loss_falls(tiny_backbone, folder_data, batch):
+    module = build("coprompt", copy.deepcopy(tiny_backbone), folder_data.tasks)
+    losses = sgd_losses(module, batch, steps=8, lr=0.001)
+    assert losses[-1] < losses[0], losses
+
+
+def test_coprompt_descriptions_file_gives_the_text_target(tiny_backbone, folder_data, tmp_path):
+    task = folder_data.tasks[0]
+    sentences = {
+        name.replace("_", " "): [f"a {name} has {k} parts." for k in range(1 + i)]
+        for i, name in enumerate(task.classnames)
+    }
+    path = tmp_path / "descriptions.json"
+    path.write_text(json.dumps(sentences))
+    module = build("coprompt-mt", tiny_backbone, folder_data.tasks, descriptions=str(path))
+    features = module.described_features(task.name)
+    assert [len(f) for f in features] == [1 + i for i in range(len(task.classnames))]
+    with torch.no_grad():
+        expected = tiny_backbone.encode_text(tiny_backbone.tokenize(sentences[task.classnames[-1].replace("_", " ")]))
+    assert torch.allclose(features[-1], torch.nn.functional.normalize(expected, dim=-1), atol=1e-6)
+    without = build("coprompt-mt", tiny_backbone, folder_data.tasks)
+    assert without.class_descriptions(task.name) == [[p] for p in without.template_prompts(task.name)]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not a readable JSON file"),
+        ('{"dog": "one sentence"}', "must map each class name to a non-empty list of sentences"),
+        ('{"no such class": ["a sentence."]}', "no sentences for class"),
+    ],
+)
+def test_coprompt_bad_descriptions_are_one_line(content, message, tiny_backbone, folder_data, tmp_path):
+    path = tmp_path / "descriptions.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message) as caught:
+        build("coprompt-mt", tiny_backbone, folder_data.tasks, descriptions=str(path)).described_features(
+            folder_data.tasks[0].name
+        )
+    assert "\n" not in str(caught.value)
+
+
+def test_coprompt_vit_b16_count(vit_b16):
+    maple = 9 * (2 * 512 + 512 * 768 + 768)
+    adapters = 2 * (512 * 128 + 128 * 512)
+    assert build("coprompt-mt", vit_b16, VIT_B16_TASKS).num_trainable == maple + adapters == 3_817_216
+    assert build("coprompt", vit_b16, VIT_B16_TASKS).num_trainable == 4 * 3_817_216
