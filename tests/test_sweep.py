@@ -50,6 +50,7 @@ BEYOND_METHODS = [
     "adaptformer",
     "promptsrc",
     "mma",
+    "coprompt",
     "tip-adapter-f-mt",
     "kgcoop-mt",
     "cocoop-mt",
@@ -58,6 +59,7 @@ BEYOND_METHODS = [
     "adaptformer-mt",
     "promptsrc-mt",
     "mma-mt",
+    "coprompt-mt",
 ]
 
 
@@ -207,8 +209,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
             ],
         ),
         ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-        ("beyond", 174, BEYOND_METHODS),
-        ("beyond-demo", 29, BEYOND_METHODS),
+        ("beyond", 186, BEYOND_METHODS),
+        ("beyond-demo", 31, BEYOND_METHODS),
     ],
 )
 def test_shipped_grids(name, runs, labels):
