@@ -18,7 +18,7 @@ ViT-B/16 (text 512, vision 768, embed 512), n_ctx 2, depth 9: MaPLe's 9 x (2 x 5
 768) = 3,555,072 plus adapters 2 x (512 x 128 + 128 x 512) = 262,144: 3,817,216 per set.
 
 Init: MaPLe's (P_0 from "a photo of a"), adapters as nn.Linear. `n_ctx = 0` with both ratios 0 and
-no descriptions is zero-shot CLIP, and both consistency terms are then 0.
+no descriptions is zero-shot CLIP, and both consistency terms are then 0 (to rounding).
 
 Departures from the official code (trainers/coprompt.py): their frozen image features come from a
 second augmented view of each image (K_TRANSFORMS 2, RandAugment); the suite's loader gives one

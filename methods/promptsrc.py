@@ -17,7 +17,7 @@ aggregate. The running sum rides in each epoch checkpoint, so a resumed run ends
 ViT-B/16 (text 512, vision 768), 4 tokens, depth 9: 9 x 4 x (512 + 768) = 46,080 per set.
 
 Init: IVLP's (P_0 from "a photo of a", the rest N(0, 0.02)). `n_ctx = 0` is exactly zero-shot CLIP
-(no prompts), where the image term is 0, and with `templates = task` every term is 0.
+(no prompts), where the image term is 0, and with `templates = task` the text term too (the KL to rounding).
 
 Departures from the official code (trainers/promptsrc.py): GPA weights each epoch's prompts, not the
 whole model's state dict (only the prompts train, so the same); `gpa_mean`/`gpa_std` count epochs as
