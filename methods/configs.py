@@ -66,6 +66,32 @@ class MaPLeConfig(MethodConfig):
     ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
+PROMPTSRC_TEMPLATES = ("ensemble", "task")  # what PromptSRC's frozen text features average over
+
+
+@dataclass
+class PromptSRCConfig(MaPLeConfig):
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH_VISION / _TEXT)
+    text_weight: float = rule(25.0, ge=0)  # L1 of prompted to frozen text features (TEXT_LOSS_WEIGHT)
+    image_weight: float = rule(10.0, ge=0)  # L1 of prompted to frozen image features (IMAGE_LOSS_WEIGHT)
+    logits_weight: float = rule(1.0, ge=0)  # KL of the prompted logits to the frozen ones (the code's 1)
+    gpa_mean: float = rule(15.0, gt=0)  # the epoch (1-based) of the Gaussian prompt aggregation's peak (GPA_MEAN)
+    gpa_std: float = rule(1.0, gt=0)  # its width in epochs (GPA_STD)
+    # the frozen text features: the mean over PromptSRC's 60 templates, or the task's template alone
+    templates: str = rule("ensemble", choices=PROMPTSRC_TEMPLATES)
+
+
+@dataclass
+class CoPromptConfig(MaPLeConfig):
+    n_ctx: int = rule(2, ge=0)  # context tokens per layer (TRAINER.CoPrompt.N_CTX)
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH)
+    weight: float = rule(1.0, ge=0)  # W: weight of the consistency terms (their config's TRAINER.W)
+    image_ratio: float = rule(0.1, ge=0, le=1)  # weight of the image adapter's output in its blend
+    text_ratio: float = rule(0.2, ge=0, le=1)  # weight of the text adapter's output in its blend
+    reduction: int = rule(4, ge=1)  # adapter bottleneck width = embed dim // reduction
+    descriptions: str = ""  # JSON file: class name -> sentences (their gpt_file format); "" = the task's template
+
+
 GROUPINGS = ("gradient", "random", "all")  # how MmAP's `prepare` finds task groups
 
 
@@ -108,6 +134,13 @@ class CLIPAdapterConfig(MethodConfig):
     reduction: int = rule(2, ge=1)  # bottleneck width = embed dim // reduction
     ratio: float = rule(0.2, ge=0, le=1)  # weight of the adapted feature in the residual blend
     towers: str = rule("both", choices=ADAPTED_TOWERS)  # whose features get an adapter: both | image | text
+
+
+@dataclass
+class MMAConfig(MethodConfig):
+    layers: int = rule(8, ge=1)  # adapters in the last `layers` blocks of each tower (ADAPTER_START 5 to END 12 of 12)
+    dim: int = rule(32, ge=1)  # width of the shared space (ADAPTER_DIM)
+    scale: float = rule(0.001, ge=0)  # weight of the adapters' output (ADAPTER_SCALE); 0: zero-shot
 
 
 @dataclass

@@ -213,13 +213,17 @@ class PetlModule(Hooks, L.LightningModule):
         """A term added to the task's loss (KgCoOp's distance to the hand-written prompt); none by default."""
         return 0.0
 
+    def training_loss(self, task: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One task's training loss on its images: cross-entropy plus `regularizer` by default; a
+        method whose extra terms need the step's images or logits (PromptSRC) overrides it."""
+        return F.cross_entropy(self(images, task), labels) + self.regularizer(task)
+
     def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Cross-entropy (plus `regularizer`) of each task in a step's batch (task -> (images, labels))."""
+        """`training_loss` of each task in a step's batch (task -> (images, labels))."""
         self._step_text = {}
         try:
             return {
-                task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
-                + self.regularizer(task)
+                task: self.training_loss(task, images.to(self.device), labels.to(self.device))
                 for task, (images, labels) in batch.items()
             }
         finally:

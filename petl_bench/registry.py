@@ -178,6 +178,34 @@ _method(
     "IVLP-MT: one set of independent deep text and visual prompts shared by all tasks.",
 )
 _method(
+    "promptsrc",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRC",
+    ST,
+    "PromptSRC: IVLP prompts regulated towards the frozen CLIP and averaged over epochs, one set per task.",
+)
+_method(
+    "promptsrc-mt",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRCMT",
+    MT,
+    "PromptSRC-MT: one set of regulated, epoch-averaged IVLP prompts shared by all tasks.",
+)
+_method(
+    "coprompt",
+    c.CoPromptConfig,
+    "coprompt:CoPrompt",
+    ST,
+    "CoPrompt: MaPLe prompts and feature adapters held consistent with the frozen CLIP, one set per task.",
+)
+_method(
+    "coprompt-mt",
+    c.CoPromptConfig,
+    "coprompt:CoPromptMT",
+    MT,
+    "CoPrompt-MT: one set of prompts and adapters, held consistent with the frozen CLIP, shared by all tasks.",
+)
+_method(
     "mmap",
     c.MmAPConfig,
     "mmap:MmAP",
@@ -213,6 +241,14 @@ _method(
     MT,
     "LoRA-MT: one set of q, k, v low-rank updates in both towers, shared by all tasks.",
 )
+_method(
+    "mma",
+    c.MMAConfig,
+    "mma:MMA",
+    ST,
+    "MMA: adapters in the higher blocks of both towers through a shared projection, one set per task.",
+)
+_method("mma-mt", c.MMAConfig, "mma:MMAMT", MT, "MMA-MT: one set of multi-modal adapters shared by all tasks.")
 _method(
     "adaptformer",
     c.AdaptFormerConfig,
