@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from petl_bench.backbone import IDENTITY
+from petl_bench.errors import UserError
 from petl_bench.registry import register_method
 
 from .configs import PromptSRCConfig
@@ -99,8 +100,13 @@ class PromptSRC(IVLP):
         return torch.stack(list(self.terms(task, images, labels).values())).sum()
 
     # -- Gaussian prompt aggregation -------------------------------------------------------------
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if (self.trainer.max_epochs or -1) < 1:  # `train.iterations`: steps, not epochs, end the run
+            raise UserError("promptsrc averages its prompts over epochs (GPA): give train.epochs, not train.iterations")
+
     def on_train_epoch_end(self) -> None:
-        epochs = max(1, self.trainer.max_epochs or 1)
+        epochs = self.trainer.max_epochs
         weight = gpa_weights(epochs, self.cfg.gpa_mean, self.cfg.gpa_std)[self.current_epoch]
         with torch.no_grad():
             for name, param in self.trainable():

@@ -17,6 +17,8 @@ from petl_bench.methods.promptsrc import GPA, PromptSRC, ensemble_templates, gpa
 from petl_bench.module import PetlModule
 from petl_bench.registry import get_method
 
+from cli_calls import call
+
 VIT_B16_TASKS = [Task(f"task{i}", tuple(f"class {k}" for k in range(65))) for i in range(4)]
 
 
@@ -160,6 +162,22 @@ def test_promptsrc_tests_and_checkpoints_the_gaussian_aggregate_and_a_resumed_ru
     resumed = _last_checkpoint(tmp_path / "resumed")
     for name, value in alone["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], value), name
+
+
+def test_promptsrc_refuses_an_iteration_based_run_in_one_line(folder_root, tmp_path):
+    """GPA weighs epochs: a run that steps cannot say which epoch is its last."""
+    code, _, err = call(
+        [
+            *_promptsrc_run_argv(folder_root),
+            "--set",
+            "train.iterations=2",
+            "--set",
+            "optim.schedule=linear-cosine",
+            "--out",
+            tmp_path,
+        ]
+    )
+    assert code == 2 and "give train.epochs, not train.iterations" in err and len(err.strip().splitlines()) == 1
 
 
 def test_promptsrc_vit_b16_count(vit_b16):
