@@ -365,6 +365,8 @@ def canonical_tasks(name: str) -> list[Task]:
     spec = SPECS[name]
     if isinstance(spec, FolderSpec):
         names = list(spec.classes(Path("/nonexistent")).values())
+    elif len(spec.renames) == expected_sizes(name).classes:  # EuroSAT's are all known, in label order
+        names = [spec.name_of(raw) for raw in spec.renames]
     else:
         names = [f"class {i + 1}" for i in range(expected_sizes(name).classes)]
     return [Task(spec.title, tuple(names), TEMPLATES.get(name, DEFAULT_TEMPLATE))]
@@ -411,6 +413,17 @@ class RootCheck:
     @property
     def complete(self) -> bool:
         return not self.missing_classes and not self.missing_images and all(n == e for n, e in self.parts.values())
+
+
+def shortfall(name: str, manifest: Manifest) -> str | None:
+    """One line where a manifest holds fewer classes or images than the dataset has, else None."""
+    sizes = expected_sizes(name)
+    found = Counter(r.part for r in manifest.records)
+    classes = len({r.label for r in manifest.records})
+    short = [f"{p} {found[p]:,} of {n:,}" for p, n in sizes.parts.items() if found[p] < n]
+    if classes < sizes.classes:
+        short.insert(0, f"{classes:,} of {sizes.classes:,} classes")
+    return f"{SPECS[name].title}: {', '.join(short)}" if short else None
 
 
 def check_listing(name: str, root: Path, listed: Listing) -> tuple[RootCheck, list[Item]]:
