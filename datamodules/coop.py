@@ -176,7 +176,12 @@ SPLIT_SPECS = {
             expected="images/ and split_zhou_OxfordPets.json (or annotations/trainval.txt and test.txt)",
         ),
         # The split's paths are relative to the root: cars_train/..., cars_test/...
-        CoopSpec("stanford_cars", "", "split_zhou_StanfordCars.json", expected="cars_train/, cars_test/ and"),
+        CoopSpec(
+            "stanford_cars",
+            "",
+            "split_zhou_StanfordCars.json",
+            expected="cars_train/, cars_test/ and split_zhou_StanfordCars.json",
+        ),
         CoopSpec("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json"),
         CoopSpec("food101", "images", "split_zhou_Food101.json"),
         CoopSpec(
@@ -198,20 +203,12 @@ def not_a_root(root: Path, title: str, expected: str) -> UserError:
     return UserError(f"{root} is not {article} {title} root: expected {expected}")
 
 
-def _expected(spec: CoopSpec) -> str:
-    if spec.name == "stanford_cars":
-        return f"{spec.expected} {spec.split_file}"
-    return spec.expected or f"{spec.image_dir}/ and {spec.split_file}"
-
-
 def split_listing(spec: CoopSpec, root: Path) -> Listing:
     folder = root / spec.image_dir
     json_path = root / spec.split_file if spec.split_file else None
     has_json = json_path is not None and json_path.is_file()
     if not folder.is_dir() or not (has_json or spec.own_split):
-        raise UserError(
-            f"{root} is not a{'n' * (spec.title[0] in 'AEIOU')} {spec.title} root: expected {_expected(spec)}"
-        )
+        raise not_a_root(root, spec.title, spec.expected or f"{spec.image_dir}/ and {spec.split_file}")
     if has_json:
         assert json_path is not None
         entries, source = read_split_json(json_path), spec.split_file
@@ -239,7 +236,13 @@ def class_names(entries: list[Entry], source: str) -> list[str]:
     two = next((label for label in labels if len(names[label]) > 1), None)
     if two is not None:
         raise UserError(f"{source}: label {two} has several class names: {', '.join(sorted(names[two]))}")
-    return [next(iter(names[label])) for label in labels]
+    raw = [next(iter(names[label])) for label in labels]
+    shared = next((name for name, n in Counter(raw).items() if n > 1), None)
+    if shared is not None:
+        raise UserError(
+            f"{source}: labels {[i for i, c in enumerate(raw) if c == shared]} share the class name {shared!r}"
+        )
+    return raw
 
 
 # -- the ImageNet family ---------------------------------------------------------------------------
@@ -311,21 +314,23 @@ def folder_listing(spec: FolderSpec, root: Path) -> Listing:
         raise not_a_root(
             root, spec.title, f"{folders} with one folder per class, named by {kind} (missing {', '.join(absent)})"
         )
-    items, parts = [], {}
+    items: list[Item] = []
+    parts: dict[str, str] = {}
+    title = spec.title
+    keys = {str(i): w for i, w in enumerate(wnids)} if spec.numbered else {w: w for w in wnids}
     for folder, part in spec.folders:
-        keys = {str(i): w for i, w in enumerate(wnids)} if spec.numbered else {w: w for w in wnids}
         found = subdirs(root / folder)
         unknown = [p.name for p in found if p.name not in keys]
         if unknown:
             raise UserError(
-                f"{root / folder}: {len(unknown)} folder(s) that are not {spec.title} classes, e.g. {unknown[0]} "
+                f"{root / folder}: {len(unknown)} folder(s) that are not {title} classes, e.g. {unknown[0]} "
                 f"(expected {'0..999' if spec.numbered else 'the wnids of petl_bench/data/'})"
             )
         for class_folder in found:
-            for image in image_names(class_folder):
-                path = f"{folder}/{class_folder.name}/{image}"
-                items.append((path, spec.title, keys[class_folder.name]))
-                parts[path] = part
+            prefix, key = f"{folder}/{class_folder.name}/", keys[class_folder.name]
+            paths = [prefix + image for image in image_names(class_folder)]
+            items += [(path, title, key) for path in paths]
+            parts.update(dict.fromkeys(paths, part))
     source = "+".join(f"{folder}/" for folder, _ in spec.folders)
     return Listing(items, wnids, list(classes.values()), parts, source, listed=False, wanted=wnids)
 

@@ -20,13 +20,14 @@ from petl_bench.cpus import cpu_budget
 from petl_bench.errors import UserError
 from petl_bench.files import ENCODING, shown
 
-from .images import ImageChecks
+from .images import READABLE, ImageChecks
 from .records import Manifest, Record, prompt_name
 
 if TYPE_CHECKING:
     from .cache import Cache
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_SUFFIXES = tuple(IMAGE_SUFFIXES)  # for str.endswith
 Item = tuple[str, str, str]  # (path relative to the root, domain, class folder name)
 Reader = Callable[[str | Path, "Cache | None"], Manifest]  # a dataset's root and verdict cache -> its manifest
 
@@ -54,7 +55,7 @@ def image_names(folder: Path) -> list[str]:
     """The image files of a folder by name, sorted: one directory listing, no stat per file (a root of
     1.28M images is listed in seconds)."""
     with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+        return sorted(e.name for e in entries if e.name.lower().endswith(_SUFFIXES) and e.is_file())
 
 
 def present_files(root: Path, rels: list[str]) -> tuple[set[str], dict[str, int]]:
@@ -107,14 +108,15 @@ def build_manifest(
     if missing:
         raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
     checks.save()
-    label = {name: i for i, name in enumerate(classes)}
     names = names or [prompt_name(c) for c in classes]
+    labelled = {cls: (i, names[i]) for i, cls in enumerate(classes)}  # class -> (label, name)
     part = parts or {}
     records, skipped = [], []
-    readable = {rel for rel in checks.verdicts if checks.readable(rel)}
+    verdicts = checks.verdicts
     for rel, domain, cls in items:
-        if rel in readable:
-            records.append(Record(rel, label[cls], domain, names[label[cls]], part.get(rel, "")))
+        if verdicts.get(rel) in READABLE:
+            label, name = labelled[cls]
+            records.append(Record(rel, label, domain, name, part.get(rel, "")))
         else:
             skipped.append(rel)
     if skipped:

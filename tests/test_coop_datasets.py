@@ -189,6 +189,12 @@ def test_bad_split_files_and_folders_are_one_line(coop_roots, copy_tree):
     split_file.write_text(json.dumps(split))
     with pytest.raises(UserError, match=r"label 0 has several class names: another name, synthetic_class_000$"):
         read_manifest("dtd", root)
+    for part in split.values():  # every image of label 1 named as label 0
+        for entry in part:
+            entry[2] = "synthetic_class_000" if entry[1] < 2 else entry[2]
+    split_file.write_text(json.dumps(split))
+    with pytest.raises(UserError, match=r"labels \[0, 1\] share the class name 'synthetic_class_000'$"):
+        read_manifest("dtd", root)
     split_file.write_text(json.dumps({"train": []}))
     with pytest.raises(UserError, match=r"is not a CoOp split file .*KeyError: 'val'"):
         read_manifest("dtd", root)
