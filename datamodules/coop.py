@@ -39,7 +39,7 @@ from petl_bench.errors import UserError
 
 from .catalog import TEMPLATES, TITLES
 from .records import DEFAULT_TEMPLATE, Manifest, Task
-from .scan import Item, Reader, build_manifest, check_root, image_names, present_files, subdirs
+from .scan import Item, Reader, build_manifest, check_root, image_names, paused_gc, present_files, subdirs
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -354,6 +354,7 @@ def manifest_of(
     return replace(manifest, template=TEMPLATES.get(name, DEFAULT_TEMPLATE), split_source=listed.split_source)
 
 
+@paused_gc()
 def read_coop(name: str, root: str | Path, cache: Cache | None = None) -> Manifest:
     """Every image the split lists (or, for the ImageNet family, the class folders hold), each in its part."""
     root = check_root(root)

@@ -3,7 +3,7 @@ its split JSON where the dataset has one, the dataset's own lists where CoOp rea
 OxfordPets' annotations, always written, and read when `own_split` leaves the JSON out).
 
 Images are `synth.render`'s (class i: a shape in a colour, learnable for up to 132 classes; more repeat
-looks). Each class gets the dataset's real count of classes unless `n_classes` asks fewer, and `per_class`
+looks). A root has the dataset's real number of classes unless `n_classes` asks fewer, each `per_class`
 images split as CoOp's `read_and_split_data` splits (50% train, 20% val, the rest test, each at least one);
 ImageNet has train and test only, its variants test only. Class names are stand-ins (`synthetic_class_007`)
 except where the package knows the real ones (ImageNet's wnids, EuroSAT's folders).
@@ -20,7 +20,7 @@ from petl_bench.errors import UserError
 
 from .coop import EUROSAT_NAMES, FOLDER_SPECS, SPLIT_SPECS, CoopSpec, FolderSpec, expected_sizes
 from .records import SYNTHETIC_MARKER
-from .synth import render, style_for
+from .synth import Style, render, style_for
 
 # Where an image goes under the spec's image folder: (class key, image number in the class, number in
 # the dataset, part) -> path, as each dataset names its files.
@@ -114,7 +114,7 @@ def write_coop_synthetic(
     return number
 
 
-def _draw(path: Path, label: int, style, rng: random.Random) -> None:
+def _draw(path: Path, label: int, style: Style, rng: random.Random) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     render(label, style, rng).save(path, quality=95)
 
