@@ -55,7 +55,7 @@ class Manifest:
     # What is known of each file (stat, header or full decode); None for a hand-made manifest.
     checks: ImageChecks | None = field(default=None, compare=False, repr=False)
     template: str = DEFAULT_TEMPLATE  # the dataset's class prompt (CoOp's per-dataset one where it has one)
-    split_source: str = ""  # the file(s) the records' parts come from, e.g. "split_zhou_EuroSAT.json"; "": a pool
+    split_source: str = ""  # the file the records' parts come from (e.g. split_zhou_EuroSAT.json); "": none
 
     @property
     def tasks(self) -> list[Task]:
