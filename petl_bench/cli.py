@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from .config import DATASETS, DataConfig, ModelConfig, RunConfig
-from .datamodules.catalog import COOP_DATASETS, IMAGENET_VARIANTS
 from .errors import UserError, did_you_mean
 from .runargs import add_run_options
 from .runcommand import answered, format_accuracy, run_from_args
@@ -182,10 +181,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .datamodules import read_manifest
+    from .datamodules import coop, read_manifest
     from .datamodules.counts import compare_counts
 
-    if args.dataset in COOP_DATASETS + IMAGENET_VARIANTS:
+    if args.dataset in coop.SPECS:
         return _check_coop_root(args)
     if args.quick:
         raise UserError("--quick is for CoOp's benchmark and the ImageNet family; other roots are checked in full")
@@ -259,7 +258,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    if args.layout in COOP_DATASETS + IMAGENET_VARIANTS:
+    from .datamodules.coop import SPECS
+
+    if args.layout in SPECS:
         from .datamodules.coopsynth import write_coop_synthetic
 
         if args.related_pairs:
