@@ -12,9 +12,6 @@ import re
 
 from petl_bench.errors import UserError, did_you_mean
 
-# Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
-DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
-
 # Every dataset's name in tables and messages.
 TITLES = {
     "officehome": "Office-Home",
@@ -24,6 +21,22 @@ TITLES = {
     "office31": "Office-31",
     "terraincognita": "TerraIncognita",
     "domainnet": "DomainNet",
+    # CoOp's names for its benchmark (its DATASETS.md)
+    "imagenet": "ImageNet",
+    "caltech101": "Caltech101",
+    "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars",
+    "oxford_flowers": "Flowers102",
+    "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft",
+    "sun397": "SUN397",
+    "dtd": "DTD",
+    "eurosat": "EuroSAT",
+    "ucf101": "UCF101",
+    "imagenetv2": "ImageNetV2",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A",
+    "imagenet_r": "ImageNet-R",
 }
 
 # The paper's split names: "10% (6-shot per class)" and so on.
@@ -48,6 +61,13 @@ COOP_DATASETS = (
     "ucf101",
 )
 IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+# Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
+DATASETS = (
+    *("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet"),
+    *COOP_DATASETS,
+    *IMAGENET_VARIANTS,
+)
 
 # Each one's folder under a common data root, as CoOp's DATASETS.md names them: a grid over several
 # datasets takes that root (`data.root=DATA`) and runs each on `DATA/{folder}`.

@@ -1,8 +1,8 @@
 """`read_manifest`: a dataset's name and root -> its `Manifest`, through the reader of that dataset.
 
-The readers are `readers.py`'s (Office-Home, MiniDomainNet, folder) and `datasets.py`'s (PACS,
-VLCS, Office-31, TerraIncognita, DomainNet). The cache of verdicts from earlier scans is an
-argument, handed down to the reader. Imports the readers: no torch.
+The readers are `readers.py`'s (Office-Home, MiniDomainNet, folder), `datasets.py`'s (PACS,
+VLCS, Office-31, TerraIncognita, DomainNet) and `coop.py`'s (CoOp's benchmark, the ImageNet family).
+The cache of verdicts from earlier scans is an argument, handed down to the reader. Imports the readers: no torch.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from petl_bench.errors import UserError
 
-from . import datasets, readers
+from . import coop, datasets, readers
 from .records import Manifest
 from .scan import check_root
 
 if TYPE_CHECKING:
     from .cache import Cache
 
-READERS = {**readers.READERS, **datasets.READERS}
+READERS = {**readers.READERS, **datasets.READERS, **coop.READERS}
 
 
 def read_manifest(dataset: str, root: str | Path, cache: Cache | None = None) -> Manifest:
