@@ -269,3 +269,23 @@ def test_quick_check_opens_no_image(coop_roots, copy_tree, monkeypatch):
     assert len(opened) == 2 * 11  # the full check reads each header, then decodes each image
     code, _, err = call(["data", "check", "--dataset", "pacs", "--root", root, "--quick"])
     assert code == 2 and "--quick is for CoOp's benchmark" in err
+
+
+# -- a run on CoOp's protocol ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_coop_on_generated_eurosat_trains_4_and_validates_4_per_class_and_tests_the_split_s_test_part(tmp_path):
+    """The issue's own command: `run --method coop --dataset eurosat --split 4shot --model tiny` on a
+    generated root: 4 training and 4 validation images per class, the split file's whole test part, the
+    dataset's template and the split's source in the record."""
+    root = tmp_path / "eurosat"
+    write_coop_synthetic(root, "eurosat", 24, 10)
+    parts = json.loads((root / "split_zhou_EuroSAT.json").read_text())
+    argv = ["run", "--method", "coop", "--dataset", "eurosat", "--root", root, "--split", "4shot", "--model", "tiny"]
+    call_ok([*argv, "--out", tmp_path / "out", "--no-progress", "--set", "train.epochs=1", "--set", "data.num_workers=0"])
+    (record_file,) = (tmp_path / "out" / "runs").rglob("seed0.json")
+    record = json.loads(record_file.read_text())
+    assert (record["train_images"], record["val_images"]) == (40, 40)
+    assert record["test_images"] == len(parts["test"]) and len(parts["val"]) > 40
+    assert record["template"] == TEMPLATES["eurosat"] == "a centered satellite photo of {}."
+    assert record["split_source"] == "split_zhou_EuroSAT.json"
+    assert set(record["val_accuracy"]) == {TITLES["eurosat"], "average"}
