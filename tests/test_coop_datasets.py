@@ -281,7 +281,8 @@ def test_coop_on_generated_eurosat_trains_4_and_validates_4_per_class_and_tests_
     write_coop_synthetic(root, "eurosat", 24, 10)
     parts = json.loads((root / "split_zhou_EuroSAT.json").read_text())
     argv = ["run", "--method", "coop", "--dataset", "eurosat", "--root", root, "--split", "4shot", "--model", "tiny"]
-    call_ok([*argv, "--out", tmp_path / "out", "--no-progress", "--set", "train.epochs=1", "--set", "data.num_workers=0"])
+    settings = ["--set", "train.epochs=1", "--set", "data.num_workers=0"]
+    call_ok([*argv, "--out", tmp_path / "out", "--no-progress", *settings])
     (record_file,) = (tmp_path / "out" / "runs").rglob("seed0.json")
     record = json.loads(record_file.read_text())
     assert (record["train_images"], record["val_images"]) == (40, 40)
