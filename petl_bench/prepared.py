@@ -26,22 +26,25 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def shot_features(
-    backbone: ClipBackbone, data, transform, passes: int = 1
+    backbone: ClipBackbone, data, transform, passes: int = 1, part: str = "train"
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Task -> (image features [shots, embed dim], labels [shots]) of the training shots in split
-    order, each feature the mean over `passes` passes of `transform` (random augmentations differ
-    from pass to pass), from the frozen backbone with identity hooks, on the GPU when there is one."""
+    """Task -> (image features [shots, embed dim], labels [shots]) of the training shots (`part`
+    "val": the validation shots) in split order, each feature the mean over `passes` passes of
+    `transform` (random augmentations differ from pass to pass), from the frozen backbone with
+    identity hooks, on the GPU when there is one."""
     device = next(backbone.parameters()).device
     was_training = backbone.training
     backbone.to(DEVICE).eval()
     found = {}
-    doing = f"image features of the {len(data.train_records):,} training images" + (
+    shots = data.val_records if part == "val" else data.train_records
+    words = "validation" if part == "val" else "training"
+    doing = f"image features of the {len(shots):,} {words} images" + (
         f", the mean of {passes} augmented passes" if passes > 1 else ""
     )
     try:
         with phase("features", doing):
             for task in data.tasks:
-                records = [r for r in data.train_records if r.domain == task.name]
+                records = [r for r in shots if r.domain == task.name]
                 # The split drew only images that decode; one changed since is left out, with a warning.
                 loader = DataLoader(
                     ImageFiles(data.manifest.root, records, transform),

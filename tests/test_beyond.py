@@ -212,6 +212,23 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
     assert choose_c(x[:2], torch.tensor([0, 1]), 2, seed=0) == (1.0, None)
 
 
+def test_c_is_searched_on_the_validation_shots_where_the_split_has_them():
+    """CoOp's protocol: every training shot fits, the validation shots score. Validation labels that
+    are each class's shifted by one make the best C the one that fits worst: the search follows them."""
+    torch.manual_seed(0)
+    y = torch.arange(30) % 3
+    x = torch.randn(30, 8) + 2.0 * torch.nn.functional.one_hot(y, 8).float()
+    xv = torch.randn(12, 8) + 2.0 * torch.nn.functional.one_hot(torch.arange(12) % 3, 8).float()
+    right, wrong = torch.arange(12) % 3, (torch.arange(12) + 1) % 3
+    c_right, acc_right = choose_c(x, y, 3, seed=0, val=(xv, right))
+    c_wrong, acc_wrong = choose_c(x, y, 3, seed=0, val=(xv, wrong))
+    for c, accuracy, labels in ((c_right, acc_right, right), (c_wrong, acc_wrong, wrong)):
+        weight, bias = fit_logistic(x, y, 3, c)  # fitted on all 30 shots, scored on the 12
+        assert accuracy == 100.0 * ((xv @ weight.t() + bias).argmax(-1) == labels).float().mean().item()
+    assert acc_right > 80 > acc_wrong and c_wrong < c_right
+    assert choose_c(x[:3], y[:3], 3, seed=0, val=(xv, right))[1] is not None  # one shot each: val still scores
+
+
 def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, tmp_path):
     stdout = call_ok(
         [

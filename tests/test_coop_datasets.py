@@ -290,3 +290,8 @@ def test_coop_on_generated_eurosat_trains_4_and_validates_4_per_class_and_tests_
     assert record["template"] == TEMPLATES["eurosat"] == "a centered satellite photo of {}."
     assert record["split_source"] == "split_zhou_EuroSAT.json"
     assert set(record["val_accuracy"]) == {TITLES["eurosat"], "average"}
+    # The linear probe's C is scored on those validation shots, not on held-out training shots.
+    probe = [*argv[:2], "linear-probe", *argv[3:], "--out", tmp_path / "probe", "--no-progress", *settings]
+    call_ok(probe)
+    (record_file,) = (tmp_path / "probe" / "runs").rglob("seed0.json")
+    assert json.loads(record_file.read_text())["prepared"]["linear_probe"]["c_scored_on"] == "validation shots"
