@@ -179,7 +179,9 @@ class DePTConfig(MethodConfig):
             name, sep, raw = item.partition("=")
             if not sep or name.strip() not in types:
                 fields = ", ".join(f.name for f in dataclasses.fields(cls))
-                raise UserError(f"method.base_set={self.base_set!r}: {item!r} is not field=value of {self.base} ({fields})")
+                raise UserError(
+                    f"method.base_set={self.base_set!r}: {item!r} is not field=value of {self.base} ({fields})"
+                )
             values[name.strip()] = parse_value(raw.strip(), types[name.strip()], f"method.base_set={self.base_set}")
         return validate_params(cls(**values))
 

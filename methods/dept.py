@@ -32,7 +32,6 @@ here at `head_lr_scale` times it; their KgCoOp weight 2.0 and MaPLe's 2 tokens i
 """
 
 import dataclasses
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -66,9 +65,10 @@ class DecoupledHead:
     dept_cfg: DePTConfig
 
     def __init__(self, cfg: DePTConfig, backbone, tasks, optim=None):
+        validate_params(cfg)  # DePT's own fields; the base's __init__ checks the base's
         super().__init__(cfg.base_config(), backbone, tasks, optim)  # type: ignore[call-arg]
         module = self._module()
-        self.dept_cfg = validate_params(cfg)
+        self.dept_cfg = cfg
         if module.shared and len({task.classnames for task in module.tasks}) > 1:
             raise UserError(f"{module.method_name}: one head for all tasks needs the same classes in every task")
         width = backbone.embed_dim
@@ -109,14 +109,19 @@ class DecoupledHead:
         checkpoint["petl_bench"]["params"] = dataclasses.asdict(self.dept_cfg)  # the run's config, not the base's
 
 
-@functools.cache
-def with_head(base: type, registered: type) -> type:
+_GENERATED: dict[tuple[type, type], type] = {}  # (base class, registered class) -> their subclass, made once
+
+
+def with_head(base: type[PetlModule], registered: type[PetlModule]) -> type[PetlModule]:
     """The base method's class with DePT's head, as the registered DePT class (`registered`) names it."""
-    return type(
-        f"{registered.__name__}{base.__name__}",
-        (DecoupledHead, base, registered),
-        {"method_name": registered.method_name, "shared": registered.shared, "open_vocabulary": False},
-    )
+    key = (base, registered)
+    if key not in _GENERATED:
+        _GENERATED[key] = type(
+            f"{registered.__name__}{base.__name__}",
+            (DecoupledHead, base, registered),
+            {"method_name": registered.method_name, "shared": registered.shared, "open_vocabulary": False},
+        )
+    return _GENERATED[key]
 
 
 @register_method("dept", DePTConfig)
@@ -129,9 +134,10 @@ class DePT(PetlModule):
     image_frozen = False
 
     def __new__(cls, cfg: DePTConfig | None = None, *args, **kwargs):
+        built: type[PetlModule] = cls
         if cfg is not None and not issubclass(cls, DecoupledHead):  # building the registered class
-            cls = with_head(get_method(f"{cfg.base}-mt" if cls.shared else cfg.base).cls, cls)
-        return super().__new__(cls)
+            built = with_head(get_method(f"{cfg.base}-mt" if cls.shared else cfg.base).cls, cls)
+        return super().__new__(built)
 
 
 @register_method("dept-mt", DePTConfig)

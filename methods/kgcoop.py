@@ -16,7 +16,6 @@ The hand-written prompt is the task's template, as the official code's per-datas
 (trainers/kgcoop.py): CoOp's for its datasets, "a photo of a {class}." where a dataset has none.
 """
 
-import torch
 import torch.nn.functional as F
 
 from petl_bench.registry import register_method

@@ -47,7 +47,7 @@ def conflict_free(g_ce: torch.Tensor, g_kd: torch.Tensor, weight: float) -> torc
 
 def with_gradient(value: torch.Tensor, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> torch.Tensor:
     """A scalar equal to `value` whose gradient with respect to `params` is `grads`."""
-    surrogate = sum((p * g.detach()).sum() for p, g in zip(params, grads, strict=True))
+    surrogate = torch.stack([(p * g.detach()).sum() for p, g in zip(params, grads, strict=True)]).sum()
     return value.detach() + surrogate - surrogate.detach()
 
 
@@ -96,7 +96,7 @@ class ProGrad(CoOp):
         g_ce = torch.autograd.grad(cross_entropy, params, retain_graph=True, allow_unused=True)
         g_kd = torch.autograd.grad(kd, params, retain_graph=True, allow_unused=True)
         grads = [
-            conflict_free(torch.zeros_like(p) if a is None else a, torch.zeros_like(p) if b is None else b, self.cfg.weight)
+            conflict_free(*(torch.zeros_like(p) if g is None else g for g in (a, b)), self.cfg.weight)
             for p, a, b in zip(params, g_ce, g_kd, strict=True)
         ]
         return with_gradient(cross_entropy, params, grads)
