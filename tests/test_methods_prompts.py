@@ -203,3 +203,22 @@ OFFICEHOME = [Task(f"task{i}", tuple(f"class {c}" for c in range(65))) for i in 
 def test_vit_b16_counts(name, per_set, vit_b16):
     assert build(name, vit_b16, OFFICEHOME).num_trainable == per_set
     assert build(name.removesuffix("-mt"), vit_b16, OFFICEHOME).num_trainable == 4 * per_set
+
+
+@pytest.mark.parametrize(
+    "base_set, message",
+    [
+        ("depth=0", "method.depth=0: must be >= 1"),
+        ("n_ctx", "method.base_set='n_ctx': 'n_ctx' is not field=value of maple (n_ctx, depth, ctx_init)"),
+    ],
+)
+def test_dept_base_set_errors_are_one_line_before_the_backbone(base_set, message, tmp_path, monkeypatch):
+    from petl_bench.backbone import ClipBackbone
+
+    from cli_calls import call
+
+    monkeypatch.setattr(ClipBackbone, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("backbone built")))
+    argv = ["run", "--method", "dept", "--dataset", "folder", "--root", tmp_path / "none", "--model", "tiny"]
+    argv += ["--out", tmp_path, "--set", "method.base=maple", "--set", f"method.base_set={base_set}"]
+    code, _, err = call(argv)
+    assert code == 2 and err == f"petl-bench: error: {message}\n", err
