@@ -4,9 +4,11 @@ sweep's dry run read them without the training stack. A method's module (its own
 config from here; `methods/__init__.py` registers the two together.
 """
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 
-from petl_bench.config import MethodConfig, rule
+from petl_bench.config import MethodConfig, parse_value, rule, validate_params
 from petl_bench.errors import UserError
 
 
@@ -171,3 +173,50 @@ class TipAdapterFConfig(MethodConfig):
 class LinearProbeConfig(MethodConfig):
     c: float = rule(0.0, ge=0)  # inverse L2 strength (scikit-learn's C); 0 = chosen on held-out training shots
     state: str = ""  # the fitted weights, written by `prepare` and read when the module is built
+
+
+# -- built on the prompt methods: ProGrad, TCP, DePT -----------------------------------------------
+@dataclass
+class ProGradConfig(CoOpConfig):
+    n_ctx: int = rule(16, ge=1)  # context tokens; the last ones start as ctx_init's, the others at 0
+    ctx_init: str = "a photo of a"  # phrase whose embeddings start the context's last tokens; "" = noise
+    weight: float = rule(1.0, ge=0)  # lambda: share of the CE gradient's component against the KD gradient removed
+    temperature: float = rule(1.0, gt=0)  # T of the distillation towards zero-shot's logits
+
+
+@dataclass
+class TCPConfig(KgCoOpConfig):
+    n_ctx: int = rule(4, ge=1)  # learnable context tokens (ignored when ctx_init is set)
+    ctx_init: str = ""  # phrase whose embeddings start the context; "" = noise, TCP's CTX_INIT False
+    weight: float = rule(8.0, ge=0)  # weight of KgCoOp's 1 - cos(learnt, hand-written) in each task's loss
+    layer: int = rule(8, ge=0)  # text block before which class-aware tokens replace the context (capped at the last)
+    reduction: int = rule(4, ge=1)  # the token net's hidden width = embed dim // reduction
+
+
+DEPT_BASES = {"coop": CoOpConfig, "kgcoop": KgCoOpConfig, "maple": MaPLeConfig, "ivlp": MaPLeConfig}
+
+
+@dataclass
+class DePTConfig(MethodConfig):
+    base: str = rule("coop", choices=tuple(DEPT_BASES))  # the prompt method DePT plugs into (its -mt for dept-mt)
+    base_set: str = ""  # the base method's own fields, e.g. "n_ctx=2,depth=9"; empty: its defaults
+    weight: float = rule(0.7, ge=0, le=1)  # lambda: the head's share of the loss and of a trained class's logits
+    head_lr_scale: float = rule(6.5, gt=0)  # lr of the head and transforms over optim.lr (DePT's LR_EXP)
+
+    def base_config(self) -> MethodConfig:
+        """The base method's config: its defaults with `base_set`'s fields, each checked by its rule."""
+        cls = DEPT_BASES[self.base]
+        types = typing.get_type_hints(cls)
+        values = {}
+        for item in filter(None, (part.strip() for part in self.base_set.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or name.strip() not in types:
+                fields = ", ".join(f.name for f in dataclasses.fields(cls))
+                raise UserError(
+                    f"method.base_set={self.base_set!r}: {item!r} is not field=value of {self.base} ({fields})"
+                )
+            values[name.strip()] = parse_value(raw.strip(), types[name.strip()], f"method.base_set={self.base_set}")
+        return validate_params(cls(**values))
+
+    def check(self) -> None:
+        self.base_config()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .backbone import ClipBackbone, Hooks, Site
+from .backbone import IDENTITY, ClipBackbone, Hooks, Site
 from .config import MethodConfig, OptimConfig, RunConfig, validate_params
 from .datamodules.records import Task
 from .errors import UserError
@@ -75,6 +75,7 @@ class PetlModule(Hooks, L.LightningModule):
         self._tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict = {}  # text_key -> features, while they cannot change
         self._step_text: dict | None = None  # text_key -> features, within one training step
+        self._handwritten: dict = {}  # (classnames, template) -> frozen features of the hand-written prompts
         self._attachments: list = []  # what this module attached inside the backbone's blocks
         # A partial state dict (trainable parameters only) is the checkpoint format.
         self.strict_loading = False
@@ -145,6 +146,17 @@ class PetlModule(Hooks, L.LightningModule):
         spec = self.task(task)
         return [spec.prompt(name) for name in spec.classnames]
 
+    def handwritten_features(self, task: str) -> torch.Tensor:
+        """The frozen CLIP's text features of the task's hand-written prompts (zero-shot's classifier):
+        KgCoOp's and TCP's regulariser target, ProGrad's teacher, TCP's class-level knowledge."""
+        spec = self.task(task)
+        key = (spec.classnames, spec.template)
+        if key not in self._handwritten:
+            tokens = self.backbone.tokenize(self.template_prompts(task)).to(self.device)
+            with torch.no_grad():
+                self._handwritten[key] = self.backbone.encode_text(tokens, IDENTITY, task)
+        return self._handwritten[key].to(self.device)
+
     def tokens(self, task: str) -> torch.Tensor:
         if task not in self._tokens:
             self._tokens[task] = self.backbone.tokenize(self.prompts(task))
@@ -214,12 +226,13 @@ class PetlModule(Hooks, L.LightningModule):
         return 0.0
 
     def training_loss(self, task: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One task's training loss on its images: cross-entropy plus `regularizer` by default; a
-        method whose extra terms need the step's images or logits (PromptSRC) overrides it."""
+        """One task's training loss on its images: cross-entropy plus `regularizer` by default. A method
+        whose extra terms need the step's images or logits (PromptSRC, CoPrompt, DePT's head) or whose
+        gradient is not the loss's own (ProGrad) overrides it."""
         return F.cross_entropy(self(images, task), labels) + self.regularizer(task)
 
     def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """`training_loss` of each task in a step's batch (task -> (images, labels))."""
+        """`training_loss` of each task in a step's batch (task -> (images, labels)), text passes shared."""
         self._step_text = {}
         try:
             return {
@@ -240,13 +253,26 @@ class PetlModule(Hooks, L.LightningModule):
             self.log(f"train/loss/{task}", task_loss, batch_size=len(batch[task][1]))
         return loss
 
+    def lr_scale(self, name: str) -> float:
+        """The factor on `optim.lr` (and its schedule) for the trainable parameter `name`: 1 by default;
+        DePT's head trains faster than its prompts, as in its code."""
+        return 1.0
+
+    def optimizer_groups(self) -> list[dict]:
+        """The trainable parameters, one optimiser group per `lr_scale`."""
+        self.apply_trainable()
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, parameter in self.trainable():
+            groups.setdefault(self.lr_scale(name), []).append(parameter)
+        return [{"params": params, "lr": self.optim.lr * scale} for scale, params in groups.items()]
+
     def configure_optimizers(self):
-        params = self.apply_trainable()
         optim = self.optim
+        groups = self.optimizer_groups()
         if optim.optimizer == "adamw":  # torch's default betas, as CLIP-LoRA and Tip-Adapter use them
-            optimizer = torch.optim.AdamW(params, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
+            optimizer = torch.optim.AdamW(groups, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
         else:
-            optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         trainer = self.trainer
         steps = max(1, int(trainer.estimated_stepping_batches))  # `max_steps` for an iteration-based run
         if trainer.train_dataloader is None:  # an iteration-based run's estimate did not load the data

@@ -284,3 +284,39 @@ _method(
     ST,
     "Linear probe: logistic regression on frozen image features, fitted per task (CLIP's protocol).",
 )
+_method(
+    "prograd",
+    c.ProGradConfig,
+    "prograd:ProGrad",
+    ST,
+    "ProGrad: CoOp whose gradient is cleared of what conflicts with zero-shot CLIP's, one context per task.",
+)
+_method(
+    "prograd-mt",
+    c.ProGradConfig,
+    "prograd:ProGradMT",
+    MT,
+    "ProGrad-MT: one context shared by all tasks, its gradient cleared of conflicts with zero-shot's.",
+)
+_method(
+    "tcp",
+    c.TCPConfig,
+    "tcp:TCP",
+    ST,
+    "TCP: KgCoOp plus class-aware tokens made from zero-shot class text features, one set per task.",
+)
+_method("tcp-mt", c.TCPConfig, "tcp:TCPMT", MT, "TCP-MT: one context and token net shared by all tasks.")
+_method(
+    "dept",
+    c.DePTConfig,
+    "dept:DePT",
+    ST,
+    "DePT: a prompt method plus a decoupled channel-wise transform and linear head, one set per task.",
+)
+_method(
+    "dept-mt",
+    c.DePTConfig,
+    "dept:DePTMT",
+    MT,
+    "DePT-MT: the base method's -mt variant plus one transform and head shared by all tasks.",
+)

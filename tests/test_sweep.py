@@ -51,6 +51,9 @@ BEYOND_METHODS = [
     "promptsrc",
     "mma",
     "coprompt",
+    "prograd",
+    "tcp",
+    "dept",
     "tip-adapter-f-mt",
     "kgcoop-mt",
     "cocoop-mt",
@@ -60,6 +63,9 @@ BEYOND_METHODS = [
     "promptsrc-mt",
     "mma-mt",
     "coprompt-mt",
+    "prograd-mt",
+    "tcp-mt",
+    "dept-mt",
 ]
 
 
