@@ -215,8 +215,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
             ],
         ),
         ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-        ("beyond", 186, BEYOND_METHODS),
-        ("beyond-demo", 31, BEYOND_METHODS),
+        ("beyond", 222, BEYOND_METHODS),
+        ("beyond-demo", 37, BEYOND_METHODS),
     ],
 )
 def test_shipped_grids(name, runs, labels):
