@@ -10,6 +10,10 @@ With a cache (`datamodules/cache.py`), a domain's images are decoded and resized
 resolution, and when the runner hands over a frozen image tower (`image_encoder`: nothing trains
 it), its test batches are cached image features (`testsets.py`).
 
+A class subset (`data.classes` base or novel, CoOp's base-to-novel protocol) is taken from the
+manifest as it is read, before anything else sees it: the split, the tasks and the test all see the
+subset's classes only, relabelled from 0.
+
 Images that cannot be decoded are skipped at every stage and named in `skipped_images`: the split
 decodes the images it draws for training and draws again where one fails, the test leaves out
 those that fail.
@@ -33,6 +37,7 @@ from petl_bench.cpus import loader_workers
 
 from .cache import Cache
 from .catalog import PAPER_BATCH_SIZE
+from .classes import subsample_classes
 from .counts import warn_if_short
 from .device_images import RandomResizedCropFlip, decode_on
 from .loading import EncodedBatch, EncodedFiles, ImageFiles, collate_encoded, collate_train, make_loader
@@ -101,8 +106,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         start = time.perf_counter()
         manifest = read_manifest(self.cfg.dataset, self.cfg.root, self.cache)
         self.timings["manifest_s"] = round(time.perf_counter() - start, 3)
-        warn_if_short(self.cfg.dataset, manifest)
-        return manifest
+        warn_if_short(self.cfg.dataset, manifest)  # the dataset's counts are of all its classes
+        return subsample_classes(manifest, self.cfg.classes)  # before the split is drawn
 
     @property
     def tasks(self) -> list[Task]:
@@ -138,7 +143,7 @@ class MultiDomainDataModule(L.LightningDataModule):
         )
         if checks:
             checks.save()
-        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
+        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed, self.cfg.classes)
         self.split_sha256 = write_split(path, self.train_records, self.test_records)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)

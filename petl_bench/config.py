@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, canonical_split
+from .datamodules.catalog import CLASS_SUBSETS, DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, canonical_split
 from .errors import UserError, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
@@ -115,6 +115,8 @@ class DataConfig:
     drop_last: bool = True  # drop a task's incomplete last training batch if it has a full one (Dassl's)
     cache_dir: str = ""  # cache folder; empty: $PETL_BENCH_CACHE, else {out}/cache; "off": no caches
     cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
+    # The classes a run trains and tests on: all, or CoOp's base / novel half (datamodules/classes.py)
+    classes: str = rule("all", choices=CLASS_SUBSETS)
 
 
 def resolved_root(root: str) -> str:
@@ -227,7 +229,8 @@ class RunConfig:
         """Hash of what decides the result: the dataset root (as `resolved_root`), not where results
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
         0 and the dataset's paper value; `~/data` and its absolute path), so a k-shot sweep finds the
-        runs a 10pct/20pct sweep already made."""
+        runs a 10pct/20pct sweep already made; `data.classes` counts only when it is a subset, so
+        records written before subsets existed keep their hash."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         data = d.get("data", {})
@@ -239,6 +242,8 @@ class RunConfig:
             data["split"] = canonical_split(dataset, data["split"])
         if data.get("batch_size") == 0 and dataset in PAPER_BATCH_SIZE:
             data["batch_size"] = PAPER_BATCH_SIZE[dataset]
+        if data.get("classes") == "all":  # the default is what every run before class subsets ran: its hash stays
+            data.pop("classes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -392,6 +392,7 @@ def run_record(
         "dataset": cfg.data.dataset,
         "root": resolved_root(cfg.data.root),
         "split": canonical_split(cfg.data.dataset, cfg.data.split),
+        "classes": cfg.data.classes,  # all, or CoOp's base / novel half
         "seed": cfg.data.seed,
         "model": cfg.model.arch,
         "pretrained": cfg.model.pretrained,

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 
 from .config import (
+    CLASS_SUBSETS,
     DATASETS,
     DEFAULT_ARCH,
     SETTABLE,
@@ -36,6 +37,12 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--root", required=True, help="dataset folder")
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
     run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
+    run.add_argument(
+        "--classes",
+        default="all",
+        choices=CLASS_SUBSETS,
+        help="every class, or CoOp's base (first half of the sorted labels) or novel half",
+    )
     run.add_argument("--model", default=DEFAULT_ARCH, help="open_clip architecture, or 'tiny'")
     run.add_argument(
         "--pretrained", default=None, help="open_clip tag or checkpoint file (default: openai; none for 'tiny')"
@@ -80,6 +87,7 @@ def build_run_config(
     precision: str | None = None,
     wandb: bool = False,
     overrides=(),
+    classes: str = "all",
 ) -> RunConfig:
     """A run's config from `petl-bench run`'s options; `overrides` are `--set` items, applied last.
     Weights named by neither `pretrained` nor `model.pretrained=` are the model's default ones
@@ -91,7 +99,7 @@ def build_run_config(
     cfg = RunConfig(
         method=method,
         params=entry.config_cls(),
-        data=DataConfig(dataset=dataset, root=root, split=split, seed=seed),
+        data=DataConfig(dataset=dataset, root=root, split=split, seed=seed, classes=classes),
         model=ModelConfig(arch=model, pretrained=None if pretrained == "none" else pretrained),
         out=out,
     )
@@ -117,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         args.precision,
         args.wandb,
         args.set,
+        args.classes,
     )
 
 

@@ -7,6 +7,7 @@ A grid file (`benchmarks/*.yaml`):
     dataset: officehome          # a name in config.DATASETS
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
+    classes: base                # all (default), base or novel: CoOp's class halves (data.classes)
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import DATASETS, RunConfig, parse_value
+from ..config import CLASS_SUBSETS, DATASETS, RunConfig, parse_value
 from ..datamodules.catalog import parse_shots
 from ..errors import UserError
 from ..files import safe_name
@@ -46,7 +47,7 @@ from ..runargs import build_run_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
 TABLES = ("table1", "table2", "ablation", "kshot")
-GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "set", "methods", "slurm")
+GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "classes", "set", "methods", "slurm")
 ENTRY_KEYS = ("method", "label", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -116,7 +117,10 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     seeds = _list(path, "seeds", spec.get("seeds", list(DEFAULT_SEEDS)))
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
-    grid_sets = _set_items(path, "set", spec.get("set") or {})
+    classes = spec.get("classes", "all")
+    if classes not in CLASS_SUBSETS:
+        raise UserError(f"{path}: classes: unknown {classes!r} (known: {', '.join(CLASS_SUBSETS)})")
+    grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
 

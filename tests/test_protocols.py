@@ -1,0 +1,115 @@
+"""The generalisation protocols: CoOp's class subsets (base / novel), transfer evaluation of a
+finished run, base-to-novel's harmonic mean and its table, on the tiny CLIP and generated data."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from petl_bench.config import RunConfig, root_folder
+from petl_bench.datamodules.classes import class_subset, subsample_classes
+from petl_bench.datamodules.records import Manifest, Record
+from petl_bench.errors import UserError
+from petl_bench.runargs import build_run_config
+
+from cli_calls import call
+
+FIVE = ["anchor", "bicycle", "candle", "dolphin", "easel"]  # the generated folder set's first 5 classes
+
+
+@pytest.fixture(scope="module")
+def five_classes(tmp_path_factory) -> Path:
+    """The folder layout, 4 domains x 5 classes x 3 images: base = 3 classes, novel = 2."""
+    from petl_bench.datamodules.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("five")
+    write_synthetic(root, "folder", per_class=3, n_classes=5)
+    return root
+
+
+def tiny_run(method, root, out, *extra, dataset="folder"):
+    return [
+        "run",
+        f"--method={method}",
+        f"--dataset={dataset}",
+        f"--root={root}",
+        "--split=1shot",
+        "--model=tiny",
+        f"--out={out}",
+        "--no-progress",
+        "--set=data.num_workers=0",
+        "--set=train.epochs=1",
+        *extra,
+    ]
+
+
+# -- 1. class subsets ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, n_base", [(100, 50), (101, 51)])
+def test_halves_are_coops(n, n_base):
+    labels = list(range(n))[::-1]  # any order: CoOp sorts
+    base, novel = class_subset(labels, "base"), class_subset(labels, "novel")
+    assert base == list(range(n_base)) and novel == list(range(n_base, n))
+    assert class_subset(labels, "all") == list(range(n))
+
+
+def test_halves_of_gapped_labels_and_an_unknown_subset():
+    assert class_subset([9, 3, 5, 3, 1, 7], "base") == [1, 3, 5]
+    assert class_subset([9, 3, 5, 3, 1, 7], "novel") == [7, 9]
+    with pytest.raises(UserError, match=r"^unknown class subset 'new' \(known: all, base, novel\)$"):
+        class_subset([0, 1], "new")
+
+
+def _manifest(domains=("a", "b"), labels_of=None) -> Manifest:
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    records = [
+        Record(f"{d}/{names[y]}/{part}{i}.jpg", y, d, names[y], part)
+        for d in domains
+        for y in (labels_of or {}).get(d, range(5))
+        for part in ("train", "val", "test")
+        for i in range(2)
+    ]
+    return Manifest(Path("/nowhere"), list(domains), names, records, [])
+
+
+def test_subsets_relabel_every_part_and_the_class_names():
+    manifest = _manifest()
+    base, novel = subsample_classes(manifest, "base"), subsample_classes(manifest, "novel")
+    assert base.classnames == ["c0", "c1", "c2"] and novel.classnames == ["c3", "c4"]
+    assert {(r.label, r.classname) for r in novel.records} == {(0, "c3"), (1, "c4")}
+    assert {(r.label, r.classname) for r in base.records} == {(0, "c0"), (1, "c1"), (2, "c2")}
+    for subset, n in ((base, 3), (novel, 2)):
+        for part in ("train", "val", "test"):
+            assert len([r for r in subset.records if r.part == part]) == 2 * n * 2  # domains x classes x images
+        assert [t.classnames for t in subset.tasks] == [tuple(subset.classnames)] * 2
+    assert {r.path for r in base.records} | {r.path for r in novel.records} == {r.path for r in manifest.records}
+    assert subsample_classes(manifest, "all") is manifest
+
+
+def test_tasks_whose_halves_differ_are_refused():
+    manifest = _manifest(labels_of={"b": range(4)})  # b has no training image of c4: its halves are 0-1 / 2-3
+    with pytest.raises(UserError, match=r"^the base classes of task b differ from those of a "):
+        subsample_classes(manifest, "base")
+
+
+def test_the_hash_of_all_classes_is_todays_and_subsets_hash_apart():
+    cfg = build_run_config("coop", "folder", "/data", "2shot", model="tiny")
+    today = cfg.to_dict()
+    del today["data"]["classes"]  # a config written before class subsets
+    assert RunConfig.sha256_of(today) == cfg.sha256()
+    subsets = ("all", "base", "novel")
+    hashes = {build_run_config("coop", "folder", "/data", "2shot", model="tiny", classes=c).sha256() for c in subsets}
+    assert len(hashes) == 3
+
+
+def test_a_base_run_and_its_record(five_classes, tmp_path):
+    out = tmp_path / "results"
+    code, _, stderr = call(tiny_run("zeroshot", five_classes, out, "--classes=base"))
+    assert code == 0, stderr
+    folder = out / "runs" / "folder" / root_folder(five_classes) / "1shot-base" / "zeroshot@tiny"
+    record = json.loads((folder / "seed0.json").read_text())
+    assert record["classes"] == "base" and record["config"]["data"]["classes"] == "base"
+    assert (record["train_images"], record["test_images"]) == (4 * 3 * 1, 4 * 3 * 2)
+    split = out / "splits" / "folder" / root_folder(five_classes) / "1shot-base" / "seed0.csv"
+    assert record["split_file"] == str(split)
+    rows = split.read_text().splitlines()[1:]
+    assert {tuple(row.split(",")[2:4]) for row in rows} == {("anchor", "0"), ("bicycle", "1"), ("candle", "2")}
