@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DATASETS, DataConfig, ModelConfig, RunConfig
+from .config import CLASS_SUBSETS, DATASETS, DataConfig
 from .errors import UserError, did_you_mean
 from .runargs import add_run_options
 from .runcommand import answered, format_accuracy, run_from_args
@@ -19,6 +19,8 @@ from .runcommand import answered, format_accuracy, run_from_args
 
 # -- run / eval ------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.source:
+        return cmd_transfer(args)
     import dataclasses
 
     path = Path(args.ckpt)
@@ -27,32 +29,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import lightning as L
 
     from .checkpoints import load_plain
-    from .config import OptimConfig, TrainConfig, from_dict
-    from .registry import get_method
     from .run import build, hand_image_encoder, load_trained, quiet_lightning, trainer_settings
+    from .runargs import saved_config
 
     quiet_lightning()
     checkpoint = load_plain(path)
-    kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
         # The run's whole config, and the module's own params as trained: what `prepare` resolved
         # (e.g. MmAP's groups) included.
         saved, params = checkpoint["petl_bench"]["run_config"], checkpoint["petl_bench"]["params"]
-        method, out = saved["method"], saved["out"]
-        sections = {name: saved[name] for name in kinds}
+        cfg = saved_config(saved, params)
     except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
+    except UserError as err:  # e.g. stored params that the method's config no longer takes
+        raise UserError(f"{path}: {err}") from None
     try:
-        cfg = RunConfig(
-            method=method,
-            params=from_dict(get_method(method).config_cls, params),
-            **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()},
-            out=out,
-        )
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
         module, data, _ = build(cfg)
-    except UserError as err:  # e.g. stored params that the method's config no longer takes
+    except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:
         settings, _ = trainer_settings(cfg)  # the run's precision, device and TF32
@@ -74,6 +69,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """`eval --from RUN`: the finished run's trained parameters tested on another dataset, root or
+    class subset, as a run of its own (`petl_bench.transfer`): skipped when its record is there."""
+    from .datamodules.scan import check_root
+    from .registry import get_method
+    from .results import record_path
+    from .transfer import find_source, refusal, transfer_config
+
+    source = find_source(args.source)
+    cfg = transfer_config(source, args.dataset, args.root, args.classes)
+    check_root(cfg.data.root)
+    method = get_method(cfg.method).cls  # whether it scores unseen classes: its class says
+    problem = refusal(source, cfg, method.open_vocabulary, method.shared)
+    if problem:  # before anything is read; the target's tasks are checked once it is (`run.load_source`)
+        raise UserError(problem)
+    from .run import execute, finished_record
+
+    path = record_path(cfg)
+    existing = finished_record(cfg, args.force)
+    if existing:
+        print(format_accuracy(existing))
+        print(f"already done: {path} (--force to run again)")
+        return 0
+    record = execute(cfg, progress=not args.no_progress, force=args.force)
+    print(format_accuracy(record))
+    print(f"record: {path}")
     return 0
 
 
@@ -303,9 +327,27 @@ def make_parser() -> argparse.ArgumentParser:
     run = add_run_options(sub.add_parser("run", help="train and test one method on one dataset split and seed"))
     run.set_defaults(func=run_from_args)
 
-    ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
-    ev.add_argument("--ckpt", required=True, help="a run's checkpoint (seed{K}/checkpoints/last.ckpt)")
-    ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
+    ev = sub.add_parser(
+        "eval", help="re-evaluate a run's checkpoint, or test a finished run on other data (a transfer run)"
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a run's checkpoint (seed{K}/checkpoints/last.ckpt): re-evaluated")
+    source.add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN",
+        help="a finished run's record (seed{K}.json) or folder: its parameters tested on --dataset/--root/--classes, "
+        "recorded as a run of its own",
+    )
+    ev.add_argument(
+        "--root", default=None, help="dataset folder: if it moved since the run (--ckpt), or the target's (--from)"
+    )
+    ev.add_argument("--dataset", default=None, choices=DATASETS, metavar="DATASET", help="--from: the target dataset")
+    ev.add_argument(
+        "--classes", default="all", choices=CLASS_SUBSETS, help="--from: the target's classes: all, base or novel"
+    )
+    ev.add_argument("--force", action="store_true", help="--from: test again even if the transfer's record exists")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser(

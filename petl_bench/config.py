@@ -202,15 +202,21 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = "results"
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # An evaluation-only transfer run: the finished run whose trained parameters it tests on this
+    # config's data, {"run": its record's path relative to `out`, "config_sha256": its config's}
+    transfer_from: dict | None = None
 
     @property
     def run_name(self) -> str:
-        """The method plus a tag for any non-default variant, e.g. `coop-mt@ViT-S-32`."""
+        """The method plus a tag for any non-default variant, e.g. `coop-mt@ViT-S-32`; a transfer
+        run's ends in its source's config hash, `coop-from-3fa2b1c0d4`."""
         name = self.method + self.params.tag()
         if (self.model.arch, self.model.pretrained) != (DEFAULT_ARCH, DEFAULT_PRETRAINED):
             name += f"@{self.model.arch}"
             if self.model.pretrained not in (None, DEFAULT_PRETRAINED):
                 name += f"-{_short_weights(self.model.pretrained)}"
+        if self.transfer_from is not None:
+            name += f"-from-{self.transfer_from['config_sha256'][:10]}"
         return name
 
     def to_dict(self) -> dict:
@@ -219,6 +225,7 @@ class RunConfig:
             "params": dataclasses.asdict(self.params),
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
             "out": self.out,
+            **({"transfer_from": self.transfer_from} if self.transfer_from is not None else {}),
         }
 
     def sha256(self) -> str:
@@ -233,6 +240,8 @@ class RunConfig:
         records written before subsets existed keep their hash."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
+        if isinstance(d.get("transfer_from"), dict):  # the source's config decides, not where its record lies
+            d["transfer_from"].pop("run", None)
         data = d.get("data", {})
         data["root"] = resolved_root(data.get("root", ""))  # a subset and the full set are other inputs
         for key in ("num_workers", "eval_batch_size", "cache_dir", "cache_gb"):

@@ -262,7 +262,9 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            if module.num_trainable and module.trained_by_sgd:
+            if cfg.transfer_from is not None:
+                load_source(training.trainer, module, cfg)
+            elif module.num_trainable and module.trained_by_sgd:
                 if trained:  # stopped while testing: the trained weights are all it needs
                     say(f"train: the {epochs_kept} epochs are done: testing their weights")
                     load_trained(training.trainer, module, trained["state_dict"])
@@ -296,6 +298,25 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
             if hint:
                 say(hint)
     return record
+
+
+def load_source(trainer: L.Trainer, module: PetlModule, cfg: RunConfig) -> None:
+    """A transfer run's parameters: its source run's trained ones (`petl_bench.transfer`). A method
+    that trains nothing by SGD has them in its resolved config already (none, or a state file)."""
+    from .transfer import find_source, refusal
+
+    origin = cfg.transfer_from
+    assert origin is not None  # called for transfer runs only
+    source = find_source(Path(cfg.out) / origin["run"])
+    problem = refusal(source, cfg, module.open_vocabulary, module.shared, module.task_names)
+    if problem:
+        raise UserError(problem)
+    if not (module.num_trainable and module.trained_by_sgd):
+        return
+    if not source.checkpoint.is_file():
+        raise UserError(f"{source.path}: its run kept no checkpoint ({source.checkpoint}) to transfer")
+    with phase("load", f"the trained parameters of {origin['run']}"):
+        load_trained(trainer, module, load_plain(source.checkpoint)["state_dict"])
 
 
 def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | None) -> str:
@@ -421,6 +442,7 @@ def run_record(
         "versions": _versions(),
         "prepared": prepared,
         "resolved_params": dataclasses.asdict(module.cfg),
+        **({"transfer_from": cfg.transfer_from} if cfg.transfer_from is not None else {}),
         "config": cfg.to_dict(),
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -17,9 +17,12 @@ from .config import (
     SETTABLE,
     DataConfig,
     ModelConfig,
+    OptimConfig,
     RunConfig,
+    TrainConfig,
     apply_overrides,
     default_pretrained,
+    from_dict,
     validate,
 )
 
@@ -110,6 +113,22 @@ def build_run_config(
     if pretrained is None and not any(item.partition("=")[0].strip() == "model.pretrained" for item in overrides):
         cfg.model.pretrained = default_pretrained(cfg.model.arch)
     return validate(cfg)
+
+
+def saved_config(saved: dict, params: dict) -> RunConfig:
+    """The config a run saved (`RunConfig.to_dict`, in its checkpoint and record) with the method's
+    `params` as the run resolved them (e.g. MmAP's groups); a field a section no longer has is a
+    one-line UserError. KeyError or TypeError where `saved` is no run config."""
+    from .registry import get_method
+
+    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+    return RunConfig(
+        method=saved["method"],
+        params=from_dict(get_method(saved["method"]).config_cls, params),
+        **{name: from_dict(kind, saved[name]) for name, kind in sections.items()},
+        out=saved["out"],
+        transfer_from=saved.get("transfer_from"),
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -113,3 +113,104 @@ def test_a_base_run_and_its_record(five_classes, tmp_path):
     assert record["split_file"] == str(split)
     rows = split.read_text().splitlines()[1:]
     assert {tuple(row.split(",")[2:4]) for row in rows} == {("anchor", "0"), ("bicycle", "1"), ("candle", "2")}
+
+
+# -- 2, 3. transfer runs ------------------------------------------------------------------------------
+def _record(out: Path, root: Path, split: str, run_name: str) -> Path:
+    return out / "runs" / "folder" / root_folder(root) / split / run_name / "seed0.json"
+
+
+def _transferred(source: Path) -> Path:
+    """The record of the novel-class transfer of a base run's record `source`."""
+    sha = json.loads(source.read_text())["config_sha256"]
+    return source.parents[2] / "1shot-novel" / f"{source.parent.name}-from-{sha[:10]}" / "seed0.json"
+
+
+def test_a_zeroshot_transfer_to_novel_is_a_novel_zeroshot_run(five_classes, tmp_path):
+    out = tmp_path / "results"
+    assert call(tiny_run("zeroshot", five_classes, out, "--classes=base"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "zeroshot@tiny")
+    code, stdout, stderr = call(["eval", "--from", source.with_suffix(""), "--classes", "novel", "--no-progress"])
+    assert code == 0, stderr
+    sha = json.loads(source.read_text())["config_sha256"]
+    path = _record(out, five_classes, "1shot-novel", f"zeroshot@tiny-from-{sha[:10]}")
+    assert f"record: {path}" in stdout
+    record = json.loads(path.read_text())
+    assert record["transfer_from"] == {"run": str(source.relative_to(out)), "config_sha256": sha}
+    assert record["config"]["transfer_from"] == record["transfer_from"] and record["classes"] == "novel"
+    assert record["test_images"] == 4 * 2 * 2  # domains x novel classes x (3 - 1 shot)
+    assert call(tiny_run("zeroshot", five_classes, out, "--classes=novel"))[0] == 0
+    novel = json.loads(_record(out, five_classes, "1shot-novel", "zeroshot@tiny").read_text())
+    assert record["accuracy"] == novel["accuracy"]  # the same model on the novel class names and images
+    code, stdout, _ = call(["eval", "--from", source, "--classes", "novel"])
+    assert code == 0 and f"already done: {path} (--force to run again)" in stdout
+
+
+def test_a_coop_transfer_tests_the_source_context(five_classes, tmp_path, tiny_backbone):
+    import lightning as L
+
+    from petl_bench.checkpoints import load_plain
+    from petl_bench.config import DataConfig
+    from petl_bench.datamodules import MultiDomainDataModule
+    from petl_bench.methods.configs import CoOpConfig
+    from petl_bench.methods.coop import CoOp
+
+    out = tmp_path / "results"
+    assert call(tiny_run("coop", five_classes, out, "--classes=base"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "coop@tiny")
+    code, stdout, stderr = call(["eval", "--from", source, "--classes", "novel", "--no-progress"])
+    assert code == 0, stderr
+    record = json.loads(_transferred(source).read_text())
+    # The same context, loaded by hand into a CoOp on the novel classes, scores the same.
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(five_classes), "1shot", classes="novel", num_workers=0, cache_dir="off"),
+        tiny_backbone,
+        out=tmp_path / "by-hand",
+    )
+    data.setup()
+    module = CoOp(CoOpConfig(), tiny_backbone, data.tasks)
+    module.load_trainable_state(load_plain(source.with_suffix("") / "checkpoints" / "last.ckpt")["state_dict"])
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(module, data, verbose=False)
+    assert record["accuracy"] == pytest.approx({k: round(v, 4) for k, v in module.test_accuracy.items()}, abs=1e-4)
+    code, stdout, _ = call(["eval", "--from", source, "--classes", "novel", "--force", "--no-progress"])
+    assert code == 0 and f"record: {_transferred(source)}" in stdout  # tested again, not skipped
+
+
+def test_transfers_refused_in_one_line(five_classes, pacs_root, tmp_path):
+    out = tmp_path / "results"
+    assert (
+        call(tiny_run("coop", five_classes, out, "--set=train.fast_dev_run=false", "--set=data.batch_size=4"))[0] == 0
+    )
+    source = _record(out, five_classes, "1shot", "coop@tiny")
+    refused = {
+        ("--classes", "all"): "the target is the source's own data (folder, all classes): name another --dataset, "
+        "--root or --classes (`eval --ckpt` re-evaluates a run)",
+        ("--dataset", "pacs"): "--root: the pacs folder is needed (the source ran on folder)",
+        ("--dataset", "pacs", "--root", str(pacs_root)): "coop holds a parameter set per task (art, clipart, "
+        "product, real world): it transfers to the same tasks, or from one task to one, not to art_painting, "
+        "cartoon, photo, sketch",
+    }
+    for extra, message in refused.items():
+        code, _, stderr = call(["eval", "--from", source, *extra, "--no-progress"])
+        assert (code, stderr.strip().splitlines()[-1]) == (2, f"petl-bench: error: {message}")
+    code, _, stderr = call(["eval", "--from", tmp_path / "nothing.json"])
+    assert (code, stderr.strip()) == (
+        2,
+        f"petl-bench: error: --from {tmp_path / 'nothing.json'}: no record {tmp_path / 'nothing.json'}",
+    )
+
+
+def test_a_closed_vocabulary_method_transfers_nowhere_else(five_classes, tmp_path):
+    from petl_bench.transfer import Source, refusal
+
+    cfg = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="base")
+    source = Source(cfg, {"tasks": ["art"], "config_sha256": "0" * 64}, tmp_path / "seed0.json")
+    novel = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="novel")
+    assert refusal(source, novel, open_vocabulary=False, shared=False) == (
+        "linear-probe cannot score classes it was not trained on (it holds a weight per trained class): "
+        "no transfer from folder base classes to folder novel classes"
+    )
+    assert refusal(source, novel, open_vocabulary=True, shared=False) is None
+    other_root = build_run_config("linear-probe", "folder", str(tmp_path), "1shot", model="tiny", classes="base")
+    assert refusal(source, other_root, open_vocabulary=False, shared=False, tasks=["art"]) is None
+    assert refusal(source, other_root, open_vocabulary=True, shared=False, tasks=["photo"]) is None  # one to one
