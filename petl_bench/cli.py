@@ -81,7 +81,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from .transfer import find_source, refusal, transfer_config
 
     source = find_source(args.source)
-    cfg = transfer_config(source, args.dataset, args.root, args.classes)
+    cfg = transfer_config(source.cfg, args.dataset, args.root, args.classes)
     check_root(cfg.data.root)
     method = get_method(cfg.method).cls  # whether it scores unseen classes: its class says
     problem = refusal(source, cfg, method.open_vocabulary, method.shared)

@@ -46,6 +46,7 @@ from .quiet import quiet_third_parties
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
 from .runlog import RUN_LOG, EpochLines, RunLog, text_log
+from .transfer import Source, find_source, refusal
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
@@ -255,15 +256,16 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     attempt = _attempt(cfg, epochs_kept, trained is not None, text_path)
     with text_log(text_path):
         say(attempt)
-        module, data, prepared = build(cfg)
+        source = transfer_source(cfg)
+        module, data, prepared = build(cfg if source is None else dataclasses.replace(cfg, params=source.resolved))
         built = time.time()
         training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept)
         hand_image_encoder(training.trainer, module, data)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            if cfg.transfer_from is not None:
-                load_source(training.trainer, module, cfg)
+            if source is not None:
+                load_source(training.trainer, module, cfg, source)
             elif module.num_trainable and module.trained_by_sgd:
                 if trained:  # stopped while testing: the trained weights are all it needs
                     say(f"train: the {epochs_kept} epochs are done: testing their weights")
@@ -300,14 +302,14 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     return record
 
 
-def load_source(trainer: L.Trainer, module: PetlModule, cfg: RunConfig) -> None:
-    """A transfer run's parameters: its source run's trained ones (`petl_bench.transfer`). A method
-    that trains nothing by SGD has them in its resolved config already (none, or a state file)."""
-    from .transfer import find_source, refusal
+def transfer_source(cfg: RunConfig) -> Source | None:
+    """The finished run a transfer run tests (`petl_bench.transfer`); None for a run that trains."""
+    return None if cfg.transfer_from is None else find_source(Path(cfg.out) / cfg.transfer_from["run"])
 
-    origin = cfg.transfer_from
-    assert origin is not None  # called for transfer runs only
-    source = find_source(Path(cfg.out) / origin["run"])
+
+def load_source(trainer: L.Trainer, module: PetlModule, cfg: RunConfig, source: Source) -> None:
+    """A transfer run's parameters: its source run's trained ones. A method that trains nothing by
+    SGD has them in its resolved config already (none, or a state file)."""
     problem = refusal(source, cfg, module.open_vocabulary, module.shared, module.task_names)
     if problem:
         raise UserError(problem)
@@ -315,7 +317,7 @@ def load_source(trainer: L.Trainer, module: PetlModule, cfg: RunConfig) -> None:
         return
     if not source.checkpoint.is_file():
         raise UserError(f"{source.path}: its run kept no checkpoint ({source.checkpoint}) to transfer")
-    with phase("load", f"the trained parameters of {origin['run']}"):
+    with phase("load", f"the trained parameters of {source.path}"):
         load_trained(trainer, module, load_plain(source.checkpoint)["state_dict"])
 
 

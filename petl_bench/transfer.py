@@ -2,7 +2,7 @@
 rules that refuse one. `petl-bench eval --from RUN` builds the config here; `run.execute` runs it.
 
 A transfer run is a run like any other (hashed, recorded, resumable, skipped when done): the source
-run's config and trained parameters (its resolved method config, its checkpoint), with the target's
+run's config and trained parameters (built with its resolved method config, its checkpoint loaded), with the target's
 dataset, root and classes in its data section and `transfer_from` naming the source. Its record
 lands beside the target's runs under the source's results folder, its run name ending in the source's
 config hash (`coop-from-3fa2b1c0d4`). The split's shots and seed stay the source's: a pooled dataset
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .config import RunConfig, resolved_root, validate
+from .config import MethodConfig, RunConfig, resolved_root, validate
 from .errors import UserError
 from .results import load_record, record_path
 from .runargs import saved_config
@@ -27,9 +27,11 @@ from .runargs import saved_config
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """A finished run that a transfer tests: its config (its method's as resolved), record and file."""
+    """A finished run that a transfer tests: its config, its method's config as the run resolved it
+    (what a transfer builds), its record and file."""
 
     cfg: RunConfig
+    resolved: MethodConfig
     record: dict
     path: Path  # its record file
 
@@ -57,7 +59,8 @@ def find_source(path: str | Path) -> Source:
             f"--from {given}: a transfer run; transfer from the run it tested ({record['transfer_from']['run']})"
         )
     try:
-        cfg = saved_config(record["config"], record["resolved_params"])
+        cfg = saved_config(record["config"], record["config"]["params"])
+        resolved = saved_config(record["config"], record["resolved_params"]).params
     except (KeyError, TypeError):
         raise UserError(f"--from {given}: {file} holds no run config") from None
     # Where its config puts it below `out`, so the results folder is what lies above that.
@@ -65,13 +68,15 @@ def find_source(path: str | Path) -> Source:
     parts = file.resolve().parts
     if parts[-len(below) :] != below:
         raise UserError(f"--from {given}: {file} is not where its config puts a record (…/{Path(*below)})")
-    return Source(dataclasses.replace(cfg, out=str(Path(*parts[: -len(below)]))), record, file.resolve())
+    return Source(dataclasses.replace(cfg, out=str(Path(*parts[: -len(below)]))), resolved, record, file.resolve())
 
 
-def transfer_config(source: Source, dataset: str | None, root: str | None, classes: str) -> RunConfig:
-    """The transfer run of `source` on the target: `dataset` (default the source's), its `root`
-    (needed for another dataset), `classes`. The source's own data and classes are no transfer."""
-    cfg = source.cfg
+def transfer_config(source: RunConfig, dataset: str | None, root: str | None, classes: str) -> RunConfig:
+    """The transfer run of the run `source` configures on the target: `dataset` (default the
+    source's), its `root` (needed for another dataset), `classes`. Known from the source's config
+    alone (a grid's transfer runs are known before their sources ran). The source's own data and
+    classes are no transfer."""
+    cfg = source
     if dataset and dataset != cfg.data.dataset and not root:
         raise UserError(f"--root: the {dataset} folder is needed (the source ran on {cfg.data.dataset})")
     data = dataclasses.replace(
@@ -86,8 +91,7 @@ def transfer_config(source: Source, dataset: str | None, root: str | None, class
             f"the target is the source's own data ({data.dataset}, {data.classes} classes): "
             "name another --dataset, --root or --classes (`eval --ckpt` re-evaluates a run)"
         )
-    run = str(source.path.relative_to(Path(cfg.out).resolve()))
-    origin = {"run": run, "config_sha256": source.record["config_sha256"]}
+    origin = {"run": str(record_path(dataclasses.replace(cfg, out="."))), "config_sha256": cfg.sha256()}
     return validate(dataclasses.replace(cfg, data=data, transfer_from=origin))
 
 

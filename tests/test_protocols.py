@@ -204,7 +204,7 @@ def test_a_closed_vocabulary_method_transfers_nowhere_else(five_classes, tmp_pat
     from petl_bench.transfer import Source, refusal
 
     cfg = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="base")
-    source = Source(cfg, {"tasks": ["art"], "config_sha256": "0" * 64}, tmp_path / "seed0.json")
+    source = Source(cfg, cfg.params, {"tasks": ["art"]}, tmp_path / "seed0.json")
     novel = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="novel")
     assert refusal(source, novel, open_vocabulary=False, shared=False) == (
         "linear-probe cannot score classes it was not trained on (it holds a weight per trained class): "
