@@ -11,16 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import CLASS_SUBSETS, DATASETS, DataConfig
+from .config import DATASETS, DataConfig
 from .errors import UserError, did_you_mean
-from .runargs import add_run_options
-from .runcommand import answered, format_accuracy, run_from_args
+from .runargs import add_run_options, add_transfer_options
+from .runcommand import answered, format_accuracy, run_from_args, transfer_from_args
 
 
 # -- run / eval ------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.source:
-        return cmd_transfer(args)
+        return transfer_from_args(args)
     import dataclasses
 
     path = Path(args.ckpt)
@@ -69,35 +69,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0
-
-
-def cmd_transfer(args: argparse.Namespace) -> int:
-    """`eval --from RUN`: the finished run's trained parameters tested on another dataset, root or
-    class subset, as a run of its own (`petl_bench.transfer`): skipped when its record is there."""
-    from .datamodules.scan import check_root
-    from .registry import get_method
-    from .results import record_path
-    from .transfer import find_source, refusal, transfer_config
-
-    source = find_source(args.source)
-    cfg = transfer_config(source.cfg, args.dataset, args.root, args.classes)
-    check_root(cfg.data.root)
-    method = get_method(cfg.method).cls  # whether it scores unseen classes: its class says
-    problem = refusal(source, cfg, method.open_vocabulary, method.shared)
-    if problem:  # before anything is read; the target's tasks are checked once it is (`run.load_source`)
-        raise UserError(problem)
-    from .run import execute, finished_record
-
-    path = record_path(cfg)
-    existing = finished_record(cfg, args.force)
-    if existing:
-        print(format_accuracy(existing))
-        print(f"already done: {path} (--force to run again)")
-        return 0
-    record = execute(cfg, progress=not args.no_progress, force=args.force)
-    print(format_accuracy(record))
-    print(f"record: {path}")
     return 0
 
 
@@ -332,22 +303,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a run's checkpoint (seed{K}/checkpoints/last.ckpt): re-evaluated")
-    source.add_argument(
-        "--from",
-        dest="source",
-        metavar="RUN",
-        help="a finished run's record (seed{K}.json) or folder: its parameters tested on --dataset/--root/--classes, "
-        "recorded as a run of its own",
-    )
-    ev.add_argument(
-        "--root", default=None, help="dataset folder: if it moved since the run (--ckpt), or the target's (--from)"
-    )
-    ev.add_argument("--dataset", default=None, choices=DATASETS, metavar="DATASET", help="--from: the target dataset")
-    ev.add_argument(
-        "--classes", default="all", choices=CLASS_SUBSETS, help="--from: the target's classes: all, base or novel"
-    )
-    ev.add_argument("--force", action="store_true", help="--from: test again even if the transfer's record exists")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_transfer_options(ev, source)
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser(

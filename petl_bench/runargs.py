@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from .config import (
     CLASS_SUBSETS,
@@ -76,6 +77,51 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--wandb", action="store_true", help="also log to W&B (offline without an API key)")
     return run
+
+
+def add_transfer_options(parser: argparse.ArgumentParser, source=None) -> argparse.ArgumentParser:
+    """The options of a transfer run (`petl-bench eval --from RUN`); `--from` goes in `source` (a
+    group of the eval command, beside `--ckpt`), else it is required."""
+    (source or parser).add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN",
+        required=source is None,
+        help="a finished run's record (seed{K}.json) or folder: its parameters tested on --dataset/--root/--classes, "
+        "recorded as a run of its own",
+    )
+    parser.add_argument(
+        "--root", default=None, help="dataset folder: if it moved since the run (--ckpt), or the target's (--from)"
+    )
+    parser.add_argument(
+        "--dataset", default=None, choices=DATASETS, metavar="DATASET", help="--from: the target dataset"
+    )
+    parser.add_argument(
+        "--classes", default="all", choices=CLASS_SUBSETS, help="--from: the target's classes: all, base or novel"
+    )
+    parser.add_argument("--force", action="store_true", help="--from: test again even if the transfer's record exists")
+    parser.add_argument(
+        "--if-locked",
+        default="wait",
+        choices=["wait", "skip"],
+        help="--from: when another process runs this transfer: wait for it (default), or skip it (exit status 75)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def transfer_argv(cfg: RunConfig, force: bool = False) -> list[str]:
+    """The `petl-bench eval --from` command line of a transfer run's config (`transfer.transfer_config`)."""
+    assert cfg.transfer_from is not None  # a transfer run's config
+    return [
+        "eval",
+        f"--from={Path(cfg.out) / cfg.transfer_from['run']}",
+        f"--dataset={cfg.data.dataset}",
+        f"--root={cfg.data.root}",
+        f"--classes={cfg.data.classes}",
+        "--no-progress",
+        *(["--force"] if force else []),
+    ]
 
 
 def build_run_config(

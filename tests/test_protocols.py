@@ -214,3 +214,89 @@ def test_a_closed_vocabulary_method_transfers_nowhere_else(five_classes, tmp_pat
     other_root = build_run_config("linear-probe", "folder", str(tmp_path), "1shot", model="tiny", classes="base")
     assert refusal(source, other_root, open_vocabulary=False, shared=False, tasks=["art"]) is None
     assert refusal(source, other_root, open_vocabulary=True, shared=False, tasks=["photo"]) is None  # one to one
+
+
+# -- 4. the harmonic mean, published numbers, the base2novel table --------------------------------------
+def test_published_averages_reproduce_their_hm():
+    from petl_bench.report.paper import harmonic_mean
+
+    assert round(harmonic_mean(82.28, 75.14), 2) == 78.55  # MaPLe, 11-dataset average
+    assert round(harmonic_mean(80.47, 71.69), 2) == 75.83  # CoCoOp
+
+
+def test_every_published_row_is_cited_and_consistent():
+    from petl_bench.datamodules.catalog import COOP_DATASETS
+    from petl_bench.report.paper import harmonic_mean, published_base2novel
+
+    table = published_base2novel()
+    assert {"coop", "cocoop", "kgcoop", "maple", "promptsrc"} <= set(table.method)
+    assert table.source.str.contains(r"Table 1").all()
+    for method, rows in table.groupby("method"):
+        assert sorted(rows.dataset) == sorted([*COOP_DATASETS, "average"]), method
+        for r in rows.itertuples():
+            assert abs(harmonic_mean(r.base, r.novel) - r.hm) <= 0.01, (method, r.dataset)
+        per_dataset, average = rows[rows.dataset != "average"], rows[rows.dataset == "average"].iloc[0]
+        assert (
+            abs(per_dataset.base.mean() - average.base) <= 0.01
+            and abs(per_dataset.novel.mean() - average.novel) <= 0.01
+        )
+
+
+def _b2n_grid(path: Path, dataset: str) -> Path:
+    path.write_text(
+        f"name: b2n-{dataset}\ntable: base2novel\ndataset: {dataset}\nprotocol: base2novel\nsplits: [1shot]\n"
+        "seeds: [0]\nset: {model.arch: tiny, train.epochs: 1, data.num_workers: 0}\nmethods: [zeroshot, coop]\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tmp_path):
+    import dataclasses
+
+    from petl_bench.report import render, summarize
+    from petl_bench.report.paper import harmonic_mean
+    from petl_bench.sweep.grid import expand_grid
+
+    out = tmp_path / "results"
+    grids = {"folder": five_classes, "pacs": pacs_root}
+    for dataset, root in grids.items():
+        path = _b2n_grid(tmp_path / f"{dataset}.yaml", dataset)
+        sweep = ["sweep", path, "--out", out, "--set", f"data.root={root}"]
+        code, stdout, _ = call([*sweep, "--dry-run"])
+        listed = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+        assert [(r[0], r[1], r[2]) for r in listed] == [
+            ("todo", "zeroshot", "1shot"),
+            ("todo", "zeroshot", "1shot"),
+            ("todo", "coop", "1shot"),
+            ("todo", "coop", "1shot"),
+        ]
+        assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 2
+        code, stdout, stderr = call(sweep)
+        assert code == 0, stdout + stderr
+        assert f"b2n-{dataset}: 4 done now" in stdout
+    # Both grids' runs as one table: a row per dataset, Base / Novel / HM per method, the Average row.
+    expanded = [expand_grid(tmp_path / f"{d}.yaml", [f"data.root={r}"], str(out)) for d, r in grids.items()]
+    both = dataclasses.replace(expanded[0], runs=[run for grid in expanded for run in grid.runs])
+    summary = summarize(both)
+    assert summary.n_counted == 8
+    accuracy = {
+        (r.dataset, r.label, r.split): r.accuracy for r in summary.seeds[summary.seeds.task == "average"].itertuples()
+    }
+    text = render(summary, "md")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    rows = {row[0]: row[1:] for row in cells}
+    assert rows["dataset"][:3] == ["ZS Base", "ZS Novel", "ZS HM"]
+    for dataset, title in (("folder", "folder"), ("pacs", "PACS")):
+        base, novel = accuracy[(dataset, "coop", "1shot-base")], accuracy[(dataset, "coop", "1shot-novel")]
+        assert rows[title][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
+    base = sum(accuracy[(d, "coop", "1shot-base")] for d in grids) / 2
+    novel = sum(accuracy[(d, "coop", "1shot-novel")] for d in grids) / 2
+    assert rows["Average"][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
+    assert "the Average row is the mean of B and of N over the datasets and the HM of those means" in text
+    code, stdout, stderr = call(["table", tmp_path / "pacs.yaml", "--out", out, "--set", f"data.root={pacs_root}"])
+    assert code == 0 and "| PACS |" in stdout, stderr
+    code, stdout, stderr = call(["report", "--out", out])
+    assert code == 0, stderr
+    page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
+    assert "base-to-novel generalisation" in page and "CoOp HM" in page

@@ -3,11 +3,13 @@
 A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
-    table: table1                # the report's layout: table1 | table2 | ablation | kshot
+    table: table1                # the report's layout: table1 | table2 | ablation | kshot | base2novel
     dataset: officehome          # a name in config.DATASETS
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     classes: base                # all (default), base or novel: CoOp's class halves (data.classes)
+    protocol: base2novel         # optional: each run on the base classes, then its transfer to the novel
+                                 # ones (`petl-bench eval --from`), which a sweep runs once its source is done
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
@@ -44,10 +46,12 @@ from ..files import safe_name
 from ..registry import get_method
 from ..results import record_path
 from ..runargs import build_run_config
+from ..transfer import transfer_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
-TABLES = ("table1", "table2", "ablation", "kshot")
-GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "classes", "set", "methods", "slurm")
+TABLES = ("table1", "table2", "ablation", "kshot", "base2novel")
+GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "classes", "protocol", "set", "methods", "slurm")
+PROTOCOLS = ("base2novel",)
 ENTRY_KEYS = ("method", "label", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -120,6 +124,13 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     classes = spec.get("classes", "all")
     if classes not in CLASS_SUBSETS:
         raise UserError(f"{path}: classes: unknown {classes!r} (known: {', '.join(CLASS_SUBSETS)})")
+    protocol = spec.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise UserError(f"{path}: protocol: unknown {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    if protocol == "base2novel":
+        if "classes" in spec:
+            raise UserError(f"{path}: classes: the base2novel protocol trains on the base classes itself")
+        classes = "base"
     grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
@@ -135,15 +146,18 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         for split in splits:
             for seed in seeds:
                 cfg = _in(path, where, _build, method, dataset, split, seed, out, grid_sets + entry_sets, run_sets)
-                run = GridRun(label, cfg)
-                key = record_of(run)
-                if key in seen and seen[key] != label:
-                    raise UserError(
-                        f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
-                        f"({key.parent.name}); give one of them another setting"
-                    )
-                seen[key] = label
-                runs.append(run)
+                made = [GridRun(label, cfg)]
+                if protocol == "base2novel":
+                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
+                for run in made:
+                    key = record_of(run)
+                    if key in seen and seen[key] != label:
+                        raise UserError(
+                            f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                            f"({key.parent.name}); give one of them another setting"
+                        )
+                    seen[key] = label
+                runs.extend(made)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
     name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
