@@ -73,15 +73,16 @@ def find_source(path: str | Path) -> Source:
 
 def transfer_config(source: RunConfig, dataset: str | None, root: str | None, classes: str) -> RunConfig:
     """The transfer run of the run `source` configures on the target: `dataset` (default the
-    source's), its `root` (needed for another dataset), `classes`. Known from the source's config
-    alone (a grid's transfer runs are known before their sources ran). The source's own data and
-    classes are no transfer."""
+    source's), its `root` (None: the source's, which only the source's dataset may take), `classes`.
+    Known from the source's config alone (a grid's transfer runs are known before their sources
+    ran). The source's own data and classes are no transfer."""
     cfg = source
-    if dataset and dataset != cfg.data.dataset and not root:
-        raise UserError(f"--root: the {dataset} folder is needed (the source ran on {cfg.data.dataset})")
-    data = dataclasses.replace(
-        cfg.data, dataset=dataset or cfg.data.dataset, root=root or cfg.data.root, classes=classes
-    )
+    target = dataset or cfg.data.dataset
+    if root is None:
+        if target != cfg.data.dataset:
+            raise UserError(f"--root: the {target} folder is needed (the source ran on {cfg.data.dataset})")
+        root = cfg.data.root
+    data = dataclasses.replace(cfg.data, dataset=target, root=root, classes=classes)
     if (data.dataset, resolved_root(data.root), data.classes) == (
         cfg.data.dataset,
         resolved_root(cfg.data.root),

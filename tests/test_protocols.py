@@ -300,3 +300,72 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     assert code == 0, stderr
     page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
     assert "base-to-novel generalisation" in page and "CoOp HM" in page
+
+
+# -- 5. protocol grids -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_cross_dataset_sweep_transfers_beside_the_source_root(tmp_path):
+    from petl_bench.datamodules import read_manifest
+    from petl_bench.datamodules.synth import write_synthetic
+
+    data = tmp_path / "data"
+    write_synthetic(data / "pacs", "pacs", per_class=2)
+    write_synthetic(data / "vlcs", "vlcs", per_class=2)
+    grid = tmp_path / "xd.yaml"
+    grid.write_text(
+        "name: xd-pacs\ntable: transfer\ndataset: pacs\nprotocol: xd\ntargets: [vlcs]\nsplits: [1shot]\nseeds: [0]\n"
+        "set: {model.arch: tiny, train.epochs: 1, data.num_workers: 0}\nmethods: [zeroshot, coop-mt]\n"
+    )
+    out = tmp_path / "results"
+    code, stdout, stderr = call(["sweep", grid, "--out", out, "--set", f"data.root={data / 'pacs'}"])
+    assert code == 0 and "xd-pacs: 4 done now" in stdout, stdout + stderr
+    transfer = next(
+        (out / "runs" / "vlcs" / root_folder(data / "vlcs") / "1shot").glob("coop-mt@tiny-from-*/seed0.json")
+    )
+    record = json.loads(transfer.read_text())
+    assert record["tasks"] == read_manifest("vlcs", data / "vlcs").domains and record["root"] == str(data / "vlcs")
+    assert record["transfer_from"]["run"].startswith(f"runs/pacs/{root_folder(data / 'pacs')}/1shot/coop-mt@tiny/")
+    code, stdout, stderr = call(["table", grid, "--out", out])
+    assert code == 0, stderr
+    row = next(line for line in stdout.splitlines() if line.startswith("| CoOp-MT |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells[1] == f"{record['accuracy']['average']:.2f}" and cells[2] == cells[1]  # one target: its average
+
+
+def test_protocol_grid_keys_refused_in_one_line(tmp_path):
+    grid = tmp_path / "g.yaml"
+    base = "table: transfer\ndataset: pacs\nsplits: [1shot]\nmethods: [zeroshot]\n"
+    for extra, message in (
+        ("protocol: xd\n", "targets: the xd and dg protocols name their target datasets, and only they"),
+        ("targets: [vlcs]\n", "targets: the xd and dg protocols name their target datasets, and only they"),
+        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg)"),
+        (
+            "protocol: base2novel\nclasses: novel\n",
+            "classes: the base2novel protocol trains on the base classes itself",
+        ),
+    ):
+        grid.write_text(base + extra)
+        code, _, stderr = call(["sweep", grid, "--dry-run"])
+        assert (code, stderr.strip()) == (2, f"petl-bench: error: {grid}: {message}")
+
+
+def _has(*names) -> bool:
+    from petl_bench.datamodules.catalog import DATASETS
+
+    return set(names) <= set(DATASETS)
+
+
+COOP_11 = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+)  # fmt: skip
+VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+
+@pytest.mark.skipif(not _has(*COOP_11, *VARIANTS), reason="CoOp's datasets are not readable in this checkout yet")
+@pytest.mark.parametrize("grid, runs_per_method", [("base2novel", 11 * 3 * 2), ("xd", 3 * 11), ("dg", 3 * 5)])
+def test_the_protocol_grids_dry_runs(grid, runs_per_method):
+    code, stdout, stderr = call(["sweep", grid, "--dry-run", "--set", "data.root=/data/imagenet"])
+    assert code == 0, stderr
+    listed = [line for line in stdout.splitlines() if line.startswith("  todo")]
+    assert len(listed) == 9 * runs_per_method and stdout.splitlines()[-1] == f"0 done, 0 stale, {len(listed)} to run"

@@ -117,7 +117,7 @@ class Summary:
 
     @property
     def digits(self) -> int:
-        return 2 if self.table in ("ablation", "base2novel") else 1  # as the papers print them
+        return 2 if self.table in ("ablation", "base2novel", "transfer") else 1  # as the papers print them
 
     @property
     def n_counted(self) -> int:

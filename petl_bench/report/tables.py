@@ -43,7 +43,12 @@ class Layout:
 
 
 def layout(summary: Summary) -> Layout:
-    layouts = {"ablation": ablation_layout, "kshot": kshot_layout, "base2novel": base2novel_layout}
+    layouts = {
+        "ablation": ablation_layout,
+        "kshot": kshot_layout,
+        "base2novel": base2novel_layout,
+        "transfer": transfer_layout,
+    }
     return layouts.get(summary.table, main_layout)(summary)
 
 
@@ -141,13 +146,36 @@ def base2novel_layout(s: Summary) -> Layout:
     return Layout(title, "dataset", columns, [Block("", rows)], notes)
 
 
-def _subset_cell(average: pd.DataFrame, dataset: str, label: str, subset: str, digits: int) -> Cell | None:
-    """The mean ± std over seeds of a label's runs on one class subset of a dataset, or None."""
-    runs = average[(average.dataset == dataset) & (average.label == label) & average.split.str.endswith(f"-{subset}")]
+def transfer_layout(s: Summary) -> Layout:
+    """CoCoOp's Tables 2-3 (cross-dataset, domain generalisation): methods x the source dataset (its
+    own test) and each target its runs were transferred to, then the average over the targets."""
+    average = s.seeds[s.seeds.task == AVERAGE]
+    targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
+    rows: list[tuple[str, list[Cell | ParamCell | None]]] = []
+    for label in s.labels:
+        cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
+        found = [cell.mean for cell in cells[1:] if cell is not None]
+        mean = Cell(sum(found) / len(found), digits=s.digits) if targets and len(found) == len(targets) else None
+        rows.append((column_name(label), [*cells, mean]))
+    notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
+    columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
+    return Layout(
+        f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
+    )
+
+
+def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> Cell | None:
+    """The mean ± std over seeds of a label's runs on a dataset, or None."""
+    runs = average[(average.dataset == dataset) & (average.label == label)]
     if runs.empty:
         return None
     std = float(runs.accuracy.std()) if len(runs) > 1 else None
     return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, runs.split.iloc[0], AVERAGE))
+
+
+def _subset_cell(average: pd.DataFrame, dataset: str, label: str, subset: str, digits: int) -> Cell | None:
+    """The mean ± std over seeds of a label's runs on one class subset of a dataset, or None."""
+    return _runs_cell(average[average.split.str.endswith(f"-{subset}")], dataset, label, digits)
 
 
 def _hm_cell(base: Cell | None, novel: Cell | None, digits: int) -> Cell | None:

@@ -3,13 +3,16 @@
 A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
-    table: table1                # the report's layout: table1 | table2 | ablation | kshot | base2novel
+    table: table1                # the report's layout: table1 | table2 | ablation | kshot | base2novel | transfer
     dataset: officehome          # a name in config.DATASETS
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     classes: base                # all (default), base or novel: CoOp's class halves (data.classes)
     protocol: base2novel         # optional: each run on the base classes, then its transfer to the novel
-                                 # ones (`petl-bench eval --from`), which a sweep runs once its source is done
+                                 # ones (`petl-bench eval --from`), which a sweep runs once its source is done;
+                                 # xd | dg: each run, then its transfer to every dataset of `targets`
+    targets: [caltech101, dtd]   # xd, dg: the target datasets, each in the folder catalog.DATASET_FOLDERS
+                                 # names beside the source's root (DATA/imagenet -> DATA/caltech-101)
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
@@ -40,7 +43,7 @@ from pathlib import Path
 import yaml
 
 from ..config import CLASS_SUBSETS, DATASETS, RunConfig, parse_value
-from ..datamodules.catalog import parse_shots
+from ..datamodules.catalog import DATASET_FOLDERS, parse_shots
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
@@ -49,9 +52,9 @@ from ..runargs import build_run_config
 from ..transfer import transfer_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
-TABLES = ("table1", "table2", "ablation", "kshot", "base2novel")
-GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "classes", "protocol", "set", "methods", "slurm")
-PROTOCOLS = ("base2novel",)
+TABLES = ("table1", "table2", "ablation", "kshot", "base2novel", "transfer")
+GRID_KEYS = ("name", "table", "dataset", "splits", "seeds", "classes", "protocol", "targets", "set", "methods", "slurm")
+PROTOCOLS = ("base2novel", "xd", "dg")  # CoCoOp's base-to-novel, cross-dataset and domain-generalisation protocols
 ENTRY_KEYS = ("method", "label", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -131,6 +134,12 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         if "classes" in spec:
             raise UserError(f"{path}: classes: the base2novel protocol trains on the base classes itself")
         classes = "base"
+    targets = [str(t) for t in _list(path, "targets", spec.get("targets", []))]
+    if bool(targets) != (protocol in ("xd", "dg")):
+        raise UserError(f"{path}: targets: the xd and dg protocols name their target datasets, and only they")
+    for target in targets:
+        if target not in DATASETS:
+            raise UserError(f"{path}: targets: unknown {target!r} (known: {', '.join(DATASETS)})")
     grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
@@ -149,6 +158,11 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
                 made = [GridRun(label, cfg)]
                 if protocol == "base2novel":
                     made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
+                for target in targets:
+                    root = (
+                        str(Path(cfg.data.root).parent / DATASET_FOLDERS.get(target, target)) if cfg.data.root else ""
+                    )
+                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes)))
                 for run in made:
                     key = record_of(run)
                     if key in seen and seen[key] != label:
@@ -180,6 +194,12 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
 def record_of(run: GridRun) -> Path:
     """Where the run's record lands (its folder beside it holds checkpoints, logs and its lock)."""
     return record_path(run.cfg)
+
+
+def _beside(root: str, dataset: str) -> str:
+    """The folder of `dataset` beside the dataset root `root` ("" for none), as CoOp's DATASETS.md
+    lays its datasets out under one folder (`catalog.DATASET_FOLDERS`)."""
+    return str(Path(root).parent / DATASET_FOLDERS.get(dataset, dataset)) if root else ""
 
 
 def _build(method, dataset, split, seed, out, grid_sets, run_sets) -> RunConfig:
