@@ -74,13 +74,16 @@ def transfer_from_args(args: argparse.Namespace) -> int:
     """`eval --from RUN`: the finished run's trained parameters tested on another dataset, root or
     class subset, as a run of its own (`petl_bench.transfer`): skipped when its record is there."""
     from .datamodules.scan import check_root
-    from .registry import get_method
     from .transfer import find_source, refusal, transfer_config
 
     source = find_source(args.source)
     cfg = transfer_config(source.cfg, args.dataset, args.root, args.classes)
     check_root(cfg.data.root)
+    from .module import PetlModule  # the training stack: once the input is known good
+    from .registry import get_method
+
     method = get_method(cfg.method).cls  # whether it scores unseen classes: its class says
+    assert issubclass(method, PetlModule)  # a method's class is one; the torch-free registry types it `type`
     problem = refusal(source, cfg, method.open_vocabulary, method.shared)
     if problem:  # before anything is read; the target's tasks are checked once it is (`run.load_source`)
         raise UserError(problem)
