@@ -135,7 +135,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
         scan.result = (
             f"{len(manifest.records):,} images, {len(manifest.domains)} domains, {len(manifest.classnames)} classes"
         )
-    with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
+    subset = f" of the {data.cfg.classes} classes" if data.cfg.classes != "all" else ""
+    with phase("split", f"drawing {data.cfg.split}{subset}, seed {data.cfg.seed}") as split:
         data.setup("fit")
         split.result = f"{len(data.train_records):,} training and {len(data.test_records):,} test images"
 

@@ -369,3 +369,31 @@ def test_the_protocol_grids_dry_runs(grid, runs_per_method):
     assert code == 0, stderr
     listed = [line for line in stdout.splitlines() if line.startswith("  todo")]
     assert len(listed) == 9 * runs_per_method and stdout.splitlines()[-1] == f"0 done, 0 stale, {len(listed)} to run"
+
+
+def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
+    import pandas as pd
+
+    from petl_bench.report.paper import dataset_name
+    from petl_bench.report.summary import Summary
+    from petl_bench.report.tables import layout
+
+    seeds = pd.DataFrame(
+        [
+            {"label": "CoOp", "dataset": "caltech101", "split": f"16shot-{subset}", "seed": seed, "task": "average",
+             "accuracy": accuracy}
+            for subset, values in (("base", (97.0, 99.0)), ("novel", (90.0, 92.0)))
+            for seed, accuracy in zip((1, 2), values, strict=True)
+        ]
+    )  # fmt: skip
+    summary = Summary(
+        "b2n", "base2novel", "caltech101", ["CoOp"], {"CoOp": "coop"}, ["16shot-base", "16shot-novel"],
+        ["average"], seeds, pd.DataFrame(), {}, tmp_path, 4, [], [],
+    )  # fmt: skip
+    (name, cells), (average, means) = layout(summary).blocks[0].rows
+    assert name == dataset_name("caltech101") and average == "Average"
+    base, novel, hm = cells
+    assert (base.mean, novel.mean, base.std) == (98.0, 91.0, pytest.approx(2**0.5))
+    assert hm.mean == pytest.approx(2 * 98 * 91 / (98 + 91))
+    assert (base.paper, novel.paper, hm.paper) == (98.00, 89.81, 93.73)  # CoCoOp's Table 1, CoOp on Caltech101
+    assert [c.mean for c in means] == [98.0, 91.0, hm.mean] and means[0].paper is None  # one dataset: no published mean
