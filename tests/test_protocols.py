@@ -200,6 +200,19 @@ def test_transfers_refused_in_one_line(five_classes, pacs_root, tmp_path):
     )
 
 
+def test_a_linear_probe_is_refused_another_class_subset(five_classes, tmp_path):
+    out = tmp_path / "results"
+    assert call(tiny_run("linear-probe", five_classes, out, "--classes=base", "--set=method.c=1.0"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "linear-probe-c1.0@tiny")
+    code, _, stderr = call(["eval", "--from", source, "--classes", "novel"])
+    assert (code, stderr) == (
+        2,
+        "petl-bench: error: linear-probe cannot score classes it was not trained on (it holds a weight per trained "
+        "class): no transfer from folder base classes to folder novel classes\n",
+    )
+    assert not (out / "runs" / "folder" / root_folder(five_classes) / "1shot-novel").exists()
+
+
 def test_a_closed_vocabulary_method_transfers_nowhere_else(five_classes, tmp_path):
     from petl_bench.transfer import Source, refusal
 
