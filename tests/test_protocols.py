@@ -10,6 +10,7 @@ from petl_bench.config import RunConfig, root_folder
 from petl_bench.datamodules.classes import class_subset, subsample_classes
 from petl_bench.datamodules.records import Manifest, Record
 from petl_bench.errors import UserError
+from petl_bench.results import record_path
 from petl_bench.runargs import build_run_config
 
 from cli_calls import call
@@ -410,3 +411,27 @@ def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
     assert hm.mean == pytest.approx(2 * 98 * 91 / (98 + 91))
     assert (base.paper, novel.paper, hm.paper) == (98.00, 89.81, 93.73)  # CoCoOp's Table 1, CoOp on Caltech101
     assert [c.mean for c in means] == [98.0, 91.0, hm.mean] and means[0].paper is None  # one dataset: no published mean
+
+
+@pytest.mark.parametrize("launcher", ["local", "slurm"])
+def test_a_sweep_starts_the_transfers_once_their_sources_ended(tmp_path, monkeypatch, launcher):
+    from petl_bench.sweep import driver
+    from petl_bench.sweep.grid import expand_grid
+    from petl_bench.sweep.jobs import JobResult, Outcome
+
+    stages = []
+
+    def launch(jobs, *args, **kwargs):
+        stages.append([job.argv[0] for job in jobs])
+        return [JobResult(job, Outcome.DONE) for job in reversed(jobs)]  # in any order
+
+    monkeypatch.setattr(driver.local, "run_local", launch)
+    monkeypatch.setattr(driver, "run_slurm", launch)
+    grid = expand_grid(_b2n_grid(tmp_path / "g.yaml", "folder"), ["data.root=/data"], str(tmp_path))
+    todo = [(run, False) for run in grid.runs]
+    results = driver._launch(grid, todo, launcher, None, 1, False)
+    assert stages == [["run", "run"], ["eval", "eval"]]
+    assert [result.job.run for result in results] == grid.runs
+    transfer = results[1].job.argv
+    assert transfer[:2] == ["eval", f"--from={record_path(grid.runs[0].cfg)}"]  # the base run's record
+    assert transfer[2:] == ["--dataset=folder", "--root=/data", "--classes=novel", "--no-progress", "--if-locked=skip"]
