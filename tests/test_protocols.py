@@ -145,6 +145,12 @@ def test_a_zeroshot_transfer_to_novel_is_a_novel_zeroshot_run(five_classes, tmp_
     assert record["accuracy"] == novel["accuracy"]  # the same model on the novel class names and images
     code, stdout, _ = call(["eval", "--from", source, "--classes", "novel"])
     assert code == 0 and f"already done: {path} (--force to run again)" in stdout
+    code, _, stderr = call(["eval", "--from", path, "--classes", "base"])  # a transfer run is no source
+    tested = source.relative_to(out)
+    assert (code, stderr.strip()) == (
+        2,
+        f"petl-bench: error: --from {path}: a transfer run; transfer from the run it tested ({tested})",
+    )
 
 
 def test_a_coop_transfer_tests_the_source_context(five_classes, tmp_path, tiny_backbone):
