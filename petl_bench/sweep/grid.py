@@ -159,9 +159,7 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
                 if protocol == "base2novel":
                     made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
                 for target in targets:
-                    root = (
-                        str(Path(cfg.data.root).parent / DATASET_FOLDERS.get(target, target)) if cfg.data.root else ""
-                    )
+                    root = _beside(cfg.data.root, target)
                     made.append(GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes)))
                 for run in made:
                     key = record_of(run)
