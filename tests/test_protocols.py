@@ -319,7 +319,7 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     code, stdout, stderr = call(["report", "--out", out])
     assert code == 0, stderr
     page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
-    assert "base-to-novel generalisation" in page and "CoOp HM" in page
+    assert "base-to-novel generalisation" in page and "CoOp HM" in page and "the HM of those means" in page
 
 
 # -- 5. protocol grids -------------------------------------------------------------------------------
