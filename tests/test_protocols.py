@@ -396,12 +396,12 @@ def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
 
     from petl_bench.report.paper import dataset_name
     from petl_bench.report.summary import Summary
-    from petl_bench.report.tables import layout
+    from petl_bench.report.tables import layout, render
 
     seeds = pd.DataFrame(
         [
-            {"label": "CoOp", "dataset": "caltech101", "split": f"16shot-{subset}", "seed": seed, "task": "average",
-             "accuracy": accuracy}
+            {"label": "CoOp", "method": "coop", "dataset": "caltech101", "split": f"16shot-{subset}", "seed": seed,
+             "task": "average", "task_index": 0, "accuracy": accuracy, "trainable_params": 8192}
             for subset, values in (("base", (97.0, 99.0)), ("novel", (90.0, 92.0)))
             for seed, accuracy in zip((1, 2), values, strict=True)
         ]
@@ -417,6 +417,8 @@ def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
     assert hm.mean == pytest.approx(2 * 98 * 91 / (98 + 91))
     assert (base.paper, novel.paper, hm.paper) == (98.00, 89.81, 93.73)  # CoCoOp's Table 1, CoOp on Caltech101
     assert [c.mean for c in means] == [98.0, 91.0, hm.mean] and means[0].paper is None  # one dataset: no published mean
+    hm_rows = [row for row in render(summary, "csv").splitlines() if ",hm," in row]
+    assert hm_rows == [f"b2n,caltech101,16shot,CoOp,coop,average,hm,,{round(hm.mean, 4)},,,,,,"]
 
 
 @pytest.mark.parametrize("launcher", ["local", "slurm"])

@@ -104,6 +104,9 @@ def kshot_layout(s: Summary) -> Layout:
     )
 
 
+CLASSES = ("base", "novel")  # the class subsets of a base2novel grid's runs, in the table's order
+
+
 def base2novel_layout(s: Summary) -> Layout:
     """CoCoOp's Table 1: datasets x (Base, Novel, HM) per method. Base: the runs trained and tested
     on the base classes (`16shot-base`); Novel: their transfers to the novel classes (`16shot-novel`);
@@ -117,7 +120,7 @@ def base2novel_layout(s: Summary) -> Layout:
         cells: list[Cell | ParamCell | None] = []
         for label in s.labels:
             paper = published.get((s.methods[label], dataset))
-            base, novel = (_subset_cell(average, dataset, label, subset, s.digits) for subset in ("base", "novel"))
+            base, novel = _base_novel(average, dataset, label, s.digits)
             means[label].append((base.mean, novel.mean) if base and novel else None)
             cells += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
         rows.append((dataset_name(dataset), cells))
@@ -173,9 +176,11 @@ def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> 
     return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, runs.split.iloc[0], AVERAGE))
 
 
-def _subset_cell(average: pd.DataFrame, dataset: str, label: str, subset: str, digits: int) -> Cell | None:
-    """The mean ± std over seeds of a label's runs on one class subset of a dataset, or None."""
-    return _runs_cell(average[average.split.str.endswith(f"-{subset}")], dataset, label, digits)
+def _base_novel(average: pd.DataFrame, dataset: str, label: str, digits: int) -> tuple[Cell | None, Cell | None]:
+    """The mean ± std over seeds of a label's runs on the base classes of a dataset, and on its novel
+    classes (None where there are none)."""
+    base, novel = (_runs_cell(average[average.split.str.endswith(f"-{c}")], dataset, label, digits) for c in CLASSES)
+    return base, novel
 
 
 def _hm_cell(base: Cell | None, novel: Cell | None, digits: int) -> Cell | None:
@@ -378,7 +383,32 @@ def to_csv(summary: Summary) -> str:
                 "trainable_params": summary.params.get((label, split), ""),
             }
         )
+    if summary.table == "base2novel":
+        writer.writerows({**base, **row} for row in _hm_rows(summary))
     return out.getvalue()
+
+
+def _hm_rows(summary: Summary) -> list[dict]:
+    """base2novel: a row (stat=hm) per dataset and label with both Base and Novel runs, their HM."""
+    average, rows = summary.seeds[summary.seeds.task == AVERAGE], []
+    for dataset in dict.fromkeys(average.dataset):
+        for label in summary.labels:
+            base, novel = _base_novel(average, dataset, label, summary.digits)
+            hm = _hm_cell(base, novel, summary.digits)
+            if base is not None and hm is not None:
+                split = base.key[1] if base.key else ""
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "split": split.rpartition("-")[0],
+                        "label": label,
+                        "method": summary.methods[label],
+                        "task": AVERAGE,
+                        "stat": "hm",
+                        "accuracy": round(hm.mean, 4),
+                    }
+                )
+    return rows
 
 
 def _csv_num(value) -> float | str:
