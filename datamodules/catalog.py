@@ -101,6 +101,10 @@ TEMPLATES = {
     "ucf101": "a photo of a person doing {}.",
 }
 
+# A run's classes (CoOp's base-to-novel protocol, `classes.subsample_classes`): every class, the
+# first half of the sorted labels, or the rest.
+CLASS_SUBSETS = ("all", "base", "novel")
+
 # Images per task per step, as in the paper.
 PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 
@@ -123,6 +127,14 @@ def parse_shots(dataset: str, split: str) -> int:
 def canonical_split(dataset: str, split: str) -> str:
     """The name runs are stored under: Office-Home `10pct` and `6shot` are the same runs."""
     return f"{parse_shots(dataset, split)}shot"
+
+
+def split_folder(dataset: str, split: str, classes: str = "all") -> str:
+    """The path component of a split's and a run's files: `16shot`, or `16shot-base` for a class
+    subset, so base, novel and all-class runs never share a split file or a record (and the paths of
+    all-class runs are what they were before subsets existed)."""
+    canonical = canonical_split(dataset, split)
+    return canonical if classes == "all" else f"{canonical}-{classes}"
 
 
 def paper_split(dataset: str, split: str) -> str:

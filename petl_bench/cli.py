@@ -11,14 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DATASETS, RECIPES, DataConfig, ModelConfig, RunConfig
+from .config import DATASETS, RECIPES, DataConfig
 from .errors import UserError, did_you_mean
-from .runargs import add_run_options
-from .runcommand import answered, format_accuracy, run_from_args
+from .runargs import add_run_options, add_transfer_options
+from .runcommand import answered, format_accuracy, run_from_args, transfer_from_args
 
 
 # -- run / eval ------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.source:
+        return transfer_from_args(args)
     import dataclasses
 
     path = Path(args.ckpt)
@@ -27,33 +29,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import lightning as L
 
     from .checkpoints import load_plain
-    from .config import OptimConfig, TrainConfig, from_dict
-    from .registry import get_method
     from .run import build, hand_image_encoder, load_trained, quiet_lightning, trainer_settings
+    from .runargs import saved_config
 
     quiet_lightning()
     checkpoint = load_plain(path)
-    kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
         # The run's whole config, and the module's own params as trained: what `prepare` resolved
         # (e.g. MmAP's groups) included.
         saved, params = checkpoint["petl_bench"]["run_config"], checkpoint["petl_bench"]["params"]
-        method, out = saved["method"], saved["out"]
-        sections = {name: saved[name] for name in kinds}
+        cfg = saved_config(saved, params)
     except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
+    except UserError as err:  # e.g. stored params that the method's config no longer takes
+        raise UserError(f"{path}: {err}") from None
     try:
-        cfg = RunConfig(
-            method=method,
-            params=from_dict(get_method(method).config_cls, params),
-            **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()},
-            out=out,
-            recipe=saved.get("recipe", "shared"),
-        )
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
         module, data, _ = build(cfg)
-    except UserError as err:  # e.g. stored params that the method's config no longer takes
+    except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:
         settings, _ = trainer_settings(cfg)  # the run's precision, device and TF32
@@ -371,9 +365,12 @@ def make_parser() -> argparse.ArgumentParser:
     run = add_run_options(sub.add_parser("run", help="train and test one method on one dataset split and seed"))
     run.set_defaults(func=run_from_args)
 
-    ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
-    ev.add_argument("--ckpt", required=True, help="a run's checkpoint (seed{K}/checkpoints/last.ckpt)")
-    ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
+    ev = sub.add_parser(
+        "eval", help="re-evaluate a run's checkpoint, or test a finished run on other data (a transfer run)"
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a run's checkpoint (seed{K}/checkpoints/last.ckpt): re-evaluated")
+    add_transfer_options(ev, source)
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .datamodules.catalog import DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, TEMPLATES, canonical_split
+from .datamodules.catalog import CLASS_SUBSETS, DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, TEMPLATES, canonical_split
 from .datamodules.records import DEFAULT_TEMPLATE
 from .errors import UserError, near_names
 
@@ -124,6 +124,8 @@ class DataConfig:
     cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
     # the class prompt, `{}` standing for the class name; "": the dataset's own (CoOp's per-dataset one)
     template: str = rule("", template=True)
+    # The classes a run trains and tests on: all, or CoOp's base / novel half (datamodules/classes.py)
+    classes: str = rule("all", choices=CLASS_SUBSETS)
 
 
 def resolved_root(root: str) -> str:
@@ -219,10 +221,14 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # whose recipe the sections start from (`petl_bench.recipes`): the suite's shared one, or the method's paper's
     recipe: str = rule("shared", choices=RECIPES)
+    # An evaluation-only transfer run: the finished run whose trained parameters it tests on this
+    # config's data, {"run": its record's path relative to `out`, "config_sha256": its config's}
+    transfer_from: dict | None = None
 
     @property
     def run_name(self) -> str:
-        """The method plus a tag for any non-default variant, e.g. `coop-mt+paper@ViT-S-32`."""
+        """The method plus a tag for any non-default variant, e.g. `coop-mt+paper@ViT-S-32`; a
+        transfer run's ends in its source's config hash, `coop-from-3fa2b1c0d4`."""
         name = self.method + self.params.tag()
         if self.recipe != "shared":
             name += f"+{self.recipe}"
@@ -230,6 +236,8 @@ class RunConfig:
             name += f"@{self.model.arch}"
             if self.model.pretrained not in (None, DEFAULT_PRETRAINED):
                 name += f"-{_short_weights(self.model.pretrained)}"
+        if self.transfer_from is not None:
+            name += f"-from-{self.transfer_from['config_sha256'][:10]}"
         return name
 
     def to_dict(self) -> dict:
@@ -239,6 +247,7 @@ class RunConfig:
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
             "out": self.out,
             "recipe": self.recipe,
+            **({"transfer_from": self.transfer_from} if self.transfer_from is not None else {}),
         }
 
     def sha256(self) -> str:
@@ -249,10 +258,13 @@ class RunConfig:
         """Hash of what decides the result: the dataset root (as `resolved_root`), not where results
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
         0 and the dataset's paper value; `~/data` and its absolute path; template "" and the
-        dataset's own), so a k-shot sweep finds the
-        runs a 10pct/20pct sweep already made."""
+        dataset's own), so a k-shot sweep finds the runs a 10pct/20pct sweep already made;
+        `data.classes` counts only when it is a subset, so records written before subsets existed
+        keep their hash."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
+        if isinstance(d.get("transfer_from"), dict):  # the source's config decides, not where its record lies
+            d["transfer_from"].pop("run", None)
         data = d.get("data", {})
         data["root"] = resolved_root(data.get("root", ""))  # a subset and the full set are other inputs
         for key in ("num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
@@ -267,6 +279,8 @@ class RunConfig:
             train.pop("epochs", None)
         if data.get("template") in ("", TEMPLATES.get(dataset, DEFAULT_TEMPLATE)):
             del data["template"]  # the dataset's own, however spelt, hashes as configs did before the field
+        if data.get("classes") == "all":  # the default is what every run before class subsets ran: its hash stays
+            data.pop("classes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
