@@ -41,6 +41,18 @@ BEYOND_NAMES = {
     "linear-probe": "Linear probe",
     "adaptformer": "AdaptFormer",
     "adaptformer-mt": "AdaptFormer-MT",
+    "promptsrc": "PromptSRC",
+    "promptsrc-mt": "PromptSRC-MT",
+    "mma": "MMA",
+    "mma-mt": "MMA-MT",
+    "coprompt": "CoPrompt",
+    "coprompt-mt": "CoPrompt-MT",
+    "prograd": "ProGrad",
+    "prograd-mt": "ProGrad-MT",
+    "tcp": "TCP",
+    "tcp-mt": "TCP-MT",
+    "dept": "DePT",
+    "dept-mt": "DePT-MT",
 }
 PAPER_MODEL = ("ViT-B-16", "openai")
 
