@@ -106,7 +106,7 @@ class PromptSRC(IVLP):
             raise UserError("promptsrc averages its prompts over epochs (GPA): give train.epochs, not train.iterations")
 
     def on_train_epoch_end(self) -> None:
-        epochs = self.trainer.max_epochs
+        epochs = int(self.trainer.max_epochs or 1)  # on_train_start refused a run without epochs
         weight = gpa_weights(epochs, self.cfg.gpa_mean, self.cfg.gpa_std)[self.current_epoch]
         with torch.no_grad():
             for name, param in self.trainable():

@@ -168,17 +168,17 @@ def base2novel_layout(s: Summary) -> Layout:
     average = s.seeds[s.seeds.task == AVERAGE]
     datasets = list(dict.fromkeys(average.dataset)) or [s.dataset]
     published = {(r.method, r.dataset): r for r in published_base2novel().itertuples()}
-    rows: list[tuple[str, list[Cell | ParamCell | None]]] = []
+    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
     means: dict[str, list[tuple[float, float] | None]] = {label: [] for label in s.labels}
     for dataset in datasets:
-        cells: list[Cell | ParamCell | None] = []
+        cells: list[Cell | ParamCell | GapCell | None] = []
         for label in s.labels:
             paper = published.get((s.methods[label], dataset))
             base, novel = _base_novel(average, dataset, label, s.digits)
             means[label].append((base.mean, novel.mean) if base and novel else None)
             cells += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
         rows.append((dataset_name(dataset), cells))
-    averages: list[Cell | ParamCell | None] = []
+    averages: list[Cell | ParamCell | GapCell | None] = []
     for label in s.labels:
         found = means[label]
         base = novel = None
@@ -208,7 +208,7 @@ def transfer_layout(s: Summary) -> Layout:
     own test) and each target its runs were transferred to, then the average over the targets."""
     average = s.seeds[s.seeds.task == AVERAGE]
     targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
-    rows: list[tuple[str, list[Cell | ParamCell | None]]] = []
+    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
     for label in s.labels:
         cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
         found = [cell.mean for cell in cells[1:] if cell is not None]
