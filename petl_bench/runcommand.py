@@ -51,13 +51,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .datamodules.scan import check_root  # PIL and numpy: only for a command that reads a root
 
     check_root(cfg.data.root)
-    from .run import execute, finished_record  # the training stack: once the input is known good
+    from .run import execute  # the training stack: once the input is known good
 
     path = record_path(cfg)
-    existing = finished_record(cfg, args.force)
-    if existing:
-        print(format_accuracy(existing))
-        print(f"already done: {path} (--force to run again)")
+    if _already_done(cfg, args.force):
         return 0
     check_writable_folder(cfg.out, "--out")
     if cfg.recipe != "shared":
@@ -72,6 +69,17 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(format_accuracy(record))
     print("fast_dev_run: no record written" if cfg.train.fast_dev_run else f"record: {path}")
     return 0
+
+
+def _already_done(cfg: RunConfig, force: bool) -> bool:
+    """Print a finished run's accuracy and where its record lies; False where it is to run."""
+    from .run import finished_record
+
+    existing = finished_record(cfg, force)
+    if existing:
+        print(format_accuracy(existing))
+        print(f"already done: {record_path(cfg)} (--force to run again)")
+    return bool(existing)
 
 
 def recipe_line(cfg: RunConfig) -> str:
@@ -98,13 +106,10 @@ def transfer_from_args(args: argparse.Namespace) -> int:
     problem = refusal(source, cfg, method.open_vocabulary, method.shared)
     if problem:  # before anything is read; the target's tasks are checked once it is (`run.load_source`)
         raise UserError(problem)
-    from .run import execute, finished_record
+    from .run import execute
 
     path = record_path(cfg)
-    existing = finished_record(cfg, args.force)
-    if existing:
-        print(format_accuracy(existing))
-        print(f"already done: {path} (--force to run again)")
+    if _already_done(cfg, args.force):
         return 0
     record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
     print(format_accuracy(record))
