@@ -131,6 +131,13 @@ class PetlModule(Hooks, L.LightningModule):
         """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
         return self.backbone
 
+    def class_count(self) -> int:
+        """The tasks' number of classes, for a method whose parameter sets stack a row per class."""
+        n_classes = len(self.tasks[0].classnames)
+        if any(len(task.classnames) != n_classes for task in self.tasks):
+            raise UserError(f"{self.method_name}: every task needs the same number of classes")
+        return n_classes
+
     def task(self, name: str) -> Task:
         return self.tasks[self.task_names.index(name)]
 
