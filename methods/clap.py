@@ -6,12 +6,12 @@ times cos(image feature, w_c) (the `text_features` hook gives w, `logits` is the
 Each task's loss adds the penalty mean over classes c of lambda_c |w_c - t_c|^2 (the `regularizer`
 hook), t the frozen zero-shot prototypes: the text features of the task's template, not normalised.
 `prepare` computes t and the multipliers lambda_c, the zero-shot softmax probability of class c
-averaged over class c's training shots under `augment_epochs` augmented passes (their
-`init_lagrangian_multipliers` on 20 passes); both go to `seed{K}/clap.pt` (the resolved `state`) as
-buffers beside the initial prototypes. With `lagrangian`, the augmented Lagrangian's outer step
-(their `outer_step`, the PHR penalty's gradient) updates them after every epoch: lambda <- lambda +
-rho * h, rho <- h, with h_c = |w_c - t_c|^2 and rho starting at 0; their experiments keep lambda
-fixed (`CONSTRAINT l2`), so it is off by default. Neither tower runs with a hook.
+averaged over class c's training shots under `augment_epochs` augmented passes (one in a
+`fast_dev_run`; their `init_lagrangian_multipliers` on 20 passes); both go to `seed{K}/clap.pt`
+(the resolved `state`) as buffers beside the initial prototypes. With `lagrangian`, the augmented
+Lagrangian's outer step (their `outer_step`, the PHR penalty's gradient) updates them after every
+epoch: lambda <- lambda + rho * h, rho <- h, with h_c = |w_c - t_c|^2 and rho starting at 0; their
+experiments keep lambda fixed (`CONSTRAINT l2`), so it is off by default. Neither tower runs with a hook.
 `clap` holds one probe per task, `clap-mt` one shared by all tasks, anchored at the mean of the
 tasks' zero-shot prototypes (the prototypes themselves when the tasks share a template), with
 multipliers from all their shots.
@@ -50,6 +50,10 @@ class CLAP(PetlModule):
     image_frozen = True
     open_vocabulary = False  # a prototype per trained class
     text_depends_on_task = False
+    cfg: CLAPConfig
+    anchors: torch.Tensor  # buffers, registered in __init__
+    multipliers: torch.Tensor
+    penalty_weights: torch.Tensor
 
     def __init__(self, cfg: CLAPConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
@@ -66,7 +70,9 @@ class CLAP(PetlModule):
         cfg = run.params
         if cfg.state and Path(cfg.state).is_file():
             return cfg, {}  # already prepared (a checkpoint's resolved config)
-        passes = shot_feature_passes(backbone, data, data.train_transform, cfg.augment_epochs)
+        # A fast_dev_run checks the path, not the scores: one pass.
+        n_passes = 1 if run.train.fast_dev_run else cfg.augment_epochs
+        passes = shot_feature_passes(backbone, data, data.train_transform, n_passes)
         scale = backbone.logit_scale.exp().clamp(max=100).item()  # the logit scale of `PetlModule.logits`
         sets = [data.tasks] if cls.shared else [[task] for task in data.tasks]
         anchors, multipliers = [], []

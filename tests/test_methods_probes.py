@@ -57,7 +57,7 @@ def test_vit_b16_counts(vit_b16, name, expected):
 
 def test_tasks_with_other_class_counts_are_refused(tiny_backbone):
     tasks = [Task("a", ("cat", "dog")), Task("b", ("cat", "dog", "pug"))]
-    with pytest.raises(UserError, match="^taskres-mt: every task needs the same number of classes$"):
+    with pytest.raises(UserError, match=r"^taskres-mt: every task needs the same number of classes$"):
         get_method("taskres-mt").cls(get_method("taskres-mt").config_cls(), tiny_backbone, tasks)
 
 
