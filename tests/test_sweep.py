@@ -48,12 +48,18 @@ BEYOND_METHODS = [
     "ivlp",
     "lora",
     "adaptformer",
+    "taskres",
+    "clap",
+    "lpp",
     "tip-adapter-f-mt",
     "kgcoop-mt",
     "cocoop-mt",
     "ivlp-mt",
     "lora-mt",
     "adaptformer-mt",
+    "taskres-mt",
+    "clap-mt",
+    "lpp-mt",
 ]
 
 
@@ -203,8 +209,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
             ],
         ),
         ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-        ("beyond", 150, BEYOND_METHODS),
-        ("beyond-demo", 25, BEYOND_METHODS),
+        ("beyond", 186, BEYOND_METHODS),
+        ("beyond-demo", 31, BEYOND_METHODS),
     ],
 )
 def test_shipped_grids(name, runs, labels):

@@ -41,6 +41,12 @@ BEYOND_NAMES = {
     "linear-probe": "Linear probe",
     "adaptformer": "AdaptFormer",
     "adaptformer-mt": "AdaptFormer-MT",
+    "taskres": "TaskRes",
+    "taskres-mt": "TaskRes-MT",
+    "clap": "CLAP",
+    "clap-mt": "CLAP-MT",
+    "lpp": "LP++",
+    "lpp-mt": "LP++-MT",
 }
 PAPER_MODEL = ("ViT-B-16", "openai")
 
