@@ -74,9 +74,9 @@ class CLAP(PetlModule):
         n_passes = 1 if run.train.fast_dev_run else cfg.augment_epochs
         passes = shot_feature_passes(backbone, data, data.train_transform, n_passes)
         scale = backbone.logit_scale.exp().clamp(max=100).item()  # the logit scale of `PetlModule.logits`
-        sets = [data.tasks] if cls.shared else [[task] for task in data.tasks]
+        sets = cls.task_sets(data.tasks)
         anchors, multipliers = [], []
-        for tasks in sets:
+        for tasks in sets.values():
             texts = [template_text_features(backbone, task) for task in tasks]
             probabilities, labels = [], []
             for task, text in zip(tasks, texts, strict=True):
@@ -88,8 +88,7 @@ class CLAP(PetlModule):
             multipliers.append(class_mean_of_true_probability(torch.cat(probabilities), torch.cat(labels)))
         state = {"prototypes": torch.stack(anchors), "anchors": torch.stack(anchors)}
         path = save_state(Path(work_dir) / "clap.pt", {**state, "multipliers": torch.stack(multipliers)})
-        names = ["shared"] if cls.shared else [task.name for task in data.tasks]
-        means = {name: round(m.mean().item(), 4) for name, m in zip(names, multipliers, strict=True)}
+        means = {name: round(m.mean().item(), 4) for name, m in zip(sets, multipliers, strict=True)}
         return dataclasses.replace(cfg, state=path), {"clap": {"mean_multiplier": means}}
 
     def text_features(self, image_feat, task):

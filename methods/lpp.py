@@ -103,17 +103,16 @@ class LPP(PetlModule):
             features = F.normalize(features, dim=-1)
             text = F.normalize(template_text_features(backbone, task), dim=-1)
             inputs[task.name] = (features, labels, features @ text.t())
-        sets = [data.tasks] if cls.shared else [[task] for task in data.tasks]
+        sets = cls.task_sets(data.tasks)
         fits = []
-        for tasks in sets:
+        for tasks in sets.values():
             parts = zip(*(inputs[task.name] for task in tasks), strict=True)
             features, labels, text_logits = (torch.cat(part) for part in parts)
             fits.append(fit_lpp(features, labels, text_logits, cfg.epochs, cfg.alpha_every))
         weight, bias, blend = (torch.stack(part) for part in zip(*fits, strict=True))
         path = save_state(Path(work_dir) / "lpp.pt", {"probe_weight": weight, "probe_bias": bias, "blend": blend})
-        return dataclasses.replace(cfg, state=path), {
-            "lpp": {"mean_alpha": [round(a, 4) for a in blend.mean(1).tolist()]}
-        }
+        means = {name: round(alpha, 4) for name, alpha in zip(sets, blend.mean(1).tolist(), strict=True)}
+        return dataclasses.replace(cfg, state=path), {"lpp": {"mean_alpha": means}}
 
     def logits(self, image_feat, text_feat, task):
         assert text_feat is not None  # the class text features: `text_features` is the base class's

@@ -91,6 +91,12 @@ class PetlModule(Hooks, L.LightningModule):
         """How many parameter sets the method holds: one shared by all tasks (MT), else one per task."""
         return 1 if self.shared else len(self.tasks)
 
+    @classmethod
+    def task_sets(cls, tasks: list[Task]) -> dict[str, list[Task]]:
+        """The tasks each parameter set serves, in set order, by the set's name in run records:
+        "shared" (MT), else the task's own."""
+        return {"shared": list(tasks)} if cls.shared else {task.name: [task] for task in tasks}
+
     def set_index(self, task: str) -> int:
         """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
         return 0 if self.shared else self.task_names.index(task)

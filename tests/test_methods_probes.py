@@ -3,11 +3,15 @@ classifier. Exact ViT-B/16 counts, what each equals at init, CLAP's penalties an
 LP++'s closed-form step sizes and initialisation. tests/test_methods.py adds the registry-wide checks."""
 
 import copy
+import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from petl_bench.config import root_folder
 from petl_bench.datamodules import Task
 from petl_bench.errors import UserError
 from petl_bench.methods.clap import class_mean_of_true_probability
@@ -15,6 +19,8 @@ from petl_bench.methods.lpp import ALPHA_INIT, fit_lpp
 from petl_bench.methods.zeroshot import ZeroShot, ZeroShotConfig
 from petl_bench.prepared import shot_features
 from petl_bench.registry import get_method
+
+from cli_calls import call_ok
 
 
 def zero_shot_logits(backbone, tasks, batch):
@@ -192,3 +198,18 @@ def test_lpp_prepared_fits_each_set_on_its_shots(name, tiny_backbone, folder_dat
         for ours, theirs in zip((module.probe_weight[s], module.probe_bias[s], module.blend[s]), expected, strict=True):
             assert torch.allclose(ours, theirs, atol=1e-4)
         assert torch.allclose(got, x @ expected[0].t() + expected[1] + expected[2] * cosines, atol=1e-4)
+
+
+def test_lpp_run_fits_without_sgd_and_records_its_blend(folder_root, tmp_path):
+    stdout = call_ok(
+        [
+            *("run", "--method", "lpp", "--dataset", "folder", "--root", folder_root, "--split", "2shot"),
+            *("--model", "tiny", "--out", tmp_path, "--no-progress", "--set", "data.num_workers=0"),
+        ]
+    )
+    record = json.loads(Path(re.search(r"^record: (.+)$", stdout, re.M).group(1)).read_text())
+    assert set(record["prepared"]["lpp"]["mean_alpha"]) == set(record["tasks"])
+    assert record["trainable_params"] == 4 * (4 * 64 + 2 * 4)
+    assert record["resolved_params"]["state"].endswith("lpp.pt")
+    work_dir = tmp_path / "runs" / "folder" / root_folder(folder_root) / "2shot" / "lpp" / "seed0"
+    assert not (work_dir / "checkpoints").exists()  # no SGD, no epochs
