@@ -74,7 +74,7 @@ class CLAP(PetlModule):
         n_passes = 1 if run.train.fast_dev_run else cfg.augment_epochs
         passes = shot_feature_passes(backbone, data, data.train_transform, n_passes)
         scale = backbone.logit_scale.exp().clamp(max=100).item()  # the logit scale of `PetlModule.logits`
-        sets = cls.task_sets(data.tasks)
+        sets = cls.tasks_by_set(data.tasks)
         anchors, multipliers = [], []
         for tasks in sets.values():
             texts = [template_text_features(backbone, task) for task in tasks]

@@ -103,7 +103,7 @@ class LPP(PetlModule):
             features = F.normalize(features, dim=-1)
             text = F.normalize(template_text_features(backbone, task), dim=-1)
             inputs[task.name] = (features, labels, features @ text.t())
-        sets = cls.task_sets(data.tasks)
+        sets = cls.tasks_by_set(data.tasks)
         fits = []
         for tasks in sets.values():
             parts = zip(*(inputs[task.name] for task in tasks), strict=True)

@@ -92,7 +92,7 @@ class PetlModule(Hooks, L.LightningModule):
         return 1 if self.shared else len(self.tasks)
 
     @classmethod
-    def task_sets(cls, tasks: list[Task]) -> dict[str, list[Task]]:
+    def tasks_by_set(cls, tasks: list[Task]) -> dict[str, list[Task]]:
         """The tasks each parameter set serves, in set order, by the set's name in run records:
         "shared" (MT), else the task's own."""
         return {"shared": list(tasks)} if cls.shared else {task.name: [task] for task in tasks}
