@@ -220,3 +220,23 @@ class DePTConfig(MethodConfig):
 
     def check(self) -> None:
         self.base_config()
+
+
+# -- on the zero-shot classifier: TaskRes, CLAP, LP++ ----------------------------------------------
+@dataclass
+class TaskResConfig(MethodConfig):
+    scale: float = rule(0.5, ge=0)  # alpha: weight of the residual on the base classifier; 0: zero-shot
+
+
+@dataclass
+class CLAPConfig(MethodConfig):
+    augment_epochs: int = rule(20, ge=1)  # augmented passes over the shots whose zero-shot scores set the penalties
+    lagrangian: bool = False  # after every epoch, the augmented Lagrangian's outer step updates the penalties
+    state: str = ""  # the zero-shot prototypes and class penalties, written by `prepare`
+
+
+@dataclass
+class LPPConfig(MethodConfig):
+    epochs: int = rule(300, ge=1)  # full-batch gradient steps of the probe
+    alpha_every: int = rule(10, ge=1)  # the blending parameters take a step every this many epochs
+    state: str = ""  # the fitted probe, written by `prepare` and read when the module is built

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
 from petl_bench.registry import register_method
@@ -145,9 +144,7 @@ class LinearProbe(PetlModule):
 
     def __init__(self, cfg: LinearProbeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_classes = len(self.tasks[0].classnames)
-        if any(len(task.classnames) != n_classes for task in self.tasks):
-            raise UserError(f"{self.method_name}: every task needs the same number of classes")
+        n_classes = self.class_count()
         self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
         self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
         if cfg.state:

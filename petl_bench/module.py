@@ -94,6 +94,12 @@ class PetlModule(Hooks, L.LightningModule):
         """How many parameter sets the method holds: one shared by all tasks (MT), else one per task."""
         return 1 if self.shared else len(self.tasks)
 
+    @classmethod
+    def tasks_by_set(cls, tasks: list[Task]) -> dict[str, list[Task]]:
+        """The tasks each parameter set serves, in set order, by the set's name in run records:
+        "shared" (MT), else the task's own."""
+        return {"shared": list(tasks)} if cls.shared else {task.name: [task] for task in tasks}
+
     def set_index(self, task: str) -> int:
         """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
         return 0 if self.shared else self.task_names.index(task)
@@ -133,6 +139,13 @@ class PetlModule(Hooks, L.LightningModule):
     def encoder(self, task: str) -> ClipBackbone:
         """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
         return self.backbone
+
+    def class_count(self) -> int:
+        """The tasks' number of classes, for a method whose parameter sets stack a row per class."""
+        n_classes = len(self.tasks[0].classnames)
+        if any(len(task.classnames) != n_classes for task in self.tasks):
+            raise UserError(f"{self.method_name}: every task needs the same number of classes")
+        return n_classes
 
     def task(self, name: str) -> Task:
         return self.tasks[self.task_names.index(name)]

@@ -320,3 +320,45 @@ _method(
     MT,
     "DePT-MT: the base method's -mt variant plus one transform and head shared by all tasks.",
 )
+_method(
+    "taskres",
+    c.TaskResConfig,
+    "taskres:TaskRes",
+    ST,
+    "TaskRes: a learnt residual on the zero-shot text classifier, one per task.",
+)
+_method(
+    "taskres-mt",
+    c.TaskResConfig,
+    "taskres:TaskResMT",
+    MT,
+    "TaskRes-MT: one learnt residual on the zero-shot text classifier, shared by all tasks.",
+)
+_method(
+    "clap",
+    c.CLAPConfig,
+    "clap:CLAP",
+    ST,
+    "CLAP: a linear probe from the zero-shot prototypes under class-adaptive penalties, one per task.",
+)
+_method(
+    "clap-mt",
+    c.CLAPConfig,
+    "clap:CLAPMT",
+    MT,
+    "CLAP-MT: one linear probe from the zero-shot prototypes under class-adaptive penalties, shared by all tasks.",
+)
+_method(
+    "lpp",
+    c.LPPConfig,
+    "lpp:LPP",
+    ST,
+    "LP++: a linear probe blended with the zero-shot text classifier, fitted per task.",
+)
+_method(
+    "lpp-mt",
+    c.LPPConfig,
+    "lpp:LPPMT",
+    MT,
+    "LP++-MT: one linear probe blended with the zero-shot text classifier, fitted on every task's shots.",
+)

@@ -1,5 +1,6 @@
 """The methods beyond the paper (LoRA, CoCoOp, KgCoOp, IVLP, Tip-Adapter-F, linear probe,
-AdaptFormer) and the backbone extension LoRA and AdaptFormer use: exact ViT-B/16 counts, what each
+AdaptFormer; TaskRes, CLAP and LP++ here for isolation and round trips, tests/test_methods_probes.py
+for the rest) and the backbone extension LoRA and AdaptFormer use: exact ViT-B/16 counts, what each
 equals at init, per-task isolation (ST) or sharing (MT), checkpoint round trips.
 tests/test_methods.py adds the registry-wide checks, tests/test_learning.py their learning on the
 synthetic data with the pre-trained tiny CLIP."""
@@ -25,12 +26,17 @@ from petl_bench.registry import get_method
 
 from cli_calls import call_ok
 
-ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer"]
-MT = ["lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"]
+ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer", "taskres", "clap", "lpp"]
+MT = [
+    *("lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"),
+    *("taskres-mt", "clap-mt", "lpp-mt"),
+]
 CHEAP = {
     "tip-adapter-f": {"augment_epochs": 2},
     "tip-adapter-f-mt": {"augment_epochs": 2},
     "linear-probe": {"c": 1.0},
+    "lpp": {"epochs": 20},
+    "lpp-mt": {"epochs": 20},
 }  # the fit and the cache as the runner makes them, in fewer passes
 
 

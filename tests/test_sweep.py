@@ -54,6 +54,9 @@ BEYOND_METHODS = [
     "prograd",
     "tcp",
     "dept",
+    "taskres",
+    "clap",
+    "lpp",
     "tip-adapter-f-mt",
     "kgcoop-mt",
     "cocoop-mt",
@@ -66,6 +69,9 @@ BEYOND_METHODS = [
     "prograd-mt",
     "tcp-mt",
     "dept-mt",
+    "taskres-mt",
+    "clap-mt",
+    "lpp-mt",
 ]
 
 
@@ -215,8 +221,8 @@ def test_grid_expansion_labels_and_set_precedence(tmp_path, tiny_checkpoint, fol
             ],
         ),
         ("demo", 6, ["zeroshot", "coop-mt", "mmap"]),
-        ("beyond", 222, BEYOND_METHODS),
-        ("beyond-demo", 37, BEYOND_METHODS),
+        ("beyond", 258, BEYOND_METHODS),
+        ("beyond-demo", 43, BEYOND_METHODS),
     ],
 )
 def test_shipped_grids(name, runs, labels):

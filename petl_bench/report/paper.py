@@ -53,6 +53,12 @@ BEYOND_NAMES = {
     "tcp-mt": "TCP-MT",
     "dept": "DePT",
     "dept-mt": "DePT-MT",
+    "taskres": "TaskRes",
+    "taskres-mt": "TaskRes-MT",
+    "clap": "CLAP",
+    "clap-mt": "CLAP-MT",
+    "lpp": "LP++",
+    "lpp-mt": "LP++-MT",
 }
 PAPER_MODEL = ("ViT-B-16", "openai")
 
