@@ -145,6 +145,9 @@ def answered(command: Callable[[], int], argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("petl-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading (`| head`): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
     except Exception as err:  # the last guard: no user sees a stack trace
         print(f"petl-bench: {unexpected(err)} ({kept_traceback(err, argv)})", file=sys.stderr)
         return 1
