@@ -99,7 +99,7 @@ def test_a_wheel_install_sweeps_the_packaged_grids_from_anywhere(tmp_path):
         "table1: 72 runs = 12 methods x splits 10pct, 20pct x seeds 0, 1, 2 on officehome; records under results/runs"
     )
     assert lines[-1] == "0 done, 0 stale, 72 to run"
-    assert "| mmap (2 groups) | 2,142 | 0.00 | 0.13 | no |" in found["params"].splitlines()  # the paper's figure
+    assert "| mmap (2 groups) | 2,142 | 0.00 | 0.13 | no |  |  |" in found["params"].splitlines()  # the paper's figure
     assert not (elsewhere / "results").exists()  # a dry run writes nothing
 
 
