@@ -133,7 +133,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
     with phase("scan", f"reading the {data.cfg.dataset} root {data.cfg.root}") as scan:
         manifest = data.manifest
         scan.result = (
-            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, {len(manifest.classnames)} classes"
+            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
+            f"{sum(len(part.classnames) for part in manifest.parts or (manifest,))} classes"
         )
     with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
         data.setup("fit")
@@ -419,6 +420,16 @@ def run_record(
         "template": data.manifest.template,
         "split_file": str(data.split_file),
         "split_source": data.manifest.split_source,
+        # Datasets joined (`a+b`): each one's folder, tasks and class prompt; [] for one dataset.
+        "datasets": [
+            {
+                "dataset": part.dataset,
+                "root": resolved_root(str(part.root)),
+                "tasks": [task.name for task in part.joined_tasks()],
+                "template": part.template,
+            }
+            for part in data.manifest.parts
+        ],
         "split_sha256": data.split_sha256,
         "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,

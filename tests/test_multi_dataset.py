@@ -1,0 +1,204 @@
+"""One run over several datasets (`--dataset a+b`, MVLPT's setting): the joined tasks and their own
+label spaces, each dataset's split drawn as a run on it alone draws it, a `coop-mt` run end to end,
+the one-line errors, and the hash and record paths apart from each dataset's."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from petl_bench.config import DataConfig, RunConfig, root_folder
+from petl_bench.datamodules.catalog import own_template, parse_shots
+from petl_bench.datamodules.manifest import join_manifests, read_manifest
+from petl_bench.datamodules.records import Manifest, Record, joined_record
+from petl_bench.datamodules.splits import draw_split
+from petl_bench.errors import UserError
+from petl_bench.results import record_path
+from petl_bench.runargs import build_run_config
+
+from cli_calls import call
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A common root: PACS (7 classes x 4 domains, 3 images each), VLCS (5 x 4, 3 each) and a
+    one-domain folder set (4 classes, 3 each), each in its DATASET_FOLDERS name (here: its own)."""
+    from petl_bench.datamodules.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic(root / "pacs", "pacs", per_class=3)
+    write_synthetic(root / "vlcs", "vlcs", per_class=3)
+    write_synthetic(root / "folder", "folder", per_class=3, n_classes=4, domains=["photos"])
+    return root
+
+
+# -- the joined manifest --------------------------------------------------------------------------
+def test_the_tasks_are_each_datasets_in_order_with_their_own_classes(data_root):
+    joined = read_manifest("pacs+vlcs+folder", data_root)
+    alone = {name: read_manifest(name, data_root / name) for name in ("pacs", "vlcs", "folder")}
+    assert joined.domains == [
+        *(f"pacs/{d}" for d in ("art_painting", "cartoon", "photo", "sketch")),
+        *(f"vlcs/{d}" for d in ("Caltech101", "LabelMe", "SUN09", "VOC2007")),
+        "folder",  # one task: named by the dataset alone
+    ]
+    classes = {task.name: task.classnames for task in joined.tasks}
+    assert [len(c) for c in classes.values()] == [7] * 4 + [5] * 4 + [4]
+    assert classes["vlcs/LabelMe"] == tuple(alone["vlcs"].classnames)
+    assert classes["folder"] == tuple(alone["folder"].classnames)
+    # Every label indexes its own task's classes, and the record is its dataset's, renamed.
+    for record in joined.records:
+        assert classes[record.domain][record.label] == record.classname
+    assert len(joined.records) == sum(len(m.records) for m in alone.values()) == 3 * (28 + 20 + 4)
+    assert {(r.path, r.domain) for r in joined.records if r.path.startswith("vlcs/")} == {
+        (f"vlcs/{r.path}", f"vlcs/{r.domain}") for r in alone["vlcs"].records
+    }
+    assert joined.dataset == "pacs+vlcs+folder" and joined.classnames == [] and joined.synthetic
+
+
+def test_a_given_template_prompts_every_task_else_each_keeps_its_datasets(data_root):
+    joined = read_manifest("pacs+folder", data_root)
+    assert {task.template for task in joined.tasks} == {"a photo of a {}."}
+    themed = joined.with_template("a sketch of a {}.")
+    assert {task.template for task in themed.tasks} == {"a sketch of a {}."}
+    assert themed.tasks[0].prompt("dog") == "a sketch of a dog."
+    # Joined datasets whose own prompts differ: an empty template stands for no single one.
+    assert own_template("dtd+eurosat") is None
+    assert own_template("dtd") == "{} texture." and own_template("pacs+vlcs") == "a photo of a {}."
+
+
+def test_the_image_checks_join_and_save_into_each_datasets_own_verdicts(data_root, tmp_path):
+    from petl_bench.datamodules.cache import Cache
+
+    cache = Cache.for_run(str(tmp_path / "cache"), tmp_path, 1.0)
+    joined = read_manifest("vlcs+folder", data_root, cache)
+    assert joined.checks is not None and set(joined.checks.verdicts) == {r.path for r in joined.records}
+    first = joined.records[0].path
+    assert joined.checks.verify([first]) == {}
+    joined.checks.save()
+    # A run on VLCS alone finds the verdict the joined run learnt (the file decoded in full).
+    alone = read_manifest("vlcs", data_root / "vlcs", cache)
+    assert alone.checks is not None and alone.checks.verdicts[first.removeprefix("vlcs/")] == "ok"
+
+
+# -- the split ------------------------------------------------------------------------------------
+def test_each_dataset_draws_its_split_as_it_would_alone(data_root):
+    joined = read_manifest("pacs+vlcs+folder", data_root)
+    split = draw_split(joined, 2, seed=5)
+    per_task = {task.name: (len(task.classnames), 0, 0) for task in joined.tasks}
+    for record in split.train:
+        n, train, test = per_task[record.domain]
+        per_task[record.domain] = (n, train + 1, test)
+    for record in split.test:
+        n, train, test = per_task[record.domain]
+        per_task[record.domain] = (n, train, test + 1)
+    assert per_task == {name: (n, 2 * n, 1 * n) for name, (n, _, _) in per_task.items()}  # 3 images a class
+    for name in ("pacs", "vlcs", "folder"):
+        part = read_manifest(name, data_root / name)
+        alone = draw_split(part, 2, seed=5)
+        assert [r for r in split.train if r.path.startswith(f"{name}/")] == [
+            joined_record(part, r) for r in alone.train
+        ]
+
+
+def _fixed(root: Path, dataset: str) -> Manifest:
+    """A hand-made manifest with a split file's parts (10 train, 5 val, 2 test images a class)."""
+    records = [
+        Record(f"{c}/{part}{i}.png", label, "d", c, part)
+        for label, c in enumerate(["ant", "bee", "cat"])
+        for part, n in (("train", 10), ("val", 5), ("test", 2))
+        for i in range(n)
+    ]
+    return Manifest(root / dataset, ["d"], ["ant", "bee", "cat"], records, [], dataset=dataset, split_source="s.json")
+
+
+def test_the_fixed_split_protocol_applies_per_dataset(data_root):
+    pool = read_manifest("vlcs", data_root / "vlcs")
+    joined = join_manifests(data_root, [_fixed(data_root, "dtd"), pool])
+    split = draw_split(joined, 2, seed=0)
+    # dtd: 2 train and min(2, 4) val shots a class from its parts, its test part whole.
+    counts = [len([r for r in records if r.domain == "dtd"]) for records in (split.train, split.val, split.test)]
+    assert counts == [2 * 3, 2 * 3, 2 * 3]
+    # VLCS, a pool: 2 shots a class and domain, the rest (1 a class) its test; no val shots.
+    counts = [
+        len([r for r in records if r.domain.startswith("vlcs/")]) for records in (split.train, split.val, split.test)
+    ]
+    assert counts == [2 * 5 * 4, 0, 1 * 5 * 4]
+    assert joined.split_source == "dtd: s.json"
+
+
+# -- a run ----------------------------------------------------------------------------------------
+def _run_argv(dataset: str, root: Path, out: Path, *extra) -> list:
+    return [
+        "run",
+        "--method",
+        "coop-mt",
+        "--dataset",
+        dataset,
+        "--root",
+        root,
+        "--split",
+        "2shot",
+        "--model",
+        "tiny",
+        "--out",
+        out,
+        "--no-progress",
+        "--set",
+        "data.num_workers=0",
+        *extra,
+    ]
+
+
+def test_a_coop_mt_run_over_two_datasets_records_each_tasks_test_accuracy(data_root, tiny_checkpoint, tmp_path):
+    out = tmp_path / "results"
+    argv = _run_argv(" vlcs + folder", data_root, out, "--pretrained", tiny_checkpoint, "--set", "train.epochs=1")
+    code, stdout, stderr = call(argv)
+    assert code == 0, stderr
+    path = out / "runs" / "vlcs+folder" / root_folder(str(data_root)) / "2shot" / "coop-mt@tiny-tiny" / "seed0.json"
+    record = json.loads(path.read_text())
+    tasks = ["vlcs/Caltech101", "vlcs/LabelMe", "vlcs/SUN09", "vlcs/VOC2007", "folder"]
+    assert record["dataset"] == "vlcs+folder" and record["tasks"] == tasks
+    assert set(record["accuracy"]) >= set(tasks)
+    assert all(0 <= record["accuracy"][task] <= 100 for task in tasks)
+    assert record["train_images"] == 2 * (4 * 5 + 4) and record["test_images"] == 4 * 5 + 4
+    assert [(d["dataset"], d["root"], d["tasks"]) for d in record["datasets"]] == [
+        ("vlcs", str((data_root / "vlcs").resolve()), tasks[:4]),
+        ("folder", str((data_root / "folder").resolve()), ["folder"]),
+    ]
+    assert "5 tasks x 4-5 classes" in stdout
+
+
+# -- names, errors, hash and paths ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("pacs+pcas", "data.dataset='pacs+pcas': unknown dataset 'pcas' (did you mean pacs?)"),
+        ("pacs+vlcs+pacs", "each dataset once in 'pacs+vlcs+pacs' (pacs twice)"),
+        ("pacs+", "unknown dataset ''"),
+    ],
+)
+def test_a_bad_name_is_one_line_naming_the_part(dataset, message, data_root, tmp_path):
+    code, _, stderr = call(_run_argv(dataset, data_root, tmp_path))
+    assert code != 0 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_a_missing_dataset_folder_is_one_line_naming_it(data_root, tmp_path):
+    code, _, stderr = call(_run_argv("pacs+office31+domainnet", data_root, tmp_path, "--set", "train.epochs=1"))
+    assert code != 0 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"lacks the folder of office31 ({data_root / 'office31'}), domainnet ({data_root / 'domainnet'})" in stderr
+
+
+def test_the_hash_and_record_path_differ_from_each_datasets_and_keep_the_order():
+    def config(dataset: str, root: str = "/data") -> RunConfig:
+        return build_run_config("coop-mt", dataset, root, "2shot", model="tiny")
+
+    joined = config("pacs+vlcs")
+    assert config(" pacs + vlcs").sha256() == joined.sha256()  # one spelling
+    assert config("vlcs+pacs").sha256() != joined.sha256()  # another task order: another run
+    assert len({config(d).sha256() for d in ("pacs+vlcs", "pacs", "vlcs")}) == 3
+    assert len({config(d, "/data/pacs").sha256() for d in ("pacs", "pacs+vlcs")}) == 2
+    assert record_path(joined).parts[-6:-3] == ("runs", "pacs+vlcs", root_folder("/data"))
+    assert record_path(joined) != record_path(config("pacs")) != record_path(config("vlcs"))
+    assert DataConfig(dataset="pacs + vlcs").dataset == "pacs+vlcs"
+    with pytest.raises(UserError, match=r"unknown split '10pct' for pacs\+vlcs \(use Nshot"):
+        parse_shots("pacs+vlcs", "10pct")  # a paper alias is one dataset's: a joined run takes Nshot
