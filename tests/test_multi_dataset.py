@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from petl_bench.config import DataConfig, RunConfig, root_folder
 from petl_bench.datamodules.catalog import own_template, parse_shots
@@ -13,6 +14,7 @@ from petl_bench.datamodules.manifest import join_manifests, read_manifest
 from petl_bench.datamodules.records import Manifest, Record, joined_record
 from petl_bench.datamodules.splits import draw_split
 from petl_bench.errors import UserError
+from petl_bench.report.paper import dataset_name
 from petl_bench.results import record_path
 from petl_bench.runargs import build_run_config
 
@@ -200,5 +202,48 @@ def test_the_hash_and_record_path_differ_from_each_datasets_and_keep_the_order()
     assert record_path(joined).parts[-6:-3] == ("runs", "pacs+vlcs", root_folder("/data"))
     assert record_path(joined) != record_path(config("pacs")) != record_path(config("vlcs"))
     assert DataConfig(dataset="pacs + vlcs").dataset == "pacs+vlcs"
+    assert dataset_name("pacs+vlcs") == "PACS + VLCS"  # in tables' headings
     with pytest.raises(UserError, match=r"unknown split '10pct' for pacs\+vlcs \(use Nshot"):
         parse_shots("pacs+vlcs", "10pct")  # a paper alias is one dataset's: a joined run takes Nshot
+
+
+# -- grids ----------------------------------------------------------------------------------------
+def _grid(path: Path, key: str, value) -> Path:
+    spec = {
+        "table": "fewshot" if key == "datasets" else "kshot",
+        key: value,
+        "splits": ["2shot"],
+        "seeds": [0],
+        "set": {"model.arch": "tiny"},
+        "methods": ["coop-mt"],
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_a_grid_names_joined_datasets_and_runs_them_on_the_common_root(data_root, tmp_path):
+    from petl_bench.sweep.grid import expand_grid
+
+    root = f"data.root={data_root}"
+    one = expand_grid(_grid(tmp_path / "one.yaml", "dataset", "vlcs + folder"), [root], str(tmp_path))
+    assert one.datasets == ["vlcs+folder"]
+    assert [(r.cfg.data.dataset, r.cfg.data.root) for r in one.runs] == [("vlcs+folder", str(data_root))]
+    several = expand_grid(_grid(tmp_path / "two.yaml", "datasets", ["vlcs+folder", "pacs"]), [root], str(tmp_path))
+    assert [(r.cfg.data.dataset, r.cfg.data.root) for r in several.runs] == [
+        ("vlcs+folder", str(data_root)),  # the joined run reads each folder there itself
+        ("pacs", str(data_root / "pacs")),
+    ]
+    assert one.runs[0].cfg.sha256() == several.runs[0].cfg.sha256()
+
+
+def test_a_grid_with_a_bad_joined_name_is_one_line(tmp_path):
+    code, _, stderr = call(["sweep", _grid(tmp_path / "bad.yaml", "datasets", ["pacs+vlsc", "pacs"]), "--dry-run"])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "datasets: unknown dataset 'vlsc' (did you mean vlcs?)" in stderr
+
+
+def test_a_sweep_names_a_joined_runs_missing_folder_before_anything_runs(data_root, tmp_path):
+    path = _grid(tmp_path / "g.yaml", "dataset", "pacs+office31")
+    code, _, stderr = call(["sweep", path, "--out", tmp_path / "out", "--set", f"data.root={data_root}"])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"lacks the folder of office31 ({data_root / 'office31'})" in stderr
