@@ -168,6 +168,7 @@ def test_a_coop_mt_run_over_two_datasets_records_each_tasks_test_accuracy(data_r
         ("folder", str((data_root / "folder").resolve()), ["folder"]),
     ]
     assert "5 tasks x 4-5 classes" in stdout
+    assert "coop-mt: 768 trainable parameters" in stdout  # one context shared by every task
 
 
 # -- names, errors, hash and paths ----------------------------------------------------------------
@@ -247,3 +248,11 @@ def test_a_sweep_names_a_joined_runs_missing_folder_before_anything_runs(data_ro
     code, _, stderr = call(["sweep", path, "--out", tmp_path / "out", "--set", f"data.root={data_root}"])
     assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert f"lacks the folder of office31 ({data_root / 'office31'})" in stderr
+
+
+def test_a_single_task_method_keeps_a_set_per_joined_task(data_root, tiny_checkpoint, tmp_path):
+    argv = _run_argv("vlcs+folder", data_root, tmp_path, "--pretrained", tiny_checkpoint)
+    argv[argv.index("coop-mt")] = "coop"
+    code, stdout, stderr = call([*argv, "--set", "train.fast_dev_run=true"])
+    assert code == 0, stderr
+    assert "coop: 3,840 trainable parameters" in stdout  # 16 context tokens x width 48, for each of 5 tasks
