@@ -63,7 +63,8 @@ class Rule:
         if self.template and value and not (value.count("{}") == value.count("{") == value.count("}") == 1):
             return "must be empty or hold exactly one {} (where the class name goes) and no other brace"
         if self.dataset:
-            return dataset_problem(value)
+            problem = dataset_problem(value)
+            return f"must be a known dataset or several joined by +; {problem}" if problem else None
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}"
         for name, holds, words in (

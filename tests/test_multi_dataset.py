@@ -175,7 +175,11 @@ def test_a_coop_mt_run_over_two_datasets_records_each_tasks_test_accuracy(data_r
 @pytest.mark.parametrize(
     "dataset, message",
     [
-        ("pacs+pcas", "data.dataset='pacs+pcas': unknown dataset 'pcas' (did you mean pacs?)"),
+        (
+            "pacs+pcas",
+            "data.dataset='pacs+pcas': must be a known dataset or several joined by +; "
+            "unknown dataset 'pcas' (did you mean pacs?)",
+        ),
         ("pacs+vlcs+pacs", "each dataset once in 'pacs+vlcs+pacs' (pacs twice)"),
         ("pacs+", "unknown dataset ''"),
     ],
