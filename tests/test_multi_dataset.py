@@ -260,3 +260,27 @@ def test_a_single_task_method_keeps_a_set_per_joined_task(data_root, tiny_checkp
     code, stdout, stderr = call([*argv, "--set", "train.fast_dev_run=true"])
     assert code == 0, stderr
     assert "coop: 3,840 trainable parameters" in stdout  # 16 context tokens x width 48, for each of 5 tasks
+
+
+def test_zero_shot_on_joined_datasets_scores_each_task_as_a_run_on_its_dataset_alone(
+    data_root, tiny_checkpoint, tmp_path
+):
+    """The same test images (each dataset's own draw), labels and prompts over the task's own classes:
+    the same accuracy, from test features cached under the joined run's own keys."""
+    out = tmp_path / "results"
+
+    def accuracy(dataset: str, root: Path) -> dict:
+        argv = _run_argv(dataset, root, out, "--pretrained", tiny_checkpoint)
+        argv[argv.index("coop-mt")] = "zeroshot"
+        code, _, stderr = call(argv)
+        assert code == 0, stderr
+        (path,) = (out / "runs" / dataset).rglob("seed0.json")
+        record = json.loads(path.read_text())
+        assert set(record["test_sources"].values()) == {"features (cached now)"}
+        return record["accuracy"]
+
+    joined = accuracy("vlcs+folder", data_root)
+    vlcs, folder = accuracy("vlcs", data_root / "vlcs"), accuracy("folder", data_root / "folder")
+    assert {f"vlcs/{task}": score for task, score in vlcs.items() if task != "average"} | {
+        "folder": folder["photos"]
+    } == {task: score for task, score in joined.items() if task != "average"}
