@@ -35,6 +35,7 @@ from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
 from .config import RunConfig, TrainConfig, resolved_root, validate
 from .datamodules import MultiDomainDataModule, canonical_split
+from .datamodules.records import Manifest
 from .divergence import StopOnDivergence
 from .errors import UserError
 from .files import write_json_atomic
@@ -420,16 +421,7 @@ def run_record(
         "template": data.manifest.template,
         "split_file": str(data.split_file),
         "split_source": data.manifest.split_source,
-        # Datasets joined (`a+b`): each one's folder, tasks and class prompt; [] for one dataset.
-        "datasets": [
-            {
-                "dataset": part.dataset,
-                "root": resolved_root(str(part.root)),
-                "tasks": [task.name for task in part.joined_tasks()],
-                "template": part.template,
-            }
-            for part in data.manifest.parts
-        ],
+        "datasets": _joined_datasets(data.manifest, module.test_accuracy),
         "split_sha256": data.split_sha256,
         "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
@@ -452,6 +444,25 @@ def run_record(
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _joined_datasets(manifest: Manifest, accuracy: dict[str, float]) -> list[dict]:
+    """Datasets joined (`a+b`): each one's folder, tasks, class prompt, split file and the mean of
+    its tasks' accuracies (the run's `average` weighs every task alike); [] for one dataset."""
+    parts = []
+    for part in manifest.parts:
+        tasks = [task.name for task in part.joined_tasks()]
+        parts.append(
+            {
+                "dataset": part.dataset,
+                "root": resolved_root(str(part.root)),
+                "tasks": tasks,
+                "template": part.template,
+                "split_source": part.split_source,
+                "average": round(sum(accuracy[task] for task in tasks) / len(tasks), 4),
+            }
+        )
+    return parts
 
 
 def _rounded(scores: dict[str, float]) -> dict[str, float]:

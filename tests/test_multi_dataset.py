@@ -167,6 +167,9 @@ def test_a_coop_mt_run_over_two_datasets_records_each_tasks_test_accuracy(data_r
         ("vlcs", str((data_root / "vlcs").resolve()), tasks[:4]),
         ("folder", str((data_root / "folder").resolve()), ["folder"]),
     ]
+    vlcs, folder = record["datasets"]
+    assert vlcs["average"] == pytest.approx(sum(record["accuracy"][t] for t in tasks[:4]) / 4, abs=1e-4)
+    assert folder["average"] == record["accuracy"]["folder"]
     assert "5 tasks x 4-5 classes" in stdout
     assert "coop-mt: 768 trainable parameters" in stdout  # one context shared by every task
 
