@@ -1,9 +1,9 @@
 """What a dataset root is read into: `Record`s, `Task`s and the `Manifest`, and the names they hold.
 
-A record's `label` indexes its task's classes (`Task.classnames`): for one dataset, the dataset's
-canonical class list (`canonical_classes`, shipped in
-`petl_bench/data/`), its `classname` is a class folder's prompt form (`prompt_name`: `_` and `-`
-become spaces, lower case, `Alarm_Clock` -> "alarm clock"), its `domain` a task name.
+A record's `label` indexes its task's classes (`Task.classnames`), for one dataset its canonical
+class list (`canonical_classes`, shipped in `petl_bench/data/`); its `classname` is a class folder's
+prompt form (`prompt_name`: `_` and `-` become spaces, lower case, `Alarm_Clock` -> "alarm clock"),
+its `domain` a task name.
 A manifest over several datasets (`--dataset a+b`, `manifest.join_manifests`) keeps each dataset's
 manifest as a part; its records are the parts' under their common root (`joined_record`), each task
 with its own dataset's classes and template.
