@@ -15,9 +15,6 @@ from petl_bench.errors import UserError, did_you_mean, unknown_name
 
 from .records import DEFAULT_TEMPLATE
 
-# Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
-DATASETS = ("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet")
-
 # `a+b+c`: one run over the tasks of several datasets, in the order given (`pacs+vlcs` and `vlcs+pacs`
 # differ: task order decides the tables' rows and the order the tasks' batches are drawn in).
 JOIN = "+"
@@ -31,6 +28,22 @@ TITLES = {
     "office31": "Office-31",
     "terraincognita": "TerraIncognita",
     "domainnet": "DomainNet",
+    # CoOp's names for its benchmark (its DATASETS.md)
+    "imagenet": "ImageNet",
+    "caltech101": "Caltech101",
+    "oxford_pets": "OxfordPets",
+    "stanford_cars": "StanfordCars",
+    "oxford_flowers": "Flowers102",
+    "food101": "Food101",
+    "fgvc_aircraft": "FGVCAircraft",
+    "sun397": "SUN397",
+    "dtd": "DTD",
+    "eurosat": "EuroSAT",
+    "ucf101": "UCF101",
+    "imagenetv2": "ImageNetV2",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A",
+    "imagenet_r": "ImageNet-R",
 }
 
 # The paper's split names: "10% (6-shot per class)" and so on.
@@ -55,6 +68,13 @@ COOP_DATASETS = (
     "ucf101",
 )
 IMAGENET_VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+# Every dataset a run can name: the keys of manifest.READERS (a test keeps the two equal).
+DATASETS = (
+    *("officehome", "minidomainnet", "folder", "pacs", "vlcs", "office31", "terraincognita", "domainnet"),
+    *COOP_DATASETS,
+    *IMAGENET_VARIANTS,
+)
 
 # Each one's folder under a common data root, as CoOp's DATASETS.md names them: a grid over several
 # datasets takes that root (`data.root=DATA`) and runs each on `DATA/{folder}`.
@@ -126,6 +146,10 @@ TEMPLATES = {
     "ucf101": "a photo of a person doing {}.",
 }
 
+# A run's classes (CoOp's base-to-novel protocol, `classes.subsample_classes`): every class, the
+# first half of the sorted labels, or the rest.
+CLASS_SUBSETS = ("all", "base", "novel")
+
 # Images per task per step, as in the paper.
 PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 
@@ -148,6 +172,14 @@ def parse_shots(dataset: str, split: str) -> int:
 def canonical_split(dataset: str, split: str) -> str:
     """The name runs are stored under: Office-Home `10pct` and `6shot` are the same runs."""
     return f"{parse_shots(dataset, split)}shot"
+
+
+def split_folder(dataset: str, split: str, classes: str = "all") -> str:
+    """The path component of a split's and a run's files: `16shot`, or `16shot-base` for a class
+    subset, so base, novel and all-class runs never share a split file or a record (and the paths of
+    all-class runs are what they were before subsets existed)."""
+    canonical = canonical_split(dataset, split)
+    return canonical if classes == "all" else f"{canonical}-{classes}"
 
 
 def paper_split(dataset: str, split: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import coop
 from .datasets import TITLES, domainnet_lists, listed_images
 from .records import MINIDOMAINNET_DOMAINS, Manifest, canonical_classes
 
@@ -131,6 +132,11 @@ def warn_if_short(dataset: str, manifest: Manifest) -> None:
     """One warning line when a root holds fewer images than the dataset has; the run goes on. Synthetic
     roots (`data synth`) are small by design and say so themselves."""
     if manifest.synthetic:
+        return
+    if dataset in coop.SPECS:
+        short = coop.shortfall(dataset, manifest)
+        if short:
+            warnings.warn(f"{short}; going on with what is there", stacklevel=2)
         return
     check = compare_counts(dataset, manifest)
     if check and check.total[0] < check.total[1]:

@@ -21,7 +21,6 @@ Each reader takes the root and the manifest cache (or None). Imports `scan.py` a
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,9 +29,10 @@ from typing import TYPE_CHECKING
 
 from petl_bench.errors import UserError
 
+from . import coop
 from .catalog import TITLES  # noqa: F401  (its home; counts.py reads it here)
 from .records import MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS, Manifest, Task, canonical_classes, prompt_name
-from .scan import Reader, build_manifest, check_classes, check_root, image_files, subdirs
+from .scan import Reader, build_manifest, check_classes, check_root, image_files, present_files, subdirs
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -107,6 +107,8 @@ SPECS = {
 
 def canonical_tasks(dataset: str) -> list[Task]:
     """The tasks a complete root of the dataset gives, without reading one (for parameter counts)."""
+    if dataset in coop.SPECS:
+        return coop.canonical_tasks(dataset)
     domains = {"officehome": OFFICEHOME_DOMAINS, "minidomainnet": MINIDOMAINNET_DOMAINS}.get(dataset)
     keys = SPECS[dataset].class_keys if dataset in SPECS else canonical_classes(dataset)
     classes = tuple(prompt_name(key) for key in keys)
@@ -217,20 +219,10 @@ def listed_images(lists: dict[str, list[Path]], classes: list[str]) -> list[tupl
 
 
 def present_images(root: Path, images: list[tuple[str, str, str]]) -> set[str]:
-    """The listed images that exist, by one directory listing per class folder (no stat per image).
-    A class folder the lists name but the disk lacks is an error."""
-    by_folder: dict[str, int] = defaultdict(int)
-    for rel, _, _ in images:
-        by_folder[rel.rsplit("/", 1)[0]] += 1
-    present: set[str] = set()
-    missing: list[str] = []
-    for folder, count in by_folder.items():
-        try:
-            with os.scandir(root / folder) as entries:
-                present.update(f"{folder}/{e.name}" for e in entries if e.is_file())
-        except (FileNotFoundError, NotADirectoryError):
-            missing.append(f"{folder} ({count} images)")
-    if missing:
+    """The listed images that exist. A class folder the lists name but the disk lacks is an error."""
+    present, absent = present_files(root, [rel for rel, _, _ in images])
+    if absent:
+        missing = [f"{folder} ({count} images)" for folder, count in absent.items()]
         raise UserError(
             f"DomainNet class folders the lists name are missing under {root}: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} ({len(missing)} in all)"

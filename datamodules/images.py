@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 HEADER_OK, DECODED_OK = "header", "ok"  # verdicts; anything else is the reason a file is unreadable
+READABLE = (HEADER_OK, DECODED_OK)
 _HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 
@@ -150,7 +151,7 @@ class ImageChecks:
 
     def readable(self, rel: str) -> bool:
         """Not known to be unreadable (the header read, perhaps the whole file)."""
-        return self.verdicts.get(rel) in (HEADER_OK, DECODED_OK)
+        return self.verdicts.get(rel) in READABLE
 
     def verify(self, rels: Iterable[str], progress: bool = False) -> dict[str, str]:
         """Decode in full every file of `rels` not yet decoded; return {rel: reason} of those that

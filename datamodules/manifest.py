@@ -2,9 +2,9 @@
 several datasets joined (`a+b`, a common root holding each in its folder) -> one manifest of all
 their tasks (`join_manifests`).
 
-The readers are `readers.py`'s (Office-Home, MiniDomainNet, folder) and `datasets.py`'s (PACS,
-VLCS, Office-31, TerraIncognita, DomainNet). The cache of verdicts from earlier scans is an
-argument, handed down to the reader. Imports the readers: no torch.
+The readers are `readers.py`'s (Office-Home, MiniDomainNet, folder), `datasets.py`'s (PACS,
+VLCS, Office-31, TerraIncognita, DomainNet) and `coop.py`'s (CoOp's benchmark, the ImageNet family).
+The cache of verdicts from earlier scans is an argument, handed down to the reader. Imports the readers: no torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from petl_bench.errors import UserError
 
-from . import datasets, readers
+from . import coop, datasets, readers
 from .catalog import JOIN, dataset_folder, dataset_parts
 from .images import ImageChecks
 from .records import Manifest, joined_record
@@ -24,7 +24,7 @@ from .scan import check_root
 if TYPE_CHECKING:
     from .cache import Cache
 
-READERS = {**readers.READERS, **datasets.READERS}
+READERS = {**readers.READERS, **datasets.READERS, **coop.READERS}
 
 
 def read_manifest(dataset: str, root: str | Path, cache: Cache | None = None) -> Manifest:

@@ -11,6 +11,10 @@ With a cache (`datamodules/cache.py`), a domain's images are decoded and resized
 resolution, and when the runner hands over a frozen image tower (`image_encoder`: nothing trains
 it), its test batches are cached image features (`testsets.py`).
 
+A class subset (`data.classes` base or novel, CoOp's base-to-novel protocol) is taken from the
+manifest as it is read, before anything else sees it: the split, the tasks and the test all see the
+subset's classes only, relabelled from 0.
+
 Images that cannot be decoded are skipped at every stage and named in `skipped_images`: the split
 decodes the images it draws for training and draws again where one fails, the test leaves out
 those that fail.
@@ -34,6 +38,7 @@ from petl_bench.cpus import loader_workers
 
 from .cache import Cache
 from .catalog import PAPER_BATCH_SIZE
+from .classes import subsample_classes
 from .counts import warn_if_short
 from .device_images import RandomResizedCropFlip, decode_on
 from .loading import EncodedBatch, EncodedFiles, ImageFiles, collate_encoded, collate_train, make_loader
@@ -104,7 +109,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         manifest = read_manifest(self.cfg.dataset, self.cfg.root, self.cache)
         self.timings["manifest_s"] = round(time.perf_counter() - start, 3)
         for part in manifest.parts or (manifest,):
-            warn_if_short(part.dataset, part)
+            warn_if_short(part.dataset, part)  # the dataset's counts are of all its classes
+        manifest = subsample_classes(manifest, self.cfg.classes)  # before the split is drawn
         # data.template, where given, replaces the dataset's own: every task prompts with it.
         return manifest.with_template(self.cfg.template) if self.cfg.template else manifest
 
@@ -147,7 +153,7 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.train_records, self.val_records, self.test_records = split.train, split.val, split.test
         if checks:
             checks.save()
-        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed)
+        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed, self.cfg.classes)
         self.split_sha256 = write_split(path, split)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)

@@ -27,7 +27,7 @@ from petl_bench.errors import UserError
 from petl_bench.files import FILE_NAMES, write_text_atomic
 
 # The split names live beside the config, torch-free; the splits they name are drawn here.
-from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots  # noqa: F401  (their home)
+from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots, split_folder  # noqa: F401  (their home)
 from .records import PARTS, Manifest, Record, joined_record
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
@@ -191,6 +191,8 @@ def write_split(path: Path, split: Split) -> str:
     return hashlib.sha256(text.encode("utf-8", FILE_NAMES)).hexdigest()
 
 
-def split_path(out: Path, dataset: str, root: str, split: str, seed: int) -> Path:
-    """`{out}/splits/{dataset}/{root}/{Nshot}/seed{K}.csv`: a split of another root is another file."""
-    return Path(out) / "splits" / dataset / root_folder(root) / canonical_split(dataset, split) / f"seed{seed}.csv"
+def split_path(out: Path, dataset: str, root: str, split: str, seed: int, classes: str = "all") -> Path:
+    """`{out}/splits/{dataset}/{root}/{Nshot}/seed{K}.csv`: a split of another root is another file,
+    and so is one of a class subset (`{Nshot}-base`: `catalog.split_folder`)."""
+    folder = split_folder(dataset, split, classes)
+    return Path(out) / "splits" / dataset / root_folder(root) / folder / f"seed{seed}.csv"

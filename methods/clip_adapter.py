@@ -22,9 +22,14 @@ from petl_bench.registry import register_method
 from .configs import CLIPAdapterConfig
 
 
-def bottleneck(width: int, reduction: int) -> nn.Sequential:
+def bottleneck(width: int, reduction: int, bias: bool = True) -> nn.Sequential:
     hidden = width // reduction
-    return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, width), nn.ReLU())
+    return nn.Sequential(nn.Linear(width, hidden, bias), nn.ReLU(), nn.Linear(hidden, width, bias), nn.ReLU())
+
+
+def blend(adapter: nn.Module | None, feat, ratio: float):
+    """`ratio * adapter(feat) + (1 - ratio) * feat`; the features themselves where there is no adapter."""
+    return feat if adapter is None else ratio * adapter(feat) + (1 - ratio) * feat
 
 
 @register_method("clip-adapter", CLIPAdapterConfig)
@@ -43,8 +48,6 @@ class CLIPAdapter(PetlModule):
         self.image_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "text" else None
         self.text_adapter = bottleneck(width, cfg.reduction) if cfg.towers != "image" else None
 
-    def _blend(self, adapter: nn.Module | None, feat):
-        return feat if adapter is None else self.cfg.ratio * adapter(feat) + (1 - self.cfg.ratio) * feat
-
     def head(self, image_feat, text_feat, task):
-        return self._blend(self.image_adapter, image_feat), self._blend(self.text_adapter, text_feat)
+        ratio = self.cfg.ratio
+        return blend(self.image_adapter, image_feat, ratio), blend(self.text_adapter, text_feat, ratio)

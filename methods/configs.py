@@ -4,9 +4,11 @@ sweep's dry run read them without the training stack. A method's module (its own
 config from here; `methods/__init__.py` registers the two together.
 """
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 
-from petl_bench.config import MethodConfig, rule
+from petl_bench.config import MethodConfig, parse_value, rule, validate_params
 from petl_bench.errors import UserError
 
 
@@ -66,6 +68,32 @@ class MaPLeConfig(MethodConfig):
     ctx_init: str = "a photo of a"  # phrase whose first n_ctx token embeddings start P_0; "" = noise
 
 
+PROMPTSRC_TEMPLATES = ("ensemble", "task")  # what PromptSRC's frozen text features average over
+
+
+@dataclass
+class PromptSRCConfig(MaPLeConfig):
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH_VISION / _TEXT)
+    text_weight: float = rule(25.0, ge=0)  # L1 of prompted to frozen text features (TEXT_LOSS_WEIGHT)
+    image_weight: float = rule(10.0, ge=0)  # L1 of prompted to frozen image features (IMAGE_LOSS_WEIGHT)
+    logits_weight: float = rule(1.0, ge=0)  # KL of the prompted logits to the frozen ones (the code's 1)
+    gpa_mean: float = rule(15.0, gt=0)  # the epoch (1-based) of the Gaussian prompt aggregation's peak (GPA_MEAN)
+    gpa_std: float = rule(1.0, gt=0)  # its width in epochs (GPA_STD)
+    # the frozen text features: the mean over PromptSRC's 60 templates, or the task's template alone
+    templates: str = rule("ensemble", choices=PROMPTSRC_TEMPLATES)
+
+
+@dataclass
+class CoPromptConfig(MaPLeConfig):
+    n_ctx: int = rule(2, ge=0)  # context tokens per layer (TRAINER.CoPrompt.N_CTX)
+    depth: int = rule(9, ge=1)  # layers of both towers that get prompts (PROMPT_DEPTH)
+    weight: float = rule(1.0, ge=0)  # W: weight of the consistency terms (their config's TRAINER.W)
+    image_ratio: float = rule(0.1, ge=0, le=1)  # weight of the image adapter's output in its blend
+    text_ratio: float = rule(0.2, ge=0, le=1)  # weight of the text adapter's output in its blend
+    reduction: int = rule(4, ge=1)  # adapter bottleneck width = embed dim // reduction
+    descriptions: str = ""  # JSON file: class name -> sentences (their gpt_file format); "" = the task's template
+
+
 GROUPINGS = ("gradient", "random", "all")  # how MmAP's `prepare` finds task groups
 
 
@@ -111,6 +139,13 @@ class CLIPAdapterConfig(MethodConfig):
 
 
 @dataclass
+class MMAConfig(MethodConfig):
+    layers: int = rule(8, ge=1)  # adapters in the last `layers` blocks of each tower (ADAPTER_START 5 to END 12 of 12)
+    dim: int = rule(32, ge=1)  # width of the shared space (ADAPTER_DIM)
+    scale: float = rule(0.001, ge=0)  # weight of the adapters' output (ADAPTER_SCALE); 0: zero-shot
+
+
+@dataclass
 class LoRAConfig(MethodConfig):
     rank: int = rule(2, ge=1)  # r
     alpha: float = rule(1.0, ge=0)  # the update is scaled by alpha / sqrt(rank); 0: zero-shot
@@ -138,3 +173,70 @@ class TipAdapterFConfig(MethodConfig):
 class LinearProbeConfig(MethodConfig):
     c: float = rule(0.0, ge=0)  # inverse L2 strength (scikit-learn's C); 0 = chosen on held-out training shots
     state: str = ""  # the fitted weights, written by `prepare` and read when the module is built
+
+
+# -- built on the prompt methods: ProGrad, TCP, DePT -----------------------------------------------
+@dataclass
+class ProGradConfig(CoOpConfig):
+    n_ctx: int = rule(16, ge=1)  # context tokens; the last ones start as ctx_init's, the others at 0
+    ctx_init: str = "a photo of a"  # phrase whose embeddings start the context's last tokens; "" = noise
+    weight: float = rule(1.0, ge=0)  # lambda: share of the CE gradient's component against the KD gradient removed
+    temperature: float = rule(1.0, gt=0)  # T of the distillation towards zero-shot's logits
+
+
+@dataclass
+class TCPConfig(KgCoOpConfig):
+    n_ctx: int = rule(4, ge=1)  # learnable context tokens (ignored when ctx_init is set)
+    ctx_init: str = ""  # phrase whose embeddings start the context; "" = noise, TCP's CTX_INIT False
+    weight: float = rule(8.0, ge=0)  # weight of KgCoOp's 1 - cos(learnt, hand-written) in each task's loss
+    layer: int = rule(8, ge=0)  # text block before which class-aware tokens replace the context (capped at the last)
+    reduction: int = rule(4, ge=1)  # the token net's hidden width = embed dim // reduction
+
+
+DEPT_BASES = {"coop": CoOpConfig, "kgcoop": KgCoOpConfig, "maple": MaPLeConfig, "ivlp": MaPLeConfig}
+
+
+@dataclass
+class DePTConfig(MethodConfig):
+    base: str = rule("coop", choices=tuple(DEPT_BASES))  # the prompt method DePT plugs into (its -mt for dept-mt)
+    base_set: str = ""  # the base method's own fields, e.g. "n_ctx=2,depth=9"; empty: its defaults
+    weight: float = rule(0.7, ge=0, le=1)  # lambda: the head's share of the loss and of a trained class's logits
+    head_lr_scale: float = rule(6.5, gt=0)  # lr of the head and transforms over optim.lr (DePT's LR_EXP)
+
+    def base_config(self) -> MethodConfig:
+        """The base method's config: its defaults with `base_set`'s fields, each checked by its rule."""
+        cls = DEPT_BASES[self.base]
+        types = typing.get_type_hints(cls)
+        values = {}
+        for item in filter(None, (part.strip() for part in self.base_set.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or name.strip() not in types:
+                fields = ", ".join(f.name for f in dataclasses.fields(cls))
+                raise UserError(
+                    f"method.base_set={self.base_set!r}: {item!r} is not field=value of {self.base} ({fields})"
+                )
+            values[name.strip()] = parse_value(raw.strip(), types[name.strip()], f"method.base_set={self.base_set}")
+        return validate_params(cls(**values))
+
+    def check(self) -> None:
+        self.base_config()
+
+
+# -- on the zero-shot classifier: TaskRes, CLAP, LP++ ----------------------------------------------
+@dataclass
+class TaskResConfig(MethodConfig):
+    scale: float = rule(0.5, ge=0)  # alpha: weight of the residual on the base classifier; 0: zero-shot
+
+
+@dataclass
+class CLAPConfig(MethodConfig):
+    augment_epochs: int = rule(20, ge=1)  # augmented passes over the shots whose zero-shot scores set the penalties
+    lagrangian: bool = False  # after every epoch, the augmented Lagrangian's outer step updates the penalties
+    state: str = ""  # the zero-shot prototypes and class penalties, written by `prepare`
+
+
+@dataclass
+class LPPConfig(MethodConfig):
+    epochs: int = rule(300, ge=1)  # full-batch gradient steps of the probe
+    alpha_every: int = rule(10, ge=1)  # the blending parameters take a step every this many epochs
+    state: str = ""  # the fitted probe, written by `prepare` and read when the module is built

@@ -30,13 +30,15 @@ class CoOp(PetlModule):
 
     def __init__(self, cfg: CoOpConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        if cfg.ctx_init:
-            init = phrase_embeddings(backbone, cfg.ctx_init)
-            self.ctx = nn.Parameter(init.unsqueeze(0).repeat(self.n_sets, 1, 1))
-        else:
-            self.ctx = nn.Parameter(torch.randn(self.n_sets, cfg.n_ctx, backbone.text_width) * 0.02)
+        self.ctx = nn.Parameter(self.initial_context())
         self.n_ctx = self.ctx.shape[1]
         check_context_fits(self, self.n_ctx)
+
+    def initial_context(self) -> torch.Tensor:
+        """The context's start, [n_sets, n_ctx, text width]: the phrase's embeddings, else noise."""
+        if self.cfg.ctx_init:
+            return phrase_embeddings(self.backbone, self.cfg.ctx_init).unsqueeze(0).repeat(self.n_sets, 1, 1)
+        return torch.randn(self.n_sets, self.cfg.n_ctx, self.backbone.text_width) * 0.02
 
     def prompts(self, task: str) -> list[str]:
         return context_prompts(self.task(task).classnames, self.n_ctx, self.cfg.ctx_init)

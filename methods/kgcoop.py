@@ -16,10 +16,8 @@ The hand-written prompt is the task's template, as the official code's per-datas
 (trainers/kgcoop.py): CoOp's for its datasets, "a photo of a {class}." where a dataset has none.
 """
 
-import torch
 import torch.nn.functional as F
 
-from petl_bench.backbone import IDENTITY
 from petl_bench.registry import register_method
 
 from .configs import KgCoOpConfig
@@ -29,19 +27,6 @@ from .coop import CoOp
 @register_method("kgcoop", KgCoOpConfig)
 class KgCoOp(CoOp):
     """KgCoOp: CoOp pulled towards the hand-written prompt's text features, one context per task."""
-
-    def __init__(self, cfg: KgCoOpConfig, backbone, tasks, optim=None):
-        super().__init__(cfg, backbone, tasks, optim)
-        self._handwritten: dict = {}  # (classnames, template) -> frozen features of the hand-written prompt
-
-    def handwritten_features(self, task: str) -> torch.Tensor:
-        spec = self.task(task)
-        key = (spec.classnames, spec.template)
-        if key not in self._handwritten:
-            tokens = self.backbone.tokenize(self.template_prompts(task)).to(self.device)
-            with torch.no_grad():
-                self._handwritten[key] = self.backbone.encode_text(tokens, IDENTITY, task)
-        return self._handwritten[key].to(self.device)
 
     def regularizer(self, task):
         learnt = self.class_text_features(task)  # the step's own features: no extra text pass

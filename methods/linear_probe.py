@@ -6,10 +6,11 @@ feature (d = embed dim): logits = W f + b; text is not used. `prepare` computes 
 the training shots (the test transform: no augmentation), and for each task fits the multinomial
 logistic regression with L-BFGS (at most 1,000 iterations; scikit-learn's objective
 C * sum of cross-entropies + |W|^2 / 2, bias unpenalised) in float64. C = 1/lambda is chosen, unless
-`c` is given, on held-out training shots: a third of each class's shots (at least one; a seeded
-draw) is held out, CLIP's search runs on them (C = 10^-6, 10^-4, ..., 10^6, then the interval
+`c` is given, on the split's validation shots where it has them (CoOp's protocol; CoOp's lpclip
+searches there), else on held-out training shots: a third of each class's shots (at least one; a
+seeded draw) is held out. CLIP's search runs on them (C = 10^-6, 10^-4, ..., 10^6, then the interval
 around the best is halved until 8 steps per decade; the best held-out accuracy wins, ties go to
-the lower held-out loss), and the chosen C is refitted on all shots. With one shot per class
+the lower held-out loss), and the chosen C is fitted on all training shots. With one shot per class
 nothing can be held out and C = 1 (scikit-learn's default). The fitted weights go to
 `seed{K}/linear-probe.pt` (the resolved `state`), the chosen C and held-out accuracy per task to the
 record's `prepared.linear_probe`; the runner skips SGD (`trained_by_sgd = False`).
@@ -18,8 +19,8 @@ ViT-B/16, 65 classes: 65 x 512 + 65 = 33,345 per task, 133,380 for four tasks.
 Init: a module built without `state` has W = 0, b = 0 (uniform logits) until loaded.
 
 Departures from CLIP's protocol: CLIP probes ViT features before the projection (768 wide for
-ViT-B/16), ours the projected ones, as CoOp's linear-probe baseline (lpclip/) does; the held-out
-shots replace a validation set, which a k-shot split does not have; torch's L-BFGS replaces
+ViT-B/16), ours the projected ones, as CoOp's linear-probe baseline (lpclip/) does; on a split
+without validation shots (a pool), held-out training shots replace them; torch's L-BFGS replaces
 scikit-learn's (same objective, not a dependency here).
 """
 
@@ -33,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.prepared import load_state, save_state, shot_features
 from petl_bench.registry import register_method
@@ -98,20 +98,28 @@ def held_out_split(y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tens
     return torch.tensor(fit), torch.tensor(held)
 
 
-def choose_c(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int) -> tuple[float, float | None]:
-    """CLIP's search for C on held-out shots; -> (C, held-out accuracy %, None if none held out)."""
-    split = held_out_split(y, seed)
-    if split is None:
+Shots = tuple[torch.Tensor, torch.Tensor]  # (features [n, d], labels [n])
+
+
+def choose_c(x: torch.Tensor, y: torch.Tensor, n_classes: int, seed: int, val: Shots | None = None):
+    """CLIP's search for C, scored on the validation shots `val` where the split has them (CoOp's
+    lpclip), else on held-out training shots; -> (C, accuracy % on what it was scored on, None if
+    nothing could be)."""
+    if val is not None:
+        (fit_x, fit_y), (held_x, held_y) = (x, y), val
+    elif (split := held_out_split(y, seed)) is not None:
+        fit, held = split
+        (fit_x, fit_y), (held_x, held_y) = (x[fit], y[fit]), (x[held], y[held])
+    else:
         return 1.0, None
-    fit, held = split
     scores: dict[float, tuple[float, float]] = {}
 
     def score(log_c: float) -> tuple[float, float]:
         if log_c not in scores:
-            weight, bias = fit_logistic(x[fit], y[fit], n_classes, 10.0**log_c)
-            logits = x[held].float() @ weight.t() + bias
-            accuracy = (logits.argmax(-1) == y[held]).float().mean().item()
-            scores[log_c] = (accuracy, -F.cross_entropy(logits, y[held]).item())
+            weight, bias = fit_logistic(fit_x, fit_y, n_classes, 10.0**log_c)
+            logits = held_x.float() @ weight.t() + bias
+            accuracy = (logits.argmax(-1) == held_y).float().mean().item()
+            scores[log_c] = (accuracy, -F.cross_entropy(logits, held_y).item())
         return scores[log_c]
 
     grid = [math.log10(c) for c in FIRST_GRID]
@@ -136,9 +144,7 @@ class LinearProbe(PetlModule):
 
     def __init__(self, cfg: LinearProbeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_classes = len(self.tasks[0].classnames)
-        if any(len(task.classnames) != n_classes for task in self.tasks):
-            raise UserError(f"{self.method_name}: every task needs the same number of classes")
+        n_classes = self.class_count()
         self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
         self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
         if cfg.state:
@@ -150,10 +156,14 @@ class LinearProbe(PetlModule):
         if cfg.state and Path(cfg.state).is_file():
             return cfg, {}  # already fitted (a checkpoint's resolved config)
         features = shot_features(backbone, data, data.test_transform)
+        searched = not cfg.c and bool(data.val_records)  # a fixed split's validation shots score C
+        val = shot_features(backbone, data, data.test_transform, part="val") if searched else {}
         weights, biases, chosen, accuracy = [], [], {}, {}
         for task in data.tasks:
             x, y = features[task.name]
-            c, held_out = (cfg.c, None) if cfg.c else choose_c(x, y, len(task.classnames), data.cfg.seed)
+            c, held_out = (
+                (cfg.c, None) if cfg.c else choose_c(x, y, len(task.classnames), data.cfg.seed, val.get(task.name))
+            )
             weight, bias = fit_logistic(x, y, len(task.classnames), c)
             weights.append(weight)
             biases.append(bias)
@@ -162,7 +172,9 @@ class LinearProbe(PetlModule):
             Path(work_dir) / "linear-probe.pt",
             {"probe_weight": torch.stack(weights), "probe_bias": torch.stack(biases)},
         )
-        return dataclasses.replace(cfg, state=path), {"linear_probe": {"c": chosen, "held_out_accuracy": accuracy}}
+        scored_on = "validation shots" if searched else "held-out training shots"
+        prepared = {"c": chosen, "held_out_accuracy": accuracy, "c_scored_on": None if cfg.c else scored_on}
+        return dataclasses.replace(cfg, state=path), {"linear_probe": prepared}
 
     def text_features(self, image_feat, task):
         return None  # no text: the classifier is W f + b

@@ -11,14 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import DATASETS, RECIPES, DataConfig, ModelConfig, RunConfig
+from .config import DATASETS, RECIPES, DataConfig
 from .errors import UserError, did_you_mean
-from .runargs import add_run_options
-from .runcommand import answered, format_accuracy, run_from_args
+from .runargs import add_run_options, add_transfer_options
+from .runcommand import answered, format_accuracy, run_from_args, transfer_from_args
 
 
 # -- run / eval ------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.source:
+        return transfer_from_args(args)
     import dataclasses
 
     path = Path(args.ckpt)
@@ -27,33 +29,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import lightning as L
 
     from .checkpoints import load_plain
-    from .config import OptimConfig, TrainConfig, from_dict
-    from .registry import get_method
     from .run import build, hand_image_encoder, load_trained, quiet_lightning, trainer_settings
+    from .runargs import saved_config
 
     quiet_lightning()
     checkpoint = load_plain(path)
-    kinds = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
     try:
         # The run's whole config, and the module's own params as trained: what `prepare` resolved
         # (e.g. MmAP's groups) included.
         saved, params = checkpoint["petl_bench"]["run_config"], checkpoint["petl_bench"]["params"]
-        method, out = saved["method"], saved["out"]
-        sections = {name: saved[name] for name in kinds}
+        cfg = saved_config(saved, params)
     except (KeyError, TypeError):
         raise UserError(f"{path} is not a petl-bench checkpoint") from None
+    except UserError as err:  # e.g. stored params that the method's config no longer takes
+        raise UserError(f"{path}: {err}") from None
     try:
-        cfg = RunConfig(
-            method=method,
-            params=from_dict(get_method(method).config_cls, params),
-            **{name: from_dict(kind, sections[name]) for name, kind in kinds.items()},
-            out=out,
-            recipe=saved.get("recipe", "shared"),
-        )
         if args.root:
             cfg.data = dataclasses.replace(cfg.data, root=args.root)
         module, data, _ = build(cfg)
-    except UserError as err:  # e.g. stored params that the method's config no longer takes
+    except UserError as err:
         raise UserError(f"{path}: {err}") from None
     try:
         settings, _ = trainer_settings(cfg)  # the run's precision, device and TF32
@@ -206,13 +200,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .datamodules import read_manifest
+    from .datamodules import coop, read_manifest
     from .datamodules.counts import compare_counts
-    from .files import shown
 
+    if args.dataset in coop.SPECS:
+        return _check_coop_root(args)
+    if args.quick:
+        raise UserError("--quick is for CoOp's benchmark and the ImageNet family; other roots are checked in full")
     manifest = read_manifest(args.dataset, args.root)  # no cache: every file is checked afresh
     failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
-    unreadable = [*manifest.skipped, *failed]
     counts = Counter((r.domain, r.label) for r in manifest.records)
     print(f"{'class':<24}" + "".join(f"{d[:12]:>13}" for d in manifest.domains))
     for label, name in enumerate(manifest.classnames):
@@ -222,12 +218,41 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     check = compare_counts(args.dataset, manifest)
     if check:
         print(f"{'expected':<24}" + "".join(f"{check.expected.get(d, 0):>13}" for d in manifest.domains))
-    print(f"{len(manifest.records) - len(failed):,} readable images, {len(unreadable)} unreadable")
-    for rel in unreadable:
-        print(f"  unreadable: {shown(manifest.root / rel)} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
+    _print_unreadable(manifest, failed)
     for line in check.details() if check else []:
         print(line)
     return 0
+
+
+def _check_coop_root(args: argparse.Namespace) -> int:
+    """Classes and images per part against CoOp's sizes, what is missing (one line each), then, unless
+    `--quick`, every present image decoded."""
+    from .datamodules import coop
+    from .datamodules.scan import check_root
+
+    root = check_root(args.root)
+    listed = coop.listing(args.dataset, root)
+    check, present = coop.check_listing(args.dataset, root, listed)
+    for line in check.lines():
+        print(line)
+    if args.quick:
+        print("(--quick: names and counts only; no image was opened)")
+        return 0
+    manifest = coop.manifest_of(args.dataset, root, listed, None, present)
+    assert manifest.checks is not None  # a scanned root has them
+    failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
+    _print_unreadable(manifest, failed)
+    return 0
+
+
+def _print_unreadable(manifest, failed: dict[str, str]) -> None:
+    """How many images can be read, and each that cannot (skipped by the scan, or failing to decode)."""
+    from .files import shown
+
+    unreadable = [*manifest.skipped, *failed]
+    print(f"{len(manifest.records) - len(failed):,} readable images, {len(unreadable)} unreadable")
+    for rel in unreadable:
+        print(f"  unreadable: {shown(manifest.root / rel)} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -252,16 +277,28 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from .datamodules.synth import write_synthetic
+    from .datamodules.coop import SPECS
 
-    n = write_synthetic(
-        Path(args.out),
-        args.layout,
-        per_class=args.per_class,
-        n_classes=args.classes,
-        seed=args.seed,
-        related_pairs=args.related_pairs,
-    )
+    if args.layout in SPECS:
+        from .datamodules.coopsynth import write_coop_synthetic
+
+        if args.related_pairs:
+            raise UserError(f"--related-pairs needs several domains; {args.layout} has one")
+        per_class = 3 if args.per_class is None else args.per_class
+        n = write_coop_synthetic(Path(args.out), args.layout, per_class, args.classes, args.seed, args.own_split)
+    else:
+        from .datamodules.synth import write_synthetic
+
+        if args.own_split:
+            raise UserError("--own-split is OxfordPets' (its annotations instead of its split JSON)")
+        n = write_synthetic(
+            Path(args.out),
+            args.layout,
+            per_class=10 if args.per_class is None else args.per_class,
+            n_classes=10 if args.classes is None else args.classes,
+            seed=args.seed,
+            related_pairs=args.related_pairs,
+        )
     print(f"wrote {n:,} images in the {args.layout} layout to {args.out}")
     return 0
 
@@ -328,9 +365,12 @@ def make_parser() -> argparse.ArgumentParser:
     run = add_run_options(sub.add_parser("run", help="train and test one method on one dataset split and seed"))
     run.set_defaults(func=run_from_args)
 
-    ev = sub.add_parser("eval", help="re-evaluate a run's checkpoint")
-    ev.add_argument("--ckpt", required=True, help="a run's checkpoint (seed{K}/checkpoints/last.ckpt)")
-    ev.add_argument("--root", default=None, help="dataset folder, if it moved since the run")
+    ev = sub.add_parser(
+        "eval", help="re-evaluate a run's checkpoint, or test a finished run on other data (a transfer run)"
+    )
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a run's checkpoint (seed{K}/checkpoints/last.ckpt): re-evaluated")
+    add_transfer_options(ev, source)
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser(
@@ -466,18 +506,33 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--dataset", required=True, choices=DATASETS, help="the layout to read the root as")
     check.add_argument("--root", required=True, help="dataset folder")
     check.add_argument("--no-progress", action="store_true", help="no progress bar while the images are checked")
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="CoOp's datasets: compare class names and image counts only, opening no image (ImageNet-sized roots)",
+    )
     check.set_defaults(func=cmd_data_check)
     synth = data.add_parser("synth", help="write a small learnable synthetic image set in a real layout")
     synth.add_argument("--out", required=True, help="folder to write the dataset to")
     synth.add_argument("--layout", required=True, choices=DATASETS, help="whose folder layout and domains to write")
-    synth.add_argument("--per-class", type=int, default=10, help="images per class per domain")
-    synth.add_argument("--classes", type=int, default=10, help="classes for the folder layout (at most 16)")
+    synth.add_argument(
+        "--per-class", type=int, default=None, help="images per class per domain (default: 10; CoOp's datasets: 3)"
+    )
+    synth.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="classes (default: the folder layout 10, at most 16; CoOp's datasets: their real count, or fewer)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="seeds the drawing")
     synth.add_argument(
         "--related-pairs",
         action="store_true",
         help="the second half of the domains draws every class as another class looks "
         "(a known answer for task grouping)",
+    )
+    synth.add_argument(
+        "--own-split", action="store_true", help="OxfordPets: no split JSON, its annotations' trainval/test instead"
     )
     synth.set_defaults(func=cmd_data_synth)
     tiny = data.add_parser("tiny-clip", help="pre-train the tiny CLIP for the demo and tests")

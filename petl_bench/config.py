@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .datamodules.catalog import (
+    CLASS_SUBSETS,
     DATASETS,
     PAPER_BATCH_SIZE,
     PAPER_SPLITS,
@@ -138,6 +139,8 @@ class DataConfig:
     cache_gb: float = rule(50.0, gt=0)  # size bound of the cache folder; least recently used entries go first
     # the class prompt, `{}` standing for the class name; "": the dataset's own (CoOp's per-dataset one)
     template: str = rule("", template=True)
+    # The classes a run trains and tests on: all, or CoOp's base / novel half (datamodules/classes.py)
+    classes: str = rule("all", choices=CLASS_SUBSETS)
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str):  # `pacs + vlcs` is `pacs+vlcs`: one record path, one hash
@@ -237,10 +240,14 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # whose recipe the sections start from (`petl_bench.recipes`): the suite's shared one, or the method's paper's
     recipe: str = rule("shared", choices=RECIPES)
+    # An evaluation-only transfer run: the finished run whose trained parameters it tests on this
+    # config's data, {"run": its record's path relative to `out`, "config_sha256": its config's}
+    transfer_from: dict | None = None
 
     @property
     def run_name(self) -> str:
-        """The method plus a tag for any non-default variant, e.g. `coop-mt+paper@ViT-S-32`."""
+        """The method plus a tag for any non-default variant, e.g. `coop-mt+paper@ViT-S-32`; a
+        transfer run's ends in its source's config hash, `coop-from-3fa2b1c0d4`."""
         name = self.method + self.params.tag()
         if self.recipe != "shared":
             name += f"+{self.recipe}"
@@ -248,6 +255,8 @@ class RunConfig:
             name += f"@{self.model.arch}"
             if self.model.pretrained not in (None, DEFAULT_PRETRAINED):
                 name += f"-{_short_weights(self.model.pretrained)}"
+        if self.transfer_from is not None:
+            name += f"-from-{self.transfer_from['config_sha256'][:10]}"
         return name
 
     def to_dict(self) -> dict:
@@ -257,6 +266,7 @@ class RunConfig:
             **{name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS if name != "params"},
             "out": self.out,
             "recipe": self.recipe,
+            **({"transfer_from": self.transfer_from} if self.transfer_from is not None else {}),
         }
 
     def sha256(self) -> str:
@@ -268,9 +278,12 @@ class RunConfig:
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
         0 and the dataset's paper value; `~/data` and its absolute path; template "" and the
         dataset's own; `pacs + vlcs` and `pacs+vlcs`, but not `vlcs+pacs`: task order is the given
-        order), so a k-shot sweep finds the runs a 10pct/20pct sweep already made."""
+        order), so a k-shot sweep finds the runs a 10pct/20pct sweep already made; `data.classes`
+        counts only when it is a subset, so records written before subsets existed keep their hash."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
+        if isinstance(d.get("transfer_from"), dict):  # the source's config decides, not where its record lies
+            d["transfer_from"].pop("run", None)
         data = d.get("data", {})
         data["root"] = resolved_root(data.get("root", ""))  # a subset and the full set are other inputs
         for key in ("num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
@@ -288,6 +301,8 @@ class RunConfig:
         own = own_template(dataset) if isinstance(dataset, str) else None  # None: joined datasets' differ
         if data.get("template") == "" or (own is not None and data.get("template") == own):
             del data["template"]  # the dataset's own, however spelt, hashes as configs did before the field
+        if data.get("classes") == "all":  # the default is what every run before class subsets ran: its hash stays
+            data.pop("classes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .backbone import ClipBackbone, Hooks, Site
+from .backbone import IDENTITY, ClipBackbone, Hooks, Site
 from .config import MethodConfig, OptimConfig, RunConfig, validate_params
 from .datamodules.records import Task
 from .errors import UserError
@@ -75,6 +75,7 @@ class PetlModule(Hooks, L.LightningModule):
         self._tokens: dict[str, torch.Tensor] = {}
         self._text_cache: dict = {}  # text_key -> features, while they cannot change
         self._step_text: dict | None = None  # text_key -> features, within one training step
+        self._handwritten: dict = {}  # (classnames, template) -> frozen features of the hand-written prompts
         self._attachments: list = []  # what this module attached inside the backbone's blocks
         # A partial state dict (trainable parameters only) is the checkpoint format.
         self.strict_loading = False
@@ -92,6 +93,12 @@ class PetlModule(Hooks, L.LightningModule):
     def n_sets(self) -> int:
         """How many parameter sets the method holds: one shared by all tasks (MT), else one per task."""
         return 1 if self.shared else len(self.tasks)
+
+    @classmethod
+    def tasks_by_set(cls, tasks: list[Task]) -> dict[str, list[Task]]:
+        """The tasks each parameter set serves, in set order, by the set's name in run records:
+        "shared" (MT), else the task's own."""
+        return {"shared": list(tasks)} if cls.shared else {task.name: [task] for task in tasks}
 
     def set_index(self, task: str) -> int:
         """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
@@ -133,6 +140,13 @@ class PetlModule(Hooks, L.LightningModule):
         """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
         return self.backbone
 
+    def class_count(self) -> int:
+        """The tasks' number of classes, for a method whose parameter sets stack a row per class."""
+        n_classes = len(self.tasks[0].classnames)
+        if any(len(task.classnames) != n_classes for task in self.tasks):
+            raise UserError(f"{self.method_name}: every task needs the same number of classes")
+        return n_classes
+
     def task(self, name: str) -> Task:
         return self.tasks[self.task_names.index(name)]
 
@@ -144,6 +158,17 @@ class PetlModule(Hooks, L.LightningModule):
         """The hand-written prompt of each class of the task (zero-shot's), from its template."""
         spec = self.task(task)
         return [spec.prompt(name) for name in spec.classnames]
+
+    def handwritten_features(self, task: str) -> torch.Tensor:
+        """The frozen CLIP's text features of the task's hand-written prompts (zero-shot's classifier):
+        KgCoOp's and TCP's regulariser target, ProGrad's teacher, TCP's class-level knowledge."""
+        spec = self.task(task)
+        key = (spec.classnames, spec.template)
+        if key not in self._handwritten:
+            tokens = self.backbone.tokenize(self.template_prompts(task)).to(self.device)
+            with torch.no_grad():
+                self._handwritten[key] = self.backbone.encode_text(tokens, IDENTITY, task)
+        return self._handwritten[key].to(self.device)
 
     def tokens(self, task: str) -> torch.Tensor:
         if task not in self._tokens:
@@ -213,13 +238,18 @@ class PetlModule(Hooks, L.LightningModule):
         """A term added to the task's loss (KgCoOp's distance to the hand-written prompt); none by default."""
         return 0.0
 
+    def training_loss(self, task: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One task's training loss on its images: cross-entropy plus `regularizer` by default. A method
+        whose extra terms need the step's images or logits (PromptSRC, CoPrompt, DePT's head) or whose
+        gradient is not the loss's own (ProGrad) overrides it."""
+        return F.cross_entropy(self(images, task), labels) + self.regularizer(task)
+
     def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Cross-entropy (plus `regularizer`) of each task in a step's batch (task -> (images, labels))."""
+        """`training_loss` of each task in a step's batch (task -> (images, labels)), text passes shared."""
         self._step_text = {}
         try:
             return {
-                task: F.cross_entropy(self(images.to(self.device), task), labels.to(self.device))
-                + self.regularizer(task)
+                task: self.training_loss(task, images.to(self.device), labels.to(self.device))
                 for task, (images, labels) in batch.items()
             }
         finally:
@@ -236,13 +266,26 @@ class PetlModule(Hooks, L.LightningModule):
             self.log(f"train/loss/{task}", task_loss, batch_size=len(batch[task][1]))
         return loss
 
+    def lr_scale(self, name: str) -> float:
+        """The factor on `optim.lr` (and its schedule) for the trainable parameter `name`: 1 by default;
+        DePT's head trains faster than its prompts, as in its code."""
+        return 1.0
+
+    def optimizer_groups(self) -> list[dict]:
+        """The trainable parameters, one optimiser group per `lr_scale`."""
+        self.apply_trainable()
+        groups: dict[float, list[nn.Parameter]] = {}
+        for name, parameter in self.trainable():
+            groups.setdefault(self.lr_scale(name), []).append(parameter)
+        return [{"params": params, "lr": self.optim.lr * scale} for scale, params in groups.items()]
+
     def configure_optimizers(self):
-        params = self.apply_trainable()
         optim = self.optim
+        groups = self.optimizer_groups()
         if optim.optimizer == "adamw":  # torch's default betas, as CLIP-LoRA and Tip-Adapter use them
-            optimizer = torch.optim.AdamW(params, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
+            optimizer = torch.optim.AdamW(groups, lr=optim.lr, eps=optim.eps, weight_decay=optim.weight_decay)
         else:
-            optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
         trainer = self.trainer
         steps = max(1, int(trainer.estimated_stepping_batches))  # `max_steps` for an iteration-based run
         if trainer.train_dataloader is None:  # an iteration-based run's estimate did not load the data

@@ -9,6 +9,11 @@ Tip-Adapter-F's depends on the split's shots (its cache holds every shot): it is
 dataset's paper splits (4 and 16 shots, its grids' splits, for the other datasets). Other datasets
 are counted on their own tasks and classes, without the paper's figures. The MLP-prompt ablation's
 3.96 M is from the paper's Figure 4 text, not Table 1.
+
+A method beyond the paper is also set beside its own paper's figure where that paper prints one
+(`own_paper_params.csv`, each row citing it): those papers count one parameter set on ViT-B/16
+(their methods have no class-sized parts), so the figure is compared with one set of ours, the
+-mt variant's count or a single-task count over its tasks, at the figure's printed digits.
 """
 
 from __future__ import annotations
@@ -43,6 +48,22 @@ def paper_figures() -> dict[str, PaperFigure]:
     }
 
 
+@dataclass(frozen=True)
+class OwnPaperFigure:
+    text: str  # as printed, e.g. "46K" or "0.675M"
+    source: str
+
+    def agrees(self, per_set: float) -> bool:
+        number, unit = self.text[:-1], self.text[-1]
+        scale = {"K": 1e3, "M": 1e6}[unit]
+        return round(per_set / scale, len(number.partition(".")[2])) == float(number)
+
+
+def own_paper_figures() -> dict[str, OwnPaperFigure]:
+    text = resources.files("petl_bench").joinpath("data", "own_paper_params.csv").read_text()
+    return {row["method"]: OwnPaperFigure(row["params"], row["source"]) for row in csv.DictReader(io.StringIO(text))}
+
+
 def agrees(count: int, figure: PaperFigure, n_tasks: int = N_TASKS) -> bool:
     if figure.text == "-":
         return count == 0
@@ -58,10 +79,12 @@ def count_rows(arch: str, dataset: str) -> list[dict]:
     backbone = ClipBackbone.from_pretrained(arch, None)  # sizes only: no weights needed
     tasks = canonical_tasks(dataset)
     figures = paper_figures() if dataset in PAPER_SPLITS else {}  # the paper's datasets only
+    own_figures = own_paper_figures() if arch == "ViT-B-16" else {}  # as those papers count: ViT-B/16
     rows = []
     for name in method_names():
         entry = get_method(name)
         figure = figures.get(name)
+        own = own_figures.get(name.removesuffix("-mt"))
         for label, cfg in counted_configs(entry.config_cls, [task.name for task in tasks], dataset):
             module = entry.cls(cfg, backbone, tasks)
             count = module.num_trainable
@@ -73,9 +96,15 @@ def count_rows(arch: str, dataset: str) -> list[dict]:
                     "trainable_m": f"{count / 1e6:.2f}",
                     "paper_m": figure.text if figure else "",
                     "agrees": ("yes" if figure and agrees(count, figure) else "no" if figure else ""),
+                    "own_paper": own.text if own else "",
+                    "own_agrees": _yes_no(own.agrees(count if entry.shared else count / len(tasks))) if own else "",
                 }
             )
     return rows
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 def counted_configs(config_cls, task_names: list[str], dataset: str) -> list[tuple[str, object]]:
@@ -99,15 +128,20 @@ def counted_configs(config_cls, task_names: list[str], dataset: str) -> list[tup
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:
-    columns = ["method", "trainable", "trainable_m", "paper_m", "agrees"]
+    columns = ["method", "trainable", "trainable_m", "paper_m", "agrees", "own_paper", "own_agrees"]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
-    lines = ["| method | trainable | M | paper (M) | agrees |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "| method | trainable | M | paper (M) | agrees | its own paper (one set) | agrees |",
+        "|---|---:|---:|---:|---|---:|---|",
+    ]
     lines += [
-        f"| {r['method']} | {r['trainable']:,} | {r['trainable_m']} | {r['paper_m']} | {r['agrees']} |" for r in rows
+        f"| {r['method']} | {r['trainable']:,} | {r['trainable_m']} | {r['paper_m']} | {r['agrees']} "
+        f"| {r['own_paper']} | {r['own_agrees']} |"
+        for r in rows
     ]
     return "\n".join(lines)

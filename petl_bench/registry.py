@@ -178,6 +178,34 @@ _method(
     "IVLP-MT: one set of independent deep text and visual prompts shared by all tasks.",
 )
 _method(
+    "promptsrc",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRC",
+    ST,
+    "PromptSRC: IVLP prompts regulated towards the frozen CLIP and averaged over epochs, one set per task.",
+)
+_method(
+    "promptsrc-mt",
+    c.PromptSRCConfig,
+    "promptsrc:PromptSRCMT",
+    MT,
+    "PromptSRC-MT: one set of regulated, epoch-averaged IVLP prompts shared by all tasks.",
+)
+_method(
+    "coprompt",
+    c.CoPromptConfig,
+    "coprompt:CoPrompt",
+    ST,
+    "CoPrompt: MaPLe prompts and feature adapters held consistent with the frozen CLIP, one set per task.",
+)
+_method(
+    "coprompt-mt",
+    c.CoPromptConfig,
+    "coprompt:CoPromptMT",
+    MT,
+    "CoPrompt-MT: one set of prompts and adapters, held consistent with the frozen CLIP, shared by all tasks.",
+)
+_method(
     "mmap",
     c.MmAPConfig,
     "mmap:MmAP",
@@ -214,6 +242,14 @@ _method(
     "LoRA-MT: one set of q, k, v low-rank updates in both towers, shared by all tasks.",
 )
 _method(
+    "mma",
+    c.MMAConfig,
+    "mma:MMA",
+    ST,
+    "MMA: adapters in the higher blocks of both towers through a shared projection, one set per task.",
+)
+_method("mma-mt", c.MMAConfig, "mma:MMAMT", MT, "MMA-MT: one set of multi-modal adapters shared by all tasks.")
+_method(
     "adaptformer",
     c.AdaptFormerConfig,
     "adaptformer:AdaptFormer",
@@ -247,4 +283,82 @@ _method(
     "linear_probe:LinearProbe",
     ST,
     "Linear probe: logistic regression on frozen image features, fitted per task (CLIP's protocol).",
+)
+_method(
+    "prograd",
+    c.ProGradConfig,
+    "prograd:ProGrad",
+    ST,
+    "ProGrad: CoOp whose gradient is cleared of what conflicts with zero-shot CLIP's, one context per task.",
+)
+_method(
+    "prograd-mt",
+    c.ProGradConfig,
+    "prograd:ProGradMT",
+    MT,
+    "ProGrad-MT: one context shared by all tasks, its gradient cleared of conflicts with zero-shot's.",
+)
+_method(
+    "tcp",
+    c.TCPConfig,
+    "tcp:TCP",
+    ST,
+    "TCP: KgCoOp plus class-aware tokens made from zero-shot class text features, one set per task.",
+)
+_method("tcp-mt", c.TCPConfig, "tcp:TCPMT", MT, "TCP-MT: one context and token net shared by all tasks.")
+_method(
+    "dept",
+    c.DePTConfig,
+    "dept:DePT",
+    ST,
+    "DePT: a prompt method plus a decoupled channel-wise transform and linear head, one set per task.",
+)
+_method(
+    "dept-mt",
+    c.DePTConfig,
+    "dept:DePTMT",
+    MT,
+    "DePT-MT: the base method's -mt variant plus one transform and head shared by all tasks.",
+)
+_method(
+    "taskres",
+    c.TaskResConfig,
+    "taskres:TaskRes",
+    ST,
+    "TaskRes: a learnt residual on the zero-shot text classifier, one per task.",
+)
+_method(
+    "taskres-mt",
+    c.TaskResConfig,
+    "taskres:TaskResMT",
+    MT,
+    "TaskRes-MT: one learnt residual on the zero-shot text classifier, shared by all tasks.",
+)
+_method(
+    "clap",
+    c.CLAPConfig,
+    "clap:CLAP",
+    ST,
+    "CLAP: a linear probe from the zero-shot prototypes under class-adaptive penalties, one per task.",
+)
+_method(
+    "clap-mt",
+    c.CLAPConfig,
+    "clap:CLAPMT",
+    MT,
+    "CLAP-MT: one linear probe from the zero-shot prototypes under class-adaptive penalties, shared by all tasks.",
+)
+_method(
+    "lpp",
+    c.LPPConfig,
+    "lpp:LPP",
+    ST,
+    "LP++: a linear probe blended with the zero-shot text classifier, fitted per task.",
+)
+_method(
+    "lpp-mt",
+    c.LPPConfig,
+    "lpp:LPPMT",
+    MT,
+    "LP++-MT: one linear probe blended with the zero-shot text classifier, fitted on every task's shots.",
 )

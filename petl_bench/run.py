@@ -48,6 +48,7 @@ from .recipes import describe as describe_recipe
 from .registry import get_method
 from .results import SCHEMA, load_record, record_path
 from .runlog import RUN_LOG, EpochLines, RunLog, text_log
+from .transfer import Source, find_source, refusal
 
 VERSIONED = ("torch", "torchvision", "open_clip_torch", "lightning", "torchmetrics", "petl-bench")
 
@@ -137,7 +138,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
             f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
             f"{sum(len(part.classnames) for part in manifest.parts or (manifest,))} classes"
         )
-    with phase("split", f"drawing {data.cfg.split}, seed {data.cfg.seed}") as split:
+    subset = f" of the {data.cfg.classes} classes" if data.cfg.classes != "all" else ""
+    with phase("split", f"drawing {data.cfg.split}{subset}, seed {data.cfg.seed}") as split:
         data.setup("fit")
         val = f", {len(data.val_records):,} validation" if data.val_records else ""
         split.result = f"{len(data.train_records):,} training{val} and {len(data.test_records):,} test images"
@@ -264,14 +266,17 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
     attempt = _attempt(cfg, epochs_kept, trained is not None, text_path)
     with text_log(text_path):
         say(attempt)
-        module, data, prepared = build(cfg)
+        source = transfer_source(cfg)
+        module, data, prepared = build(cfg if source is None else dataclasses.replace(cfg, params=source.resolved))
         built = time.time()
         training = build_trainer(cfg, settings, work_dir, started, progress, epochs_kept)
         hand_image_encoder(training.trainer, module, data)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            if module.num_trainable and module.trained_by_sgd:
+            if source is not None:
+                load_source(training.trainer, module, cfg, source)
+            elif module.num_trainable and module.trained_by_sgd:
                 if trained:  # stopped while testing: the trained weights are all it needs
                     say(f"train: the {epochs_kept} epochs are done: testing their weights")
                     load_trained(training.trainer, module, trained["state_dict"])
@@ -306,6 +311,25 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
             if hint:
                 say(hint)
     return record
+
+
+def transfer_source(cfg: RunConfig) -> Source | None:
+    """The finished run a transfer run tests (`petl_bench.transfer`); None for a run that trains."""
+    return None if cfg.transfer_from is None else find_source(Path(cfg.out) / cfg.transfer_from["run"])
+
+
+def load_source(trainer: L.Trainer, module: PetlModule, cfg: RunConfig, source: Source) -> None:
+    """A transfer run's parameters: its source run's trained ones. A method that trains nothing by
+    SGD has them in its resolved config already (none, or a state file)."""
+    problem = refusal(source, cfg, module.open_vocabulary, module.shared, module.task_names)
+    if problem:
+        raise UserError(problem)
+    if not (module.num_trainable and module.trained_by_sgd):
+        return
+    if not source.checkpoint.is_file():
+        raise UserError(f"{source.path}: its run kept no checkpoint ({source.checkpoint}) to transfer")
+    with phase("load", f"the trained parameters of {source.path}"):
+        load_trained(trainer, module, load_plain(source.checkpoint)["state_dict"])
 
 
 def _attempt(cfg: RunConfig, epochs_kept: int, trained: bool, text_path: Path | None) -> str:
@@ -404,6 +428,7 @@ def run_record(
         "dataset": cfg.data.dataset,
         "root": resolved_root(cfg.data.root),
         "split": canonical_split(cfg.data.dataset, cfg.data.split),
+        "classes": cfg.data.classes,  # all, or CoOp's base / novel half
         "seed": cfg.data.seed,
         "model": cfg.model.arch,
         "pretrained": cfg.model.pretrained,
@@ -440,6 +465,7 @@ def run_record(
         "prepared": prepared,
         "recipe": describe_recipe(cfg),  # the values the method's own recipe set, before any --set
         "resolved_params": dataclasses.asdict(module.cfg),
+        **({"transfer_from": cfg.transfer_from} if cfg.transfer_from is not None else {}),
         "config": cfg.to_dict(),
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

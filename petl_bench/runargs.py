@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from .config import (
+    CLASS_SUBSETS,
     DATASETS,
     DEFAULT_ARCH,
     RECIPES,
     SETTABLE,
     DataConfig,
     ModelConfig,
+    OptimConfig,
     RunConfig,
+    TrainConfig,
     apply_overrides,
     default_pretrained,
+    from_dict,
     validate,
 )
 from .recipes import recipe_items
@@ -40,6 +45,12 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
     run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
+    run.add_argument(
+        "--classes",
+        default="all",
+        choices=CLASS_SUBSETS,
+        help="every class, or CoOp's base (first half of the sorted labels) or novel half",
+    )
     run.add_argument("--model", default=DEFAULT_ARCH, help="open_clip architecture, or 'tiny'")
     run.add_argument(
         "--pretrained", default=None, help="open_clip tag or checkpoint file (default: openai; none for 'tiny')"
@@ -79,6 +90,51 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return run
 
 
+def add_transfer_options(parser: argparse.ArgumentParser, source=None) -> argparse.ArgumentParser:
+    """The options of a transfer run (`petl-bench eval --from RUN`); `--from` goes in `source` (a
+    group of the eval command, beside `--ckpt`), else it is required."""
+    (source or parser).add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN",
+        required=source is None,
+        help="a finished run's record (seed{K}.json) or folder: its parameters tested on --dataset/--root/--classes, "
+        "recorded as a run of its own",
+    )
+    parser.add_argument(
+        "--root", default=None, help="dataset folder: if it moved since the run (--ckpt), or the target's (--from)"
+    )
+    parser.add_argument(
+        "--dataset", default=None, choices=DATASETS, metavar="DATASET", help="--from: the target dataset"
+    )
+    parser.add_argument(
+        "--classes", default="all", choices=CLASS_SUBSETS, help="--from: the target's classes: all, base or novel"
+    )
+    parser.add_argument("--force", action="store_true", help="--from: test again even if the transfer's record exists")
+    parser.add_argument(
+        "--if-locked",
+        default="wait",
+        choices=["wait", "skip"],
+        help="--from: when another process runs this transfer: wait for it (default), or skip it (exit status 75)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def transfer_argv(cfg: RunConfig, force: bool = False) -> list[str]:
+    """The `petl-bench eval --from` command line of a transfer run's config (`transfer.transfer_config`)."""
+    assert cfg.transfer_from is not None  # a transfer run's config
+    return [
+        "eval",
+        f"--from={Path(cfg.out) / cfg.transfer_from['run']}",
+        f"--dataset={cfg.data.dataset}",
+        f"--root={cfg.data.root}",
+        f"--classes={cfg.data.classes}",
+        "--no-progress",
+        *(["--force"] if force else []),
+    ]
+
+
 def build_run_config(
     method: str,
     dataset: str,
@@ -92,6 +148,7 @@ def build_run_config(
     wandb: bool = False,
     overrides=(),
     recipe: str = "shared",
+    classes: str = "all",
 ) -> RunConfig:
     """A run's config from `petl-bench run`'s options: the sections' defaults, the `recipe`'s values
     for the dataset and shot count (`petl_bench.recipes`), then `overrides` (`--set` items).
@@ -104,7 +161,7 @@ def build_run_config(
     cfg = RunConfig(
         method=method,
         params=entry.config_cls(),
-        data=DataConfig(dataset=dataset, root=root, split=split, seed=seed),
+        data=DataConfig(dataset=dataset, root=root, split=split, seed=seed, classes=classes),
         model=ModelConfig(arch=model, pretrained=None if pretrained == "none" else pretrained),
         out=out,
         recipe=recipe,
@@ -117,6 +174,23 @@ def build_run_config(
     if pretrained is None and not any(item.partition("=")[0].strip() == "model.pretrained" for item in overrides):
         cfg.model.pretrained = default_pretrained(cfg.model.arch)
     return validate(cfg)
+
+
+def saved_config(saved: dict, params: dict) -> RunConfig:
+    """The config a run saved (`RunConfig.to_dict`, in its checkpoint and record) with the method's
+    `params` as the run resolved them (e.g. MmAP's groups); a field a section no longer has is a
+    one-line UserError. KeyError or TypeError where `saved` is no run config."""
+    from .registry import get_method
+
+    sections = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
+    return RunConfig(
+        method=saved["method"],
+        params=from_dict(get_method(saved["method"]).config_cls, params),
+        **{name: from_dict(kind, saved[name]) for name, kind in sections.items()},
+        out=saved["out"],
+        recipe=saved.get("recipe", "shared"),
+        transfer_from=saved.get("transfer_from"),
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -133,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         args.wandb,
         args.set,
         args.recipe,
+        args.classes,
     )
 
 

@@ -27,11 +27,15 @@ from .files import check_writable_folder
 from .guard import BUSY_EXIT, Interrupted, RunBusy
 from .recipes import describe as describe_recipe
 from .results import record_path
-from .runargs import add_run_options, config_from_args
+from .runargs import add_run_options, add_transfer_options, config_from_args
 
 
 def run_command(argv: list[str]) -> int:
-    """`petl-bench run ...` for `argv` = `["run", ...]`: its exit status, its output on stdout and stderr."""
+    """`petl-bench run ...` for `argv` = `["run", ...]`, or a transfer run's `["eval", "--from", ...]`:
+    its exit status, its output on stdout and stderr."""
+    if argv[:1] == ["eval"]:
+        transfer = add_transfer_options(argparse.ArgumentParser(prog="petl-bench eval")).parse_args(argv[1:])
+        return answered(lambda: transfer_from_args(transfer), argv)
     if argv[:1] != ["run"]:
         raise ValueError(f"not a run's command line: {argv}")
     parser = add_run_options(argparse.ArgumentParser(prog="petl-bench run"))
@@ -47,13 +51,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .datamodules.scan import check_root  # PIL and numpy: only for a command that reads a root
 
     check_root(cfg.data.root)
-    from .run import execute, finished_record  # the training stack: once the input is known good
+    from .run import execute  # the training stack: once the input is known good
 
     path = record_path(cfg)
-    existing = finished_record(cfg, args.force)
-    if existing:
-        print(format_accuracy(existing))
-        print(f"already done: {path} (--force to run again)")
+    if _already_done(cfg, args.force):
         return 0
     check_writable_folder(cfg.out, "--out")
     if cfg.recipe != "shared":
@@ -70,11 +71,50 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def _already_done(cfg: RunConfig, force: bool) -> bool:
+    """Print a finished run's accuracy and where its record lies; False where it is to run."""
+    from .run import finished_record
+
+    existing = finished_record(cfg, force)
+    if existing:
+        print(format_accuracy(existing))
+        print(f"already done: {record_path(cfg)} (--force to run again)")
+    return bool(existing)
+
+
 def recipe_line(cfg: RunConfig) -> str:
     """The recipe a run starts from, as the run prints it: its file, source and values."""
     recipe = describe_recipe(cfg)
     values = ", ".join(f"{key}={value}" for key, value in recipe["set"].items()) or "no values"
     return f"recipe: {recipe['name']} ({recipe['file']}, from {recipe['source']}): {values}"
+
+
+def transfer_from_args(args: argparse.Namespace) -> int:
+    """`eval --from RUN`: the finished run's trained parameters tested on another dataset, root or
+    class subset, as a run of its own (`petl_bench.transfer`): skipped when its record is there."""
+    from .datamodules.scan import check_root
+    from .transfer import find_source, refusal, transfer_config
+
+    source = find_source(args.source)
+    cfg = transfer_config(source.cfg, args.dataset, args.root, args.classes)
+    check_root(cfg.data.root)
+    from .module import PetlModule  # the training stack: once the input is known good
+    from .registry import get_method
+
+    method = get_method(cfg.method).cls  # whether it scores unseen classes: its class says
+    assert issubclass(method, PetlModule)  # a method's class is one; the torch-free registry types it `type`
+    problem = refusal(source, cfg, method.open_vocabulary, method.shared)
+    if problem:  # before anything is read; the target's tasks are checked once it is (`run.load_source`)
+        raise UserError(problem)
+    from .run import execute
+
+    path = record_path(cfg)
+    if _already_done(cfg, args.force):
+        return 0
+    record = execute(cfg, progress=not args.no_progress, force=args.force, wait=args.if_locked == "wait")
+    print(format_accuracy(record))
+    print(f"record: {path}")
+    return 0
 
 
 def format_accuracy(record: dict) -> str:
@@ -105,6 +145,9 @@ def answered(command: Callable[[], int], argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("petl-bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading (`| head`): end quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool the pipe ended
     except Exception as err:  # the last guard: no user sees a stack trace
         print(f"petl-bench: {unexpected(err)} ({kept_traceback(err, argv)})", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """The methods beyond the paper (LoRA, CoCoOp, KgCoOp, IVLP, Tip-Adapter-F, linear probe,
-AdaptFormer) and the backbone extension LoRA and AdaptFormer use: exact ViT-B/16 counts, what each
+AdaptFormer; TaskRes, CLAP and LP++ here for isolation and round trips, tests/test_methods_probes.py
+for the rest) and the backbone extension LoRA and AdaptFormer use: exact ViT-B/16 counts, what each
 equals at init, per-task isolation (ST) or sharing (MT), checkpoint round trips.
 tests/test_methods.py adds the registry-wide checks, tests/test_learning.py their learning on the
 synthetic data with the pre-trained tiny CLIP."""
@@ -25,12 +26,17 @@ from petl_bench.registry import get_method
 
 from cli_calls import call_ok
 
-ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer"]
-MT = ["lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"]
+ST = ["lora", "cocoop", "kgcoop", "ivlp", "tip-adapter-f", "linear-probe", "adaptformer", "taskres", "clap", "lpp"]
+MT = [
+    *("lora-mt", "cocoop-mt", "kgcoop-mt", "ivlp-mt", "tip-adapter-f-mt", "adaptformer-mt"),
+    *("taskres-mt", "clap-mt", "lpp-mt"),
+]
 CHEAP = {
     "tip-adapter-f": {"augment_epochs": 2},
     "tip-adapter-f-mt": {"augment_epochs": 2},
     "linear-probe": {"c": 1.0},
+    "lpp": {"epochs": 20},
+    "lpp-mt": {"epochs": 20},
 }  # the fit and the cache as the runner makes them, in fewer passes
 
 
@@ -210,6 +216,23 @@ def test_logistic_fit_is_the_regularised_optimum_and_c_is_searched_on_held_out_s
     assert 1e-6 <= c <= 1e6 and accuracy > 80
     assert held_out_split(torch.tensor([0, 1, 1]), seed=0) is None  # one shot of class 0: nothing to hold out
     assert choose_c(x[:2], torch.tensor([0, 1]), 2, seed=0) == (1.0, None)
+
+
+def test_c_is_searched_on_the_validation_shots_where_the_split_has_them():
+    """CoOp's protocol: every training shot fits, the validation shots score. Validation labels that
+    are each class's shifted by one make the best C the one that fits worst: the search follows them."""
+    torch.manual_seed(0)
+    y = torch.arange(30) % 3
+    x = torch.randn(30, 8) + 2.0 * torch.nn.functional.one_hot(y, 8).float()
+    xv = torch.randn(12, 8) + 2.0 * torch.nn.functional.one_hot(torch.arange(12) % 3, 8).float()
+    right, wrong = torch.arange(12) % 3, (torch.arange(12) + 1) % 3
+    c_right, acc_right = choose_c(x, y, 3, seed=0, val=(xv, right))
+    c_wrong, acc_wrong = choose_c(x, y, 3, seed=0, val=(xv, wrong))
+    for c, accuracy, labels in ((c_right, acc_right, right), (c_wrong, acc_wrong, wrong)):
+        weight, bias = fit_logistic(x, y, 3, c)  # fitted on all 30 shots, scored on the 12
+        assert accuracy == 100.0 * ((xv @ weight.t() + bias).argmax(-1) == labels).float().mean().item()
+    assert acc_right > 80 > acc_wrong and c_wrong < c_right
+    assert choose_c(x[:3], y[:3], 3, seed=0, val=(xv, right))[1] is not None  # one shot each: val still scores
 
 
 def test_linear_probe_run_fits_without_sgd_and_records_its_choice(folder_root, tmp_path):

@@ -157,7 +157,7 @@ def test_empty_root_string_is_not_the_working_directory(folder_root, monkeypatch
 
 def test_unknown_dataset(folder_root):
     with pytest.raises(UserError, match="unknown dataset"):
-        read_manifest("imagenet", folder_root)
+        read_manifest("imagenet21k", folder_root)
 
 
 def test_unreadable_images_are_skipped_and_listed(folder_root, copy_tree):

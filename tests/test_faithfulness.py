@@ -112,3 +112,22 @@ def test_the_page_is_linked_and_every_row_names_its_sources():
         for row in body:
             cells = [cell.strip() for cell in row.strip("|").split(" | ")]
             assert len(cells) == 5 and all(cells), row[:60]
+
+
+def test_every_recipe_file_has_its_row_with_its_values_and_source():
+    from petl_bench.recipes import all_recipes, set_items
+
+    def cells(values) -> str:
+        return ", ".join(f"`{item}`" for item in set_items(values))
+
+    text = PAGE.read_text()
+    for recipe in {r.path: r for r in all_recipes().values()}.values():
+        names = ", ".join(f"`{m}`" for m in recipe.methods)
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| {names} | `benchmarks/recipes/")]
+        assert f"`benchmarks/recipes/{recipe.path.name}`" in row and row.rstrip(" |").endswith(recipe.source)
+        if recipe.values:  # a recipe without values is the shared one, which its row says in words
+            assert cells(recipe.values) in row, recipe.path.name
+        for shots, values in recipe.shots.items():
+            assert f"{shots}: {cells(values)}" in row, recipe.path.name
+        for dataset, values in recipe.datasets.items():
+            assert f"{dataset}: {cells(values)}" in row, recipe.path.name

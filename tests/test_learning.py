@@ -185,6 +185,9 @@ LEARNERS = {  # name: (learning rate, passes, images per task and batch, config 
     "ivlp-mt": (0.001, 4, 16, {"ctx_init": "a photo of a"}),
     "lora-mt": (0.02, 2, 16, {}),
     "adaptformer-mt": (0.05, 2, 16, {}),
+    "taskres": (1.0, 2, 16, {}),
+    "clap-mt": (1.0, 2, 16, {"augment_epochs": 1}),
+    "lpp": (0.0, 0, 16, {}),  # fitted by `prepare`, no SGD
 }
 
 

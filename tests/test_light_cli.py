@@ -97,6 +97,15 @@ def test_light_commands_import_no_model():
     assert config[0] == 0 and config[2] == []
 
 
+def test_a_reader_that_stops_reading_ends_the_command_quietly():
+    # `petl-bench methods | head -1`: the pipe is closed before the listing is written.
+    command = [sys.executable, "-c", "import sys; from petl_bench.cli import main; sys.exit(main())", "methods"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and err == "", err
+
+
 def test_config_results_and_the_method_configs_import_no_model():
     code = (
         "import sys, petl_bench.config, petl_bench.results, petl_bench.datamodules.catalog\n"

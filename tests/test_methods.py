@@ -21,7 +21,7 @@ from petl_bench.cli import main
 from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule
 from petl_bench.module import PetlModule
-from petl_bench.params import agrees, count_rows, paper_figures
+from petl_bench.params import OwnPaperFigure, agrees, count_rows, own_paper_figures, paper_figures
 from petl_bench.registry import get_method, method_names
 
 from cli_calls import call
@@ -266,6 +266,22 @@ def test_vit_b16_counts_agree_with_the_paper():
         "mmap-mlp (2 groups)",
     ]
     assert rows["mmap (2 groups)"]["trainable"] == 129_384 and rows["mmap-mlp (2 groups)"]["trainable"] == 3_961_152
+
+
+def test_vit_b16_counts_agree_with_the_methods_own_papers_per_parameter_set():
+    rows = {row["method"]: row for row in count_rows("ViT-B-16", "officehome")}
+    own = own_paper_figures()
+    assert set(own) == {"promptsrc", "mma"}
+    for name in own:  # the single-task count is one set per task, the -mt one a single set
+        assert rows[name]["own_paper"] == rows[f"{name}-mt"]["own_paper"] == own[name].text
+        assert rows[name]["own_agrees"] == rows[f"{name}-mt"]["own_agrees"] == "yes", (rows[name], rows[f"{name}-mt"])
+    assert rows["mma-mt"]["trainable"] == 674_560 and rows["promptsrc-mt"]["trainable"] == 46_080
+    assert rows["coop"]["own_paper"] == "" and rows["coop"]["own_agrees"] == ""
+
+
+def test_an_own_paper_figure_agrees_only_at_its_printed_digits():
+    assert OwnPaperFigure("46K", "").agrees(46_080) and not OwnPaperFigure("46K", "").agrees(46_600)
+    assert OwnPaperFigure("0.675M", "").agrees(674_560) and not OwnPaperFigure("0.675M", "").agrees(676_000)
 
 
 def test_the_agreement_rule_counts_single_task_figures_per_task():

@@ -189,9 +189,10 @@ def paper_table(site: Site, page: Path, summary: Summary) -> str:
             for name, cells in block.rows
         ]
     muted = ' class="layout-only"' if summary.off_paper else ""
+    notes = "".join(f'<p class="note">{esc(note)}</p>' for note in lay.notes)
     return (
         f'<div{muted}><table class="paper"><caption>{esc(lay.title)}</caption><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>{legend(summary)}</div>"
+        f"<tbody>{''.join(rows)}</tbody></table>{legend(summary)}{notes}</div>"
     )
 
 
@@ -239,7 +240,9 @@ def _diff(cell: Cell) -> str:
 
 def figures(page: Path, summary: Summary) -> str:
     """The grid's figure (Figure 1 or 4 per split, Figure 5 once), drawn into the site."""
-    figure = FIGURE_OF_TABLE[summary.table]
+    figure = FIGURE_OF_TABLE.get(summary.table)
+    if figure is None:  # a layout without a figure (base2novel)
+        return ""
     splits = summary.splits if plots.default_figure(figure)[1] else [None]
     parts = ["<h2>Figures</h2>"]
     for split in splits:

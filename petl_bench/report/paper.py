@@ -41,6 +41,24 @@ BEYOND_NAMES = {
     "linear-probe": "Linear probe",
     "adaptformer": "AdaptFormer",
     "adaptformer-mt": "AdaptFormer-MT",
+    "promptsrc": "PromptSRC",
+    "promptsrc-mt": "PromptSRC-MT",
+    "mma": "MMA",
+    "mma-mt": "MMA-MT",
+    "coprompt": "CoPrompt",
+    "coprompt-mt": "CoPrompt-MT",
+    "prograd": "ProGrad",
+    "prograd-mt": "ProGrad-MT",
+    "tcp": "TCP",
+    "tcp-mt": "TCP-MT",
+    "dept": "DePT",
+    "dept-mt": "DePT-MT",
+    "taskres": "TaskRes",
+    "taskres-mt": "TaskRes-MT",
+    "clap": "CLAP",
+    "clap-mt": "CLAP-MT",
+    "lpp": "LP++",
+    "lpp-mt": "LP++-MT",
 }
 PAPER_MODEL = ("ViT-B-16", "openai")
 
@@ -68,6 +86,19 @@ def paper_lookup(table: str) -> dict[tuple[str, str, str, str], tuple[float, flo
     return {(r.dataset, r.split, r.method, r.task): (r.mean, r.std) for r in paper.itertuples()}
 
 
+def published_base2novel() -> pd.DataFrame:
+    """Published base-to-novel results (`data/published_base2novel.csv`, `#` lines: what they are):
+    method (our registry name), dataset (or "average": the paper's mean over its 11 datasets),
+    base, novel, hm as printed, and the row's source."""
+    text = resources.files("petl_bench").joinpath("data", "published_base2novel.csv").read_text()
+    return pd.read_csv(io.StringIO(text), comment="#", dtype={"base": float, "novel": float, "hm": float})
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """CoCoOp's H: 2BN/(B+N) of base and novel accuracy (0 where both are 0)."""
+    return 2 * base * novel / (base + novel) if base + novel else 0.0
+
+
 def paper_params() -> dict[str, str]:
     """Method -> the paper's trainable parameters in M, as printed ("-" for none)."""
     from ..params import paper_figures  # params builds backbones: only the tables that show them import it
@@ -91,7 +122,11 @@ def datasets_name(datasets: list[str]) -> str:
 
 
 def split_name(dataset: str, split: str) -> str:
-    """`10pct (6shot)` where the paper has a name for the split, else `3shot`."""
+    """`10pct (6shot)` where the paper has a name for the split, else `3shot`; a class subset's
+    split (`16shot-base`, `catalog.split_folder`) reads `16shot base`."""
+    split, _, classes = split.partition("-")
+    if classes:
+        return f"{split_name(dataset, split)} {classes}"
     paper = paper_split(dataset, split)
     return f"{paper} ({split})" if paper != split else split
 

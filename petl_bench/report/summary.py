@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..datamodules.catalog import canonical_split
+from ..datamodules.catalog import split_folder
 from ..errors import UserError
 from ..results import read_records, record_path
 from .paper import off_paper_reasons, paper_lookup, paper_results
@@ -34,6 +34,7 @@ RECORD_FIELDS = [
     "pretrained",
     "config_sha256",
     "trainable_params",
+    "classes",
 ]
 RECORD_COLUMNS = ["path", *RECORD_FIELDS, "synthetic", "task", "task_index", "accuracy"]
 
@@ -50,6 +51,8 @@ def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
                 {
                     "path": str(path),
                     **{k: record.get(k) for k in RECORD_FIELDS},
+                    # a class subset's records are a split of their own, as their folder is: 16shot-base
+                    "split": split_folder(record["dataset"], record["split"], record.get("classes", "all")),
                     "synthetic": bool(record.get("synthetic", False)),
                     "task": task,
                     "task_index": order.index(task) if task in order else len(order),
@@ -67,7 +70,7 @@ def expected_runs(grid) -> pd.DataFrame:
             "label": run.label,
             "method": run.cfg.method,
             "dataset": run.cfg.data.dataset,
-            "split": canonical_split(run.cfg.data.dataset, run.cfg.data.split),
+            "split": split_folder(run.cfg.data.dataset, run.cfg.data.split, run.cfg.data.classes),
             "seed": run.cfg.data.seed,
             "model": run.cfg.model.arch,
             "pretrained": run.cfg.model.pretrained,
@@ -125,7 +128,7 @@ class Summary:
 
     @property
     def digits(self) -> int:
-        return 2 if self.table == "ablation" else 1  # as the paper prints them
+        return 2 if self.table in ("ablation", "base2novel", "transfer") else 1  # as the papers print them
 
     @property
     def n_counted(self) -> int:

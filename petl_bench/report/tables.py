@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from ..files import write_text_atomic
-from .paper import DATASETS_NAMED, column_name, dataset_name, datasets_name, paper_params, split_name
+from .paper import (
+    DATASETS_NAMED,
+    column_name,
+    dataset_name,
+    datasets_name,
+    harmonic_mean,
+    paper_params,
+    published_base2novel,
+    split_name,
+)
 from .summary import AVERAGE, Cell, Summary, number_or_none
 
 
@@ -46,10 +57,17 @@ class Layout:
     corner: str  # header of the row-name column
     columns: list[str]
     blocks: list[Block]
+    notes: list[str] = field(default_factory=list)  # what the layout's cells mean, under the table
 
 
 def layout(summary: Summary) -> Layout:
-    layouts = {"ablation": ablation_layout, "kshot": kshot_layout, "fewshot": fewshot_layout}
+    layouts = {
+        "ablation": ablation_layout,
+        "kshot": kshot_layout,
+        "fewshot": fewshot_layout,
+        "base2novel": base2novel_layout,
+        "transfer": transfer_layout,
+    }
     return layouts.get(summary.table, main_layout)(summary)
 
 
@@ -140,6 +158,100 @@ def _average(s: Summary, label: str, split: str) -> Cell | GapCell:
     return GapCell(f"n/a: no {', '.join(map(dataset_name, lacking))}")
 
 
+CLASSES = ("base", "novel")  # the class subsets of a base2novel grid's runs, in the table's order
+
+
+def base2novel_layout(s: Summary) -> Layout:
+    """CoCoOp's Table 1: datasets x (Base, Novel, HM) per method. Base: the runs trained and tested
+    on the base classes (`16shot-base`); Novel: their transfers to the novel classes (`16shot-novel`);
+    each the mean ± std over seeds of the average over tasks, the published value beside it."""
+    average = s.seeds[s.seeds.task == AVERAGE]
+    datasets = list(dict.fromkeys(average.dataset)) or [s.dataset]
+    published = {(r.method, r.dataset): r for r in published_base2novel().itertuples()}
+    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
+    means: dict[str, list[tuple[float, float] | None]] = {label: [] for label in s.labels}
+    for dataset in datasets:
+        cells: list[Cell | ParamCell | GapCell | None] = []
+        for label in s.labels:
+            paper = published.get((s.methods[label], dataset))
+            base, novel = _base_novel(average, dataset, label, s.digits)
+            means[label].append((base.mean, novel.mean) if base and novel else None)
+            cells += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
+        rows.append((dataset_name(dataset), cells))
+    averages: list[Cell | ParamCell | GapCell | None] = []
+    for label in s.labels:
+        found = means[label]
+        base = novel = None
+        if found and all(found):
+            pairs = [pair for pair in found if pair is not None]
+            base = Cell(sum(b for b, _ in pairs) / len(pairs), digits=s.digits)
+            novel = Cell(sum(n for _, n in pairs) / len(pairs), digits=s.digits)
+        paper = published.get((s.methods[label], "average")) if len(datasets) == 11 else None
+        averages += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
+    rows.append(("Average", averages))
+    columns = [f"{column_name(label)} {part}" for label in s.labels for part in ("Base", "Novel", "HM")]
+    notes = [
+        "HM = 2BN/(B+N) of the seed-averaged Base (B) and Novel (N) accuracy; the Average row is the mean of B "
+        "and of N over the datasets and the HM of those means (as CoCoOp and MaPLe average).",
+        "A method's Average is blank unless it has Base and Novel on every dataset; the published Average "
+        "(over CoOp's 11 datasets) shows only for a table of those 11.",
+        "Published values: petl_bench/data/published_base2novel.csv (CoCoOp, KgCoOp, MaPLe, PromptSRC: Table 1 "
+        "of each; CLIP's as CoCoOp prints it).",
+    ]
+    split = s.splits[0].partition("-")[0] if s.splits else ""
+    title = f"{s.name}: base-to-novel generalisation, {split} on the base classes, accuracy (%)"
+    return Layout(title, "dataset", columns, [Block("", rows)], notes)
+
+
+def transfer_layout(s: Summary) -> Layout:
+    """CoCoOp's Tables 2-3 (cross-dataset, domain generalisation): methods x the source dataset (its
+    own test) and each target its runs were transferred to, then the average over the targets."""
+    average = s.seeds[s.seeds.task == AVERAGE]
+    targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
+    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
+    for label in s.labels:
+        cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
+        found = [cell.mean for cell in cells[1:] if cell is not None]
+        mean = Cell(sum(found) / len(found), digits=s.digits) if targets and len(found) == len(targets) else None
+        rows.append((column_name(label), [*cells, mean]))
+    notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
+    columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
+    return Layout(
+        f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
+    )
+
+
+def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> Cell | None:
+    """The mean ± std over seeds of a label's runs on a dataset, or None."""
+    runs = average[(average.dataset == dataset) & (average.label == label)]
+    if runs.empty:
+        return None
+    std = float(runs.accuracy.std()) if len(runs) > 1 else None
+    return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, runs.split.iloc[0], AVERAGE))
+
+
+def _base_novel(average: pd.DataFrame, dataset: str, label: str, digits: int) -> tuple[Cell | None, Cell | None]:
+    """The mean ± std over seeds of a label's runs on the base classes of a dataset, and on its novel
+    classes (None where there are none)."""
+    base, novel = (_runs_cell(average[average.split.str.endswith(f"-{c}")], dataset, label, digits) for c in CLASSES)
+    return base, novel
+
+
+def _hm_cell(base: Cell | None, novel: Cell | None, digits: int) -> Cell | None:
+    return None if base is None or novel is None else Cell(harmonic_mean(base.mean, novel.mean), digits=digits)
+
+
+def _with_published(cells: list[Cell | None], paper) -> list[Cell | ParamCell | None]:
+    """Base, Novel and HM cells with the published base, novel and hm (a row of the CSV) beside them."""
+    if paper is None:
+        return list(cells)
+    values = (paper.base, paper.novel, paper.hm)
+    return [
+        None if cell is None else Cell(cell.mean, cell.std, value, None, cell.digits, cell.key)
+        for cell, value in zip(cells, values, strict=True)
+    ]
+
+
 # -- formats ---------------------------------------------------------------------------------------
 def millions(count: int) -> str:
     if count == 0:
@@ -213,6 +325,7 @@ def to_markdown(summary: Summary) -> str:
         lines.append("|" + "---|" + "---:|" * len(lay.columns))
         lines += ["| " + " | ".join([name, *(cell_text(c) for c in cells)]) + " |" for name, cells in block.rows]
         lines.append("")
+    lines += [*lay.notes, *([""] if lay.notes else [])]
     return "\n".join(lines + summary.footer())
 
 
@@ -240,7 +353,7 @@ def to_latex(summary: Summary) -> str:
             " & ".join([esc(name), *(cell_text(c, latex=True) for c in cells)]) + r" \\" for name, cells in block.rows
         ]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    lines += [f"% {line}" for line in summary.footer()]
+    lines += [f"% {line}" for line in [*lay.notes, *summary.footer()]]
     return "\n".join(lines)
 
 
@@ -333,7 +446,32 @@ def to_csv(summary: Summary) -> str:
                 "trainable_params": params.get((label, split, task), ""),
             }
         )
+    if summary.table == "base2novel":
+        writer.writerows({**base, **row} for row in _hm_rows(summary))
     return out.getvalue()
+
+
+def _hm_rows(summary: Summary) -> list[dict]:
+    """base2novel: a row (stat=hm) per dataset and label with both Base and Novel runs, their HM."""
+    average, rows = summary.seeds[summary.seeds.task == AVERAGE], []
+    for dataset in dict.fromkeys(average.dataset):
+        for label in summary.labels:
+            base, novel = _base_novel(average, dataset, label, summary.digits)
+            hm = _hm_cell(base, novel, summary.digits)
+            if base is not None and hm is not None:
+                split = base.key[1] if base.key else ""
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "split": split.rpartition("-")[0],
+                        "label": label,
+                        "method": summary.methods[label],
+                        "task": AVERAGE,
+                        "stat": "hm",
+                        "accuracy": round(hm.mean, 4),
+                    }
+                )
+    return rows
 
 
 def _csv_num(value) -> float | str:

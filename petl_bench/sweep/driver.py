@@ -15,7 +15,7 @@ from pathlib import Path
 from ..datamodules.catalog import dataset_folder, dataset_parts
 from ..errors import UserError
 from ..files import check_writable_folder
-from ..runargs import run_argv
+from ..runargs import run_argv, transfer_argv
 from . import local, state
 from .grid import Grid, GridRun, record_of
 from .jobs import Job, JobResult, Outcome
@@ -107,12 +107,25 @@ def _launch(
 ) -> list[JobResult]:
     # A run that another process (another sweep of this grid) starts first is skipped, not waited for.
     jobs = [
-        Job(number, len(todo), run, [*run_argv(run.cfg, force=force), "--if-locked=skip"], len(grid.datasets) > 1)
+        Job(number, len(todo), run, [*job_argv(run, force), "--if-locked=skip"], len(grid.datasets) > 1)
         for number, (run, force) in enumerate(todo, 1)
     ]
-    if launcher == "slurm":
-        return run_slurm(jobs, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
-    return local.run_local(jobs, local.gpu_slots(gpus), runs_per_gpu, fresh_process)
+    # Transfer runs test what their sources trained: they start once every source run has ended.
+    results: dict[int, JobResult] = {}
+    for stage in ([j for j in jobs if j.run.cfg.transfer_from is None], [j for j in jobs if j.run.cfg.transfer_from]):
+        if not stage:
+            continue
+        if launcher == "slurm":
+            done = run_slurm(stage, grid.slurm, grid.out / "slurm" / grid.name, name=f"petl-{grid.name}")
+        else:
+            done = local.run_local(stage, local.gpu_slots(gpus), runs_per_gpu, fresh_process)
+        results.update({result.job.number: result for result in done})
+    return [results[job.number] for job in jobs]
+
+
+def job_argv(run: GridRun, force: bool) -> list[str]:
+    """The command line of a grid run: `petl-bench run`, or `eval --from` for a transfer run."""
+    return transfer_argv(run.cfg, force) if run.cfg.transfer_from is not None else run_argv(run.cfg, force=force)
 
 
 def _folders(dataset: str, root: str) -> list[tuple[str, str]]:

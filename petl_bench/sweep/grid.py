@@ -3,11 +3,18 @@
 A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
-    table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot
+    table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot | base2novel
+                                 # | transfer
     dataset: officehome          # a name in config.DATASETS (or several joined: a+b); or `datasets: [a, b, ...]`
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     recipe: shared               # shared (default) or paper: each method's own (`petl_bench.recipes`)
+    classes: base                # all (default), base or novel: CoOp's class halves (data.classes)
+    protocol: base2novel         # optional: each run on the base classes, then its transfer to the novel
+                                 # ones (`petl-bench eval --from`), which a sweep runs once its source is done;
+                                 # xd | dg: each run, then its transfer to every dataset of `targets`
+    targets: [caltech101, dtd]   # xd, dg: the target datasets, each in the folder catalog.DATASET_FOLDERS
+                                 # names beside the source's root (DATA/imagenet -> DATA/caltech-101)
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
@@ -47,18 +54,24 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RECIPES, RunConfig, parse_value
+from ..config import CLASS_SUBSETS, DATASETS, RECIPES, RunConfig, parse_value
 from ..datamodules.catalog import canonical_dataset, dataset_folder, dataset_parts, dataset_problem, parse_shots
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
 from ..results import record_path
 from ..runargs import build_run_config
+from ..transfer import transfer_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
-TABLES = ("table1", "table2", "ablation", "kshot", "fewshot")
-BY_DATASET = "fewshot"  # the table whose columns are datasets: the one a grid over several takes
-GRID_KEYS = ("name", "table", "dataset", "datasets", "splits", "seeds", "recipe", "set", "methods", "slurm")
+TABLES = ("table1", "table2", "ablation", "kshot", "fewshot", "base2novel", "transfer")
+BY_DATASET = "fewshot"  # the table whose columns are datasets (each record counts by its average)
+SEVERAL_DATASETS = (BY_DATASET, "base2novel")  # the tables a grid over several datasets takes
+GRID_KEYS = (
+    *("name", "table", "dataset", "datasets", "splits", "seeds", "recipe", "classes", "protocol", "targets"),
+    *("set", "methods", "slurm"),
+)
+PROTOCOLS = ("base2novel", "xd", "dg")  # CoCoOp's base-to-novel, cross-dataset and domain-generalisation protocols
 ENTRY_KEYS = ("method", "label", "recipe", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -139,7 +152,23 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise UserError(f"{path}: seeds: expected a list of integers, got {seeds!r}")
     grid_recipe = _recipe(path, "recipe", spec.get("recipe", "shared"))
-    grid_sets = _set_items(path, "set", spec.get("set") or {})
+    classes = spec.get("classes", "all")
+    if classes not in CLASS_SUBSETS:
+        raise UserError(f"{path}: classes: unknown {classes!r} (known: {', '.join(CLASS_SUBSETS)})")
+    protocol = spec.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise UserError(f"{path}: protocol: unknown {protocol!r} (known: {', '.join(PROTOCOLS)})")
+    if protocol == "base2novel":
+        if "classes" in spec:
+            raise UserError(f"{path}: classes: the base2novel protocol trains on the base classes itself")
+        classes = "base"
+    targets = [str(t) for t in _list(path, "targets", spec.get("targets", []))]
+    if bool(targets) != (protocol in ("xd", "dg")):
+        raise UserError(f"{path}: targets: the xd and dg protocols name their target datasets, and only they")
+    for target in targets:
+        if target not in DATASETS:
+            raise UserError(f"{path}: targets: unknown {target!r} (known: {', '.join(DATASETS)})")
+    grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
 
@@ -161,15 +190,23 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
                     roots.append(cfg.data.root)
                     if len(datasets) > 1:
                         cfg = dataset_root(cfg)
-                    run = GridRun(label, cfg)
-                    key = record_of(run)
-                    if key in seen and seen[key] != label:
-                        raise UserError(
-                            f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
-                            f"({key.parent.name}); give one of them another setting"
+                    made = [GridRun(label, cfg)]  # the run, then the transfer runs of its protocol
+                    if protocol == "base2novel":
+                        made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
+                    for target in targets:
+                        root = _beside(cfg.data.root, target)
+                        made.append(
+                            GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes))
                         )
-                    seen[key] = label
-                    runs.append(run)
+                    for run in made:
+                        key = record_of(run)
+                        if key in seen and seen[key] != label:
+                            raise UserError(
+                                f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                                f"({key.parent.name}); give one of them another setting"
+                            )
+                        seen[key] = label
+                    runs.extend(made)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
     name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
@@ -205,6 +242,12 @@ def record_of(run: GridRun) -> Path:
     return record_path(run.cfg)
 
 
+def _beside(root: str, dataset: str) -> str:
+    """The folder of `dataset` beside the dataset root `root` ("" for none), as CoOp's DATASETS.md
+    lays its datasets out under one folder (`catalog.DATASET_FOLDERS`)."""
+    return dataset_folder(str(Path(root).parent), dataset) if root else ""
+
+
 def _build(method, dataset, split, seed, out, recipe, grid_sets, run_sets) -> RunConfig:
     return build_run_config(method, dataset, "", split, seed, out=out, overrides=[*grid_sets, *run_sets], recipe=recipe)
 
@@ -229,8 +272,10 @@ def _datasets(path: Path, spec: dict, table: str) -> list[str]:
     datasets = [canonical_dataset(dataset) for dataset in datasets]
     if len(set(datasets)) != len(datasets):
         raise UserError(f"{path}: datasets: each dataset once (got {', '.join(datasets)})")
-    if len(datasets) > 1 and table != BY_DATASET:
-        raise UserError(f"{path}: table: a grid over several datasets takes table: {BY_DATASET} (got {table})")
+    if len(datasets) > 1 and table not in SEVERAL_DATASETS:
+        raise UserError(
+            f"{path}: table: a grid over several datasets takes table: {' or '.join(SEVERAL_DATASETS)} (got {table})"
+        )
     return datasets
 
 

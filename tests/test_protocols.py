@@ -1,0 +1,445 @@
+"""The generalisation protocols: CoOp's class subsets (base / novel), transfer evaluation of a
+finished run, base-to-novel's harmonic mean and its table, on the tiny CLIP and generated data."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from petl_bench.config import RunConfig, root_folder
+from petl_bench.datamodules.classes import class_subset, subsample_classes
+from petl_bench.datamodules.records import Manifest, Record
+from petl_bench.errors import UserError
+from petl_bench.results import record_path
+from petl_bench.runargs import build_run_config
+
+from cli_calls import call
+
+FIVE = ["anchor", "bicycle", "candle", "dolphin", "easel"]  # the generated folder set's first 5 classes
+
+
+@pytest.fixture(scope="module")
+def five_classes(tmp_path_factory) -> Path:
+    """The folder layout, 4 domains x 5 classes x 3 images: base = 3 classes, novel = 2."""
+    from petl_bench.datamodules.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("five")
+    write_synthetic(root, "folder", per_class=3, n_classes=5)
+    return root
+
+
+def tiny_run(method, root, out, *extra, dataset="folder"):
+    return [
+        "run",
+        f"--method={method}",
+        f"--dataset={dataset}",
+        f"--root={root}",
+        "--split=1shot",
+        "--model=tiny",
+        f"--out={out}",
+        "--no-progress",
+        "--set=data.num_workers=0",
+        "--set=train.epochs=1",
+        *extra,
+    ]
+
+
+# -- 1. class subsets ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, n_base", [(100, 50), (101, 51)])
+def test_halves_are_coops(n, n_base):
+    labels = list(range(n))[::-1]  # any order: CoOp sorts
+    base, novel = class_subset(labels, "base"), class_subset(labels, "novel")
+    assert base == list(range(n_base)) and novel == list(range(n_base, n))
+    assert class_subset(labels, "all") == list(range(n))
+
+
+def test_halves_of_gapped_labels_and_an_unknown_subset():
+    assert class_subset([9, 3, 5, 3, 1, 7], "base") == [1, 3, 5]
+    assert class_subset([9, 3, 5, 3, 1, 7], "novel") == [7, 9]
+    with pytest.raises(UserError, match=r"^unknown class subset 'new' \(known: all, base, novel\)$"):
+        class_subset([0, 1], "new")
+
+
+def _manifest(domains=("a", "b"), labels_of=None) -> Manifest:
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    records = [
+        Record(f"{d}/{names[y]}/{part}{i}.jpg", y, d, names[y], part)
+        for d in domains
+        for y in (labels_of or {}).get(d, range(5))
+        for part in ("train", "val", "test")
+        for i in range(2)
+    ]
+    return Manifest(Path("/nowhere"), list(domains), names, records, [])
+
+
+def test_subsets_relabel_every_part_and_the_class_names():
+    manifest = _manifest()
+    base, novel = subsample_classes(manifest, "base"), subsample_classes(manifest, "novel")
+    assert base.classnames == ["c0", "c1", "c2"] and novel.classnames == ["c3", "c4"]
+    assert {(r.label, r.classname) for r in novel.records} == {(0, "c3"), (1, "c4")}
+    assert {(r.label, r.classname) for r in base.records} == {(0, "c0"), (1, "c1"), (2, "c2")}
+    for subset, n in ((base, 3), (novel, 2)):
+        for part in ("train", "val", "test"):
+            assert len([r for r in subset.records if r.part == part]) == 2 * n * 2  # domains x classes x images
+        assert [t.classnames for t in subset.tasks] == [tuple(subset.classnames)] * 2
+    assert {r.path for r in base.records} | {r.path for r in novel.records} == {r.path for r in manifest.records}
+    assert subsample_classes(manifest, "all") is manifest
+
+
+def test_tasks_whose_halves_differ_are_refused():
+    manifest = _manifest(labels_of={"b": range(4)})  # b has no training image of c4: its halves are 0-1 / 2-3
+    with pytest.raises(UserError, match=r"^the base classes of task b differ from those of a "):
+        subsample_classes(manifest, "base")
+
+
+def test_the_hash_of_all_classes_is_todays_and_subsets_hash_apart():
+    cfg = build_run_config("coop", "folder", "/data", "2shot", model="tiny")
+    today = cfg.to_dict()
+    del today["data"]["classes"]  # a config written before class subsets
+    assert RunConfig.sha256_of(today) == cfg.sha256()
+    subsets = ("all", "base", "novel")
+    hashes = {build_run_config("coop", "folder", "/data", "2shot", model="tiny", classes=c).sha256() for c in subsets}
+    assert len(hashes) == 3
+
+
+def test_a_base_run_and_its_record(five_classes, tmp_path):
+    out = tmp_path / "results"
+    code, _, stderr = call(tiny_run("zeroshot", five_classes, out, "--classes=base"))
+    assert code == 0, stderr
+    folder = out / "runs" / "folder" / root_folder(five_classes) / "1shot-base" / "zeroshot@tiny"
+    record = json.loads((folder / "seed0.json").read_text())
+    assert record["classes"] == "base" and record["config"]["data"]["classes"] == "base"
+    assert (record["train_images"], record["test_images"]) == (4 * 3 * 1, 4 * 3 * 2)
+    split = out / "splits" / "folder" / root_folder(five_classes) / "1shot-base" / "seed0.csv"
+    assert record["split_file"] == str(split)
+    rows = split.read_text().splitlines()[1:]
+    assert {tuple(row.split(",")[2:4]) for row in rows} == {("anchor", "0"), ("bicycle", "1"), ("candle", "2")}
+
+
+# -- 2, 3. transfer runs ------------------------------------------------------------------------------
+def _record(out: Path, root: Path, split: str, run_name: str) -> Path:
+    return out / "runs" / "folder" / root_folder(root) / split / run_name / "seed0.json"
+
+
+def _transferred(source: Path) -> Path:
+    """The record of the novel-class transfer of a base run's record `source`."""
+    sha = json.loads(source.read_text())["config_sha256"]
+    return source.parents[2] / "1shot-novel" / f"{source.parent.name}-from-{sha[:10]}" / "seed0.json"
+
+
+def test_a_zeroshot_transfer_to_novel_is_a_novel_zeroshot_run(five_classes, tmp_path):
+    out = tmp_path / "results"
+    assert call(tiny_run("zeroshot", five_classes, out, "--classes=base"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "zeroshot@tiny")
+    code, stdout, stderr = call(["eval", "--from", source.with_suffix(""), "--classes", "novel", "--no-progress"])
+    assert code == 0, stderr
+    sha = json.loads(source.read_text())["config_sha256"]
+    path = _record(out, five_classes, "1shot-novel", f"zeroshot@tiny-from-{sha[:10]}")
+    assert f"record: {path}" in stdout
+    record = json.loads(path.read_text())
+    assert record["transfer_from"] == {"run": str(source.relative_to(out)), "config_sha256": sha}
+    assert record["config"]["transfer_from"] == record["transfer_from"] and record["classes"] == "novel"
+    assert record["test_images"] == 4 * 2 * 2  # domains x novel classes x (3 - 1 shot)
+    assert call(tiny_run("zeroshot", five_classes, out, "--classes=novel"))[0] == 0
+    novel = json.loads(_record(out, five_classes, "1shot-novel", "zeroshot@tiny").read_text())
+    assert record["accuracy"] == novel["accuracy"]  # the same model on the novel class names and images
+    code, stdout, _ = call(["eval", "--from", source, "--classes", "novel"])
+    assert code == 0 and f"already done: {path} (--force to run again)" in stdout
+    code, _, stderr = call(["eval", "--from", path, "--classes", "base"])  # a transfer run is no source
+    tested = source.relative_to(out)
+    assert (code, stderr.strip()) == (
+        2,
+        f"petl-bench: error: --from {path}: a transfer run; transfer from the run it tested ({tested})",
+    )
+
+
+def test_a_coop_transfer_tests_the_source_context(five_classes, tmp_path, tiny_backbone):
+    import lightning as L
+
+    from petl_bench.checkpoints import load_plain
+    from petl_bench.config import DataConfig
+    from petl_bench.datamodules import MultiDomainDataModule
+    from petl_bench.methods.configs import CoOpConfig
+    from petl_bench.methods.coop import CoOp
+
+    out = tmp_path / "results"
+    assert call(tiny_run("coop", five_classes, out, "--classes=base"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "coop@tiny")
+    code, stdout, stderr = call(["eval", "--from", source, "--classes", "novel", "--no-progress"])
+    assert code == 0, stderr
+    record = json.loads(_transferred(source).read_text())
+    # The same context, loaded by hand into a CoOp on the novel classes, scores the same.
+    data = MultiDomainDataModule.for_backbone(
+        DataConfig("folder", str(five_classes), "1shot", classes="novel", num_workers=0, cache_dir="off"),
+        tiny_backbone,
+        out=tmp_path / "by-hand",
+    )
+    data.setup()
+    module = CoOp(CoOpConfig(), tiny_backbone, data.tasks)
+    module.load_trainable_state(load_plain(source.with_suffix("") / "checkpoints" / "last.ckpt")["state_dict"])
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(module, data, verbose=False)
+    assert record["accuracy"] == pytest.approx({k: round(v, 4) for k, v in module.test_accuracy.items()}, abs=1e-4)
+    code, stdout, _ = call(["eval", "--from", source, "--classes", "novel", "--force", "--no-progress"])
+    assert code == 0 and f"record: {_transferred(source)}" in stdout  # tested again, not skipped
+
+
+def test_transfers_refused_in_one_line(five_classes, pacs_root, tmp_path):
+    out = tmp_path / "results"
+    assert (
+        call(tiny_run("coop", five_classes, out, "--set=train.fast_dev_run=false", "--set=data.batch_size=4"))[0] == 0
+    )
+    source = _record(out, five_classes, "1shot", "coop@tiny")
+    refused = {
+        ("--classes", "all"): "the target is the source's own data (folder, all classes): name another --dataset, "
+        "--root or --classes (`eval --ckpt` re-evaluates a run)",
+        ("--dataset", "pacs"): "--root: the pacs folder is needed (the source ran on folder)",
+        ("--dataset", "pacs", "--root", str(pacs_root)): "coop holds a parameter set per task (art, clipart, "
+        "product, real world): it transfers to the same tasks, or from one task to one, not to art_painting, "
+        "cartoon, photo, sketch",
+    }
+    for extra, message in refused.items():
+        code, _, stderr = call(["eval", "--from", source, *extra, "--no-progress"])
+        assert (code, stderr.strip().splitlines()[-1]) == (2, f"petl-bench: error: {message}")
+    code, _, stderr = call(["eval", "--from", tmp_path / "nothing.json"])
+    assert (code, stderr.strip()) == (
+        2,
+        f"petl-bench: error: --from {tmp_path / 'nothing.json'}: no record {tmp_path / 'nothing.json'}",
+    )
+
+
+def test_a_linear_probe_is_refused_another_class_subset(five_classes, tmp_path):
+    out = tmp_path / "results"
+    assert call(tiny_run("linear-probe", five_classes, out, "--classes=base", "--set=method.c=1.0"))[0] == 0
+    source = _record(out, five_classes, "1shot-base", "linear-probe-c1.0@tiny")
+    code, _, stderr = call(["eval", "--from", source, "--classes", "novel"])
+    assert (code, stderr) == (
+        2,
+        "petl-bench: error: linear-probe cannot score classes it was not trained on (it holds a weight per trained "
+        "class): no transfer from folder base classes to folder novel classes\n",
+    )
+    assert not (out / "runs" / "folder" / root_folder(five_classes) / "1shot-novel").exists()
+
+
+def test_a_closed_vocabulary_method_transfers_nowhere_else(five_classes, tmp_path):
+    from petl_bench.transfer import Source, refusal
+
+    cfg = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="base")
+    source = Source(cfg, cfg.params, {"tasks": ["art"]}, tmp_path / "seed0.json")
+    novel = build_run_config("linear-probe", "folder", str(five_classes), "1shot", model="tiny", classes="novel")
+    assert refusal(source, novel, open_vocabulary=False, shared=False) == (
+        "linear-probe cannot score classes it was not trained on (it holds a weight per trained class): "
+        "no transfer from folder base classes to folder novel classes"
+    )
+    assert refusal(source, novel, open_vocabulary=True, shared=False) is None
+    other_root = build_run_config("linear-probe", "folder", str(tmp_path), "1shot", model="tiny", classes="base")
+    assert refusal(source, other_root, open_vocabulary=False, shared=False, tasks=["art"]) is None
+    assert refusal(source, other_root, open_vocabulary=True, shared=False, tasks=["photo"]) is None  # one to one
+
+
+# -- 4. the harmonic mean, published numbers, the base2novel table --------------------------------------
+def test_published_averages_reproduce_their_hm():
+    from petl_bench.report.paper import harmonic_mean
+
+    assert round(harmonic_mean(82.28, 75.14), 2) == 78.55  # MaPLe, 11-dataset average
+    assert round(harmonic_mean(80.47, 71.69), 2) == 75.83  # CoCoOp
+
+
+def test_every_published_row_is_cited_and_consistent():
+    from petl_bench.datamodules.catalog import COOP_DATASETS
+    from petl_bench.report.paper import harmonic_mean, published_base2novel
+
+    table = published_base2novel()
+    assert {"coop", "cocoop", "kgcoop", "maple", "promptsrc"} <= set(table.method)
+    assert table.source.str.contains(r"Table 1").all()
+    for method, rows in table.groupby("method"):
+        assert sorted(rows.dataset) == sorted([*COOP_DATASETS, "average"]), method
+        for r in rows.itertuples():
+            assert abs(harmonic_mean(r.base, r.novel) - r.hm) <= 0.01, (method, r.dataset)
+        per_dataset, average = rows[rows.dataset != "average"], rows[rows.dataset == "average"].iloc[0]
+        assert (
+            abs(per_dataset.base.mean() - average.base) <= 0.01
+            and abs(per_dataset.novel.mean() - average.novel) <= 0.01
+        )
+
+
+def _b2n_grid(path: Path, dataset: str) -> Path:
+    path.write_text(
+        f"name: b2n-{dataset}\ntable: base2novel\ndataset: {dataset}\nprotocol: base2novel\nsplits: [1shot]\n"
+        "seeds: [0]\nset: {model.arch: tiny, train.epochs: 1, data.num_workers: 0}\nmethods: [zeroshot, coop]\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tmp_path):
+    import dataclasses
+
+    from petl_bench.report import render, summarize
+    from petl_bench.report.paper import harmonic_mean
+    from petl_bench.sweep.grid import expand_grid
+
+    out = tmp_path / "results"
+    grids = {"folder": five_classes, "pacs": pacs_root}
+    for dataset, root in grids.items():
+        path = _b2n_grid(tmp_path / f"{dataset}.yaml", dataset)
+        sweep = ["sweep", path, "--out", out, "--set", f"data.root={root}"]
+        code, stdout, _ = call([*sweep, "--dry-run"])
+        listed = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+        assert [(r[0], r[1], r[2]) for r in listed] == [
+            ("todo", "zeroshot", "1shot"),
+            ("todo", "zeroshot", "1shot"),
+            ("todo", "coop", "1shot"),
+            ("todo", "coop", "1shot"),
+        ]
+        assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 2
+        code, stdout, stderr = call(sweep)
+        assert code == 0, stdout + stderr
+        assert f"b2n-{dataset}: 4 done now" in stdout
+    # Both grids' runs as one table: a row per dataset, Base / Novel / HM per method, the Average row.
+    expanded = [expand_grid(tmp_path / f"{d}.yaml", [f"data.root={r}"], str(out)) for d, r in grids.items()]
+    both = dataclasses.replace(expanded[0], runs=[run for grid in expanded for run in grid.runs])
+    summary = summarize(both)
+    assert summary.n_counted == 8
+    accuracy = {
+        (r.dataset, r.label, r.split): r.accuracy for r in summary.seeds[summary.seeds.task == "average"].itertuples()
+    }
+    text = render(summary, "md")
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    rows = {row[0]: row[1:] for row in cells}
+    assert rows["dataset"][:3] == ["ZS Base", "ZS Novel", "ZS HM"]
+    for dataset, title in (("folder", "folder"), ("pacs", "PACS")):
+        base, novel = accuracy[(dataset, "coop", "1shot-base")], accuracy[(dataset, "coop", "1shot-novel")]
+        assert rows[title][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
+    base = sum(accuracy[(d, "coop", "1shot-base")] for d in grids) / 2
+    novel = sum(accuracy[(d, "coop", "1shot-novel")] for d in grids) / 2
+    assert rows["Average"][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
+    assert "the Average row is the mean of B and of N over the datasets and the HM of those means" in text
+    code, stdout, stderr = call(["table", tmp_path / "pacs.yaml", "--out", out, "--set", f"data.root={pacs_root}"])
+    assert code == 0 and "| PACS |" in stdout, stderr
+    code, stdout, stderr = call(["report", "--out", out])
+    assert code == 0, stderr
+    page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
+    assert "base-to-novel generalisation" in page and "CoOp HM" in page and "the HM of those means" in page
+
+
+# -- 5. protocol grids -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_cross_dataset_sweep_transfers_beside_the_source_root(tmp_path):
+    from petl_bench.datamodules import read_manifest
+    from petl_bench.datamodules.synth import write_synthetic
+
+    data = tmp_path / "data"
+    write_synthetic(data / "pacs", "pacs", per_class=2)
+    write_synthetic(data / "vlcs", "vlcs", per_class=2)
+    grid = tmp_path / "xd.yaml"
+    grid.write_text(
+        "name: xd-pacs\ntable: transfer\ndataset: pacs\nprotocol: xd\ntargets: [vlcs]\nsplits: [1shot]\nseeds: [0]\n"
+        "set: {model.arch: tiny, train.epochs: 1, data.num_workers: 0}\nmethods: [zeroshot, coop-mt]\n"
+    )
+    out = tmp_path / "results"
+    code, stdout, stderr = call(["sweep", grid, "--out", out, "--set", f"data.root={data / 'pacs'}"])
+    assert code == 0 and "xd-pacs: 4 done now" in stdout, stdout + stderr
+    transfer = next(
+        (out / "runs" / "vlcs" / root_folder(data / "vlcs") / "1shot").glob("coop-mt@tiny-from-*/seed0.json")
+    )
+    record = json.loads(transfer.read_text())
+    assert record["tasks"] == read_manifest("vlcs", data / "vlcs").domains and record["root"] == str(data / "vlcs")
+    assert record["transfer_from"]["run"].startswith(f"runs/pacs/{root_folder(data / 'pacs')}/1shot/coop-mt@tiny/")
+    code, stdout, stderr = call(["table", grid, "--out", out])
+    assert code == 0, stderr
+    row = next(line for line in stdout.splitlines() if line.startswith("| CoOp-MT |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells[1] == f"{record['accuracy']['average']:.2f}" and cells[2] == cells[1]  # one target: its average
+
+
+def test_protocol_grid_keys_refused_in_one_line(tmp_path):
+    grid = tmp_path / "g.yaml"
+    base = "table: transfer\ndataset: pacs\nsplits: [1shot]\nmethods: [zeroshot]\n"
+    for extra, message in (
+        ("protocol: xd\n", "targets: the xd and dg protocols name their target datasets, and only they"),
+        ("targets: [vlcs]\n", "targets: the xd and dg protocols name their target datasets, and only they"),
+        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg)"),
+        (
+            "protocol: base2novel\nclasses: novel\n",
+            "classes: the base2novel protocol trains on the base classes itself",
+        ),
+    ):
+        grid.write_text(base + extra)
+        code, _, stderr = call(["sweep", grid, "--dry-run"])
+        assert (code, stderr.strip()) == (2, f"petl-bench: error: {grid}: {message}")
+
+
+def _has(*names) -> bool:
+    from petl_bench.datamodules.catalog import DATASETS
+
+    return set(names) <= set(DATASETS)
+
+
+COOP_11 = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+)  # fmt: skip
+VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+
+
+@pytest.mark.skipif(not _has(*COOP_11, *VARIANTS), reason="CoOp's datasets are not readable in this checkout yet")
+@pytest.mark.parametrize("grid, runs_per_method", [("base2novel", 11 * 3 * 2), ("xd", 3 * 11), ("dg", 3 * 5)])
+def test_the_protocol_grids_dry_runs(grid, runs_per_method):
+    code, stdout, stderr = call(["sweep", grid, "--dry-run", "--set", "data.root=/data/imagenet"])
+    assert code == 0, stderr
+    listed = [line for line in stdout.splitlines() if line.startswith("  todo")]
+    assert len(listed) == 9 * runs_per_method and stdout.splitlines()[-1] == f"0 done, 0 stale, {len(listed)} to run"
+
+
+def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
+    import pandas as pd
+
+    from petl_bench.report.paper import dataset_name
+    from petl_bench.report.summary import Summary
+    from petl_bench.report.tables import layout, render
+
+    seeds = pd.DataFrame(
+        [
+            {"label": "CoOp", "method": "coop", "dataset": "caltech101", "split": f"16shot-{subset}", "seed": seed,
+             "task": "average", "task_index": 0, "accuracy": accuracy, "trainable_params": 8192}
+            for subset, values in (("base", (97.0, 99.0)), ("novel", (90.0, 92.0)))
+            for seed, accuracy in zip((1, 2), values, strict=True)
+        ]
+    )  # fmt: skip
+    summary = Summary(
+        "b2n", "base2novel", "caltech101", ["CoOp"], {"CoOp": "coop"}, ["16shot-base", "16shot-novel"],
+        ["average"], seeds, pd.DataFrame(), {}, tmp_path, 4, [], [],
+    )  # fmt: skip
+    (name, cells), (average, means) = layout(summary).blocks[0].rows
+    assert name == dataset_name("caltech101") and average == "Average"
+    base, novel, hm = cells
+    assert (base.mean, novel.mean, base.std) == (98.0, 91.0, pytest.approx(2**0.5))
+    assert hm.mean == pytest.approx(2 * 98 * 91 / (98 + 91))
+    assert (base.paper, novel.paper, hm.paper) == (98.00, 89.81, 93.73)  # CoCoOp's Table 1, CoOp on Caltech101
+    assert [c.mean for c in means] == [98.0, 91.0, hm.mean] and means[0].paper is None  # one dataset: no published mean
+    hm_rows = [row for row in render(summary, "csv").splitlines() if ",hm," in row]
+    assert hm_rows == [f"b2n,caltech101,16shot,CoOp,coop,average,hm,,{round(hm.mean, 4)},,,,,,"]
+
+
+@pytest.mark.parametrize("launcher", ["local", "slurm"])
+def test_a_sweep_starts_the_transfers_once_their_sources_ended(tmp_path, monkeypatch, launcher):
+    from petl_bench.sweep import driver
+    from petl_bench.sweep.grid import expand_grid
+    from petl_bench.sweep.jobs import JobResult, Outcome
+
+    stages = []
+
+    def launch(jobs, *args, **kwargs):
+        stages.append([job.argv[0] for job in jobs])
+        return [JobResult(job, Outcome.DONE) for job in reversed(jobs)]  # in any order
+
+    monkeypatch.setattr(driver.local, "run_local", launch)
+    monkeypatch.setattr(driver, "run_slurm", launch)
+    grid = expand_grid(_b2n_grid(tmp_path / "g.yaml", "folder"), ["data.root=/data"], str(tmp_path))
+    todo = [(run, False) for run in grid.runs]
+    results = driver._launch(grid, todo, launcher, None, 1, False)
+    assert stages == [["run", "run"], ["eval", "eval"]]
+    assert [result.job.run for result in results] == grid.runs
+    transfer = results[1].job.argv
+    assert transfer[:2] == ["eval", f"--from={record_path(grid.runs[0].cfg)}"]  # the base run's record
+    assert transfer[2:] == ["--dataset=folder", "--root=/data", "--classes=novel", "--no-progress", "--if-locked=skip"]
