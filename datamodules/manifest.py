@@ -18,7 +18,7 @@ from petl_bench.errors import UserError
 from . import coop, datasets, readers
 from .catalog import JOIN, dataset_folder, dataset_parts
 from .images import ImageChecks
-from .records import Manifest, joined_record
+from .records import Manifest, joined_records
 from .scan import check_root
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ def join_manifests(root: Path, parts: list[Manifest]) -> Manifest:
     """One manifest of the `parts`' tasks, in their order, over their common `root` (each part a
     dataset in its folder there): records and skipped files under the common root, the parts' image
     checks as one, the template theirs where they agree ("" where they differ: each task has its own)."""
-    records = [joined_record(part, record) for part in parts for record in part.records]
     checks = None
     if all(part.checks for part in parts):
         checks = ImageChecks.joined(root, {part.root.name: part.checks for part in parts if part.checks})
@@ -60,7 +59,7 @@ def join_manifests(root: Path, parts: list[Manifest]) -> Manifest:
         root=root,
         domains=[task.name for part in parts for task in part.joined_tasks()],
         classnames=[],
-        records=records,
+        records=joined_records(tuple(parts)),
         skipped=[f"{part.root.name}/{rel}" for part in parts for rel in part.skipped],
         checks=checks,
         template=templates.pop() if len(templates) == 1 else "",

@@ -74,6 +74,10 @@ class Manifest:
         """This dataset's tasks as a run over several datasets names them (`task_name`)."""
         return [Task(task_name(self, task.name), task.classnames, task.template) for task in self.tasks]
 
+    def with_parts(self, parts: tuple[Manifest, ...]) -> Manifest:
+        """The joined manifest over `parts` in place of its own (each part's records renamed in)."""
+        return replace(self, parts=parts, records=joined_records(parts))
+
     def with_template(self, template: str) -> Manifest:
         """The manifest whose every task prompts with `template`."""
         return replace(self, template=template, parts=tuple(part.with_template(template) for part in self.parts))
@@ -96,6 +100,11 @@ def joined_record(part: Manifest, record: Record) -> Record:
     """A part's record as the joined manifest holds it: its path under the common root (the part's
     folder, then its own path), its task's joined name; its label still indexes its task's classes."""
     return replace(record, path=f"{part.root.name}/{record.path}", domain=task_name(part, record.domain))
+
+
+def joined_records(parts: tuple[Manifest, ...]) -> list[Record]:
+    """Every part's records, in part order, as the manifest joining them holds them."""
+    return [joined_record(part, record) for part in parts for record in part.records]
 
 
 def prompt_name(folder_name: str) -> str:

@@ -287,3 +287,31 @@ def test_zero_shot_on_joined_datasets_scores_each_task_as_a_run_on_its_dataset_a
     assert {f"vlcs/{task}": score for task, score in vlcs.items() if task != "average"} | {
         "folder": folder["photos"]
     } == {task: score for task, score in joined.items() if task != "average"}
+
+
+# -- class subsets --------------------------------------------------------------------------------
+@pytest.mark.parametrize("classes", ["base", "novel"])
+def test_a_joined_class_subset_is_each_datasets_own_half(classes, data_root, tmp_path):
+    """PACS's 7 classes halve as 4 + 3, VLCS's 5 as 3 + 2: each task keeps exactly its dataset's half,
+    relabelled from 0 as a run on that dataset alone relabels it, and the split draws only those."""
+    from petl_bench.datamodules.classes import subsample_classes
+    from petl_bench.datamodules.multidomain import MultiDomainDataModule
+
+    cfg = DataConfig(dataset="pacs+vlcs", root=str(data_root), split="2shot", classes=classes, num_workers=0)
+    data = MultiDomainDataModule(cfg, None, None, out=tmp_path)
+    alone = {name: subsample_classes(read_manifest(name, data_root / name), classes) for name in ("pacs", "vlcs")}
+    assert {task.name.split("/")[0]: task.classnames for task in data.tasks} == {
+        name: tuple(manifest.classnames) for name, manifest in alone.items()
+    }
+    assert [len(task.classnames) for task in data.tasks] == [4 if classes == "base" else 3] * 4 + [
+        3 if classes == "base" else 2
+    ] * 4
+    data.setup("fit")
+    names = {task.name: task.classnames for task in data.tasks}
+    for record in [*data.train_records, *data.test_records]:
+        assert names[record.domain][record.label] == record.classname
+    for name, manifest in alone.items():
+        drawn = draw_split(manifest, 2, seed=0)
+        assert [r for r in data.train_records if r.path.startswith(f"{name}/")] == [
+            joined_record(manifest, r) for r in drawn.train
+        ]
