@@ -124,6 +124,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     method = entry.cls
     assert issubclass(method, PetlModule)  # a method's class is one; the torch-free registry types it `type`
     say(size_line(cfg, data, method))
+    method.check_tasks(data.tasks)  # before `prepare`: a refusal costs no feature pass
     params, prepared = method.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
     module = method(params, backbone, data.tasks, cfg.optim)
     module.task_loss = cfg.train.task_loss

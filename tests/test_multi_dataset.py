@@ -3,6 +3,7 @@ label spaces, each dataset's split drawn as a run on it alone draws it, a `coop-
 the one-line errors, and the hash and record paths apart from each dataset's."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from petl_bench.datamodules.manifest import join_manifests, read_manifest
 from petl_bench.datamodules.records import Manifest, Record, joined_record
 from petl_bench.datamodules.splits import draw_split
 from petl_bench.errors import UserError
+from petl_bench.registry import method_names
 from petl_bench.report.paper import dataset_name
 from petl_bench.results import record_path
 from petl_bench.runargs import build_run_config
@@ -315,3 +317,68 @@ def test_a_joined_class_subset_is_each_datasets_own_half(classes, data_root, tmp
         assert [r for r in data.train_records if r.path.startswith(f"{name}/")] == [
             joined_record(manifest, r) for r in drawn.train
         ]
+
+
+# -- every method on joined datasets of unequal class counts --------------------------------------
+# The multi-task methods whose one set holds a row per class (what holds it): refused before any work.
+REFUSED = {
+    "clap-mt": "probe",
+    "dept-mt": "head",
+    "lpp-mt": "probe",
+    "taskres-mt": "residual",
+    "tip-adapter-f-mt": "cache",
+}
+# The single-task ones: a set per task of its own classes, 4 x 5 + 4 = 24 rows of width 64 in all.
+PER_TASK_ROWS = {
+    "clap": 24 * 64,
+    "linear-probe": 24 * (64 + 1),
+    "lpp": 24 * (64 + 2),
+    "taskres": 24 * 64,
+    "tip-adapter-f": 24 * 2 * 64,  # 2 shots a class
+}
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_runs_on_joined_datasets_of_other_class_counts_or_refuses_in_one_line(method, data_root, tmp_path):
+    argv = _run_argv("vlcs+folder", data_root, tmp_path)  # VLCS's 5 classes in 4 tasks, the folder's 4 in one
+    argv[argv.index("coop-mt")] = method
+    code, stdout, stderr = call([*argv, "--set", "train.fast_dev_run=true"])
+    if method in REFUSED:
+        assert code == 2 and stderr == (
+            f"petl-bench: error: {method}: its one {REFUSED[method]}, shared by every task, holds a row per class, "
+            "so every task needs the same classes (those of folder differ from those of vlcs/Caltech101); "
+            "its single-task variant keeps one per task\n"
+        )
+        assert "size: 5 tasks x 4-5 classes" in stdout and "features:" not in stdout and "train:" not in stdout
+        return
+    assert code == 0, stderr
+    tested = re.search(r"^test: (.+) \(", stdout, re.M)
+    assert tested is not None, stdout
+    scores = dict(entry.rsplit(" ", 1) for entry in tested.group(1).split(", "))
+    assert list(scores) == ["vlcs/Caltech101", "vlcs/LabelMe", "vlcs/SUN09", "vlcs/VOC2007", "folder", "average"]
+    if method in PER_TASK_ROWS:
+        assert f"({PER_TASK_ROWS[method]:,} trainable parameters)" in stdout
+
+
+def test_a_state_saved_stacked_over_the_sets_loads_into_each_sets_rows(tiny_backbone):
+    """States and checkpoints written before each set had rows of its own count held one tensor
+    [sets, classes, ...]: they load as they did, buffers too (CLAP's anchors)."""
+    import torch
+
+    from petl_bench.datamodules import Task
+    from petl_bench.registry import get_method
+
+    tasks = [Task("a", ("cat", "dog", "pug")), Task("b", ("cat", "dog", "pug"))]
+    probe, clap = (get_method(name) for name in ("linear-probe", "clap"))
+    module = probe.cls(probe.config_cls(), tiny_backbone, tasks)
+    weight, bias = torch.randn(2, 3, 64), torch.randn(2, 3)
+    module.load_trainable_state({"probe_weight": weight, "probe_bias": bias})
+    assert all(
+        torch.equal(module.probe_weight[s], weight[s]) and torch.equal(module.probe_bias[s], bias[s]) for s in (0, 1)
+    )
+    module = clap.cls(clap.config_cls(), tiny_backbone, tasks)
+    anchors = torch.randn(2, 3, 64)
+    module.load_trainable_state({"prototypes": anchors + 1, "anchors": anchors})
+    assert torch.equal(module.anchors[1], anchors[1]) and torch.equal(module.prototypes[0], anchors[0] + 1)
+    with pytest.raises(UserError, match=r"^checkpoint does not fit clap: it lacks \['prototypes.0', 'prototypes.1'\]$"):
+        module.load_trainable_state({"anchors": anchors})
