@@ -9,8 +9,15 @@ the data module read them here too, so each fact has this one home.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from petl_bench.errors import UserError, did_you_mean
+from petl_bench.errors import UserError, did_you_mean, unknown_name
+
+from .records import DEFAULT_TEMPLATE
+
+# `a+b+c`: one run over the tasks of several datasets, in the order given (`pacs+vlcs` and `vlcs+pacs`
+# differ: task order decides the tables' rows and the order the tasks' batches are drawn in).
+JOIN = "+"
 
 # Every dataset's name in tables and messages.
 TITLES = {
@@ -88,6 +95,44 @@ DATASET_FOLDERS = {
     "imagenet_a": "imagenet-adversarial",
     "imagenet_r": "imagenet-rendition",
 }
+
+
+def dataset_folder(root: str, dataset: str) -> str:
+    """`dataset`'s folder under a common data root: a grid over several datasets runs each there, and
+    a run over several joined (`a+b`) reads each there."""
+    return str(Path(root) / DATASET_FOLDERS.get(dataset, dataset))
+
+
+def dataset_parts(dataset: str) -> list[str]:
+    """The datasets a `--dataset` value names, in its order: one, or several joined by `+`."""
+    return [part.strip() for part in dataset.split(JOIN)]
+
+
+def canonical_dataset(dataset: str) -> str:
+    """The spelling runs are stored and hashed under: no spaces around `+`; the order as given."""
+    return JOIN.join(dataset_parts(dataset))
+
+
+def dataset_problem(dataset: str) -> str | None:
+    """What is wrong with a `--dataset` value (a known name, or known names joined by `+`, none
+    twice), or None."""
+    parts = dataset_parts(dataset)
+    for part in parts:
+        if part not in DATASETS:
+            return unknown_name("dataset", part, DATASETS)
+    twice = sorted({part for part in parts if parts.count(part) > 1})
+    if twice:
+        return f"each dataset once in {dataset!r} ({', '.join(twice)} twice)"
+    return None
+
+
+def own_template(dataset: str) -> str | None:
+    """The class prompt an empty `data.template` stands for: the dataset's own (`TEMPLATES`, else
+    records.DEFAULT_TEMPLATE); for datasets joined, theirs where they agree, else None (each task
+    prompts with its dataset's)."""
+    templates = {TEMPLATES.get(part, DEFAULT_TEMPLATE) for part in dataset_parts(dataset)}
+    return templates.pop() if len(templates) == 1 else None
+
 
 # A dataset's class prompt where it has its own: CoOp's `CUSTOM_TEMPLATES` (KaiyangZhou/CoOp
 # trainers/zsclip.py), which KgCoOp, CoCoOp and MaPLe use too. Others: records.DEFAULT_TEMPLATE.

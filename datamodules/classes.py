@@ -3,7 +3,8 @@
 `subsample_classes` is CoOp's `subsample_classes` (KaiyangZhou/CoOp datasets/oxford_pets.py): the
 labels of the training part sorted, base = the first ceil(n/2), novel = the rest, each subset
 relabelled from 0 in label order, applied to every part of the manifest (train, val, test) and to its
-class names. Applied per task: the tasks of one manifest share its class list, so they must agree.
+class names. Applied per task: the tasks of one manifest share its class list, so they must agree;
+over several datasets joined (`a+b`), per dataset, each on its own labels.
 The data module applies it before the split is drawn (CoOp draws the shots first, from its global
 `random`: no draw of ours repeats its images, so the order of the two steps is ours to choose).
 """
@@ -33,6 +34,8 @@ def subsample_classes(manifest: Manifest, classes: str) -> Manifest:
     """The manifest on the subset's classes only, each relabelled from 0 (its class names too)."""
     if classes == "all":
         return manifest
+    if manifest.parts:  # datasets joined: each dataset's own halves, as a run on it alone takes them
+        return manifest.with_parts(tuple(subsample_classes(part, classes) for part in manifest.parts))
     # CoOp takes the labels of the training set; a pool (no parts) is all training candidates.
     training = [r for r in manifest.records if r.part in ("", "train")]
     per_task = {

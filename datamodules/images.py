@@ -103,6 +103,26 @@ class ImageChecks:
         self.verdicts: dict[str, str] = {}  # rel -> verdict of the current scan
         self._changed = False
 
+    @classmethod
+    def joined(cls, root: Path, parts: dict[str, ImageChecks]) -> ImageChecks:
+        """The checks of several roots as one over their common `root`, each part's files under its
+        folder there (`parts`: folder -> its checks); saving keeps each part's verdicts where a run on
+        it alone finds them."""
+
+        def save(files: dict) -> None:
+            for folder, part in parts.items():
+                prefix = f"{folder}/"
+                if part._save:
+                    part._save(
+                        {rel.removeprefix(prefix): known for rel, known in files.items() if rel.startswith(prefix)}
+                    )
+
+        checks = cls(root, save=save, threads=max(part._threads for part in parts.values()))
+        for folder, part in parts.items():
+            checks.stats.update({f"{folder}/{rel}": stat for rel, stat in part.stats.items()})
+            checks.verdicts.update({f"{folder}/{rel}": verdict for rel, verdict in part.verdicts.items()})
+        return checks
+
     def scan(self, rels: list[str]) -> list[str]:
         """Stat every file and read the header of those not known as they are now; returns the
         files that do not exist."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -109,10 +108,11 @@ class MultiDomainDataModule(L.LightningDataModule):
         start = time.perf_counter()
         manifest = read_manifest(self.cfg.dataset, self.cfg.root, self.cache)
         self.timings["manifest_s"] = round(time.perf_counter() - start, 3)
-        warn_if_short(self.cfg.dataset, manifest)  # the dataset's counts are of all its classes
+        for part in manifest.parts or (manifest,):
+            warn_if_short(part.dataset, part)  # the dataset's counts are of all its classes
         manifest = subsample_classes(manifest, self.cfg.classes)  # before the split is drawn
         # data.template, where given, replaces the dataset's own: every task prompts with it.
-        return replace(manifest, template=self.cfg.template) if self.cfg.template else manifest
+        return manifest.with_template(self.cfg.template) if self.cfg.template else manifest
 
     @property
     def tasks(self) -> list[Task]:

@@ -7,6 +7,8 @@ the train part, min(N, 4) validation images per class from the val part, a class
 all it has; the test set is the test part. A split is drawn with its own `random.Random(seed)` over
 paths in sorted order (the training draw, then the validation draw), so the same seed gives the
 same split on any machine, and it is written to a CSV whose SHA-256 the run record keeps.
+Over several datasets joined, each dataset's split is drawn by its own protocol as a run on it alone
+draws it (the same seed, the same records), then named as the joined manifest names them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from petl_bench.files import FILE_NAMES, write_text_atomic
 
 # The split names live beside the config, torch-free; the splits they name are drawn here.
 from .catalog import PAPER_SPLITS, canonical_split, paper_split, parse_shots, split_folder  # noqa: F401  (their home)
-from .records import PARTS, Manifest, Record
+from .records import PARTS, Manifest, Record, joined_record
 
 Unreadable = Callable[[list[Record]], set[str]]  # records -> paths of those that cannot be decoded
 VAL_SHOTS = 4  # CoOp's validation shots per class: min(N, 4)
@@ -57,6 +59,8 @@ def draw_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable
     costs once per file): one that fails is left out and replaced by the next readable image of its
     cell in an order fixed by the seed and the cell. The main draw's random sequence is the same
     whatever fails, so other cells draw what they would have drawn."""
+    if manifest.parts:
+        return _joined_split(manifest, shots, seed, unreadable)
     parts = {record.part for record in manifest.records}
     if parts <= {""}:
         cells = _cells(manifest, manifest.records, shots, random.Random(seed), strict=True)
@@ -69,6 +73,25 @@ def draw_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable
             f"(found {', '.join(map(repr, sorted(unknown)))})"
         )
     return _fixed_split(manifest, shots, seed, unreadable)
+
+
+def _joined_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable | None) -> Split:
+    """Each part's own draw, its records renamed into the joined manifest (`records.joined_record`)."""
+    train, val, test = [], [], []
+    for part in manifest.parts:
+
+        def renamed(records: list[Record], part: Manifest = part) -> list[Record]:
+            return [joined_record(part, record) for record in records]
+
+        def part_unreadable(records: list[Record], part: Manifest = part) -> set[str]:
+            assert unreadable is not None  # passed on only where given
+            return {path.removeprefix(f"{part.root.name}/") for path in unreadable(renamed(records))}
+
+        split = draw_split(part, shots, seed, part_unreadable if unreadable else None)
+        train += renamed(split.train)
+        val += renamed(split.val)
+        test += renamed(split.test)
+    return Split(train, val, test)
 
 
 def _fixed_split(manifest: Manifest, shots: int, seed: int, unreadable: Unreadable | None) -> Split:

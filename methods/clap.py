@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, shot_feature_passes, template_text_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_feature_passes, template_text_features
 from petl_bench.registry import register_method
 
 from .configs import CLAPConfig
@@ -49,19 +48,16 @@ class CLAP(PetlModule):
     text_frozen = True  # no text pass: the prototypes are the classifier
     image_frozen = True
     open_vocabulary = False  # a prototype per trained class
+    per_class = "probe"
     text_depends_on_task = False
     cfg: CLAPConfig
-    anchors: torch.Tensor  # buffers, registered in __init__
-    multipliers: torch.Tensor
-    penalty_weights: torch.Tensor
 
     def __init__(self, cfg: CLAPConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        shape = (self.n_sets, self.class_count())
-        self.prototypes = nn.Parameter(torch.zeros(*shape, backbone.embed_dim))
-        self.register_buffer("anchors", torch.zeros(*shape, backbone.embed_dim))  # t: the zero-shot prototypes
-        self.register_buffer("multipliers", torch.zeros(shape))  # lambda
-        self.register_buffer("penalty_weights", torch.zeros(shape))  # rho of the outer step
+        self.prototypes = self.class_rows(backbone.embed_dim)
+        self.anchors = self.class_rows(backbone.embed_dim, buffer=True)  # t: the zero-shot prototypes
+        self.multipliers = self.class_rows(buffer=True)  # lambda
+        self.penalty_weights = self.class_rows(buffer=True)  # rho of the outer step
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -86,8 +82,8 @@ class CLAP(PetlModule):
                 labels.append(task_labels.repeat(len(features)))
             anchors.append(torch.stack(texts).mean(0))
             multipliers.append(class_mean_of_true_probability(torch.cat(probabilities), torch.cat(labels)))
-        state = {"prototypes": torch.stack(anchors), "anchors": torch.stack(anchors)}
-        path = save_state(Path(work_dir) / "clap.pt", {**state, "multipliers": torch.stack(multipliers)})
+        state = {**set_state("prototypes", anchors), **set_state("anchors", anchors)}
+        path = save_state(Path(work_dir) / "clap.pt", {**state, **set_state("multipliers", multipliers)})
         means = {name: round(m.mean().item(), 4) for name, m in zip(sets, multipliers, strict=True)}
         return dataclasses.replace(cfg, state=path), {"clap": {"mean_multiplier": means}}
 
@@ -107,9 +103,10 @@ class CLAP(PetlModule):
             return
         with torch.no_grad():
             # The PHR penalty's gradient in lambda + rho h, never negative here, is the new lambda.
-            distances = torch.stack([self.distances(s) for s in range(self.n_sets)])
-            self.multipliers += self.penalty_weights * distances
-            self.penalty_weights.copy_(distances)
+            for s in range(self.n_sets):
+                distances = self.distances(s)
+                self.multipliers[s].add_(self.penalty_weights[s] * distances)
+                self.penalty_weights[s].copy_(distances)
 
 
 def class_mean_of_true_probability(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

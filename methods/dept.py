@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from petl_bench.config import validate_params
-from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
 from petl_bench.registry import get_method, register_method
 
@@ -69,8 +68,6 @@ class DecoupledHead:
         super().__init__(cfg.base_config(), backbone, tasks, optim)  # type: ignore[call-arg]
         module = self._module()
         self.dept_cfg = cfg
-        if module.shared and len({task.classnames for task in module.tasks}) > 1:
-            raise UserError(f"{module.method_name}: one head for all tasks needs the same classes in every task")
         width = backbone.embed_dim
         classes = [len(module.tasks[0 if module.shared else s].classnames) for s in range(module.n_sets)]
         self.dept_image = nn.ModuleList(ChannelTransform(width) for _ in classes)
@@ -119,7 +116,12 @@ def with_head(base: type[PetlModule], registered: type[PetlModule]) -> type[Petl
         _GENERATED[key] = type(
             f"{registered.__name__}{base.__name__}",
             (DecoupledHead, base, registered),
-            {"method_name": registered.method_name, "shared": registered.shared, "open_vocabulary": False},
+            {
+                "method_name": registered.method_name,
+                "shared": registered.shared,
+                "open_vocabulary": False,
+                "per_class": registered.per_class,
+            },
         )
     return _GENERATED[key]
 
@@ -130,6 +132,7 @@ class DePT(PetlModule):
 
     shared = False
     open_vocabulary = False  # a head row per trained class; see the module docstring for novel classes
+    per_class = "head"
     # Whether images are frozen depends on the base; a built module carries its base's flags.
     image_frozen = False
 

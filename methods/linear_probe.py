@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, shot_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features
 from petl_bench.registry import register_method
 
 from .configs import LinearProbeConfig
@@ -140,13 +139,13 @@ class LinearProbe(PetlModule):
     text_frozen = True
     image_frozen = True  # a classifier on the frozen tower's features
     open_vocabulary = False  # a weight row per trained class
+    per_class = "probe"
     text_depends_on_task = False
 
     def __init__(self, cfg: LinearProbeConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_classes = self.class_count()
-        self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
-        self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
+        self.probe_weight = self.class_rows(backbone.embed_dim)
+        self.probe_bias = self.class_rows()
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -168,10 +167,8 @@ class LinearProbe(PetlModule):
             weights.append(weight)
             biases.append(bias)
             chosen[task.name], accuracy[task.name] = c, held_out
-        path = save_state(
-            Path(work_dir) / "linear-probe.pt",
-            {"probe_weight": torch.stack(weights), "probe_bias": torch.stack(biases)},
-        )
+        state = {**set_state("probe_weight", weights), **set_state("probe_bias", biases)}
+        path = save_state(Path(work_dir) / "linear-probe.pt", state)
         scored_on = "validation shots" if searched else "held-out training shots"
         prepared = {"c": chosen, "held_out_accuracy": accuracy, "c_scored_on": None if cfg.c else scored_on}
         return dataclasses.replace(cfg, state=path), {"linear_probe": prepared}

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, shot_features, template_text_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features, template_text_features
 from petl_bench.registry import register_method
 
 from .configs import LPPConfig
@@ -80,14 +79,14 @@ class LPP(PetlModule):
     text_frozen = True
     image_frozen = True  # a classifier on the frozen tower's features
     open_vocabulary = False  # a weight row per trained class
+    per_class = "probe"
     text_depends_on_task = False
 
     def __init__(self, cfg: LPPConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        n_classes = self.class_count()
-        self.probe_weight = nn.Parameter(torch.zeros(self.n_sets, n_classes, backbone.embed_dim))
-        self.probe_bias = nn.Parameter(torch.zeros(self.n_sets, n_classes))
-        self.blend = nn.Parameter(torch.zeros(self.n_sets, n_classes))  # alpha
+        self.probe_weight = self.class_rows(backbone.embed_dim)
+        self.probe_bias = self.class_rows()
+        self.blend = self.class_rows()  # alpha
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -109,9 +108,10 @@ class LPP(PetlModule):
             parts = zip(*(inputs[task.name] for task in tasks), strict=True)
             features, labels, text_logits = (torch.cat(part) for part in parts)
             fits.append(fit_lpp(features, labels, text_logits, cfg.epochs, cfg.alpha_every))
-        weight, bias, blend = (torch.stack(part) for part in zip(*fits, strict=True))
-        path = save_state(Path(work_dir) / "lpp.pt", {"probe_weight": weight, "probe_bias": bias, "blend": blend})
-        means = {name: round(alpha, 4) for name, alpha in zip(sets, blend.mean(1).tolist(), strict=True)}
+        weight, bias, blend = (list(part) for part in zip(*fits, strict=True))
+        state = {**set_state("probe_weight", weight), **set_state("probe_bias", bias), **set_state("blend", blend)}
+        path = save_state(Path(work_dir) / "lpp.pt", state)
+        means = {name: round(alpha.mean().item(), 4) for name, alpha in zip(sets, blend, strict=True)}
         return dataclasses.replace(cfg, state=path), {"lpp": {"mean_alpha": means}}
 
     def logits(self, image_feat, text_feat, task):

@@ -5,8 +5,8 @@ class text features of the task's template as the text tower gives them (not nor
 the classifier is t + scale * x, normalised, against the normalised image feature, times CLIP's logit
 scale (the `text_features` hook; `logits` is the base class's). Neither tower runs with a hook: the
 base is computed once per task and the image features are the frozen tower's.
-`taskres` holds one residual per task, `taskres-mt` one shared by all tasks (every task needs the
-same number of classes).
+`taskres` holds one residual per task (of its own classes), `taskres-mt` one shared by all tasks
+(every task needs the same classes).
 ViT-B/16, 65 classes: 65 x 512 = 33,280 per task, 133,120 for four tasks.
 
 Init: x = 0, so an untrained TaskRes gives exactly zero-shot's logits; so does `scale = 0`.
@@ -16,9 +16,6 @@ the task's template alone (theirs adds CoOp's seven ImageNet templates on ImageN
 is our one hand-written prompt); training follows the suite's recipe unless `--set` gives theirs
 (benchmarks/recipes/taskres.yaml: Adam lr 2e-3, batch 256, 100-200 epochs, scale 0.5).
 """
-
-import torch
-from torch import nn
 
 from petl_bench.module import PetlModule
 from petl_bench.registry import register_method
@@ -34,11 +31,12 @@ class TaskRes(PetlModule):
     text_frozen = True  # the residual acts on the frozen text features
     image_frozen = True
     open_vocabulary = False  # a residual row per trained class
+    per_class = "residual"
     text_depends_on_task = False  # the base: the task's classes and template only
 
     def __init__(self, cfg: TaskResConfig, backbone, tasks, optim=None):
         super().__init__(cfg, backbone, tasks, optim)
-        self.residual = nn.Parameter(torch.zeros(self.n_sets, self.class_count(), backbone.embed_dim))
+        self.residual = self.class_rows(backbone.embed_dim)
 
     def text_features(self, image_feat, task):
         return self.class_text_features(task) + self.cfg.scale * self.residual[self.set_index(task)]

@@ -32,11 +32,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, shot_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features
 from petl_bench.registry import register_method
 
 from .configs import TipAdapterFConfig
@@ -50,6 +49,7 @@ class TipAdapterF(PetlModule):
     text_frozen = True
     image_frozen = True  # the cache and its keys act on the frozen tower's features
     open_vocabulary = False  # a cache value per trained class
+    per_class = "cache"
     text_depends_on_task = False
 
     def __init__(self, cfg: TipAdapterFConfig, backbone, tasks, optim=None):
@@ -59,9 +59,8 @@ class TipAdapterF(PetlModule):
                 f"{self.method_name}: shots must be >= 1 (`prepare` sets it to the split's, "
                 f"as petl-bench run does); got {cfg.shots}"
             )
-        n_classes = len(self.tasks[0].classnames)
         per_class = cfg.shots * len(self.tasks) // self.n_sets  # a cache holds the shots of the tasks sharing it
-        self.cache_keys = nn.Parameter(torch.zeros(self.n_sets, n_classes, per_class, backbone.embed_dim))
+        self.cache_keys = self.class_rows(per_class, backbone.embed_dim)
         if cfg.state:
             load_state(self, cfg.state)
 
@@ -75,13 +74,11 @@ class TipAdapterF(PetlModule):
             class_major(*features[task.name], len(task.classnames), data.shots, cls.method_name, task.name)
             for task in data.tasks
         ]
-        keys = torch.cat(caches, dim=1).unsqueeze(0) if cls.shared else torch.stack(caches)
-        path = save_state(Path(work_dir) / "tip-adapter.pt", {"cache_keys": F.normalize(keys, dim=-1)})
-        entries = keys.shape[1] * keys.shape[2]
-        return (
-            dataclasses.replace(cfg, shots=data.shots, state=path),
-            {"tip_adapter": {"entries_per_cache": entries, "caches": keys.shape[0]}},
-        )
+        keys = [F.normalize(key, dim=-1) for key in ([torch.cat(caches, dim=1)] if cls.shared else caches)]
+        path = save_state(Path(work_dir) / "tip-adapter.pt", set_state("cache_keys", keys))
+        sets = cls.tasks_by_set(data.tasks)
+        entries = {name: key.shape[0] * key.shape[1] for name, key in zip(sets, keys, strict=True)}
+        return dataclasses.replace(cfg, shots=data.shots, state=path), {"tip_adapter": {"entries_per_cache": entries}}
 
     def logits(self, image_feat, text_feat, task):
         zero_shot = super().logits(image_feat, text_feat, task)

@@ -3,10 +3,10 @@
 Precedence: dataclass defaults < YAML grid values < `--set section.key=value` on the command line.
 
 Every field's range lives beside it: `lr: float = rule(0.0035, gt=0)` (bounds `ge`/`gt`/`le`/`lt`,
-or `choices`, or `template` for a class prompt), and `validate` checks every rule of every section,
-a method's own fields included, whenever a `RunConfig` is built (`runargs.build_run_config`,
-`run.build`): a value out of range is a one-line `UserError` before any work. A new field takes a
-rule in the same line as its default.
+or `choices`, or `template` for a class prompt, or `dataset` for a `--dataset` value), and
+`validate` checks every rule of every section, a method's own fields included, whenever a
+`RunConfig` is built (`runargs.build_run_config`, `run.build`): a value out of range is a one-line
+`UserError` before any work. A new field takes a rule in the same line as its default.
 What no single field's rule can say (MmAP's m must divide b) is the method config's `check()`,
 which `validate` calls too; a module built directly checks its config the same way
 (`validate_params`).
@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .datamodules.catalog import CLASS_SUBSETS, DATASETS, PAPER_BATCH_SIZE, PAPER_SPLITS, TEMPLATES, canonical_split
-from .datamodules.records import DEFAULT_TEMPLATE
+from .datamodules.catalog import (
+    CLASS_SUBSETS,
+    DATASETS,
+    PAPER_BATCH_SIZE,
+    PAPER_SPLITS,
+    canonical_dataset,
+    canonical_split,
+    dataset_problem,
+    own_template,
+)
 from .errors import UserError, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
@@ -47,6 +55,7 @@ class Rule:
     lt: float | None = None
     choices: tuple | None = None
     template: bool = False  # a class prompt: empty, or text with exactly one `{}` (where the class name goes)
+    dataset: bool = False  # a dataset's name, or several joined by + (catalog.dataset_problem)
 
     def problem(self, value) -> str | None:
         """What is wrong with `value`, or None. None values (optional fields) pass."""
@@ -54,6 +63,9 @@ class Rule:
             return None
         if self.template and value and not (value.count("{}") == value.count("{") == value.count("}") == 1):
             return "must be empty or hold exactly one {} (where the class name goes) and no other brace"
+        if self.dataset:
+            problem = dataset_problem(value)
+            return f"must be a known dataset or several joined by +; {problem}" if problem else None
         if self.choices is not None and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}"
         for name, holds, words in (
@@ -73,6 +85,8 @@ class Rule:
             return f"one of {', '.join(map(str, self.choices))}"
         if self.template:
             return "empty, or text with one {}"
+        if self.dataset:
+            return f"one of {', '.join(DATASETS)}, or several joined by +"
         return ", ".join(
             f"{words} {getattr(self, name)}"
             for name, words in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
@@ -110,7 +124,8 @@ class MethodConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = rule("officehome", choices=DATASETS)  # one of DATASETS
+    # one of DATASETS, or several joined by + (`pacs+vlcs`: one run over all their tasks, in this order)
+    dataset: str = rule("officehome", dataset=True)
     root: str = ""  # dataset folder in the layout of its reader
     split: str = "6shot"  # Nshot, or a paper alias such as 10pct
     seed: int = rule(0, ge=0, le=2**32 - 1)  # seeds the split draw and training (NumPy's seed range)
@@ -126,6 +141,10 @@ class DataConfig:
     template: str = rule("", template=True)
     # The classes a run trains and tests on: all, or CoOp's base / novel half (datamodules/classes.py)
     classes: str = rule("all", choices=CLASS_SUBSETS)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset, str):  # `pacs + vlcs` is `pacs+vlcs`: one record path, one hash
+            self.dataset = canonical_dataset(self.dataset)
 
 
 def resolved_root(root: str) -> str:
@@ -258,9 +277,9 @@ class RunConfig:
         """Hash of what decides the result: the dataset root (as `resolved_root`), not where results
         go, nor loader settings. Two spellings of one run hash alike (`10pct` and `6shot`; batch size
         0 and the dataset's paper value; `~/data` and its absolute path; template "" and the
-        dataset's own), so a k-shot sweep finds the runs a 10pct/20pct sweep already made;
-        `data.classes` counts only when it is a subset, so records written before subsets existed
-        keep their hash."""
+        dataset's own; `pacs + vlcs` and `pacs+vlcs`, but not `vlcs+pacs`: task order is the given
+        order), so a k-shot sweep finds the runs a 10pct/20pct sweep already made; `data.classes`
+        counts only when it is a subset, so records written before subsets existed keep their hash."""
         d = json.loads(json.dumps(config))
         d.pop("out", None)
         if isinstance(d.get("transfer_from"), dict):  # the source's config decides, not where its record lies
@@ -270,6 +289,8 @@ class RunConfig:
         for key in ("num_workers", "eval_batch_size", "cache_dir", "cache_gb"):
             data.pop(key, None)
         dataset = data.get("dataset")
+        if isinstance(dataset, str):  # joined datasets: task order counts, spaces around + do not
+            data["dataset"] = dataset = canonical_dataset(dataset)
         if data.get("split") in PAPER_SPLITS.get(dataset, {}):
             data["split"] = canonical_split(dataset, data["split"])
         if data.get("batch_size") == 0 and dataset in PAPER_BATCH_SIZE:
@@ -277,7 +298,8 @@ class RunConfig:
         train = d.get("train", {})
         if train.get("iterations"):  # a run of N steps trains as long whatever `epochs` says
             train.pop("epochs", None)
-        if data.get("template") in ("", TEMPLATES.get(dataset, DEFAULT_TEMPLATE)):
+        own = own_template(dataset) if isinstance(dataset, str) else None  # None: joined datasets' differ
+        if data.get("template") == "" or (own is not None and data.get("template") == own):
             del data["template"]  # the dataset's own, however spelt, hashes as configs did before the field
         if data.get("classes") == "all":  # the default is what every run before class subsets ran: its hash stays
             data.pop("classes")

@@ -35,6 +35,30 @@ from .frozen_features import FrozenImageEncoder
 from .schedule import lr_factor
 
 
+class SetRows(nn.Module):
+    """A tensor per parameter set, [its tasks' classes, *shape], zeros at first: parameters (what
+    trains) or buffers. `rows[s]` is set s's, saved as `{name}.{s}`: the sets of tasks of other
+    classes (datasets joined, each task its own classes) have rows of their own count."""
+
+    def __init__(self, classes: list[int], shape: tuple[int, ...], buffer: bool = False):
+        super().__init__()
+        for s, n in enumerate(classes):
+            if buffer:
+                self.register_buffer(str(s), torch.zeros(n, *shape))
+            else:
+                self.register_parameter(str(s), nn.Parameter(torch.zeros(n, *shape)))
+        self.n_sets = len(classes)
+
+    def __getitem__(self, s: int) -> torch.Tensor:
+        return getattr(self, str(s))
+
+    def __len__(self) -> int:
+        return self.n_sets
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self[s] for s in range(self.n_sets))
+
+
 class PetlModule(Hooks, L.LightningModule):
     """Trains a method's parameters over a frozen CLIP on several tasks at once."""
 
@@ -56,6 +80,9 @@ class PetlModule(Hooks, L.LightningModule):
     # True when what trains works for class names it never saw (prompts, adapters, LoRA): a model
     # trained on some classes can score others. False where it holds a weight per trained class.
     open_vocabulary = True
+    # What holds a row per class of its set's tasks ("probe", "cache"; "": nothing): each set has its
+    # tasks' classes (`class_rows`), so one shared by every task (MT) needs every task's classes alike.
+    per_class = ""
 
     def __init__(self, cfg: MethodConfig, backbone: ClipBackbone, tasks: list[Task], optim: OptimConfig | None = None):
         super().__init__()
@@ -65,6 +92,7 @@ class PetlModule(Hooks, L.LightningModule):
         self.task_names = [task.name for task in self.tasks]
         if any(len(task.classnames) < 2 for task in self.tasks):
             raise UserError("every task needs at least two classes to classify")
+        self.check_tasks(self.tasks)
         self.optim = optim or OptimConfig()
         self.accuracy = nn.ModuleList(
             MulticlassAccuracy(num_classes=len(task.classnames), average="micro") for task in self.tasks
@@ -99,6 +127,25 @@ class PetlModule(Hooks, L.LightningModule):
         """The tasks each parameter set serves, in set order, by the set's name in run records:
         "shared" (MT), else the task's own."""
         return {"shared": list(tasks)} if cls.shared else {task.name: [task] for task in tasks}
+
+    @classmethod
+    def check_tasks(cls, tasks: list[Task]) -> None:
+        """Refuse tasks the method cannot serve, before any work (the runner asks it before `prepare`):
+        a row per class shared by tasks of other classes (joined datasets', `--dataset a+b`)."""
+        if cls.per_class and cls.shared:
+            other = next((task for task in tasks if task.classnames != tasks[0].classnames), None)
+            if other is not None:
+                raise UserError(
+                    f"{cls.method_name}: its one {cls.per_class}, shared by every task, holds a row per class, so "
+                    f"every task needs the same classes (those of {other.name} differ from those of {tasks[0].name}); "
+                    "its single-task variant keeps one per task"
+                )
+
+    def class_rows(self, *shape: int, buffer: bool = False) -> SetRows:
+        """Zeros of a row per class for each set, [its tasks' classes, *shape] (`SetRows`)."""
+        served = [[task for task in self.tasks if self.set_index(task.name) == s] for s in range(self.n_sets)]
+        classes = [len(tasks[0].classnames) for tasks in served]
+        return SetRows(classes, shape, buffer)
 
     def set_index(self, task: str) -> int:
         """Which of the `n_sets` sets the task uses: the shared one (MT), else its own."""
@@ -139,13 +186,6 @@ class PetlModule(Hooks, L.LightningModule):
     def encoder(self, task: str) -> ClipBackbone:
         """The CLIP that encodes the task's images and class texts: the shared backbone by default."""
         return self.backbone
-
-    def class_count(self) -> int:
-        """The tasks' number of classes, for a method whose parameter sets stack a row per class."""
-        n_classes = len(self.tasks[0].classnames)
-        if any(len(task.classnames) != n_classes for task in self.tasks):
-            raise UserError(f"{self.method_name}: every task needs the same number of classes")
-        return n_classes
 
     def task(self, name: str) -> Task:
         return self.tasks[self.task_names.index(name)]
@@ -396,5 +436,18 @@ class PetlModule(Hooks, L.LightningModule):
             raise UserError(f"checkpoint does not fit {self.method_name}: it {what}")
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        state = self.unstacked(state)
         self.check_trainable_state(state)
         self.load_state_dict(state, strict=False)
+
+    def unstacked(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` with each tensor saved stacked over the sets (`name` [sets, classes, ...], as states
+        were before each set had rows of its own count) as this module's `SetRows` name them."""
+        names = self.state_dict().keys()
+        split: dict[str, torch.Tensor] = {}
+        for name, tensor in state.items():
+            if name not in names and f"{name}.0" in names:
+                split.update({f"{name}.{s}": rows for s, rows in enumerate(tensor)})
+            else:
+                split[name] = tensor
+        return split

@@ -102,6 +102,11 @@ def save_state(path: Path, state: dict[str, torch.Tensor]) -> str:
     return str(path)
 
 
+def set_state(name: str, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each set's tensor as the module's `SetRows` parameter `name` holds it (`name.{set}`)."""
+    return {f"{name}.{s}": tensor for s, tensor in enumerate(tensors)}
+
+
 def load_state(module, path: str) -> None:
     """Load a state that `prepare` wrote into the module's trainable parameters (names and shapes checked)."""
     try:

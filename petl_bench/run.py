@@ -35,6 +35,7 @@ from .backbone import ClipBackbone
 from .checkpoints import PROGRESS, RunProgress, StreamingCheckpointIO, load_plain, resumable_checkpoint
 from .config import RunConfig, TrainConfig, resolved_root, validate
 from .datamodules import MultiDomainDataModule, canonical_split
+from .datamodules.records import Manifest
 from .divergence import StopOnDivergence
 from .errors import UserError
 from .files import write_json_atomic
@@ -123,6 +124,7 @@ def build(cfg: RunConfig) -> tuple[PetlModule, MultiDomainDataModule, dict]:
     method = entry.cls
     assert issubclass(method, PetlModule)  # a method's class is one; the torch-free registry types it `type`
     say(size_line(cfg, data, method))
+    method.check_tasks(data.tasks)  # before `prepare`: a refusal costs no feature pass
     params, prepared = method.prepare(cfg, backbone, data, record_path(cfg).with_suffix(""))
     module = method(params, backbone, data.tasks, cfg.optim)
     module.task_loss = cfg.train.task_loss
@@ -134,7 +136,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
     with phase("scan", f"reading the {data.cfg.dataset} root {data.cfg.root}") as scan:
         manifest = data.manifest
         scan.result = (
-            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, {len(manifest.classnames)} classes"
+            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
+            f"{sum(len(part.classnames) for part in manifest.parts or (manifest,))} classes"
         )
     subset = f" of the {data.cfg.classes} classes" if data.cfg.classes != "all" else ""
     with phase("split", f"drawing {data.cfg.split}{subset}, seed {data.cfg.seed}") as split:
@@ -444,6 +447,7 @@ def run_record(
         "template": data.manifest.template,
         "split_file": str(data.split_file),
         "split_source": data.manifest.split_source,
+        "datasets": _joined_datasets(data.manifest, module.test_accuracy),
         "split_sha256": data.split_sha256,
         "skipped_images": data.skipped_images,
         "synthetic": data.manifest.synthetic,
@@ -467,6 +471,25 @@ def run_record(
         "config_sha256": cfg.sha256(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _joined_datasets(manifest: Manifest, accuracy: dict[str, float]) -> list[dict]:
+    """Datasets joined (`a+b`): each one's folder, tasks, class prompt, split file and the mean of
+    its tasks' accuracies (the run's `average` weighs every task alike); [] for one dataset."""
+    parts = []
+    for part in manifest.parts:
+        tasks = [task.name for task in part.joined_tasks()]
+        parts.append(
+            {
+                "dataset": part.dataset,
+                "root": resolved_root(str(part.root)),
+                "tasks": tasks,
+                "template": part.template,
+                "split_source": part.split_source,
+                "average": round(sum(accuracy[task] for task in tasks) / len(tasks), 4),
+            }
+        )
+    return parts
 
 
 def _rounded(scores: dict[str, float]) -> dict[str, float]:

@@ -36,11 +36,13 @@ def add_run_options(run: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument(
         "--dataset",
         required=True,
-        choices=DATASETS,
         metavar="DATASET",
-        help=f"the dataset's layout: {', '.join(DATASETS)}",
+        help=f"the dataset's layout: {', '.join(DATASETS)}; or several joined by + (a+b: one run over all "
+        "their tasks, in this order)",
     )
-    run.add_argument("--root", required=True, help="dataset folder")
+    run.add_argument(
+        "--root", required=True, help="dataset folder; for a+b, the folder holding each one's (catalog.DATASET_FOLDERS)"
+    )
     run.add_argument("--split", default="6shot", help="Nshot or a paper alias (10pct, 20pct, 1pct, 2pct)")
     run.add_argument("--seed", type=int, default=0, help="seeds the split draw and training")
     run.add_argument(

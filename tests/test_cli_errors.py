@@ -341,9 +341,9 @@ def test_a_crafted_checkpoint_in_a_results_tree_is_refused_not_run(capsys, paths
 
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["run", "--method", "zeroshot", "--dataset", "imagenet21k", "--root", "x"])
+        main(["run", "--method", "zeroshot", "--dataset", "pacs", "--root", "x", "--if-locked", "later"])
     assert info.value.code == 2
-    assert "invalid choice: 'imagenet21k'" in capsys.readouterr().err
+    assert "invalid choice: 'later'" in capsys.readouterr().err
 
 
 # -- methods and the registry ---------------------------------------------------------------------

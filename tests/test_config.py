@@ -175,6 +175,8 @@ def _breaking(rule):
         return "no-such-choice"
     if rule.template:
         return "a photo without a slot"
+    if rule.dataset:
+        return "pacs+no-such-dataset"
     if rule.ge is not None:
         return rule.ge - 1
     if rule.gt is not None:

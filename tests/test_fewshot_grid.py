@@ -114,7 +114,7 @@ def test_a_coop_dataset_runs_on_coop_s_folder_name():
     [
         ({"dataset": "pacs"}, "give one of 'dataset' (a name) or 'datasets' (a list of names)"),
         ({"datasets": "pacs"}, "datasets: expected a list, got 'pacs'"),
-        ({"datasets": ["pacs", "cifar"]}, "datasets: unknown 'cifar' (known: "),
+        ({"datasets": ["pacs", "cifar"]}, "datasets: unknown dataset 'cifar' (known: "),
         ({"datasets": ["pacs", "vlcs", "pacs"]}, "datasets: each dataset once (got pacs, vlcs, pacs)"),
         ({"table": "table1"}, "table: a grid over several datasets takes table: fewshot or base2novel (got table1)"),
         ({"splits": ["10pct"]}, "splits: unknown split '10pct' for pacs"),

@@ -25,7 +25,7 @@ BAD_INPUTS = {
     "unknown-method": ([*RUN, "--method", "copo"], ["unknown method 'copo'", "did you mean coop"], ["zeroshot"]),
     "unknown-dataset": (
         ["run", "--method", "coop", "--dataset", "offichome", "--root", "{root}"],
-        ["invalid choice: 'offichome'", "did you mean officehome"],
+        ["unknown dataset 'offichome'", "did you mean officehome"],
         ["terraincognita"],
     ),
     "missing-root": (

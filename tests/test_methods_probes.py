@@ -61,10 +61,12 @@ def test_vit_b16_counts(vit_b16, name, expected):
     assert module.num_trainable == expected
 
 
-def test_tasks_with_other_class_counts_are_refused(tiny_backbone):
+def test_one_residual_for_tasks_of_other_classes_is_refused_one_per_task_fits_each(tiny_backbone):
     tasks = [Task("a", ("cat", "dog")), Task("b", ("cat", "dog", "pug"))]
-    with pytest.raises(UserError, match=r"^taskres-mt: every task needs the same number of classes$"):
+    with pytest.raises(UserError, match=r"^taskres-mt: its one residual, shared by every task, holds a row per class"):
         get_method("taskres-mt").cls(get_method("taskres-mt").config_cls(), tiny_backbone, tasks)
+    module = get_method("taskres").cls(get_method("taskres").config_cls(), tiny_backbone, tasks)
+    assert [rows.shape for rows in module.residual] == [(2, 64), (3, 64)] and module.num_trainable == 5 * 64
 
 
 @pytest.mark.parametrize("name", ["taskres", "taskres-mt"])
@@ -75,7 +77,8 @@ def test_taskres_starts_as_zero_shot_and_its_residual_moves_the_classifier(name,
     ours = logits(module, batch)
     assert all(torch.allclose(ours[task], reference[task], atol=1e-5) for task in batch)
     with torch.no_grad():
-        module.residual.normal_()
+        for rows in module.residual:
+            rows.normal_()
     moved = logits(module, batch)
     assert all(not torch.allclose(moved[task], reference[task], atol=1e-3) for task in batch)
     unscaled = entry.cls(entry.config_cls(scale=0.0), tiny_backbone, folder_data.tasks)
@@ -111,8 +114,8 @@ def test_clap_starts_as_zero_shot_with_its_zero_shot_scores_as_penalties(
     task = module.task_names[-1]
     s = module.set_index(task)
     with torch.no_grad():
-        module.prototypes[s, 1] += 0.5
-    expected = module.multipliers[s, 1] * 0.25 * module.prototypes.shape[-1] / 4
+        module.prototypes[s][1] += 0.5
+    expected = module.multipliers[s][1] * 0.25 * module.prototypes[s].shape[-1] / 4
     assert torch.allclose(module.regularizer(task), expected)
 
 
@@ -125,18 +128,18 @@ def test_class_mean_of_true_probability():
 @pytest.mark.parametrize("lagrangian", [False, True])
 def test_clap_outer_step_updates_the_multipliers_only_when_asked(lagrangian, tiny_backbone, folder_data, build_method):
     module = build_method("clap-mt", tiny_backbone, deterministic(folder_data), augment_epochs=1, lagrangian=lagrangian)
-    start = module.multipliers.clone()
+    start = module.multipliers[0].clone()
     with torch.no_grad():
-        module.prototypes.add_(0.1 * torch.randn_like(module.prototypes))
-    distances = (module.prototypes - module.anchors).pow(2).sum(-1)
+        module.prototypes[0].add_(0.1 * torch.randn_like(module.prototypes[0]))
+    distances = (module.prototypes[0] - module.anchors[0]).pow(2).sum(-1)
     module.on_train_epoch_end()  # rho starts at 0: lambda stays, rho becomes h
-    assert torch.equal(module.multipliers, start)
+    assert torch.equal(module.multipliers[0], start)
     module.on_train_epoch_end()  # lambda + rho h
     if lagrangian:
-        assert torch.allclose(module.penalty_weights, distances)
-        assert torch.allclose(module.multipliers, start + distances**2)
+        assert torch.allclose(module.penalty_weights[0], distances)
+        assert torch.allclose(module.multipliers[0], start + distances**2)
     else:
-        assert torch.equal(module.multipliers, start) and not module.penalty_weights.any()
+        assert torch.equal(module.multipliers[0], start) and not module.penalty_weights[0].any()
 
 
 def separable_problem(n_classes=3, per_class=6, dim=8):
@@ -185,7 +188,7 @@ def test_lpp_prepared_fits_each_set_on_its_shots(name, tiny_backbone, folder_dat
     features = shot_features(tiny_backbone, data, data.test_transform)
     zeroshot = ZeroShot(ZeroShotConfig(), tiny_backbone, data.tasks).eval()
     groups = [list(features)] if module.shared else [[task] for task in features]
-    assert module.probe_weight.shape[0] == len(groups)
+    assert len(module.probe_weight) == len(groups)
     module.eval()
     for s, group in enumerate(groups):
         x = torch.cat([F.normalize(features[task][0], dim=-1) for task in group])

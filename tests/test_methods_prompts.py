@@ -183,7 +183,11 @@ def test_dept_base_set_reaches_the_base_config_and_is_checked():
 
 def test_one_dept_head_for_all_tasks_needs_the_same_classes(tiny_backbone):
     tasks = [Task("art", ("anchor", "bicycle")), Task("clipart", ("anchor", "candle"))]
-    with pytest.raises(UserError, match=r"^dept-mt: one head for all tasks needs the same classes in every task$"):
+    with pytest.raises(
+        UserError,
+        match=r"^dept-mt: its one head, shared by every task, holds a row per class, so every task needs the same "
+        r"classes \(those of clipart differ from those of art\); its single-task variant keeps one per task$",
+    ):
         build("dept-mt", tiny_backbone, tasks)
     assert [head.out_features for head in build("dept", tiny_backbone, tasks).dept_head] == [2, 2]
 

@@ -287,7 +287,7 @@ def test_a_kshot_sweep_finds_the_pct_runs_done(tmp_path):
         ("table: table1\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\nmethod: x\n", "unknown key 'method'"),
         ("table: table1\ndataset: folder\nsplits: [2shot]\n", "missing key 'methods'"),
         ("table: table9\ndataset: folder\nsplits: [2shot]\nmethods: [zeroshot]\n", "table: unknown layout 'table9'"),
-        ("table: table1\ndataset: cifar\nsplits: [2shot]\nmethods: [zeroshot]\n", "dataset: unknown 'cifar'"),
+        ("table: table1\ndataset: cifar\nsplits: [2shot]\nmethods: [zeroshot]\n", "dataset: unknown dataset 'cifar'"),
         ("table: table1\ndataset: folder\nsplits: [2pct]\nmethods: [zeroshot]\n", "splits: unknown split '2pct'"),
         ("table: table1\ndataset: folder\nsplits: [2shot]\nseeds: [a]\nmethods: [zeroshot]\n", "seeds:"),
         (

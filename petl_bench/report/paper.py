@@ -9,7 +9,7 @@ from importlib import resources
 
 import pandas as pd
 
-from ..datamodules.catalog import TITLES, paper_split
+from ..datamodules.catalog import TITLES, dataset_parts, paper_split
 
 # Our method names -> the paper's column names (Tables 1 and 2).
 PAPER_NAMES = {
@@ -107,7 +107,8 @@ def paper_params() -> dict[str, str]:
 
 
 def dataset_name(dataset: str) -> str:
-    return TITLES.get(dataset, dataset)
+    """`PACS`; datasets joined in one run: `PACS + VLCS`."""
+    return " + ".join(TITLES.get(part, part) for part in dataset_parts(dataset))
 
 
 DATASETS_NAMED = 3  # a heading names this many datasets at most; more are counted

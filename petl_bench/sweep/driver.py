@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..datamodules.catalog import dataset_folder, dataset_parts
 from ..errors import UserError
 from ..files import check_writable_folder
 from ..runargs import run_argv, transfer_argv
@@ -127,19 +128,27 @@ def job_argv(run: GridRun, force: bool) -> list[str]:
     return transfer_argv(run.cfg, force) if run.cfg.transfer_from is not None else run_argv(run.cfg, force=force)
 
 
+def _folders(dataset: str, root: str) -> list[tuple[str, str]]:
+    """(dataset, folder) of each dataset a run reads: its root, or for datasets joined each one's folder there."""
+    names = dataset_parts(dataset)
+    return [(dataset, root)] if len(names) == 1 else [(name, dataset_folder(root, name)) for name in names]
+
+
 def _check_root(grid: Grid, todo: list[GridRun]) -> None:
-    """The root, and for a grid over several datasets the folder of each dataset with runs to do."""
+    """The root, and for a grid over several datasets (or a run of joined ones) the folder of each
+    dataset with runs to do."""
     root = grid.root
     if not root:
         raise UserError(f"{grid.path}: no dataset root: give it with --set data.root=DIR")
     if not Path(root).expanduser().is_dir():
         raise UserError(f"dataset root {root} is not a folder (--set data.root=DIR)")
-    if len(grid.datasets) > 1:
-        folders = dict.fromkeys((run.cfg.data.dataset, run.cfg.data.root) for run in todo)
-        missing = [f"{dataset} ({folder})" for dataset, folder in folders if not Path(folder).expanduser().is_dir()]
-        if missing:
-            raise UserError(
-                f"dataset root {root} lacks the folder of {', '.join(missing)}: a grid over several datasets "
-                "runs each on its folder under data.root (catalog.DATASET_FOLDERS)"
-            )
+    folders = dict.fromkeys(
+        (name, folder) for run in todo for name, folder in _folders(run.cfg.data.dataset, run.cfg.data.root)
+    )
+    missing = [f"{dataset} ({folder})" for dataset, folder in folders if not Path(folder).expanduser().is_dir()]
+    if missing:
+        raise UserError(
+            f"dataset root {root} lacks the folder of {', '.join(missing)}: a grid over several datasets "
+            "runs each on its folder under data.root (catalog.DATASET_FOLDERS)"
+        )
     check_writable_folder(grid.out, "--out")

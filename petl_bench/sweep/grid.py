@@ -5,7 +5,7 @@ A grid file (`benchmarks/*.yaml`):
     name: table1                 # default: the file's name
     table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot | base2novel
                                  # | transfer
-    dataset: officehome          # a name in config.DATASETS; or `datasets: [a, b, ...]` (below)
+    dataset: officehome          # a name in config.DATASETS (or several joined: a+b); or `datasets: [a, b, ...]`
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
     recipe: shared               # shared (default) or paper: each method's own (`petl_bench.recipes`)
@@ -35,6 +35,8 @@ A grid over several datasets (`datasets: [caltech101, dtd, ...]` instead of `dat
 `data.root=DATA` names their common root and each dataset runs on `DATA/{folder}`, its folder in
 `catalog.DATASET_FOLDERS` (CoOp's DATASETS.md names), else its name. A sweep names the folders that
 are missing in one line before anything runs. A grid of one dataset takes the root as it is.
+A dataset named `a+b` (in either form) is one run over all their tasks: its root is the common root,
+each of its datasets read in its folder there as above.
 
 Each run's config is built by the same code as `petl-bench run` builds it (`runargs`), so a sweep's
 run and a hand-typed run are one and the same. The module imports no torch (tests/test_layers.py);
@@ -53,7 +55,7 @@ from pathlib import Path
 import yaml
 
 from ..config import CLASS_SUBSETS, DATASETS, RECIPES, RunConfig, parse_value
-from ..datamodules.catalog import DATASET_FOLDERS, parse_shots
+from ..datamodules.catalog import canonical_dataset, dataset_folder, dataset_parts, dataset_problem, parse_shots
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
@@ -225,14 +227,10 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     )
 
 
-def dataset_folder(root: str, dataset: str) -> str:
-    """Where a grid over several datasets runs `dataset`: its folder under their common root."""
-    return str(Path(root) / DATASET_FOLDERS.get(dataset, dataset))
-
-
 def dataset_root(cfg: RunConfig) -> RunConfig:
-    """`cfg` on its dataset's folder under the common root it names (none given: as it is)."""
-    if not cfg.data.root:
+    """`cfg` on its dataset's folder under the common root it names (none given, or datasets joined,
+    which read their folders there themselves: as it is)."""
+    if not cfg.data.root or len(dataset_parts(cfg.data.dataset)) > 1:
         return cfg
     return dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, root=dataset_folder(cfg.data.root, cfg.data.dataset))
@@ -247,7 +245,7 @@ def record_of(run: GridRun) -> Path:
 def _beside(root: str, dataset: str) -> str:
     """The folder of `dataset` beside the dataset root `root` ("" for none), as CoOp's DATASETS.md
     lays its datasets out under one folder (`catalog.DATASET_FOLDERS`)."""
-    return str(Path(root).parent / DATASET_FOLDERS.get(dataset, dataset)) if root else ""
+    return dataset_folder(str(Path(root).parent), dataset) if root else ""
 
 
 def _build(method, dataset, split, seed, out, recipe, grid_sets, run_sets) -> RunConfig:
@@ -268,8 +266,10 @@ def _datasets(path: Path, spec: dict, table: str) -> list[str]:
     value = _required(path, spec, key)
     datasets = [value] if key == "dataset" else _list(path, key, value)
     for dataset in datasets:
-        if dataset not in DATASETS:
-            raise UserError(f"{path}: {key}: unknown {dataset!r} (known: {', '.join(DATASETS)})")
+        problem = dataset_problem(dataset) if isinstance(dataset, str) else f"{dataset!r} is not a dataset's name"
+        if problem:
+            raise UserError(f"{path}: {key}: {problem}")
+    datasets = [canonical_dataset(dataset) for dataset in datasets]
     if len(set(datasets)) != len(datasets):
         raise UserError(f"{path}: datasets: each dataset once (got {', '.join(datasets)})")
     if len(datasets) > 1 and table not in SEVERAL_DATASETS:
