@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, set_state, shot_feature_passes, template_text_features
+from petl_bench.prepared import (
+    load_state,
+    save_state,
+    set_state,
+    shot_feature_passes,
+    template_text_features,
+    writes_state,
+)
 from petl_bench.registry import register_method
 
 from .configs import CLAPConfig
@@ -62,10 +69,9 @@ class CLAP(PetlModule):
             load_state(self, cfg.state)
 
     @classmethod
+    @writes_state
     def prepare(cls, run, backbone, data, work_dir):
         cfg = run.params
-        if cfg.state and Path(cfg.state).is_file():
-            return cfg, {}  # already prepared (a checkpoint's resolved config)
         # A fast_dev_run checks the path, not the scores: one pass.
         n_passes = 1 if run.train.fast_dev_run else cfg.augment_epochs
         passes = shot_feature_passes(backbone, data, data.train_transform, n_passes)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, set_state, shot_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features, writes_state
 from petl_bench.registry import register_method
 
 from .configs import LinearProbeConfig
@@ -150,10 +150,9 @@ class LinearProbe(PetlModule):
             load_state(self, cfg.state)
 
     @classmethod
+    @writes_state
     def prepare(cls, run, backbone, data, work_dir):
         cfg = run.params
-        if cfg.state and Path(cfg.state).is_file():
-            return cfg, {}  # already fitted (a checkpoint's resolved config)
         features = shot_features(backbone, data, data.test_transform)
         searched = not cfg.c and bool(data.val_records)  # a fixed split's validation shots score C
         val = shot_features(backbone, data, data.test_transform, part="val") if searched else {}

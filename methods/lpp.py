@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, set_state, shot_features, template_text_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features, template_text_features, writes_state
 from petl_bench.registry import register_method
 
 from .configs import LPPConfig
@@ -91,10 +91,9 @@ class LPP(PetlModule):
             load_state(self, cfg.state)
 
     @classmethod
+    @writes_state
     def prepare(cls, run, backbone, data, work_dir):
         cfg = run.params
-        if cfg.state and Path(cfg.state).is_file():
-            return cfg, {}  # already fitted (a checkpoint's resolved config)
         shots = shot_features(backbone, data, data.train_transform)
         inputs = {}
         for task in data.tasks:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from petl_bench.errors import UserError
 from petl_bench.module import PetlModule
-from petl_bench.prepared import load_state, save_state, set_state, shot_features
+from petl_bench.prepared import load_state, save_state, set_state, shot_features, writes_state
 from petl_bench.registry import register_method
 
 from .configs import TipAdapterFConfig
@@ -65,10 +65,9 @@ class TipAdapterF(PetlModule):
             load_state(self, cfg.state)
 
     @classmethod
+    @writes_state
     def prepare(cls, run, backbone, data, work_dir):
         cfg = run.params
-        if cfg.state and Path(cfg.state).is_file():
-            return cfg, {}  # already built (a checkpoint's resolved config)
         features = shot_features(backbone, data, data.train_transform, passes=cfg.augment_epochs)
         caches = [
             class_major(*features[task.name], len(task.classnames), data.shots, cls.method_name, task.name)

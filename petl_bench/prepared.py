@@ -9,7 +9,8 @@ path in the resolved config; the module loads it when it is built.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,19 @@ from .guard import quiet_worker
 from .phases import phase
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def writes_state(prepare: Callable) -> Callable:
+    """A method's `prepare` that writes its state file: skipped, the config returned as it is, once
+    `state` names a file that exists (a checkpoint's resolved config, already prepared)."""
+
+    @functools.wraps(prepare)
+    def once(cls, run, backbone, data, work_dir):
+        if run.params.state and Path(run.params.state).is_file():
+            return run.params, {}
+        return prepare(cls, run, backbone, data, work_dir)
+
+    return once
 
 
 @contextmanager
