@@ -19,3 +19,9 @@ def call_ok(argv) -> str:
     code, out, err = call(argv)
     assert code == 0, err
     return out
+
+
+def tiny_run_argv(method: str, root, out, *extra, dataset: str = "folder") -> list[str]:
+    """`run` of `method` on 2 shots with the tiny CLIP, no bars, no loader workers; `extra` appended."""
+    argv = ["run", "--method", method, "--dataset", dataset, "--root", root, "--split", "2shot", "--model", "tiny"]
+    return [*argv, "--out", out, "--no-progress", "--set", "data.num_workers=0", *extra]

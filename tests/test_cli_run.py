@@ -18,32 +18,10 @@ from petl_bench.cli import main
 from petl_bench.config import root_folder
 from petl_bench.datamodules import read_manifest
 
-from cli_calls import call
+from cli_calls import call, tiny_run_argv
 
 TASKS = ["art", "clipart", "product", "real world"]
 ACCURACY_LINE = re.compile(r"^  (\S.*?)\s+(\d+\.\d\d)$")
-
-
-def run_argv(method, root, out, *extra):
-    return [
-        "run",
-        "--method",
-        method,
-        "--dataset",
-        "folder",
-        "--root",
-        str(root),
-        "--split",
-        "2shot",
-        "--model",
-        "tiny",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--set",
-        "data.num_workers=0",
-        *extra,
-    ]
 
 
 def accuracy_table(stdout: str) -> dict[str, str]:
@@ -53,7 +31,7 @@ def accuracy_table(stdout: str) -> dict[str, str]:
 # -- zero-shot: the record ------------------------------------------------------------------------
 def test_zeroshot_run_record_rerun_and_clash(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
-    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    argv = tiny_run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
     code, stdout, stderr = call(argv)
     assert code == 0, stderr
     path = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
@@ -115,7 +93,7 @@ def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root,
     # Regression (fixed): the activation was decided from the weights file's name and was in neither
     # the config nor its hash nor the record nor the image features' cache key: they served any activation.
     out = tmp_path / "results"
-    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    argv = tiny_run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
     path = out / "runs" / "folder" / root_folder(folder_root) / "2shot" / "zeroshot@tiny-tiny" / "seed0.json"
     code, _, stderr = call(argv)
     assert code == 0, stderr
@@ -135,7 +113,7 @@ def test_a_record_says_its_activation_and_is_not_reused_for_another(folder_root,
 def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
     code, stdout, stderr = call(
-        run_argv(
+        tiny_run_argv(
             "coop",
             folder_root,
             out,
@@ -158,7 +136,7 @@ def test_fast_dev_run_writes_no_record(folder_root, tiny_checkpoint, tmp_path):
 def coop_run(folder_root, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("coop-run")
     code, stdout, stderr = call(
-        run_argv(
+        tiny_run_argv(
             "coop-mt",
             folder_root,
             out,
@@ -219,7 +197,7 @@ def test_eval_tests_under_the_run_s_precision(folder_root, tiny_checkpoint, tmp_
     monkeypatch.setattr(PetlModule, "classify", recorded)
     out = tmp_path / "results"
     code, run_out, stderr = call(
-        run_argv(
+        tiny_run_argv(
             "coop-mt",
             folder_root,
             out,
@@ -289,7 +267,7 @@ def test_eval_of_a_random_init_run_reproduces_it(folder_root, tmp_path):
     # scores a different backbone than the run did.
     out = tmp_path / "results"
     code, run_out, stderr = call(
-        run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1", "--set", "method.n_ctx=2")
+        tiny_run_argv("coop-mt", folder_root, out, "--set", "train.epochs=1", "--set", "method.n_ctx=2")
     )
     assert code == 0, stderr
     ckpt = (
@@ -319,7 +297,7 @@ def test_two_roots_under_one_out_keep_their_own_records_and_splits(folder_root, 
     shutil.rmtree(subset / "real world")
     records = {}
     for root, tasks in ((folder_root, TASKS), (subset, TASKS[:3])):
-        code, stdout, stderr = call(run_argv("zeroshot", root, out, "--pretrained", tiny_checkpoint))
+        code, stdout, stderr = call(tiny_run_argv("zeroshot", root, out, "--pretrained", tiny_checkpoint))
         assert code == 0, stderr
         assert "already done" not in stdout and list(accuracy_table(stdout)) == [*tasks, "average"]
         path = Path(re.search(r"^record: (.+)$", stdout, re.M).group(1))
@@ -330,13 +308,13 @@ def test_two_roots_under_one_out_keep_their_own_records_and_splits(folder_root, 
     assert full["split_file"] != part["split_file"]
     for record in (full, part):  # each split file is still the one its record names
         assert hashlib.sha256(Path(record["split_file"]).read_bytes()).hexdigest() == record["split_sha256"]
-    code, stdout, _ = call(run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint))
+    code, stdout, _ = call(tiny_run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint))
     assert code == 0 and f"already done: {full_path}" in stdout and list(accuracy_table(stdout)) == [*TASKS, "average"]
 
 
 def test_a_record_file_that_is_no_record_is_said_and_run_again(folder_root, tiny_checkpoint, tmp_path):
     out = tmp_path / "results"
-    argv = run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
+    argv = tiny_run_argv("zeroshot", folder_root, out, "--pretrained", tiny_checkpoint)
     code, stdout, _ = call(argv)
     path = Path(re.search(r"^record: (.+)$", stdout, re.M).group(1))
     path.write_text("null\n")  # as a crashed tool or an older version might leave it
@@ -352,7 +330,7 @@ def test_a_run_states_its_size_and_logs_its_phases_and_epochs(folder_root, tiny_
 
     out = tmp_path / "results"
     code, stdout, stderr = call(
-        run_argv(
+        tiny_run_argv(
             "coop-mt",
             folder_root,
             out,

@@ -20,7 +20,7 @@ from petl_bench.report.paper import dataset_name
 from petl_bench.results import record_path
 from petl_bench.runargs import build_run_config
 
-from cli_calls import call
+from cli_calls import call, tiny_run_argv
 
 
 @pytest.fixture(scope="module")
@@ -132,25 +132,7 @@ def test_the_fixed_split_protocol_applies_per_dataset(data_root):
 
 # -- a run ----------------------------------------------------------------------------------------
 def _run_argv(dataset: str, root: Path, out: Path, *extra) -> list:
-    return [
-        "run",
-        "--method",
-        "coop-mt",
-        "--dataset",
-        dataset,
-        "--root",
-        root,
-        "--split",
-        "2shot",
-        "--model",
-        "tiny",
-        "--out",
-        out,
-        "--no-progress",
-        "--set",
-        "data.num_workers=0",
-        *extra,
-    ]
+    return tiny_run_argv("coop-mt", root, out, *extra, dataset=dataset)
 
 
 def test_a_coop_mt_run_over_two_datasets_records_each_tasks_test_accuracy(data_root, tiny_checkpoint, tmp_path):
