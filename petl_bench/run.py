@@ -136,7 +136,7 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
     with phase("scan", f"reading the {data.cfg.dataset} root {data.cfg.root}") as scan:
         manifest = data.manifest
         scan.result = (
-            f"{len(manifest.records):,} images, {len(manifest.domains)} domains, "
+            f"{len(manifest.records):,} images, {_count(len(manifest.domains), 'domain')}, "
             f"{sum(len(part.classnames) for part in manifest.parts or (manifest,))} classes"
         )
     subset = f" of the {data.cfg.classes} classes" if data.cfg.classes != "all" else ""
@@ -167,8 +167,8 @@ def size_line(cfg: RunConfig, data: MultiDomainDataModule, method: type[PetlModu
             )
     per_task = str(classes[0]) if len(classes) == 1 else f"{classes[0]}-{classes[-1]}"
     return (
-        f"size: {len(data.tasks)} tasks x {per_task} classes; {len(data.train_records):,} training images, {training}; "
-        f"{len(data.test_records):,} test images"
+        f"size: {_count(len(data.tasks), 'task')} x {per_task} classes; {len(data.train_records):,} training images, "
+        f"{training}; {len(data.test_records):,} test images"
     )
 
 
@@ -287,7 +287,7 @@ def _execute(cfg: RunConfig, progress: bool, fresh: bool) -> dict:
                     with phase("train", _epochs_to_train(cfg, epochs_kept)):
                         training.trainer.fit(module, datamodule=data, ckpt_path=last, weights_only=True)
             fitted = time.time()
-            with phase("test", f"{len(data.test_records):,} images of {len(data.tasks)} tasks") as testing:
+            with phase("test", f"{len(data.test_records):,} images of {_count(len(data.tasks), 'task')}") as testing:
                 training.trainer.test(module, datamodule=data, verbose=False)
                 testing.result = ", ".join(f"{task} {value:.2f}" for task, value in module.test_accuracy.items())
             tested = time.time()
@@ -358,7 +358,7 @@ def _epochs_to_train(cfg: RunConfig, epochs_kept: int) -> str:
         return f"{_count(cfg.train.iterations, 'step')}" + (f", after {epochs_kept} epochs kept" if epochs_kept else "")
     if epochs_kept:
         return f"epochs {epochs_kept + 1}-{cfg.train.epochs} of {cfg.train.epochs}"
-    return f"{cfg.train.epochs} epochs"
+    return _count(cfg.train.epochs, "epoch")
 
 
 @dataclasses.dataclass

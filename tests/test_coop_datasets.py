@@ -282,7 +282,10 @@ def test_coop_on_generated_eurosat_trains_4_and_validates_4_per_class_and_tests_
     parts = json.loads((root / "split_zhou_EuroSAT.json").read_text())
     argv = ["run", "--method", "coop", "--dataset", "eurosat", "--root", root, "--split", "4shot", "--model", "tiny"]
     settings = ["--set", "train.epochs=1", "--set", "data.num_workers=0"]
-    call_ok([*argv, "--out", tmp_path / "out", "--no-progress", *settings])
+    said = call_ok([*argv, "--out", tmp_path / "out", "--no-progress", *settings])
+    # One domain, one task, one epoch: each said in the singular.
+    assert "images, 1 domain, 10 classes" in said and "size: 1 task x 10 classes;" in said
+    assert "train: 1 epoch ..." in said and "images of 1 task ..." in said
     (record_file,) = (tmp_path / "out" / "runs").rglob("seed0.json")
     record = json.loads(record_file.read_text())
     assert (record["train_images"], record["val_images"]) == (40, 40)
