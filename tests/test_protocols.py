@@ -358,7 +358,7 @@ def test_protocol_grid_keys_refused_in_one_line(tmp_path):
     for extra, message in (
         ("protocol: xd\n", "targets: the xd and dg protocols name their target datasets, and only they"),
         ("targets: [vlcs]\n", "targets: the xd and dg protocols name their target datasets, and only they"),
-        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg)"),
+        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg, lodo)"),
         (
             "protocol: base2novel\nclasses: novel\n",
             "classes: the base2novel protocol trains on the base classes itself",

@@ -1,4 +1,5 @@
-"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot|fewshot`.
+"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot|fewshot|base2novel|
+transfer|lodo`.
 
 The layouts are the paper's (Tables 1-2: tasks x methods per split; Table 3: variants x splits;
 Figure 5 as numbers: methods x shots per task) and CoOp's benchmark (fewshot: per shot count,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..datamodules.catalog import DOMAINS
 from ..files import write_text_atomic
 from .paper import (
     DATASETS_NAMED,
@@ -67,6 +69,7 @@ def layout(summary: Summary) -> Layout:
         "fewshot": fewshot_layout,
         "base2novel": base2novel_layout,
         "transfer": transfer_layout,
+        "lodo": lodo_layout,
     }
     return layouts.get(summary.table, main_layout)(summary)
 
@@ -211,14 +214,43 @@ def transfer_layout(s: Summary) -> Layout:
     rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
     for label in s.labels:
         cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
-        found = [cell.mean for cell in cells[1:] if cell is not None]
-        mean = Cell(sum(found) / len(found), digits=s.digits) if targets and len(found) == len(targets) else None
-        rows.append((column_name(label), [*cells, mean]))
+        rows.append((column_name(label), [*cells, _mean_cell(cells[1:], s.digits)]))
     notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
     columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
     return Layout(
         f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
     )
+
+
+def lodo_layout(s: Summary) -> Layout:
+    """DomainBed's leave-one-domain-out tables: per dataset (and shot count) a row per held-out domain
+    and their average, a column per method; a cell is the mean ± std over seeds of the runs that held
+    that domain out."""
+    average = s.seeds[s.seeds.task == AVERAGE]
+    blocks = []
+    for dataset in s.datasets:
+        for shots in dict.fromkeys(split.partition("-")[0] for split in s.splits):
+            runs = average[average.split.str.startswith(f"{shots}-")]
+            rows: list[tuple[str, list[LayoutCell]]] = [
+                (domain, [_runs_cell(runs[runs.holdout == domain], dataset, label, s.digits) for label in s.labels])
+                for domain in DOMAINS[dataset]
+            ]
+            means = [_mean_cell([cells[i] for _, cells in rows], s.digits) for i in range(len(s.labels))]
+            blocks.append(Block(f"{dataset_name(dataset)}, {shots}", [*rows, ("Average", means)]))
+    notes = [
+        "A row: the runs that held its domain out, trained on the dataset's other domains pooled as one task "
+        "(the shots per class drawn from the pool), tested on every image of the held-out domain (DomainBed's "
+        "protocol). Average: the mean over the held-out domains of each one's seed mean; blank unless every "
+        "domain has runs."
+    ]
+    title = f"{s.name}: leave-one-domain-out, accuracy (%) on the held-out domain"
+    return Layout(title, "held out", [column_name(label) for label in s.labels], blocks, notes)
+
+
+def _mean_cell(cells: list[LayoutCell], digits: int) -> Cell | None:
+    """The mean of the cells' means (no std), or None unless every one has a value."""
+    found = [cell.mean for cell in cells if isinstance(cell, Cell)]
+    return Cell(sum(found) / len(found), digits=digits) if cells and len(found) == len(cells) else None
 
 
 def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> Cell | None:
