@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,7 +236,9 @@ def lodo_layout(s: Summary) -> Layout:
                 (domain, [_runs_cell(runs[runs.holdout == domain], dataset, label, s.digits) for label in s.labels])
                 for domain in DOMAINS[dataset]
             ]
-            means = [_mean_cell([cells[i] for _, cells in rows], s.digits) for i in range(len(s.labels))]
+            means: list[LayoutCell] = [
+                _mean_cell([cells[i] for _, cells in rows], s.digits) for i in range(len(s.labels))
+            ]
             blocks.append(Block(f"{dataset_name(dataset)}, {shots}", [*rows, ("Average", means)]))
     notes = [
         "A row: the runs that held its domain out, trained on the dataset's other domains pooled as one task "
@@ -247,7 +250,7 @@ def lodo_layout(s: Summary) -> Layout:
     return Layout(title, "held out", [column_name(label) for label in s.labels], blocks, notes)
 
 
-def _mean_cell(cells: list[LayoutCell], digits: int) -> Cell | None:
+def _mean_cell(cells: Sequence[LayoutCell], digits: int) -> Cell | None:
     """The mean of the cells' means (no std), or None unless every one has a value."""
     found = [cell.mean for cell in cells if isinstance(cell, Cell)]
     return Cell(sum(found) / len(found), digits=digits) if cells and len(found) == len(cells) else None
