@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..datamodules.catalog import DOMAINS
+from ..datamodules.catalog import DOMAINS, IMAGENET_VARIANTS
 from ..files import write_text_atomic
 from .paper import (
     DATASETS_NAMED,
@@ -28,6 +28,7 @@ from .paper import (
     harmonic_mean,
     paper_params,
     published_base2novel,
+    published_transfer,
     split_name,
 )
 from .summary import AVERAGE, Cell, Summary, number_or_none
@@ -209,14 +210,30 @@ def base2novel_layout(s: Summary) -> Layout:
 
 def transfer_layout(s: Summary) -> Layout:
     """CoCoOp's Tables 2-3 (cross-dataset, domain generalisation): methods x the source dataset (its
-    own test) and each target its runs were transferred to, then the average over the targets."""
+    own test) and each target its runs were transferred to, then the average over the targets; from
+    ImageNet, the published value beside ours (`published_transfer`: dg where every target is an
+    ImageNet variant, else xd), the published average only over the paper's very targets."""
     average = s.seeds[s.seeds.task == AVERAGE]
     targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
+    protocol = "dg" if targets and set(targets) <= set(IMAGENET_VARIANTS) else "xd"
+    table = published_transfer(protocol) if s.dataset == "imagenet" else None
+    published = {} if table is None else {(r.method, r.dataset): r.accuracy for r in table.itertuples()}
+    papers_targets = set() if table is None else set(table.dataset) - {"imagenet", AVERAGE}
     rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
     for label in s.labels:
-        cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
-        rows.append((column_name(label), [*cells, _mean_cell(cells[1:], s.digits)]))
+        method = s.methods[label]
+        cells = [
+            _beside(_runs_cell(average, dataset, label, s.digits), published.get((method, dataset)))
+            for dataset in [s.dataset, *targets]
+        ]
+        paper_average = published.get((method, AVERAGE)) if set(targets) == papers_targets else None
+        rows.append((column_name(label), [*cells, _beside(_mean_cell(cells[1:], s.digits), paper_average)]))
     notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
+    if table is not None:
+        notes.append(
+            f"Published values: petl_bench/data/published_{protocol}.csv (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, "
+            "each row citing its paper and table); the published Average shows only over the paper's targets."
+        )
     columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
     return Layout(
         f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
@@ -280,11 +297,14 @@ def _with_published(cells: list[Cell | None], paper) -> list[Cell | ParamCell | 
     """Base, Novel and HM cells with the published base, novel and hm (a row of the CSV) beside them."""
     if paper is None:
         return list(cells)
-    values = (paper.base, paper.novel, paper.hm)
-    return [
-        None if cell is None else Cell(cell.mean, cell.std, value, None, cell.digits, cell.key)
-        for cell, value in zip(cells, values, strict=True)
-    ]
+    return [_beside(cell, value) for cell, value in zip(cells, (paper.base, paper.novel, paper.hm), strict=True)]
+
+
+def _beside(cell: Cell | None, published: float | None) -> Cell | None:
+    """`cell` with the published value beside it (None: as it is)."""
+    if cell is None or published is None:
+        return cell
+    return Cell(cell.mean, cell.std, published, None, cell.digits, cell.key)
 
 
 # -- formats ---------------------------------------------------------------------------------------
