@@ -51,6 +51,13 @@ def record_path(cfg: RunConfig) -> Path:
     )
 
 
+def record_place(below_out: str | Path) -> tuple[str, str]:
+    """(dataset, split folder) of a record path relative to `out`, as `record_path` lays it out
+    (`runs/{dataset}/{root}/{split folder}/{run_name}/seed{K}.json`)."""
+    parts = Path(below_out).parts
+    return parts[1], parts[3]
+
+
 def check_record(record) -> str | None:
     """What makes `record` (a file's parsed JSON) unusable as a run record, or None."""
     if not isinstance(record, dict):

@@ -220,3 +220,12 @@ def test_a_lodo_sweep_through_table_and_report(office31_root, tmp_path):
     page = (out / "report" / "grids" / "lodo-test.html").read_text()
     assert "leave-one-domain-out" in page and "Office-31, 2shot" in page
     assert "every image of the held-out domain" in page
+
+
+def test_a_held_out_jobs_title_names_the_held_out_domain(tmp_path):
+    from petl_bench.sweep.grid import expand_grid
+    from petl_bench.sweep.jobs import Job
+
+    grid = expand_grid(_lodo_grid(tmp_path / "g.yaml", "dataset: vlcs\nmethods: [coop]\n"), [], str(tmp_path))
+    titles = [Job(i + 1, len(grid.runs), run, []).title for i, run in enumerate(grid.runs)]
+    assert titles == [f"[{i}/4] coop 2shot seed0, {d} held out" for i, d in enumerate(DOMAINS["vlcs"], 1)]

@@ -497,3 +497,24 @@ def test_the_transfer_layout_sets_the_published_numbers_beside_ours(tmp_path):
     elsewhere = layout(_transfer_summary(tmp_path, "pacs", {"pacs": 70.0, "caltech101": 90.0}))
     ((_, cells),) = elsewhere.blocks[0].rows
     assert [c.paper for c in cells] == [None, None, None] and len(elsewhere.notes) == 1  # not from ImageNet
+
+
+def test_a_transfer_jobs_title_names_its_source_and_target(tmp_path):
+    from petl_bench.sweep.grid import expand_grid
+    from petl_bench.sweep.jobs import Job
+
+    grid = expand_grid(_b2n_grid(tmp_path / "g.yaml", "folder"), ["data.root=/data"], str(tmp_path))
+    titles = [Job(i + 1, len(grid.runs), run, []).title for i, run in enumerate(grid.runs)]
+    assert titles == [
+        "[1/4] zeroshot 1shot seed0",
+        "[2/4] zeroshot 1shot seed0, from folder 1shot-base to folder novel classes",
+        "[3/4] coop 1shot seed0",
+        "[4/4] coop 1shot seed0, from folder 1shot-base to folder novel classes",
+    ]
+    xd = tmp_path / "xd.yaml"
+    xd.write_text(
+        "table: transfer\ndataset: pacs\nprotocol: xd\ntargets: [vlcs]\nsplits: [2shot]\nseeds: [3]\n"
+        "set: {model.arch: tiny}\nmethods: [coop-mt]\n"
+    )
+    runs = expand_grid(xd, ["data.root=/data/pacs"], str(tmp_path)).runs
+    assert Job(2, 2, runs[1], []).title == "[2/2] coop-mt 2shot seed3, from pacs 2shot to vlcs"
