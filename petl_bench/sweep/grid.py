@@ -299,9 +299,14 @@ def _datasets(path: Path, spec: dict, table: str) -> list[str]:
         raise UserError(f"{path}: datasets: each dataset once (got {', '.join(datasets)})")
     if len(datasets) > 1 and table not in SEVERAL_DATASETS:
         raise UserError(
-            f"{path}: table: a grid over several datasets takes table: {' or '.join(SEVERAL_DATASETS)} (got {table})"
+            f"{path}: table: a grid over several datasets takes table: {_one_of(SEVERAL_DATASETS)} (got {table})"
         )
     return datasets
+
+
+def _one_of(names: Sequence[str]) -> str:
+    """`a, b or c`."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 # -- reading the YAML ------------------------------------------------------------------------------
