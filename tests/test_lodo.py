@@ -141,6 +141,8 @@ def test_the_lodo_grids_dry_run_lists_a_run_per_held_out_domain():
     listed = [line.split() for line in stdout.splitlines() if line.startswith("  todo")]
     # 9 methods x (PACS 4 + VLCS 4 + Office-Home 4 + TerraIncognita 4 + DomainNet 6 held-out domains) x 3 seeds
     assert len(listed) == 9 * 22 * 3 and stdout.splitlines()[-1] == "0 done, 0 stale, 594 to run"
+    grid = "9 methods x datasets pacs, vlcs, officehome, terraincognita, domainnet x splits 16shot x seeds 0, 1, 2"
+    assert f"594 runs = {grid} x each domain held out;" in stdout
     folders = {Path(row[-1]).parts[-3] for row in listed if row[2] == "domainnet"}
     assert folders == {f"16shot-holdout-{d}" for d in DOMAINS["domainnet"]}
 
@@ -229,3 +231,12 @@ def test_a_held_out_jobs_title_names_the_held_out_domain(tmp_path):
     grid = expand_grid(_lodo_grid(tmp_path / "g.yaml", "dataset: vlcs\nmethods: [coop]\n"), [], str(tmp_path))
     titles = [Job(i + 1, len(grid.runs), run, []).title for i, run in enumerate(grid.runs)]
     assert titles == [f"[{i}/4] coop 2shot seed0, {d} held out" for i, d in enumerate(DOMAINS["vlcs"], 1)]
+
+
+def test_a_held_out_sources_transfer_keeps_its_domain_held_out_on_its_own_dataset_only():
+    from petl_bench.transfer import transfer_config
+
+    source = build_run_config("coop", "pacs", "/data/pacs", "2shot", model="tiny", overrides=["data.holdout=sketch"])
+    novel = transfer_config(source, None, None, "novel")
+    assert (novel.data.holdout, novel.data.classes) == ("sketch", "novel")
+    assert transfer_config(source, "vlcs", "/data/vlcs", "all").data.holdout == ""  # VLCS tested whole
