@@ -222,6 +222,9 @@ def test_a_lodo_sweep_through_table_and_report(office31_root, tmp_path):
     page = (out / "report" / "grids" / "lodo-test.html").read_text()
     assert "leave-one-domain-out" in page and "Office-31, 2shot" in page
     assert "every image of the held-out domain" in page
+    pages = [path.read_text() for path in (out / "report").rglob("*.html")]
+    for domain in DOMAINS["office31"]:  # each run's page says which domain it held out
+        assert sum(f"{domain} held out (trained on the other domains)" in text for text in pages) == 2  # ZS, CoOp
 
 
 def test_a_held_out_jobs_title_names_the_held_out_domain(tmp_path):
