@@ -10,7 +10,7 @@ DEMO_SETS := --set data.root=$(DEMO)/data --set model.pretrained=$(DEMO)/tiny-cl
 # pre-training step took 2.1 s of CPU with two threads, 0.09 s with one (benchmarks/tinyclip_step.py).
 demo demo-sweep beyond-demo: export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot fewshot demo-sweep beyond beyond-demo report base2novel xd dg
+.PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot fewshot demo-sweep beyond beyond-demo report base2novel xd dg lodo
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -103,6 +103,11 @@ xd dg:  ## CoCoOp's cross-dataset (xd) / domain-generalisation (dg) transfer fro
 	$(call need-data,~/data/imagenet)
 	$(call sweep,$@)
 	$(BIN)/petl-bench table $@ --out $(RESULTS)
+
+lodo:  ## DomainBed's leave-one-domain-out on PACS, VLCS, Office-Home, TerraIncognita, DomainNet (DATA/{pacs,...})
+	$(call need-data,~/data)
+	$(call sweep,lodo)
+	$(BIN)/petl-bench table lodo --out $(RESULTS)
 
 beyond:  ## Table 1's methods and the ones beyond the paper on Office-Home (DATA=its folder): table, fig1, report
 	$(call need-data,~/data/OfficeHomeDataset_10072016)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from petl_bench.errors import UserError, did_you_mean, unknown_name
 
-from .records import DEFAULT_TEMPLATE
+from .records import DEFAULT_TEMPLATE, MINIDOMAINNET_DOMAINS, OFFICEHOME_DOMAINS
 
 # `a+b+c`: one run over the tasks of several datasets, in the order given (`pacs+vlcs` and `vlcs+pacs`
 # differ: task order decides the tables' rows and the order the tasks' batches are drawn in).
@@ -50,6 +50,18 @@ TITLES = {
 PAPER_SPLITS = {
     "officehome": {"10pct": 6, "20pct": 12},
     "minidomainnet": {"1pct": 3, "2pct": 6},
+}
+
+# The domains (tasks, in task order) of each multi-domain dataset, as its reader names them
+# (datasets.SPECS, records.py; a test keeps them equal): what `data.holdout` may name.
+DOMAINS = {
+    "officehome": tuple(OFFICEHOME_DOMAINS),
+    "minidomainnet": tuple(MINIDOMAINNET_DOMAINS),
+    "pacs": ("art_painting", "cartoon", "photo", "sketch"),
+    "vlcs": ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
+    "office31": ("amazon", "dslr", "webcam"),
+    "terraincognita": ("location_38", "location_43", "location_46", "location_100"),
+    "domainnet": ("clipart", "infograph", "painting", "quickdraw", "real", "sketch"),
 }
 
 # CoOp's benchmark (Zhou et al., IJCV 2022): its 11 few-shot datasets, then ImageNet's shifted
@@ -174,12 +186,17 @@ def canonical_split(dataset: str, split: str) -> str:
     return f"{parse_shots(dataset, split)}shot"
 
 
-def split_folder(dataset: str, split: str, classes: str = "all") -> str:
-    """The path component of a split's and a run's files: `16shot`, or `16shot-base` for a class
-    subset, so base, novel and all-class runs never share a split file or a record (and the paths of
-    all-class runs are what they were before subsets existed)."""
-    canonical = canonical_split(dataset, split)
-    return canonical if classes == "all" else f"{canonical}-{classes}"
+def split_folder(dataset: str, split: str, classes: str = "all", holdout: str = "") -> str:
+    """The path component of a split's and a run's files: `16shot`, `16shot-base` for a class
+    subset, `16shot-holdout-sketch` for a leave-one-domain-out run, so base, novel, held-out and
+    all-class runs never share a split file or a record (and the paths of all-class runs are what
+    they were before subsets existed)."""
+    folder = canonical_split(dataset, split)
+    if classes != "all":
+        folder += f"-{classes}"
+    if holdout:
+        folder += f"-holdout-{holdout.replace(' ', '_')}"  # Office-Home's `Real World`
+    return folder
 
 
 def paper_split(dataset: str, split: str) -> str:

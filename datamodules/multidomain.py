@@ -13,7 +13,8 @@ it), its test batches are cached image features (`testsets.py`).
 
 A class subset (`data.classes` base or novel, CoOp's base-to-novel protocol) is taken from the
 manifest as it is read, before anything else sees it: the split, the tasks and the test all see the
-subset's classes only, relabelled from 0.
+subset's classes only, relabelled from 0. A held-out domain (`data.holdout`, leave-one-domain-out:
+`holdout.py`) makes the manifest one task, trained on the pooled other domains and tested on it.
 
 Images that cannot be decoded are skipped at every stage and named in `skipped_images`: the split
 decodes the images it draws for training and draws again where one fails, the test leaves out
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from .catalog import PAPER_BATCH_SIZE
 from .classes import subsample_classes
 from .counts import warn_if_short
 from .device_images import RandomResizedCropFlip, decode_on
+from .holdout import as_read, draw_held_out_split, held_out
 from .loading import EncodedBatch, EncodedFiles, ImageFiles, collate_encoded, collate_train, make_loader
 from .manifest import read_manifest
 from .records import Manifest, Record, Task
@@ -83,6 +86,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         self.val_records: list[Record] = []  # a fixed split's validation shots; none for a pool
         self.test_records: list[Record] = []
         self.split_file: Path | None = None
+        # A leave-one-domain-out run's pooled source: the images of the domains not held out -> their domain
+        self.source_domains: dict[str, str] = {}
         self.split_sha256: str | None = None
         self.unreadable: dict[str, str] = {}  # path -> reason, found after the manifest was read
         self.timings: dict[str, float] = {}  # seconds spent reading the manifest, drawing the split
@@ -111,6 +116,8 @@ class MultiDomainDataModule(L.LightningDataModule):
         for part in manifest.parts or (manifest,):
             warn_if_short(part.dataset, part)  # the dataset's counts are of all its classes
         manifest = subsample_classes(manifest, self.cfg.classes)  # before the split is drawn
+        if self.cfg.holdout:
+            manifest, self.source_domains = held_out(manifest, self.cfg.holdout)
         # data.template, where given, replaces the dataset's own: every task prompts with it.
         return manifest.with_template(self.cfg.template) if self.cfg.template else manifest
 
@@ -149,12 +156,18 @@ class MultiDomainDataModule(L.LightningDataModule):
     def _draw_split(self) -> None:
         checks = self.manifest.checks
         start = time.perf_counter()
-        split = draw_split(self.manifest, self.shots, self.cfg.seed, self._unreadable if checks else None)
+        unreadable = self._unreadable if checks else None
+        if self.cfg.holdout:
+            split = draw_held_out_split(self.manifest, self.source_domains, self.shots, self.cfg.seed, unreadable)
+        else:
+            split = draw_split(self.manifest, self.shots, self.cfg.seed, unreadable)
         self.train_records, self.val_records, self.test_records = split.train, split.val, split.test
         if checks:
             checks.save()
-        path = split_path(self.out, self.cfg.dataset, self.cfg.root, self.cfg.split, self.cfg.seed, self.cfg.classes)
-        self.split_sha256 = write_split(path, split)
+        cfg = self.cfg
+        path = split_path(self.out, cfg.dataset, cfg.root, cfg.split, cfg.seed, cfg.classes, cfg.holdout)
+        written = as_read(split, self.source_domains, cfg.holdout) if cfg.holdout else split  # each image's own domain
+        self.split_sha256 = write_split(path, written)
         self.split_file = path
         self.timings["split_s"] = round(time.perf_counter() - start, 3)
 
@@ -218,8 +231,13 @@ class MultiDomainDataModule(L.LightningDataModule):
     # -- test -------------------------------------------------------------------------------------
     def test_sets(self, cached: bool = True) -> TaskTestSets:
         """Where the test batches come from (`testsets.py`); `cached=False`: every image decoded."""
+        # A held-out domain's images alone key its cache entries, as the domain's do in a run of every
+        # domain: the two runs share them.
+        tested = self.manifest
+        if self.source_domains:
+            tested = replace(tested, records=[r for r in tested.records if r.path not in self.source_domains])
         return TaskTestSets(
-            self.manifest,
+            tested,
             self.cache if cached else None,
             self.test_transform,
             self.cfg.eval_batch_size,

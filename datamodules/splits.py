@@ -191,8 +191,11 @@ def write_split(path: Path, split: Split) -> str:
     return hashlib.sha256(text.encode("utf-8", FILE_NAMES)).hexdigest()
 
 
-def split_path(out: Path, dataset: str, root: str, split: str, seed: int, classes: str = "all") -> Path:
+def split_path(
+    out: Path, dataset: str, root: str, split: str, seed: int, classes: str = "all", holdout: str = ""
+) -> Path:
     """`{out}/splits/{dataset}/{root}/{Nshot}/seed{K}.csv`: a split of another root is another file,
-    and so is one of a class subset (`{Nshot}-base`: `catalog.split_folder`)."""
-    folder = split_folder(dataset, split, classes)
+    and so is one of a class subset or a held-out domain (`{Nshot}-base`, `{Nshot}-holdout-sketch`:
+    `catalog.split_folder`)."""
+    folder = split_folder(dataset, split, classes, holdout)
     return Path(out) / "splits" / dataset / root_folder(root) / folder / f"seed{seed}.csv"

@@ -29,14 +29,16 @@ from typing import Any
 from .datamodules.catalog import (
     CLASS_SUBSETS,
     DATASETS,
+    DOMAINS,
     PAPER_BATCH_SIZE,
     PAPER_SPLITS,
+    TITLES,
     canonical_dataset,
     canonical_split,
     dataset_problem,
     own_template,
 )
-from .errors import UserError, near_names
+from .errors import UserError, did_you_mean, near_names
 
 DEFAULT_ARCH = "ViT-B-16"
 DEFAULT_PRETRAINED = "openai"
@@ -141,6 +143,10 @@ class DataConfig:
     template: str = rule("", template=True)
     # The classes a run trains and tests on: all, or CoOp's base / novel half (datamodules/classes.py)
     classes: str = rule("all", choices=CLASS_SUBSETS)
+    # Leave-one-domain-out (DomainBed's protocol): "" trains and tests every domain; a domain of the
+    # dataset (catalog.DOMAINS, checked by `check_sections`) is held out: the run trains on the others
+    # pooled as one task and tests on every image of this one (datamodules/holdout.py)
+    holdout: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, str):  # `pacs + vlcs` is `pacs+vlcs`: one record path, one hash
@@ -303,6 +309,8 @@ class RunConfig:
             del data["template"]  # the dataset's own, however spelt, hashes as configs did before the field
         if data.get("classes") == "all":  # the default is what every run before class subsets ran: its hash stays
             data.pop("classes")
+        if data.get("holdout") == "":  # likewise for every run before leave-one-domain-out
+            data.pop("holdout")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -352,6 +360,25 @@ def check_sections(cfg: RunConfig) -> None:
         raise UserError(
             f"train.iterations={cfg.train.iterations}: optim.schedule=dassl steps once per epoch; "
             "an iteration-based run takes optim.schedule=linear-cosine"
+        )
+    if cfg.data.holdout:
+        check_holdout(cfg.method, cfg.data.dataset, cfg.data.holdout)
+
+
+def check_holdout(method: str, dataset: str, holdout: str) -> None:
+    """A held-out domain is one of the dataset's, and the method is no `-mt` variant: the run's one
+    task (the pooled source) gives a multi-task method's shared set exactly its single-task sibling's."""
+    domains = DOMAINS.get(dataset)
+    if domains is None:
+        multi = ", ".join(TITLES[d] for d in DOMAINS)
+        raise UserError(f"data.holdout={holdout!r}: {dataset} has no domains to hold out (multi-domain: {multi})")
+    if holdout not in domains:
+        hint = did_you_mean(holdout, domains) or f"its domains: {', '.join(domains)}"
+        raise UserError(f"data.holdout={holdout!r}: not a domain of {TITLES[dataset]} ({hint})")
+    if method.endswith("-mt"):
+        raise UserError(
+            f"{method} on data.holdout={holdout}: a leave-one-domain-out run trains one task (the pooled source "
+            f"domains), where a shared set is {method.removesuffix('-mt')}'s; run {method.removesuffix('-mt')}"
         )
 
 

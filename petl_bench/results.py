@@ -3,7 +3,8 @@
 A record lands at `{out}/runs/{dataset}/{root}/{Nshot}/{run_name}/seed{K}.json`, `{root}` being
 `config.root_folder(data.root)`, so runs of two dataset roots under one `--out` never share a
 record, a run folder (checkpoints, logs, lock) or a split file; nor do runs of two class subsets
-(`{Nshot}-base`, `{Nshot}-novel`: `catalog.split_folder`). Records carry `schema` (`SCHEMA`);
+(`{Nshot}-base`, `{Nshot}-novel`: `catalog.split_folder`), nor of two held-out domains
+(`{Nshot}-holdout-sketch`). Records carry `schema` (`SCHEMA`);
 `check_record` says what is wrong with one, and every reader of records (tables, figures, the
 report, a sweep's states, `run`'s "already done") goes through `load_record`, so one odd file is
 listed with its reason and skipped, never fatal. A record written before `schema` existed reads
@@ -38,7 +39,7 @@ JSON_TYPES = {list: "array", type(None): "null", str: "string", int: "number", f
 
 
 def record_path(cfg: RunConfig) -> Path:
-    split = split_folder(cfg.data.dataset, cfg.data.split, cfg.data.classes)
+    split = split_folder(cfg.data.dataset, cfg.data.split, cfg.data.classes, cfg.data.holdout)
     return (
         Path(cfg.out)
         / "runs"
@@ -48,6 +49,13 @@ def record_path(cfg: RunConfig) -> Path:
         / safe_name(cfg.run_name, "run name")
         / f"seed{cfg.data.seed}.json"
     )
+
+
+def record_place(below_out: str | Path) -> tuple[str, str]:
+    """(dataset, split folder) of a record path relative to `out`, as `record_path` lays it out
+    (`runs/{dataset}/{root}/{split folder}/{run_name}/seed{K}.json`)."""
+    parts = Path(below_out).parts
+    return parts[1], parts[3]
 
 
 def check_record(record) -> str | None:

@@ -140,6 +140,8 @@ def _scan_and_split(data: MultiDomainDataModule) -> None:
             f"{sum(len(part.classnames) for part in manifest.parts or (manifest,))} classes"
         )
     subset = f" of the {data.cfg.classes} classes" if data.cfg.classes != "all" else ""
+    if data.cfg.holdout:
+        subset += f" from every domain but {data.cfg.holdout}, pooled as one task (tested on {data.cfg.holdout})"
     with phase("split", f"drawing {data.cfg.split}{subset}, seed {data.cfg.seed}") as split:
         data.setup("fit")
         val = f", {len(data.val_records):,} validation" if data.val_records else ""
@@ -430,6 +432,7 @@ def run_record(
         "root": resolved_root(cfg.data.root),
         "split": canonical_split(cfg.data.dataset, cfg.data.split),
         "classes": cfg.data.classes,  # all, or CoOp's base / novel half
+        "holdout": cfg.data.holdout,  # "", or the domain left out of training and tested (leave-one-domain-out)
         "seed": cfg.data.seed,
         "model": cfg.model.arch,
         "pretrained": cfg.model.pretrained,

@@ -6,7 +6,8 @@ run's config and trained parameters (built with its resolved method config, its 
 dataset, root and classes in its data section and `transfer_from` naming the source. Its record
 lands beside the target's runs under the source's results folder, its run name ending in the source's
 config hash (`coop-from-3fa2b1c0d4`). The split's shots and seed stay the source's: a pooled dataset
-tests what that draw leaves, a dataset with a test part tests that part.
+tests what that draw leaves, a dataset with a test part tests that part; a leave-one-domain-out
+source's held-out domain stays held out on its own dataset (its novel classes), not on another.
 
 Refused, each in one line: a method that cannot score classes it was not trained on
 (`PetlModule.open_vocabulary` False: a linear probe) on another dataset or class subset; a method
@@ -82,7 +83,9 @@ def transfer_config(source: RunConfig, dataset: str | None, root: str | None, cl
         if target != cfg.data.dataset:
             raise UserError(f"--root: the {target} folder is needed (the source ran on {cfg.data.dataset})")
         root = cfg.data.root
-    data = dataclasses.replace(cfg.data, dataset=target, root=root, classes=classes)
+    # A held-out domain is the source's own dataset's: another dataset is tested whole.
+    holdout = cfg.data.holdout if target == cfg.data.dataset else ""
+    data = dataclasses.replace(cfg.data, dataset=target, root=root, classes=classes, holdout=holdout)
     if (data.dataset, resolved_root(data.root), data.classes) == (
         cfg.data.dataset,
         resolved_root(cfg.data.root),

@@ -116,7 +116,10 @@ def test_a_coop_dataset_runs_on_coop_s_folder_name():
         ({"datasets": "pacs"}, "datasets: expected a list, got 'pacs'"),
         ({"datasets": ["pacs", "cifar"]}, "datasets: unknown dataset 'cifar' (known: "),
         ({"datasets": ["pacs", "vlcs", "pacs"]}, "datasets: each dataset once (got pacs, vlcs, pacs)"),
-        ({"table": "table1"}, "table: a grid over several datasets takes table: fewshot or base2novel (got table1)"),
+        (
+            {"table": "table1"},
+            "table: a grid over several datasets takes table: fewshot, base2novel or lodo (got table1)",
+        ),
         ({"splits": ["10pct"]}, "splits: unknown split '10pct' for pacs"),
     ],
 )

@@ -358,7 +358,7 @@ def test_protocol_grid_keys_refused_in_one_line(tmp_path):
     for extra, message in (
         ("protocol: xd\n", "targets: the xd and dg protocols name their target datasets, and only they"),
         ("targets: [vlcs]\n", "targets: the xd and dg protocols name their target datasets, and only they"),
-        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg)"),
+        ("protocol: fewshot\n", "protocol: unknown 'fewshot' (known: base2novel, xd, dg, lodo)"),
         (
             "protocol: base2novel\nclasses: novel\n",
             "classes: the base2novel protocol trains on the base classes itself",
@@ -443,3 +443,78 @@ def test_a_sweep_starts_the_transfers_once_their_sources_ended(tmp_path, monkeyp
     transfer = results[1].job.argv
     assert transfer[:2] == ["eval", f"--from={record_path(grid.runs[0].cfg)}"]  # the base run's record
     assert transfer[2:] == ["--dataset=folder", "--root=/data", "--classes=novel", "--no-progress", "--if-locked=skip"]
+
+
+# -- 6. published cross-dataset and domain-generalisation numbers ------------------------------------------
+@pytest.mark.parametrize("protocol, targets", [("xd", COOP_11[1:]), ("dg", VARIANTS)])
+def test_every_published_transfer_row_is_cited_and_averages_its_targets(protocol, targets):
+    from petl_bench.report.paper import published_transfer
+
+    table = published_transfer(protocol)
+    assert {"coop", "cocoop", "kgcoop", "maple", "promptsrc"} <= set(table.method)
+    assert table.source.str.len().gt(20).all() and table.accuracy.between(0, 100).all()
+    for method, rows in table.groupby("method"):
+        assert sorted(rows.dataset) == sorted(["imagenet", *targets, "average"]), method
+        values = rows.set_index("dataset").accuracy
+        assert abs(values[list(targets)].mean() - values["average"]) <= 0.005 + 1e-9, method  # to the printed rounding
+
+
+def _transfer_summary(tmp_path, source: str, accuracy: dict[str, float]):
+    import pandas as pd
+
+    from petl_bench.report.summary import Summary
+
+    seeds = pd.DataFrame(
+        [
+            {"label": "coop", "method": "coop", "dataset": dataset, "split": "16shot", "seed": 1, "task": "average",
+             "task_index": 0, "accuracy": value, "trainable_params": 8192}
+            for dataset, value in accuracy.items()
+        ]
+    )  # fmt: skip
+    return Summary(
+        "t", "transfer", [source], ["coop"], {"coop": "coop"}, ["16shot"], ["average"], seeds, pd.DataFrame(), {},
+        tmp_path, len(accuracy), [], [],
+    )  # fmt: skip
+
+
+def test_the_transfer_layout_sets_the_published_numbers_beside_ours(tmp_path):
+    from petl_bench.report.tables import layout
+
+    dg = {"imagenet": 70.0, "imagenetv2": 60.0, "imagenet_sketch": 50.0, "imagenet_a": 40.0, "imagenet_r": 30.0}
+    ((_, cells),) = layout(_transfer_summary(tmp_path, "imagenet", dg)).blocks[0].rows
+    assert [(c.mean, c.paper) for c in cells] == [
+        (70.0, 71.51),
+        (60.0, 64.20),
+        (50.0, 47.99),
+        (40.0, 49.71),
+        (30.0, 75.21),
+        (45.0, 59.28),
+    ]  # fmt: skip  (CoOp in CoCoOp's Table 3; the average of its four targets)
+    one = layout(_transfer_summary(tmp_path, "imagenet", {"imagenet": 70.0, "caltech101": 90.0}))
+    ((_, cells),) = one.blocks[0].rows
+    assert [(c.mean, c.paper) for c in cells] == [(70.0, 71.51), (90.0, 93.70), (90.0, None)]  # not the paper's targets
+    assert "published_xd.csv" in one.notes[-1]
+    elsewhere = layout(_transfer_summary(tmp_path, "pacs", {"pacs": 70.0, "caltech101": 90.0}))
+    ((_, cells),) = elsewhere.blocks[0].rows
+    assert [c.paper for c in cells] == [None, None, None] and len(elsewhere.notes) == 1  # not from ImageNet
+
+
+def test_a_transfer_jobs_title_names_its_source_and_target(tmp_path):
+    from petl_bench.sweep.grid import expand_grid
+    from petl_bench.sweep.jobs import Job
+
+    grid = expand_grid(_b2n_grid(tmp_path / "g.yaml", "folder"), ["data.root=/data"], str(tmp_path))
+    titles = [Job(i + 1, len(grid.runs), run, []).title for i, run in enumerate(grid.runs)]
+    assert titles == [
+        "[1/4] zeroshot 1shot seed0",
+        "[2/4] zeroshot 1shot seed0, from folder 1shot-base to folder novel classes",
+        "[3/4] coop 1shot seed0",
+        "[4/4] coop 1shot seed0, from folder 1shot-base to folder novel classes",
+    ]
+    xd = tmp_path / "xd.yaml"
+    xd.write_text(
+        "table: transfer\ndataset: pacs\nprotocol: xd\ntargets: [vlcs]\nsplits: [2shot]\nseeds: [3]\n"
+        "set: {model.arch: tiny}\nmethods: [coop-mt]\n"
+    )
+    runs = expand_grid(xd, ["data.root=/data/pacs"], str(tmp_path)).runs
+    assert Job(2, 2, runs[1], []).title == "[2/2] coop-mt 2shot seed3, from pacs 2shot to vlcs"

@@ -90,8 +90,23 @@ def published_base2novel() -> pd.DataFrame:
     """Published base-to-novel results (`data/published_base2novel.csv`, `#` lines: what they are):
     method (our registry name), dataset (or "average": the paper's mean over its 11 datasets),
     base, novel, hm as printed, and the row's source."""
-    text = resources.files("petl_bench").joinpath("data", "published_base2novel.csv").read_text()
-    return pd.read_csv(io.StringIO(text), comment="#", dtype={"base": float, "novel": float, "hm": float})
+    return _published("published_base2novel.csv", ("base", "novel", "hm"))
+
+
+TRANSFER_PROTOCOLS = ("xd", "dg")  # cross-dataset, domain generalisation: data/published_{protocol}.csv
+
+
+def published_transfer(protocol: str) -> pd.DataFrame:
+    """Published transfer results from ImageNet, cross-dataset (`xd`) or domain generalisation (`dg`)
+    (`data/published_{protocol}.csv`, `#` lines: what they are): method (our registry name),
+    dataset (the source `imagenet`, a target, or "average": the mean over the targets), accuracy
+    as printed, and the row's source."""
+    return _published(f"published_{protocol}.csv", ("accuracy",))
+
+
+def _published(name: str, numbers: tuple[str, ...]) -> pd.DataFrame:
+    text = resources.files("petl_bench").joinpath("data", name).read_text()
+    return pd.read_csv(io.StringIO(text), comment="#", dtype=dict.fromkeys(numbers, float))
 
 
 def harmonic_mean(base: float, novel: float) -> float:

@@ -32,6 +32,8 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
     title = (
         f"{run_label(record, argv)} on {dataset_name(dataset)} {split_name(dataset, split)}, seed {record.get('seed')}"
     )
+    if record.get("holdout"):  # leave-one-domain-out: what it was tested on is what it never saw
+        title += f", {record['holdout']} held out (trained on the other domains)"
     body = [
         f"<h1>{esc(title)}</h1>",
         _membership(site, page, record, grids),

@@ -35,6 +35,7 @@ RECORD_FIELDS = [
     "config_sha256",
     "trainable_params",
     "classes",
+    "holdout",
 ]
 RECORD_COLUMNS = ["path", *RECORD_FIELDS, "synthetic", "task", "task_index", "accuracy"]
 
@@ -52,7 +53,9 @@ def load_records(out: Path) -> tuple[pd.DataFrame, dict[str, str]]:
                     "path": str(path),
                     **{k: record.get(k) for k in RECORD_FIELDS},
                     # a class subset's records are a split of their own, as their folder is: 16shot-base
-                    "split": split_folder(record["dataset"], record["split"], record.get("classes", "all")),
+                    "split": split_folder(
+                        record["dataset"], record["split"], record.get("classes", "all"), record.get("holdout") or ""
+                    ),
                     "synthetic": bool(record.get("synthetic", False)),
                     "task": task,
                     "task_index": order.index(task) if task in order else len(order),
@@ -70,7 +73,7 @@ def expected_runs(grid) -> pd.DataFrame:
             "label": run.label,
             "method": run.cfg.method,
             "dataset": run.cfg.data.dataset,
-            "split": split_folder(run.cfg.data.dataset, run.cfg.data.split, run.cfg.data.classes),
+            "split": split_folder(run.cfg.data.dataset, run.cfg.data.split, run.cfg.data.classes, run.cfg.data.holdout),
             "seed": run.cfg.data.seed,
             "model": run.cfg.model.arch,
             "pretrained": run.cfg.model.pretrained,

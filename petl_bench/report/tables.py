@@ -1,4 +1,5 @@
-"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot|fewshot`.
+"""Paper-style tables of a `Summary`: `petl-bench table table1|table2|ablation|kshot|fewshot|base2novel|
+transfer|lodo`.
 
 The layouts are the paper's (Tables 1-2: tasks x methods per split; Table 3: variants x splits;
 Figure 5 as numbers: methods x shots per task) and CoOp's benchmark (fewshot: per shot count,
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from ..datamodules.catalog import DOMAINS, IMAGENET_VARIANTS
 from ..files import write_text_atomic
 from .paper import (
     DATASETS_NAMED,
@@ -25,6 +28,7 @@ from .paper import (
     harmonic_mean,
     paper_params,
     published_base2novel,
+    published_transfer,
     split_name,
 )
 from .summary import AVERAGE, Cell, Summary, number_or_none
@@ -67,6 +71,7 @@ def layout(summary: Summary) -> Layout:
         "fewshot": fewshot_layout,
         "base2novel": base2novel_layout,
         "transfer": transfer_layout,
+        "lodo": lodo_layout,
     }
     return layouts.get(summary.table, main_layout)(summary)
 
@@ -205,20 +210,67 @@ def base2novel_layout(s: Summary) -> Layout:
 
 def transfer_layout(s: Summary) -> Layout:
     """CoCoOp's Tables 2-3 (cross-dataset, domain generalisation): methods x the source dataset (its
-    own test) and each target its runs were transferred to, then the average over the targets."""
+    own test) and each target its runs were transferred to, then the average over the targets; from
+    ImageNet, the published value beside ours (`published_transfer`: dg where every target is an
+    ImageNet variant, else xd), the published average only over the paper's very targets."""
     average = s.seeds[s.seeds.task == AVERAGE]
     targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
+    protocol = "dg" if targets and set(targets) <= set(IMAGENET_VARIANTS) else "xd"
+    table = published_transfer(protocol) if s.dataset == "imagenet" else None
+    published = {} if table is None else {(r.method, r.dataset): r.accuracy for r in table.itertuples()}
+    papers_targets = set() if table is None else set(table.dataset) - {"imagenet", AVERAGE}
     rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
     for label in s.labels:
-        cells = [_runs_cell(average, dataset, label, s.digits) for dataset in [s.dataset, *targets]]
-        found = [cell.mean for cell in cells[1:] if cell is not None]
-        mean = Cell(sum(found) / len(found), digits=s.digits) if targets and len(found) == len(targets) else None
-        rows.append((column_name(label), [*cells, mean]))
+        method = s.methods[label]
+        cells = [
+            _beside(_runs_cell(average, dataset, label, s.digits), published.get((method, dataset)))
+            for dataset in [s.dataset, *targets]
+        ]
+        paper_average = published.get((method, AVERAGE)) if set(targets) == papers_targets else None
+        rows.append((column_name(label), [*cells, _beside(_mean_cell(cells[1:], s.digits), paper_average)]))
     notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
+    if table is not None:
+        notes.append(
+            f"Published values: petl_bench/data/published_{protocol}.csv (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, "
+            "each row citing its paper and table); the published Average shows only over the paper's targets."
+        )
     columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
     return Layout(
         f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
     )
+
+
+def lodo_layout(s: Summary) -> Layout:
+    """DomainBed's leave-one-domain-out tables: per dataset (and shot count) a row per held-out domain
+    and their average, a column per method; a cell is the mean ± std over seeds of the runs that held
+    that domain out."""
+    average = s.seeds[s.seeds.task == AVERAGE]
+    blocks = []
+    for dataset in s.datasets:
+        for shots in dict.fromkeys(split.partition("-")[0] for split in s.splits):
+            runs = average[average.split.str.startswith(f"{shots}-")]
+            rows: list[tuple[str, list[LayoutCell]]] = [
+                (domain, [_runs_cell(runs[runs.holdout == domain], dataset, label, s.digits) for label in s.labels])
+                for domain in DOMAINS[dataset]
+            ]
+            means: list[LayoutCell] = [
+                _mean_cell([cells[i] for _, cells in rows], s.digits) for i in range(len(s.labels))
+            ]
+            blocks.append(Block(f"{dataset_name(dataset)}, {shots}", [*rows, ("Average", means)]))
+    notes = [
+        "A row: the runs that held its domain out, trained on the dataset's other domains pooled as one task "
+        "(the shots per class drawn from the pool), tested on every image of the held-out domain (DomainBed's "
+        "protocol). Average: the mean over the held-out domains of each one's seed mean; blank unless every "
+        "domain has runs."
+    ]
+    title = f"{s.name}: leave-one-domain-out, accuracy (%) on the held-out domain"
+    return Layout(title, "held out", [column_name(label) for label in s.labels], blocks, notes)
+
+
+def _mean_cell(cells: Sequence[LayoutCell], digits: int) -> Cell | None:
+    """The mean of the cells' means (no std), or None unless every one has a value."""
+    found = [cell.mean for cell in cells if isinstance(cell, Cell)]
+    return Cell(sum(found) / len(found), digits=digits) if cells and len(found) == len(cells) else None
 
 
 def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> Cell | None:
@@ -245,11 +297,14 @@ def _with_published(cells: list[Cell | None], paper) -> list[Cell | ParamCell | 
     """Base, Novel and HM cells with the published base, novel and hm (a row of the CSV) beside them."""
     if paper is None:
         return list(cells)
-    values = (paper.base, paper.novel, paper.hm)
-    return [
-        None if cell is None else Cell(cell.mean, cell.std, value, None, cell.digits, cell.key)
-        for cell, value in zip(cells, values, strict=True)
-    ]
+    return [_beside(cell, value) for cell, value in zip(cells, (paper.base, paper.novel, paper.hm), strict=True)]
+
+
+def _beside(cell: Cell | None, published: float | None) -> Cell | None:
+    """`cell` with the published value beside it (None: as it is)."""
+    if cell is None or published is None:
+        return cell
+    return Cell(cell.mean, cell.std, published, None, cell.digits, cell.key)
 
 
 # -- formats ---------------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def sweep(
     with_status = list(zip(grid.runs, statuses, strict=True))
     several = len(grid.datasets) > 1
     datasets = f"datasets {grid.dataset} x " if several else ""
+    held_out = " x each domain held out" if any(run.cfg.data.holdout for run in grid.runs) else ""
     print(
         f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x {datasets}splits {', '.join(grid.splits)} "
-        f"x seeds {', '.join(map(str, grid.seeds))}{'' if several else f' on {grid.dataset}'}; "
+        f"x seeds {', '.join(map(str, grid.seeds))}{held_out}{'' if several else f' on {grid.dataset}'}; "
         f"records under {grid.out / 'runs'}"
     )
     unusable = state.unusable_records([run for run, status in with_status if status == "todo"])

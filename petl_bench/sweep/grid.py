@@ -4,7 +4,7 @@ A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
     table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot | base2novel
-                                 # | transfer
+                                 # | transfer | lodo
     dataset: officehome          # a name in config.DATASETS (or several joined: a+b); or `datasets: [a, b, ...]`
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
@@ -15,6 +15,8 @@ A grid file (`benchmarks/*.yaml`):
                                  # xd | dg: each run, then its transfer to every dataset of `targets`
     targets: [caltech101, dtd]   # xd, dg: the target datasets, each in the folder catalog.DATASET_FOLDERS
                                  # names beside the source's root (DATA/imagenet -> DATA/caltech-101)
+                                 # lodo: leave-one-domain-out, each run once per domain of its dataset held
+                                 # out (data.holdout: catalog.DOMAINS), trained on the others pooled
     set:                         # `section.key: value` for every run, as `--set` (optional)
       data.batch_size: 16
     methods:                     # table rows, in order
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import itertools
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,7 +58,14 @@ from pathlib import Path
 import yaml
 
 from ..config import CLASS_SUBSETS, DATASETS, RECIPES, RunConfig, parse_value
-from ..datamodules.catalog import canonical_dataset, dataset_folder, dataset_parts, dataset_problem, parse_shots
+from ..datamodules.catalog import (
+    DOMAINS,
+    canonical_dataset,
+    dataset_folder,
+    dataset_parts,
+    dataset_problem,
+    parse_shots,
+)
 from ..errors import UserError
 from ..files import safe_name
 from ..registry import get_method
@@ -64,14 +74,15 @@ from ..runargs import build_run_config
 from ..transfer import transfer_config
 
 BENCHMARKS = Path(str(importlib.resources.files("petl_bench.benchmarks")))  # of the checkout, or the installed wheel
-TABLES = ("table1", "table2", "ablation", "kshot", "fewshot", "base2novel", "transfer")
+TABLES = ("table1", "table2", "ablation", "kshot", "fewshot", "base2novel", "transfer", "lodo")
 BY_DATASET = "fewshot"  # the table whose columns are datasets (each record counts by its average)
-SEVERAL_DATASETS = (BY_DATASET, "base2novel")  # the tables a grid over several datasets takes
+SEVERAL_DATASETS = (BY_DATASET, "base2novel", "lodo")  # the tables a grid over several datasets takes
 GRID_KEYS = (
     *("name", "table", "dataset", "datasets", "splits", "seeds", "recipe", "classes", "protocol", "targets"),
     *("set", "methods", "slurm"),
 )
-PROTOCOLS = ("base2novel", "xd", "dg")  # CoCoOp's base-to-novel, cross-dataset and domain-generalisation protocols
+# CoCoOp's base-to-novel, cross-dataset and domain-generalisation protocols; DomainBed's leave-one-domain-out
+PROTOCOLS = ("base2novel", "xd", "dg", "lodo")
 ENTRY_KEYS = ("method", "label", "recipe", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -181,32 +192,43 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         where = f"methods[{i}]"
         method, label, recipe, entry_sets = _entry(path, where, entry, grid_recipe)
         labels.append(label)
+        if protocol == "lodo":
+            _check_lodo(path, datasets, [*grid_sets, *entry_sets, *run_sets])
         for dataset in datasets:
-            for split in splits:
-                for seed in seeds:
-                    cfg = _in(
-                        path, where, _build, method, dataset, split, seed, out, recipe, grid_sets + entry_sets, run_sets
-                    )
-                    roots.append(cfg.data.root)
-                    if len(datasets) > 1:
-                        cfg = dataset_root(cfg)
-                    made = [GridRun(label, cfg)]  # the run, then the transfer runs of its protocol
-                    if protocol == "base2novel":
-                        made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
-                    for target in targets:
-                        root = _beside(cfg.data.root, target)
-                        made.append(
-                            GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes))
+            holdouts = DOMAINS[dataset] if protocol == "lodo" else ("",)
+            for split, seed, holdout in itertools.product(splits, seeds, holdouts):
+                held = [f"data.holdout={holdout}"] if holdout else []
+                cfg = _in(
+                    path,
+                    where,
+                    _build,
+                    method,
+                    dataset,
+                    split,
+                    seed,
+                    out,
+                    recipe,
+                    grid_sets + entry_sets,
+                    run_sets + held,
+                )
+                roots.append(cfg.data.root)
+                if len(datasets) > 1:
+                    cfg = dataset_root(cfg)
+                made = [GridRun(label, cfg)]  # the run, then the transfer runs of its protocol
+                if protocol == "base2novel":
+                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
+                for target in targets:
+                    root = _beside(cfg.data.root, target)
+                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes)))
+                for run in made:
+                    key = record_of(run)
+                    if key in seen and seen[key] != label:
+                        raise UserError(
+                            f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
+                            f"({key.parent.name}); give one of them another setting"
                         )
-                    for run in made:
-                        key = record_of(run)
-                        if key in seen and seen[key] != label:
-                            raise UserError(
-                                f"{path}: {where} ({label!r}) makes the same runs as {seen[key]!r} "
-                                f"({key.parent.name}); give one of them another setting"
-                            )
-                        seen[key] = label
-                    runs.extend(made)
+                    seen[key] = label
+                runs.extend(made)
     if len(set(labels)) != len(labels):
         raise UserError(f"{path}: methods: labels must differ (got {labels})")
     name = _in(path, "name", safe_name, str(spec.get("name") or path.stem), "grid name")  # tables/{name}.md
@@ -225,6 +247,16 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         text=text,
         root=roots[0] if roots else "",
     )
+
+
+def _check_lodo(path: Path, datasets: list[str], items: list[str]) -> None:
+    """A lodo grid's datasets have domains, and no `set` names the domain it holds out."""
+    for dataset in datasets:
+        if dataset not in DOMAINS:
+            multi = ", ".join(DOMAINS)
+            raise UserError(f"{path}: datasets: {dataset} has no domains to hold out (the lodo protocol takes {multi})")
+    if any(item.partition("=")[0].strip() == "data.holdout" for item in items):
+        raise UserError(f"{path}: set: the lodo protocol holds out each domain itself (no data.holdout)")
 
 
 def dataset_root(cfg: RunConfig) -> RunConfig:
@@ -274,9 +306,14 @@ def _datasets(path: Path, spec: dict, table: str) -> list[str]:
         raise UserError(f"{path}: datasets: each dataset once (got {', '.join(datasets)})")
     if len(datasets) > 1 and table not in SEVERAL_DATASETS:
         raise UserError(
-            f"{path}: table: a grid over several datasets takes table: {' or '.join(SEVERAL_DATASETS)} (got {table})"
+            f"{path}: table: a grid over several datasets takes table: {_one_of(SEVERAL_DATASETS)} (got {table})"
         )
     return datasets
+
+
+def _one_of(names: Sequence[str]) -> str:
+    """`a, b or c`."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 # -- reading the YAML ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..results import read_record
+from ..results import read_record, record_place
 from .grid import GridRun, record_of
 
 
@@ -26,9 +26,18 @@ class Job:
 
     @property
     def title(self) -> str:
+        """`[3/8] coop 16shot seed1`, naming what else tells the run apart: the held-out domain, a
+        transfer's source and target (`, from imagenet 16shot to caltech101`)."""
         cfg = self.run.cfg
         dataset = f" {cfg.data.dataset}" if self.named_dataset else ""
-        return f"[{self.number}/{self.total}] {self.run.label}{dataset} {cfg.data.split} seed{cfg.data.seed}"
+        title = f"[{self.number}/{self.total}] {self.run.label}{dataset} {cfg.data.split} seed{cfg.data.seed}"
+        if cfg.data.holdout:
+            title += f", {cfg.data.holdout} held out"
+        if cfg.transfer_from is not None:
+            source_dataset, source_split = record_place(cfg.transfer_from["run"])
+            classes = f" {cfg.data.classes} classes" if cfg.data.classes != "all" else ""
+            title += f", from {source_dataset} {source_split} to {cfg.data.dataset}{classes}"
+        return title
 
     @property
     def log(self) -> Path:
