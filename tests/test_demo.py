@@ -63,7 +63,7 @@ def test_the_closing_summary_states_the_recipe_margins_and_groups(first_seed):
     cfg = first_seed.runs[0].cfg
     assert text.startswith(recipe(first_seed))
     coop_lr = next(run.cfg.optim.lr for run in first_seed.runs if run.label == "coop-mt")
-    assert f"{cfg.train.epochs} epochs" in text and f"CoOp-MT {coop_lr:g}" in text
+    assert f"{cfg.train.epochs} epochs" in text and f"{cfg.optim.optimizer}, lr CoOp-MT {coop_lr:g}" in text
     assert "| Average |" in text  # the side-by-side table, one column per method
     (line,) = margins(summary)
     pattern = r"each trained method minus zero-shot \(.*\): CoOp-MT [+-]\d+\.\d, MmAP [+-]\d+\.\d"
