@@ -539,7 +539,7 @@ def make_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--data", required=True, help="a synthetic dataset from `data synth`")
     tiny.add_argument("--dataset", default=None, choices=DATASETS, help="its layout (default: guessed)")
     tiny.add_argument("--out", required=True, help="checkpoint file to write")
-    tiny.add_argument("--steps", type=int, default=700, help="contrastive pre-training steps")
+    tiny.add_argument("--steps", type=int, default=2000, help="contrastive pre-training steps")
     tiny.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batches")
     tiny.set_defaults(func=cmd_data_tiny_clip)
     return parser

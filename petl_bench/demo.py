@@ -30,7 +30,7 @@ def recipe(grid: Grid) -> str:
         f"demo recipe ({grid.path.name}, not the paper's): model {cfg.model.arch} "
         f"({cfg.model.pretrained}), synthetic {cfg.data.dataset} layout, split {cfg.data.split}, "
         f"seeds {', '.join(map(str, grid.seeds))}, {cfg.train.epochs} epochs "
-        f"({cfg.optim.warmup_epochs} of warm-up), lr "
+        f"({cfg.optim.warmup_epochs} of warm-up), {cfg.optim.optimizer}, lr "
         + ", ".join(f"{column_name(label)} {lr:g}" for label, lr in rates.items())
     )
 

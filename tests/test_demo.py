@@ -6,22 +6,20 @@ every seed of the grid; README quotes those numbers), on the data and tiny CLIP 
 (the `demo_setup` fixture), each run in-process through `petl-bench run` with the arguments the
 sweep would give it. Everything else is the grid's own config.
 
-The target of 5 points above zero-shot for each trained method is not met by this recipe: on the
-held-out images it was chosen on, CoOp-MT gained 2.6 and MmAP stayed 5 below zero-shot (README,
-"The demo"). What is asserted is what the demo shows: CoOp-MT above zero-shot by more than the
-standard error of zero-shot's accuracy.
+Each trained method must be at least 5 points above zero-shot on this seed's average (issue 19's
+target), MmAP at least CoOp-MT (the paper's ordering). On the held-out images the recipe was chosen
+on, the margins were +8.8 and +12.5 in seed 0, +9.7 and +13.7 in seed 1 (benchmarks/demo.yaml),
+each well above zero-shot's standard error on the 2,600 test images (about 1 point).
 """
 
-import math
 import re
 
 import pytest
 
 from petl_bench.demo import margins, recipe, summary_text, task_groups
 from petl_bench.report import AVERAGE, summarize
-from petl_bench.results import read_record
 from petl_bench.runargs import run_argv
-from petl_bench.sweep.grid import expand_grid, grid_file, record_of
+from petl_bench.sweep.grid import expand_grid, grid_file
 
 from cli_calls import call_ok
 
@@ -49,20 +47,14 @@ def test_the_demo_is_zeroshot_coop_mt_and_mmap_on_the_tiny_clip(first_seed):
     assert len(first_seed.seeds) >= 2  # the demo's promise is about a mean over seeds
 
 
-def test_coop_mt_beats_zero_shot_by_more_than_the_standard_error(first_seed):
+def test_each_trained_method_beats_zero_shot_by_5_points_and_mmap_leads(first_seed):
     summary = summarize(first_seed)
     split = summary.splits[0]
     zeroshot = summary.cell("zeroshot", split, AVERAGE).mean
     gains = {label: summary.cell(label, split, AVERAGE).mean - zeroshot for label in ("coop-mt", "mmap")}
-    record = read_record(first_seed_record(first_seed, "zeroshot"))
-    p = zeroshot / 100
-    standard_error = 100 * math.sqrt(p * (1 - p) / record["test_images"])
-    print(f"seed {first_seed.seeds[0]}: zero-shot {zeroshot:.2f}, gains {gains}, standard error {standard_error:.2f}")
-    assert gains["coop-mt"] > standard_error
-
-
-def first_seed_record(grid, label: str):
-    return next(record_of(run) for run in grid.runs if run.label == label and run.cfg.data.seed == grid.seeds[0])
+    print(f"seed {first_seed.seeds[0]}: zero-shot {zeroshot:.2f}, gains {gains}")
+    assert gains["coop-mt"] >= 5 and gains["mmap"] >= 5, gains
+    assert gains["mmap"] >= gains["coop-mt"], gains
 
 
 def test_the_closing_summary_states_the_recipe_margins_and_groups(first_seed):
@@ -71,7 +63,7 @@ def test_the_closing_summary_states_the_recipe_margins_and_groups(first_seed):
     cfg = first_seed.runs[0].cfg
     assert text.startswith(recipe(first_seed))
     coop_lr = next(run.cfg.optim.lr for run in first_seed.runs if run.label == "coop-mt")
-    assert f"{cfg.train.epochs} epochs" in text and f"CoOp-MT {coop_lr:g}" in text
+    assert f"{cfg.train.epochs} epochs" in text and f"{cfg.optim.optimizer}, lr CoOp-MT {coop_lr:g}" in text
     assert "| Average |" in text  # the side-by-side table, one column per method
     (line,) = margins(summary)
     pattern = r"each trained method minus zero-shot \(.*\): CoOp-MT [+-]\d+\.\d, MmAP [+-]\d+\.\d"
