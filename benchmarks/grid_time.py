@@ -98,8 +98,8 @@ def split_parts(dataset: str, root: str | None) -> dict[str, list[int]]:
         listed = coop.listing(dataset, root)
         label = {key: i for i, key in enumerate(listed.classes)}
         parts = {part: [0] * len(label) for part in PARTS[1:]}
-        for path, _, key in listed.items:
-            parts[listed.parts[path]][label[key]] += 1
+        for (_, _, key), part in zip(listed.items, listed.parts, strict=True):
+            parts[part][label[key]] += 1
         return parts
     sizes = coop.expected_sizes(dataset)
     n = sizes.classes
