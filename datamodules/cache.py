@@ -6,7 +6,10 @@ a run's config hash: caches never change a number.
 
     manifests/{root}.json      per image file of a root: size, mtime, ctime, inode and verdict
                                (header read, fully decoded, or why not): a root is scanned once,
-                               files that change are checked again
+                               files that change are checked again. A JSON line (the stats, the
+                               verdicts by number), then the paths, NUL-separated as the file
+                               system's bytes: read back as columns (`images.SavedScan`) in a
+                               second for ImageNet's 1.3M files
     images/{key}.npy (+.json)  a domain's images after the test transform's resize and crop, uint8
                                [N, H, W, 3]; key: the domain's files (paths, sizes, mtimes, ctimes,
                                inodes) and the preprocessing. Decoded once per root and resolution.
@@ -46,20 +49,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from petl_bench.errors import UserError
-from petl_bench.files import DiskFull, atomic_path, human_bytes, write_text_atomic
+from petl_bench.files import ENCODING, FILE_NAMES, DiskFull, atomic_path, human_bytes, write_bytes_atomic
 from petl_bench.phases import phase
+
+from .images import SavedScan
 
 try:
     import fcntl
@@ -72,7 +78,7 @@ ENV = "PETL_BENCH_CACHE"
 OFF = ("off", "none")
 KINDS = ("manifests", "images", "features")
 FILLING = {"images": "decoding", "features": "encoding"}  # what filling an entry of each kind does
-_VERDICTS_VERSION = 3
+_VERDICTS_VERSION = 4  # 4: columns, the paths NUL-separated after the JSON line
 RESERVE_BYTES, RESERVE_SHARE = 10**9, 0.05  # free space the cache leaves on its disk: the smaller
 _FAULTS = (OSError, DiskFull)  # what writing a cache can raise that is the disk's, not the run's
 Entry = tuple[np.memmap, dict]  # a finished entry: its array, memory-mapped read-only, and its metadata
@@ -137,52 +143,25 @@ class Cache:
     def _verdicts_path(self, root: Path) -> Path:
         return self.folder / "manifests" / f"{digest(root.resolve())}.json"
 
-    def load_verdicts(self, root: Path) -> dict[str, tuple[int, int, int, int, str]]:
-        """path -> (size, mtime_ns, ctime_ns, inode, verdict) from the last scan of `root`."""
+    def load_verdicts(self, root: Path) -> SavedScan:
+        """The last scan of `root`: path -> (size, mtime_ns, ctime_ns, inode, verdict); empty where there
+        is none (or one of another version or root)."""
         path = self._verdicts_path(root)
-        saved = self._read_sealed(path)
-        try:
-            if saved is None or saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
-                return {}
-            known = dict(
-                zip(
-                    saved["paths"],
-                    zip(
-                        saved["sizes"],
-                        saved["mtimes"],
-                        saved["ctimes"],
-                        saved["inodes"],
-                        saved["verdicts"],
-                        strict=True,
-                    ),
-                    strict=True,
-                )
-            )
-        except (KeyError, TypeError):
-            return {}
+        data = self._read_sealed(path)
+        saved = _scan_from_bytes(data, root) if data is not None else None
+        if saved is None:
+            return SavedScan([], [], [])
         self._touch(path)
-        return known
+        return saved
 
-    def saver(self, root: Path) -> Callable[[dict[str, tuple[int, int, int, int, str]]], None]:
-        def save(files: dict[str, tuple[int, int, int, int, str]]) -> None:
+    def saver(self, root: Path) -> Callable[[Mapping[str, tuple[int, int, int, int, str]]], None]:
+        def save(files: Mapping[str, tuple[int, int, int, int, str]]) -> None:
             if not self.can_write():
                 return
-            columns = list(zip(*files.values(), strict=True)) or [()] * 5  # columns: twice as fast to parse
-            text = json.dumps(
-                {
-                    "version": _VERDICTS_VERSION,
-                    "root": str(root.resolve()),
-                    "paths": list(files),
-                    "sizes": columns[0],
-                    "mtimes": columns[1],
-                    "ctimes": columns[2],
-                    "inodes": columns[3],
-                    "verdicts": columns[4],
-                }
-            )
+            data = _scan_to_bytes(root, SavedScan.of(files))
             try:
-                if self.make_room(len(text) + 65):
-                    self._write_sealed(self._verdicts_path(root), text)
+                if self.make_room(len(data) + 65):
+                    self._write_sealed(self._verdicts_path(root), data)
             except _FAULTS as err:
                 self.fail(f"saving the manifest of {root}", err)
 
@@ -197,7 +176,7 @@ class Cache:
         """A finished entry whose checksums hold, memory-mapped, and its metadata; None if absent
         (or removed by another run's pruning meanwhile), or dropped because it changed."""
         array_path, meta_path = self._paths(kind, key)
-        sealed = self._read_sealed(meta_path)
+        sealed = self._read_json(meta_path)
         if sealed is None:
             return None
         try:
@@ -261,7 +240,7 @@ class Cache:
                 if meta is None:
                     raise _Abandon
                 # First: an array without its metadata is no entry.
-                self._write_sealed(meta_path, json.dumps({"array_sha256": file_sha256(tmp), "meta": meta}))
+                self._write_sealed(meta_path, json.dumps({"array_sha256": file_sha256(tmp), "meta": meta}).encode())
         except _Abandon:
             return None
         except _FAULTS as err:
@@ -272,22 +251,26 @@ class Cache:
         return self.load(kind, key)
 
     # -- checked files --------------------------------------------------------------------------------
-    def _write_sealed(self, path: Path, text: str) -> None:
-        """`text` after a line with its SHA-256, flushed to the disk, renamed into place."""
-        write_text_atomic(path, f"{_sha256(text)}\n{text}", sync=True)
+    def _write_sealed(self, path: Path, data: bytes) -> None:
+        """`data` after a line with its SHA-256, flushed to the disk, renamed into place."""
+        write_bytes_atomic(path, f"{_sha256(data)}\n".encode() + data, sync=True)
 
-    def _read_sealed(self, path: Path):
-        """The JSON of a `_write_sealed` file; None if absent or unreadable, or (dropped, with a
-        warning) if its text no longer has its checksum."""
+    def _read_sealed(self, path: Path) -> bytes | None:
+        """The bytes of a `_write_sealed` file; None if absent or unreadable, or (dropped, with a
+        warning) if they no longer have their checksum."""
         try:
-            checksum, _, text = path.read_text(encoding="utf-8").partition("\n")
-        except (OSError, UnicodeError):
+            checksum, _, data = path.read_bytes().partition(b"\n")
+        except OSError:
             return None
-        if checksum != _sha256(text):
+        if checksum != _sha256(data).encode():
             self._drop(path, f"{path.parent.name} entry {path.stem}: its file changed since it was written")
             return None
+        return data
+
+    def _read_json(self, path: Path):
+        data = self._read_sealed(path)
         try:
-            return json.loads(text)
+            return None if data is None else json.loads(data)
         except ValueError:
             return None
 
@@ -376,8 +359,40 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _scan_to_bytes(root: Path, scan: SavedScan) -> bytes:
+    """A JSON line (version, root, each file's four stat numbers in one flat list, its verdict as an index
+    into the distinct verdicts), then the paths, NUL-separated (no file name holds a NUL)."""
+    verdicts = list(dict.fromkeys(scan.verdicts))
+    number = {verdict: i for i, verdict in enumerate(verdicts)}
+    head = {
+        "version": _VERDICTS_VERSION,
+        "root": str(root.resolve()),
+        "stats": list(itertools.chain.from_iterable(scan.stats)),
+        "verdicts": verdicts,
+        "of": list(map(number.__getitem__, scan.verdicts)),
+    }
+    return json.dumps(head).encode() + b"\n" + "\0".join(scan.paths).encode(ENCODING, FILE_NAMES)
+
+
+def _scan_from_bytes(data: bytes, root: Path) -> SavedScan | None:
+    """`_scan_to_bytes`'s scan; None for another version or root, or one that does not parse."""
+    head, _, paths = data.partition(b"\n")
+    try:
+        saved = json.loads(head)
+        if saved["version"] != _VERDICTS_VERSION or saved["root"] != str(root.resolve()):
+            return None
+        files = paths.decode(ENCODING, FILE_NAMES).split("\0") if paths else []
+        if len(saved["stats"]) != 4 * len(files):
+            return None
+        numbers = iter(saved["stats"])
+        stats = list(zip(numbers, numbers, numbers, numbers, strict=False))  # fours, in order: the count is checked
+        return SavedScan(files, stats, list(map(saved["verdicts"].__getitem__, saved["of"])))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 class _Abandon(Exception):

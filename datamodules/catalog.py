@@ -165,6 +165,12 @@ CLASS_SUBSETS = ("all", "base", "novel")
 # Images per task per step, as in the paper.
 PAPER_BATCH_SIZE = {"officehome": 16, "minidomainnet": 4}
 
+
+def images_per_step(dataset: str, configured: int) -> int:
+    """A run's images per task per step: the configured number, or for 0 the paper's (16 where none is given)."""
+    return configured or PAPER_BATCH_SIZE.get(dataset, 16)
+
+
 _SHOT = re.compile(r"^(\d+)shot$")
 
 

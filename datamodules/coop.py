@@ -56,7 +56,7 @@ class Listing:
     items: list[Item]  # (path relative to the root, domain, class key)
     classes: list[str]  # class keys in label order (a wnid, or the split's raw classname)
     names: list[str]  # prompt names, by label
-    parts: dict[str, str]  # path -> "train" / "val" / "test"
+    parts: list[str]  # each item's "train" / "val" / "test", in the items' order
     split_source: str
     listed: bool  # a file lists the images (a split JSON, the dataset's own lists): some may be missing
     wanted: list[str] = field(default_factory=list)  # class keys a complete root has (the ImageNet family)
@@ -216,11 +216,9 @@ def split_listing(spec: CoopSpec, root: Path) -> Listing:
         assert spec.own_split is not None
         entries, source = spec.own_split(root)
     raw = class_names(entries, source)
-    items, parts = [], {}
-    for rel, label, _, part in entries:
-        path = f"{spec.image_dir}/{rel}" if spec.image_dir else rel
-        items.append((path, spec.title, raw[label]))
-        parts[path] = part
+    prefix = f"{spec.image_dir}/" if spec.image_dir else ""
+    items = [(prefix + rel, spec.title, raw[label]) for rel, label, _, _ in entries]
+    parts = [part for _, _, _, part in entries]
     return Listing(items, raw, [spec.name_of(c) for c in raw], parts, source, listed=True)
 
 
@@ -315,7 +313,7 @@ def folder_listing(spec: FolderSpec, root: Path) -> Listing:
             root, spec.title, f"{folders} with one folder per class, named by {kind} (missing {', '.join(absent)})"
         )
     items: list[Item] = []
-    parts: dict[str, str] = {}
+    parts: list[str] = []
     title = spec.title
     keys = {str(i): w for i, w in enumerate(wnids)} if spec.numbered else {w: w for w in wnids}
     for folder, part in spec.folders:
@@ -330,7 +328,7 @@ def folder_listing(spec: FolderSpec, root: Path) -> Listing:
             prefix, key = f"{folder}/{class_folder.name}/", keys[class_folder.name]
             paths = [prefix + image for image in image_names(class_folder)]
             items += [(path, title, key) for path in paths]
-            parts.update(dict.fromkeys(paths, part))
+            parts += [part] * len(paths)
     source = "+".join(f"{folder}/" for folder, _ in spec.folders)
     return Listing(items, wnids, list(classes.values()), parts, source, listed=False, wanted=wnids)
 
@@ -345,12 +343,10 @@ def listing(name: str, root: str | Path) -> Listing:
     return split_listing(spec, root) if isinstance(spec, CoopSpec) else folder_listing(spec, root)
 
 
-def manifest_of(
-    name: str, root: Path, listed: Listing, cache: Cache | None, items: list[Item] | None = None
-) -> Manifest:
-    """The manifest of the listing's items (or of `items`, some of them), with the dataset's template."""
-    chosen = listed.items if items is None else items
-    manifest = build_manifest(root, chosen, [SPECS[name].title], listed.classes, cache, listed.names, listed.parts)
+def manifest_of(name: str, root: Path, listed: Listing, cache: Cache | None) -> Manifest:
+    """The manifest of the listing's items, with the dataset's template."""
+    title = SPECS[name].title
+    manifest = build_manifest(root, listed.items, [title], listed.classes, cache, listed.names, listed.parts)
     return replace(manifest, template=TEMPLATES.get(name, DEFAULT_TEMPLATE), split_source=listed.split_source)
 
 
@@ -432,16 +428,18 @@ def shortfall(name: str, manifest: Manifest) -> str | None:
     return f"{SPECS[name].title}: {', '.join(short)}" if short else None
 
 
-def check_listing(name: str, root: Path, listed: Listing) -> tuple[RootCheck, list[Item]]:
-    """The comparison, and the listed items that are on disk (by one directory listing per folder)."""
-    items = listed.items
+def check_listing(name: str, root: Path, listed: Listing) -> tuple[RootCheck, Listing]:
+    """The comparison, and the listing of the items that are on disk (by one directory listing per folder)."""
     missing: list[str] = []
     if listed.listed:
-        present, _ = present_files(root, [rel for rel, _, _ in items])
-        missing = [rel for rel, _, _ in items if rel not in present]
-        items = [item for item in items if item[0] in present]
+        present, _ = present_files(root, [rel for rel, _, _ in listed.items])
+        missing = [rel for rel, _, _ in listed.items if rel not in present]
+        if missing:
+            kept = [i for i, (rel, _, _) in enumerate(listed.items) if rel in present]
+            listed = replace(listed, items=[listed.items[i] for i in kept], parts=[listed.parts[i] for i in kept])
+    items = listed.items
     sizes = expected_sizes(name)
-    found_parts = Counter(listed.parts[rel] for rel, _, _ in items)
+    found_parts = Counter(listed.parts)
     with_images = {cls for _, _, cls in items}
     names = dict(zip(listed.classes, listed.names, strict=True))
     keys = listed.wanted or listed.classes
@@ -450,4 +448,4 @@ def check_listing(name: str, root: Path, listed: Listing) -> tuple[RootCheck, li
     check = RootCheck(
         SPECS[name].title, (len(with_images), sizes.classes), parts, missing_classes, missing, listed.split_source
     )
-    return check, items
+    return check, listed

@@ -39,7 +39,7 @@ from petl_bench.config import DataConfig
 from petl_bench.cpus import loader_workers
 
 from .cache import Cache
-from .catalog import PAPER_BATCH_SIZE
+from .catalog import images_per_step
 from .classes import subsample_classes
 from .counts import warn_if_short
 from .device_images import RandomResizedCropFlip, decode_on
@@ -127,7 +127,7 @@ class MultiDomainDataModule(L.LightningDataModule):
 
     @property
     def batch_size(self) -> int:
-        return self.cfg.batch_size or PAPER_BATCH_SIZE.get(self.cfg.dataset, 16)
+        return images_per_step(self.cfg.dataset, self.cfg.batch_size)
 
     @property
     def workers(self) -> int:

@@ -107,11 +107,11 @@ def build_manifest(
     classes: list[str],
     cache: Cache | None,
     names: list[str] | None = None,
-    parts: dict[str, str] | None = None,
+    parts: list[str] | None = None,
 ) -> Manifest:
     """The manifest of `items`, labelled by their class's index in `classes` and named by `names`
-    (default: each class folder's `prompt_name`), each in its part of a fixed split (`parts`: path ->
-    part; default: none, a pool). Every file is stat-ed (a listed file that is missing is an error);
+    (default: each class folder's `prompt_name`), each in its part of a fixed split (`parts`: each
+    item's, in order; default: none, a pool). Every file is stat-ed (a listed file that is missing is an error);
     only files that are new or changed since the cached scan of this root (if any) have their header read."""
     check_folder_names(root, items, {*domains, *classes})
     checks = ImageChecks(
@@ -120,19 +120,18 @@ def build_manifest(
         cache.saver(root) if cache else None,
         threads=4 * cpu_budget(),
     )
-    missing = checks.scan([rel for rel, _, _ in items])
-    if missing:
+    verdicts = checks.scan([rel for rel, _, _ in items])
+    if None in verdicts:
+        missing = [rel for (rel, _, _), verdict in zip(items, verdicts, strict=True) if verdict is None]
         raise UserError(f"{len(missing)} listed image(s) missing under {root}, e.g. {root / missing[0]}")
     checks.save()
     names = names or [prompt_name(c) for c in classes]
     labelled = {cls: (i, names[i]) for i, cls in enumerate(classes)}  # class -> (label, name)
-    part = parts or {}
     records, skipped = [], []
-    verdicts = checks.verdicts
-    for rel, domain, cls in items:
-        if verdicts.get(rel) in READABLE:
+    for (rel, domain, cls), verdict, part in zip(items, verdicts, parts or [""] * len(items), strict=True):
+        if verdict in READABLE:
             label, name = labelled[cls]
-            records.append(Record(rel, label, domain, name, part.get(rel, "")))
+            records.append(Record(rel, label, domain, name, part))
         else:
             skipped.append(rel)
     if skipped:

@@ -232,13 +232,13 @@ def _check_coop_root(args: argparse.Namespace) -> int:
 
     root = check_root(args.root)
     listed = coop.listing(args.dataset, root)
-    check, present = coop.check_listing(args.dataset, root, listed)
+    check, on_disk = coop.check_listing(args.dataset, root, listed)
     for line in check.lines():
         print(line)
     if args.quick:
         print("(--quick: names and counts only; no image was opened)")
         return 0
-    manifest = coop.manifest_of(args.dataset, root, listed, None, present)
+    manifest = coop.manifest_of(args.dataset, root, on_disk, None)
     assert manifest.checks is not None  # a scanned root has them
     failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
     _print_unreadable(manifest, failed)

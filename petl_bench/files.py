@@ -70,7 +70,10 @@ def atomic_path(path: str | Path, size: int | None = None, sync: bool = False) -
 
 def write_text_atomic(path: str | Path, text: str, errors: str = "strict", sync: bool = False) -> None:
     """`text` as UTF-8; `errors=FILE_NAMES` where it holds file names; `sync` as `atomic_path`'s."""
-    data = text.encode(ENCODING, errors)
+    write_bytes_atomic(path, text.encode(ENCODING, errors), sync)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, sync: bool = False) -> None:
     with atomic_path(path, len(data), sync) as tmp:
         tmp.write_bytes(data)
 

@@ -15,6 +15,7 @@ from petl_bench.config import DataConfig
 from petl_bench.datamodules import MultiDomainDataModule, read_manifest
 from petl_bench.datamodules import images as images_module
 from petl_bench.datamodules.cache import Cache, cache_folder
+from petl_bench.datamodules.images import UNKNOWN, ImageChecks
 from petl_bench.datamodules.readers import read_folder
 from petl_bench.datamodules.testsets import TaskTestSets
 from petl_bench.frozen_features import FrozenImageEncoder
@@ -109,6 +110,38 @@ def _zeroshot(root, checkpoint, out, *extra, seed=0):
     )
     assert code == 0, stderr
     return json.loads(next((out / "runs").rglob(f"seed{seed}.json")).read_text())
+
+
+def test_a_rescan_in_another_order_reuses_the_verdicts_and_checks_only_changed_files(
+    folder_root, copy_tree, tmp_path, header_reads
+):
+    root = copy_tree(folder_root)
+    cache = Cache(tmp_path / "cache", 10**9)
+    rels = [r.path for r in read_manifest("folder", root, cache).records]
+    header_reads.clear()
+    again = ImageChecks(root, cache.load_verdicts(root))
+    assert again.scan(rels[::-1]) == ["header"] * len(rels) and header_reads == []  # looked up by path
+    changed = root / rels[3]
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    third = ImageChecks(root, cache.load_verdicts(root))
+    assert third.scan([*rels, "art/absent.jpg"]) == ["header"] * len(rels) + [None]  # the absent one: None
+    assert header_reads == [str(changed)]  # the same order: compared whole, the changed file read again
+
+
+def test_the_manifest_cache_keeps_any_file_name_and_stat_exactly(tmp_path):
+    cache, root = Cache(tmp_path / "cache", 10**9), tmp_path / "root"
+    files = {
+        "caf\udce9/a.jpg": (10, -(2**70), 2**64 + 1, 2**64 - 1, "header"),  # a name that is not UTF-8; big numbers
+        "b\nc.jpg": (*UNKNOWN, "PermissionError: denied"),  # a newline in a name; a file that could not be stat-ed
+        "d.jpg": (0, 1, 2, 3, "empty file"),
+    }
+    cache.saver(root)(files)
+    assert cache.load_verdicts(root) == files
+    assert list(cache.load_verdicts(root)) == list(files)  # in the scan's order
+    assert cache.load_verdicts(tmp_path / "another root") == {}
+    old = next((tmp_path / "cache" / "manifests").iterdir())
+    cache._write_sealed(old, json.dumps({"version": 3, "root": str(root.resolve()), "paths": []}).encode())
+    assert cache.load_verdicts(root) == {}  # a format of an earlier version: scanned afresh
 
 
 def test_cached_features_give_the_uncached_accuracy(folder_root, tiny_checkpoint, tmp_path, header_reads):
