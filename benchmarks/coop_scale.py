@@ -12,6 +12,7 @@ pixels or disk. Then it times, each step on its own:
   listing      coop.listing: one directory listing per class folder, no stat
   manifest     read_manifest with an empty manifest cache: every file stat-ed and its header read,
                the verdicts saved; then again from the cache (what every later run on the root pays)
+  16-shot      draw_split on the cached manifest (16 shots per class, the test part) and its CSV
   quick check  `petl-bench data check --quick`: class names and counts, no image opened
 """
 
@@ -32,6 +33,7 @@ from petl_bench.cli import main as cli
 from petl_bench.datamodules import read_manifest
 from petl_bench.datamodules.cache import Cache
 from petl_bench.datamodules.coop import expected_sizes, imagenet_classes, listing
+from petl_bench.datamodules.splits import draw_split, split_csv
 from petl_bench.datamodules.synth import render, style_for
 
 SOURCES = 64  # distinct JPEGs the files link to: ext4 allows 65,000 links to one file
@@ -98,7 +100,13 @@ def main() -> None:
         print(f"    {len(manifest.records):,} records, {len(manifest.skipped)} skipped")
         del manifest
         with time_it("manifest: read_manifest (cached)"):
-            read_manifest("imagenet", root, cache)
+            manifest = read_manifest("imagenet", root, cache)
+        with time_it("16-shot draw: draw_split and its CSV, seed 1"):
+            split = draw_split(manifest, 16, 1)
+            text = split_csv(split)
+        sizes = f"{len(split.train):,} training, {len(split.val):,} validation, {len(split.test):,} test images"
+        print(f"    {sizes}; CSV {len(text):,} bytes")
+        del manifest, split
         out = io.StringIO()
         with time_it("quick check: petl-bench data check --quick"), contextlib.redirect_stdout(out):
             code = cli(["data", "check", "--quick", "--dataset", "imagenet", "--root", str(root)])
