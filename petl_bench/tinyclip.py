@@ -4,10 +4,10 @@ Each image is rendered in a random style (attributes noisy, blurry, grey, stripe
 drawn on its own) that no benchmark domain uses as such, and captioned with its class and its
 style's words ("a noisy drawing of a desk lamp."). Zero-shot accuracy on the benchmark domains is
 well above chance but far from perfect: on a held-out synthetic set (65 classes) 39.2 % after the
-default 2,000 steps, 29.6 % after 700, while class means of 6 image features per class reach 67.7 %
-(59.8 % after 700): the image tower knows more than the text tower says, and the longer pre-training
-is what lets prompts recover some of it (benchmarks/demo.yaml). The style words do not help there:
-"a noisy blurry picture of a {}." reaches 34.5 % after 2,000 steps.
+2,000 steps `data tiny-clip` takes by default, 29.6 % after 700, while class means of 6 image
+features per class reach 67.7 % (59.8 % after 700): the image tower knows more than the text tower
+says, and the longer pre-training is what lets prompts recover some of it (benchmarks/demo.yaml).
+The style words do not help there: "a noisy blurry picture of a {}." reaches 34.5 % after 2,000 steps.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ def _pretrain_pairs(backbone: ClipBackbone, classnames: list[str], per_class: in
 
 
 def pretrain(
-    manifest: Manifest, steps: int = 2000, batch: int = 64, lr: float = 1e-3, per_class: int = 32, seed: int = 0
+    manifest: Manifest, steps: int, batch: int = 64, lr: float = 1e-3, per_class: int = 32, seed: int = 0
 ) -> ClipBackbone:
-    """Train the tiny CLIP from random init; return it (frozen again, in eval mode)."""
+    """Train the tiny CLIP from random init for `steps` steps (`data tiny-clip --steps`: its default is the
+    one step count); return it (frozen again, in eval mode)."""
     threads = torch.get_num_threads()
     # Its matrices are so small that a second thread costs more than it saves: 1 s of CPU a step
     # with two threads on a busy 2-core machine, 0.1 s with one.
