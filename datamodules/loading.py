@@ -22,7 +22,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from petl_bench.guard import quiet_worker
+from petl_bench.guard import quiet_worker, stops_held
 
 from .device_images import read_encoded
 from .images import open_rgb, reason
@@ -38,6 +38,17 @@ def init_worker(worker_id: int) -> None:
         pl_worker_init_function(worker_id)
 
 
+class QuietLoader(DataLoader):
+    """A DataLoader whose workers start with the stop signals held until their init function
+    (`quiet_worker`) takes them (`guard.stops_held`): a Ctrl-C or SIGTERM that reached a worker
+    between its fork and that function killed it, and the stopped run printed the loader's
+    traceback instead of its one line."""
+
+    def __iter__(self):
+        with stops_held():  # the workers of a new pass are forked here
+            return super().__iter__()
+
+
 def make_loader(
     dataset, batch_size: int | None, workers: int, collate, shuffle: bool = False, drop_last: bool = False
 ) -> DataLoader:
@@ -45,7 +56,7 @@ def make_loader(
     `init_worker` in each worker. Only a shuffled (training) loader draws from the global RNG: an
     in-order one has its own generator, so that validating (or caching) between epochs leaves the
     random numbers the next epoch's training draws as they were."""
-    return DataLoader(
+    return QuietLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,

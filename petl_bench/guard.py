@@ -102,17 +102,33 @@ def raise_pending_stop() -> None:
         raise stop
 
 
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back from the calling thread for the block, delivered after it if
+    they came. A process forked in the block starts with them held (a child inherits the mask),
+    and a loader worker keeps them held until `quiet_worker` has its handlers in place: torch sets
+    its own SIGTERM handler first, which kills the worker, and its parent's loader then fails on
+    the dead worker with a traceback."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def quiet_worker(worker_id: int | None = None) -> None:
     """In a data loader worker (its `worker_init_fn`): leave the stop to the main process. Ctrl-C
     signals the whole process group and Slurm every process of a step, so workers get the signal
     too; the handler they inherit would raise in each of them (a traceback apiece, and the main
     process's loader then fails on its dead workers), and torch's own makes SIGTERM kill them. So
     SIGINT is ignored, and SIGTERM ends the worker quietly with status 0, which the loader does not
-    take for a failure, unless the process ignores SIGTERM."""
+    take for a failure, unless the process ignores SIGTERM. A stop signal held since the fork
+    (`stops_held`) is delivered once these handlers are in place."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # As the parent had it: torch's own handler is set in C, out of Python's sight.
     ignored = signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     signal.signal(signal.SIGTERM, signal.SIG_IGN if ignored else _leave_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _leave_quietly(signum, frame):

@@ -15,11 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .backbone import ClipBackbone
-from .datamodules.loading import ImageFiles, collate_train
+from .datamodules.loading import ImageFiles, QuietLoader, collate_train
 from .datamodules.records import Task
 from .errors import UserError
 from .files import atomic_path
@@ -71,7 +70,7 @@ def shot_feature_passes(
         for task in data.tasks:
             records = [r for r in shots if r.domain == task.name]
             # The split drew only images that decode; one changed since is left out, with a warning.
-            loader = DataLoader(
+            loader = QuietLoader(
                 ImageFiles(data.manifest.root, records, transform),
                 shuffle=False,
                 batch_size=data.cfg.eval_batch_size,

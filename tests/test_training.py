@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from petl_bench import guard
 from petl_bench.cli import main
 from petl_bench.config import OptimConfig, root_folder
+from petl_bench.datamodules import loading
 from petl_bench.guard import holder, run_lock
 from petl_bench.methods.coop import CoOp, CoOpConfig, CoOpMT
 from petl_bench.module import PetlModule
@@ -476,6 +478,35 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
     except OSError:
         return True
+
+
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return index
+
+
+def test_a_sigterm_that_reaches_a_loader_worker_before_its_init_function_ends_it_quietly(monkeypatch):
+    """The race CI once lost: Slurm's (or a test's) SIGTERM to every process came while a new
+    epoch's workers were forking, and torch's handler, set before the init function, killed one:
+    the parent's loader took that for a failure and printed its traceback."""
+    real = loading.quiet_worker
+
+    def signalled_first(worker_id=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(worker_id)
+
+    monkeypatch.setattr(loading, "quiet_worker", signalled_first)
+    with guard.stop_on_signals():
+        batches = iter(loading.make_loader(_Numbers(), 1, 2, torch.utils.data.default_collate))
+        workers = batches._workers  # their exit statuses are the point
+        for worker in workers:
+            worker.join(timeout=30)
+        statuses = [worker.exitcode for worker in workers]
+        del batches
+    assert statuses == [0, 0]  # not -15: killed
 
 
 @pytest.mark.slow
