@@ -218,15 +218,16 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     check = compare_counts(args.dataset, manifest)
     if check:
         print(f"{'expected':<24}" + "".join(f"{check.expected.get(d, 0):>13}" for d in manifest.domains))
-    _print_unreadable(manifest, failed)
+    unreadable = _print_unreadable(manifest, failed)
     for line in check.details() if check else []:
         print(line)
-    return 0
+    return 1 if unreadable or (check and check.missing) else 0
 
 
 def _check_coop_root(args: argparse.Namespace) -> int:
     """Classes and images per part against CoOp's sizes, what is missing (one line each), then, unless
-    `--quick`, every present image decoded."""
+    `--quick`, every present image decoded. 1 if a class or a listed image is missing or an image is
+    unreadable (fewer images than the published sizes alone is a subset, not a fault)."""
     from .datamodules import coop
     from .datamodules.scan import check_root
 
@@ -235,24 +236,27 @@ def _check_coop_root(args: argparse.Namespace) -> int:
     check, on_disk = coop.check_listing(args.dataset, root, listed)
     for line in check.lines():
         print(line)
+    missing = bool(check.missing_classes or check.missing_images)
     if args.quick:
         print("(--quick: names and counts only; no image was opened)")
-        return 0
+        return 1 if missing else 0
     manifest = coop.manifest_of(args.dataset, root, on_disk, None)
     assert manifest.checks is not None  # a scanned root has them
     failed = manifest.checks.verify([r.path for r in manifest.records], progress=not args.no_progress)
-    _print_unreadable(manifest, failed)
-    return 0
+    unreadable = _print_unreadable(manifest, failed)
+    return 1 if missing or unreadable else 0
 
 
-def _print_unreadable(manifest, failed: dict[str, str]) -> None:
-    """How many images can be read, and each that cannot (skipped by the scan, or failing to decode)."""
+def _print_unreadable(manifest, failed: dict[str, str]) -> int:
+    """How many images can be read, and each that cannot (skipped by the scan, or failing to decode);
+    returns how many cannot."""
     from .files import shown
 
     unreadable = [*manifest.skipped, *failed]
     print(f"{len(manifest.records) - len(failed):,} readable images, {len(unreadable)} unreadable")
     for rel in unreadable:
         print(f"  unreadable: {shown(manifest.root / rel)} ({manifest.checks.verdicts.get(rel, 'unreadable')})")
+    return len(unreadable)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -502,7 +506,11 @@ def make_parser() -> argparse.ArgumentParser:
     cache.set_defaults(func=cmd_cache)
 
     data = sub.add_parser("data", help="check or make datasets").add_subparsers(dest="data_command", required=True)
-    check = data.add_parser("check", help="count images per domain and class; list unreadable files")
+    check = data.add_parser(
+        "check",
+        help="count images per domain and class; list unreadable files (exit status 1 if an image is unreadable "
+        "or a class or an image its split lists is missing)",
+    )
     check.add_argument("--dataset", required=True, choices=DATASETS, help="the layout to read the root as")
     check.add_argument("--root", required=True, help="dataset folder")
     check.add_argument("--no-progress", action="store_true", help="no progress bar while the images are checked")

@@ -65,7 +65,7 @@ def test_manifest_is_scanned_once_and_changed_files_again(folder_root, copy_tree
 
     header_reads.clear()  # `data check` rescans everything, cache or not
     code, stdout, _ = call(["data", "check", "--dataset", "folder", "--root", root, "--no-progress"])
-    assert code == 0 and len(header_reads) == 49 and "1 unreadable" in stdout
+    assert code == 1 and len(header_reads) == 49 and "1 unreadable" in stdout
 
 
 def test_a_reader_uses_the_cache_it_is_given_and_no_other(folder_root, copy_tree, tmp_path, header_reads):

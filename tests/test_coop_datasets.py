@@ -242,7 +242,9 @@ def test_check_names_a_missing_class_and_a_missing_image(coop_roots, copy_tree):
     root = copy_tree(coop_roots("ucf101"))
     shutil.rmtree(root / "UCF-101-midframes" / "synthetic_class_001")
     (root / "UCF-101-midframes" / "synthetic_class_002" / "v_synthetic_class_002_g01_c01.jpg").unlink()
-    out = call_ok(["data", "check", "--dataset", "ucf101", "--root", root, "--no-progress"]).splitlines()
+    code, stdout, stderr = call(["data", "check", "--dataset", "ucf101", "--root", root, "--no-progress"])
+    assert code == 1, stderr  # something listed is missing: the check fails
+    out = stdout.splitlines()
     assert out[0].startswith("UCF101: 2 of 101 classes; train 3 of 7,639, val 2 of 1,898, test 2 of 3,783")
     assert out[1] == "missing classes (1): synthetic_class_001 (synthetic class 001)"
     assert out[2].startswith("missing listed images (5): UCF-101-midframes/synthetic_class_001/")
@@ -257,7 +259,9 @@ def test_quick_check_opens_no_image(coop_roots, copy_tree, monkeypatch):
         monkeypatch.setattr(images_module, name, lambda path, real=real: opened.append(path) or real(path))
     root = copy_tree(coop_roots("imagenet"))
     shutil.rmtree(root / "images" / "val" / "n01443537")
-    out = call_ok(["data", "check", "--dataset", "imagenet", "--root", root, "--quick"]).splitlines()
+    code, stdout, stderr = call(["data", "check", "--dataset", "imagenet", "--root", root, "--quick"])
+    assert code == 1, stderr
+    out = stdout.splitlines()
     assert out == [
         "ImageNet: 3 of 1,000 classes; train 9 of 1,281,167, test 2 of 50,000 (split: images/train/+images/val/)",
         "missing classes (997): n01491361 (tiger shark), n01494475 (hammerhead shark), n01496331 (electric ray), "
@@ -265,7 +269,7 @@ def test_quick_check_opens_no_image(coop_roots, copy_tree, monkeypatch):
         "(--quick: names and counts only; no image was opened)",
     ]
     assert opened == []
-    call_ok(["data", "check", "--dataset", "imagenet", "--root", root, "--no-progress"])
+    assert call(["data", "check", "--dataset", "imagenet", "--root", root, "--no-progress"])[0] == 1
     assert len(opened) == 2 * 11  # the full check reads each header, then decodes each image
     code, _, err = call(["data", "check", "--dataset", "pacs", "--root", root, "--quick"])
     assert code == 2 and "--quick is for CoOp's benchmark" in err
