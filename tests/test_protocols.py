@@ -383,12 +383,21 @@ VARIANTS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 
 @pytest.mark.skipif(not _has(*COOP_11, *VARIANTS), reason="CoOp's datasets are not readable in this checkout yet")
-@pytest.mark.parametrize("grid, runs_per_method", [("base2novel", 11 * 3 * 2), ("xd", 3 * 11), ("dg", 3 * 5)])
-def test_the_protocol_grids_dry_runs(grid, runs_per_method):
+@pytest.mark.parametrize(
+    "grid, trainings_per_method, tested_on",
+    [("base2novel", 11 * 3, "its novel classes"), ("xd", 3, "10 other datasets"), ("dg", 3, "4 other datasets")],
+)
+def test_the_protocol_grids_dry_runs(grid, trainings_per_method, tested_on):
     code, stdout, stderr = call(["sweep", grid, "--dry-run", "--set", "data.root=/data/imagenet"])
     assert code == 0, stderr
+    runs_per_method = {"base2novel": 2, "xd": 11, "dg": 5}[grid] * trainings_per_method
     listed = [line for line in stdout.splitlines() if line.startswith("  todo")]
     assert len(listed) == 9 * runs_per_method and stdout.splitlines()[-1] == f"0 done, 0 stale, {len(listed)} to run"
+    # the count line adds up: trainings from the product, then each one's transfers
+    trainings, transfers = 9 * trainings_per_method, 9 * (runs_per_method - trainings_per_method)
+    count = stdout.splitlines()[0]
+    assert count.startswith(f"{grid}: {len(listed)} runs: {trainings} trainings = 9 methods x ")
+    assert f"each then tested on {tested_on} ({transfers} transfer runs);" in count
 
 
 def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):

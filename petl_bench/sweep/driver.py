@@ -36,13 +36,7 @@ def sweep(
     counts = Counter(statuses)
     with_status = list(zip(grid.runs, statuses, strict=True))
     several = len(grid.datasets) > 1
-    datasets = f"datasets {grid.dataset} x " if several else ""
-    held_out = " x each domain held out" if any(run.cfg.data.holdout for run in grid.runs) else ""
-    print(
-        f"{grid.name}: {len(grid.runs)} runs = {len(grid.labels)} methods x {datasets}splits {', '.join(grid.splits)} "
-        f"x seeds {', '.join(map(str, grid.seeds))}{held_out}{'' if several else f' on {grid.dataset}'}; "
-        f"records under {grid.out / 'runs'}"
-    )
+    print(f"{grid.name}: {_count_line(grid)}; records under {grid.out / 'runs'}")
     unusable = state.unusable_records([run for run, status in with_status if status == "todo"])
     if unusable:
         print(f"{len(unusable)} record file(s) that are not usable records, to run again:")
@@ -133,6 +127,28 @@ def _folders(dataset: str, root: str) -> list[tuple[str, str]]:
     """(dataset, folder) of each dataset a run reads: its root, or for datasets joined each one's folder there."""
     names = dataset_parts(dataset)
     return [(dataset, root)] if len(names) == 1 else [(name, dataset_folder(root, name)) for name in names]
+
+
+def _count_line(grid: Grid) -> str:
+    """How many runs the grid has and what they multiply out of; a protocol's transfer runs (each
+    training then tested elsewhere) counted apart, so that the product adds up."""
+    several = len(grid.datasets) > 1
+    datasets = f"datasets {grid.dataset} x " if several else ""
+    held_out = " x each domain held out" if any(run.cfg.data.holdout for run in grid.runs) else ""
+    product = (
+        f"{len(grid.labels)} methods x {datasets}splits {', '.join(grid.splits)} "
+        f"x seeds {', '.join(map(str, grid.seeds))}{held_out}{'' if several else f' on {grid.dataset}'}"
+    )
+    transfers = [run.cfg.data for run in grid.runs if run.cfg.transfer_from]
+    if not transfers:
+        return f"{len(grid.runs)} runs = {product}"
+    targets = list(dict.fromkeys(data.dataset for data in transfers if data.dataset not in grid.datasets))
+    where = f"{len(targets)} other datasets" if targets else f"its {transfers[0].classes} classes"
+    trainings = len(grid.runs) - len(transfers)
+    return (
+        f"{len(grid.runs)} runs: {trainings} trainings = {product}, "
+        f"each then tested on {where} ({len(transfers)} transfer runs)"
+    )
 
 
 def _check_root(grid: Grid, todo: list[GridRun]) -> None:
