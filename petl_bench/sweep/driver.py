@@ -142,7 +142,7 @@ def _count_line(grid: Grid) -> str:
     transfers = [run.cfg.data for run in grid.runs if run.cfg.transfer_from]
     if not transfers:
         return f"{len(grid.runs)} runs = {product}"
-    targets = list(dict.fromkeys(data.dataset for data in transfers if data.dataset not in grid.datasets))
+    targets = {data.dataset for data in transfers} - set(grid.datasets)
     where = f"{len(targets)} other datasets" if targets else f"its {transfers[0].classes} classes"
     trainings = len(grid.runs) - len(transfers)
     return (
