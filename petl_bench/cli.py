@@ -78,7 +78,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
     sharing = {True: "MT", False: "ST", None: "-"}  # a set shared by all tasks / one per task / none
     for name in method_names():
         entry = get_method(name)
-        print(f"{name:<18}{sharing[entry.shared]:<4}{entry.summary}")
+        vocabulary = "" if entry.open_vocabulary else "closed"  # scores only the classes it trained on
+        print(f"{name:<18}{sharing[entry.shared]:<4}{vocabulary:<7}{entry.summary}")
     return 0
 
 
@@ -378,7 +379,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     sub.add_parser(
-        "methods", help="list registered methods: ST (a set per task) or MT (one shared set), and what trains"
+        "methods",
+        help="list registered methods: ST (a set per task) or MT (one shared set), closed (scores only the classes "
+        "it trained on: no novel or cross-dataset transfer), and what trains",
     ).set_defaults(func=cmd_methods)
 
     config = sub.add_parser("config", help="every `--set` key of a run, with its type, default and range")

@@ -1,13 +1,15 @@
-"""Methods by name: what each is (its config class, ST or MT, a one-line summary) known without
-torch, its module class imported only when a run builds it.
+"""Methods by name: what each is (its config class, ST or MT, whether it scores classes it never
+trained on, a one-line summary) known without torch, its module class imported only when a run
+builds it.
 
 The list at the end of this file is the one explicit list: `declare_method("coop",
 CoOpConfig, "petl_bench.methods.coop:CoOp", shared=False, summary=...)` for every method, with
 the configs from the torch-free `methods/configs.py`. So `petl-bench methods`, `config`, `--set`
 checks, the config hash and a sweep's dry run import no method file. Each method file's
 `@register_method("coop", CoOpConfig)` is what its class says of itself; it must agree with the
-declaration (the same class, config and sharing), or the import fails loudly. A plugin outside that
-list registers with the decorator alone. A duplicate or malformed name fails at once.
+declaration (the same class, config, sharing and `open_vocabulary`), or the import fails loudly.
+A plugin outside that list registers with the decorator alone. A duplicate or malformed name fails
+at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class MethodEntry:
     module_class: str  # "package.module:Class", imported on first use of `cls`
     shared: bool | None  # one set shared by all tasks (MT), one per task (ST), or nothing trained per task
     summary: str
+    open_vocabulary: bool = True  # scores class names it never trained on (`PetlModule.open_vocabulary`)
     loaded: type | None = field(default=None, repr=False)
 
     @property
@@ -57,12 +60,19 @@ def _check_declaration(name: str, config_cls: type) -> None:
         raise TypeError(f"method {name!r}: its config must be a dataclass subclassing MethodConfig")
 
 
-def declare_method(name: str, config_cls: type, module_class: str, shared: bool | None, summary: str) -> None:
+def declare_method(
+    name: str,
+    config_cls: type,
+    module_class: str,
+    shared: bool | None,
+    summary: str,
+    open_vocabulary: bool = True,
+) -> None:
     """Make a method known by name without importing its module (`module_class`, "pkg.mod:Class")."""
     _check_declaration(name, config_cls)
     if name in _METHODS:
         raise ValueError(f"method {name!r} is already registered by {_METHODS[name].module_class}")
-    _METHODS[name] = MethodEntry(name, config_cls, module_class, shared, summary)
+    _METHODS[name] = MethodEntry(name, config_cls, module_class, shared, summary, open_vocabulary)
 
 
 def _summary(cls: type) -> str:
@@ -78,13 +88,16 @@ def register_method(name: str, config_cls: type):
         where = f"{cls.__module__}:{cls.__qualname__}"
         entry = _METHODS.get(name)
         if entry is None:
-            entry = _METHODS[name] = MethodEntry(name, config_cls, where, cls.shared, _summary(cls))
+            entry = _METHODS[name] = MethodEntry(
+                name, config_cls, where, cls.shared, _summary(cls), cls.open_vocabulary
+            )
         elif entry.loaded is not None or (entry.module_class, entry.config_cls) != (where, config_cls):
             raise ValueError(f"method {name!r} is already registered by {entry.module_class}")
-        elif (entry.shared, entry.summary) != (cls.shared, _summary(cls)):
+        elif (entry.shared, entry.open_vocabulary, entry.summary) != (cls.shared, cls.open_vocabulary, _summary(cls)):
             raise ValueError(
-                f"method {name!r}: {where} says shared={cls.shared!r}, {_summary(cls)!r}; its "
-                f"declaration says shared={entry.shared!r}, {entry.summary!r}"
+                f"method {name!r}: {where} says shared={cls.shared!r}, open_vocabulary={cls.open_vocabulary!r}, "
+                f"{_summary(cls)!r}; its declaration says shared={entry.shared!r}, "
+                f"open_vocabulary={entry.open_vocabulary!r}, {entry.summary!r}"
             )
         entry.loaded = cls
         cls.method_name = name
@@ -107,8 +120,10 @@ def method_names() -> list[str]:
 ST, MT, NONE = False, True, None
 
 
-def _method(name: str, config_cls: type, where: str, shared: bool | None, summary: str) -> None:
-    declare_method(name, config_cls, f"petl_bench.methods.{where}", shared, summary)
+def _method(
+    name: str, config_cls: type, where: str, shared: bool | None, summary: str, open_vocabulary: bool = True
+) -> None:
+    declare_method(name, config_cls, f"petl_bench.methods.{where}", shared, summary, open_vocabulary)
 
 
 _method(
@@ -269,6 +284,7 @@ _method(
     "tip_adapter:TipAdapterF",
     ST,
     "Tip-Adapter-F: zero-shot plus a fine-tuned cache of the training shots' features, one per task.",
+    open_vocabulary=False,
 )
 _method(
     "tip-adapter-f-mt",
@@ -276,6 +292,7 @@ _method(
     "tip_adapter:TipAdapterFMT",
     MT,
     "Tip-Adapter-F-MT: zero-shot plus one fine-tuned cache of every task's shots, shared by all tasks.",
+    open_vocabulary=False,
 )
 _method(
     "linear-probe",
@@ -283,6 +300,7 @@ _method(
     "linear_probe:LinearProbe",
     ST,
     "Linear probe: logistic regression on frozen image features, fitted per task (CLIP's protocol).",
+    open_vocabulary=False,
 )
 _method(
     "prograd",
@@ -312,6 +330,7 @@ _method(
     "dept:DePT",
     ST,
     "DePT: a prompt method plus a decoupled channel-wise transform and linear head, one set per task.",
+    open_vocabulary=False,
 )
 _method(
     "dept-mt",
@@ -319,6 +338,7 @@ _method(
     "dept:DePTMT",
     MT,
     "DePT-MT: the base method's -mt variant plus one transform and head shared by all tasks.",
+    open_vocabulary=False,
 )
 _method(
     "taskres",
@@ -326,6 +346,7 @@ _method(
     "taskres:TaskRes",
     ST,
     "TaskRes: a learnt residual on the zero-shot text classifier, one per task.",
+    open_vocabulary=False,
 )
 _method(
     "taskres-mt",
@@ -333,6 +354,7 @@ _method(
     "taskres:TaskResMT",
     MT,
     "TaskRes-MT: one learnt residual on the zero-shot text classifier, shared by all tasks.",
+    open_vocabulary=False,
 )
 _method(
     "clap",
@@ -340,6 +362,7 @@ _method(
     "clap:CLAP",
     ST,
     "CLAP: a linear probe from the zero-shot prototypes under class-adaptive penalties, one per task.",
+    open_vocabulary=False,
 )
 _method(
     "clap-mt",
@@ -347,6 +370,7 @@ _method(
     "clap:CLAPMT",
     MT,
     "CLAP-MT: one linear probe from the zero-shot prototypes under class-adaptive penalties, shared by all tasks.",
+    open_vocabulary=False,
 )
 _method(
     "lpp",
@@ -354,6 +378,7 @@ _method(
     "lpp:LPP",
     ST,
     "LP++: a linear probe blended with the zero-shot text classifier, fitted per task.",
+    open_vocabulary=False,
 )
 _method(
     "lpp-mt",
@@ -361,4 +386,5 @@ _method(
     "lpp:LPPMT",
     MT,
     "LP++-MT: one linear probe blended with the zero-shot text classifier, fitted on every task's shots.",
+    open_vocabulary=False,
 )

@@ -25,6 +25,9 @@ from .errors import UserError
 from .results import load_record, record_path
 from .runargs import saved_config
 
+# why a method with `open_vocabulary` False has no transfer to other classes (in refusals and tables)
+CLOSED_VOCABULARY = "cannot score classes it was not trained on (it holds a weight per trained class)"
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -107,7 +110,7 @@ def refusal(
     method, source_data = cfg.method, source.cfg.data
     if not open_vocabulary and (cfg.data.dataset, cfg.data.classes) != (source_data.dataset, source_data.classes):
         return (
-            f"{method} cannot score classes it was not trained on (it holds a weight per trained class): "
+            f"{method} {CLOSED_VOCABULARY}: "
             f"no transfer from {source_data.dataset} {source_data.classes} classes "
             f"to {cfg.data.dataset} {cfg.data.classes} classes"
         )

@@ -356,6 +356,9 @@ def test_methods_command_lists_the_methods(capsys):
     assert "one per task" in rows["coop"]
     assert "shared by all tasks" in rows["coop-mt"]
     assert "a photo of a" in rows["zeroshot"]
+    closed = [name for name, line in rows.items() if line.split()[2] == "closed"]
+    assert closed == [name for name in rows if not registry.get_method(name).open_vocabulary]
+    assert {"linear-probe", "tip-adapter-f"} <= set(closed) and "coop" not in closed
 
 
 @dataclass

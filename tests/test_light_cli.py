@@ -303,6 +303,13 @@ def test_a_class_that_contradicts_its_declaration_is_refused(plugin_dir):
         _ = get_method("lazy-method").cls
 
 
+def test_a_class_that_contradicts_its_declared_vocabulary_is_refused(plugin_dir):
+    (plugin_dir / "lazy_plugin_closed.py").write_text(PLUGIN.format(shared=True) + "    open_vocabulary = False\n")
+    registry.declare_method("lazy-method", lazy_config(), "lazy_plugin_closed:Lazy", True, "A lazily imported method.")
+    with pytest.raises(ValueError, match=r"open_vocabulary=False.*declaration says shared=True, open_vocabulary=True"):
+        _ = get_method("lazy-method").cls
+
+
 def test_a_declared_module_that_does_not_register_is_refused(plugin_dir):
     (plugin_dir / "lazy_plugin_none.py").write_text("")
     registry.declare_method("lazy-method", lazy_config(), "lazy_plugin_none:Lazy", True, "Nothing.")

@@ -262,10 +262,10 @@ def test_every_published_row_is_cited_and_consistent():
         )
 
 
-def _b2n_grid(path: Path, dataset: str) -> Path:
+def _b2n_grid(path: Path, dataset: str, methods: str = "zeroshot, coop") -> Path:
     path.write_text(
         f"name: b2n-{dataset}\ntable: base2novel\ndataset: {dataset}\nprotocol: base2novel\nsplits: [1shot]\n"
-        "seeds: [0]\nset: {model.arch: tiny, train.epochs: 1, data.num_workers: 0}\nmethods: [zeroshot, coop]\n"
+        f"seeds: [0]\nset: {{model.arch: tiny, train.epochs: 1, data.num_workers: 0}}\nmethods: [{methods}]\n"
     )
     return path
 
@@ -281,7 +281,7 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     out = tmp_path / "results"
     grids = {"folder": five_classes, "pacs": pacs_root}
     for dataset, root in grids.items():
-        path = _b2n_grid(tmp_path / f"{dataset}.yaml", dataset)
+        path = _b2n_grid(tmp_path / f"{dataset}.yaml", dataset, "zeroshot, coop, tip-adapter-f")
         sweep = ["sweep", path, "--out", out, "--set", f"data.root={root}"]
         code, stdout, _ = call([*sweep, "--dry-run"])
         listed = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
@@ -290,16 +290,17 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
             ("todo", "zeroshot", "1shot"),
             ("todo", "coop", "1shot"),
             ("todo", "coop", "1shot"),
+            ("todo", "tip-adapter-f", "1shot"),  # trained and tested on the base classes: no novel run
         ]
-        assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 2
+        assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 2 + ["1shot-base"]
         code, stdout, stderr = call(sweep)
         assert code == 0, stdout + stderr
-        assert f"b2n-{dataset}: 4 done now" in stdout
+        assert f"b2n-{dataset}: 5 done now" in stdout and " 0 failed" in stdout
     # Both grids' runs as one table: a row per dataset, Base / Novel / HM per method, the Average row.
     expanded = [expand_grid(tmp_path / f"{d}.yaml", [f"data.root={r}"], str(out)) for d, r in grids.items()]
     both = dataclasses.replace(expanded[0], runs=[run for grid in expanded for run in grid.runs])
     summary = summarize(both)
-    assert summary.n_counted == 8
+    assert summary.n_counted == 10 and not summary.missing
     accuracy = {
         (r.dataset, r.label, r.split): r.accuracy for r in summary.seeds[summary.seeds.task == "average"].itertuples()
     }
@@ -314,12 +315,24 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     novel = sum(accuracy[(d, "coop", "1shot-novel")] for d in grids) / 2
     assert rows["Average"][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
     assert "the Average row is the mean of B and of N over the datasets and the HM of those means" in text
+    # Tip-Adapter-F holds a cache value per trained class: its Base is measured, its Novel and HM say why not.
+    tip_base = sum(accuracy[(d, "tip-adapter-f", "1shot-base")] for d in grids) / 2
+    assert rows["PACS"][6:] == [
+        f"{accuracy[('pacs', 'tip-adapter-f', '1shot-base')]:.2f}",
+        *["n/a: closed vocabulary"] * 2,
+    ]
+    assert rows["Average"][6:] == [f"{tip_base:.2f}", *["n/a: closed vocabulary"] * 2]
+    assert (
+        "n/a: closed vocabulary: Tip-Adapter-F cannot score classes it was not trained on (it holds a weight per "
+        "trained class); its runs are tested on the base classes only." in text
+    )
     code, stdout, stderr = call(["table", tmp_path / "pacs.yaml", "--out", out, "--set", f"data.root={pacs_root}"])
     assert code == 0 and "| PACS |" in stdout, stderr
     code, stdout, stderr = call(["report", "--out", out])
     assert code == 0, stderr
     page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
     assert "base-to-novel generalisation" in page and "CoOp HM" in page and "the HM of those means" in page
+    assert page.count('<td class="gap">n/a: closed vocabulary</td>') == 4  # Tip-Adapter-F's Novel, HM; twice
 
 
 # -- 5. protocol grids -------------------------------------------------------------------------------
@@ -367,6 +380,41 @@ def test_protocol_grid_keys_refused_in_one_line(tmp_path):
         grid.write_text(base + extra)
         code, _, stderr = call(["sweep", grid, "--dry-run"])
         assert (code, stderr.strip()) == (2, f"petl-bench: error: {grid}: {message}")
+
+
+def test_a_protocol_makes_no_transfer_of_a_closed_vocabulary_method(tmp_path):
+    from petl_bench.sweep.driver import _count_line
+    from petl_bench.sweep.grid import expand_grid
+
+    b2n = expand_grid(_b2n_grid(tmp_path / "b2n.yaml", "folder", "coop, tip-adapter-f"), ["data.root=/d"])
+    assert [(run.label, run.cfg.data.classes) for run in b2n.runs] == [
+        ("coop", "base"),
+        ("coop", "novel"),
+        ("tip-adapter-f", "base"),
+    ]
+    assert b2n.closed_vocabulary == ["tip-adapter-f"]
+    assert _count_line(b2n) == (
+        "3 runs: 2 trainings = 2 methods x splits 1shot x seeds 0 on folder, each then tested on its novel classes "
+        "(1 transfer runs), but those of tip-adapter-f, which cannot score classes it was not trained on (it holds "
+        "a weight per trained class)"
+    )
+    xd = tmp_path / "xd.yaml"
+    xd.write_text(
+        "table: transfer\ndataset: pacs\nprotocol: xd\ntargets: [vlcs, officehome]\nsplits: [1shot]\n"
+        "seeds: [0, 1]\nmethods: [linear-probe, lpp]\n"
+    )
+    grid = expand_grid(xd, ["data.root=/d/pacs"])
+    assert [run.cfg.data.dataset for run in grid.runs] == ["pacs"] * 4 and grid.closed_vocabulary == [
+        "linear-probe",
+        "lpp",
+    ]
+    assert _count_line(grid) == (
+        "4 runs = 2 methods x splits 1shot x seeds 0, 1 on pacs; no transfer runs: linear-probe, lpp cannot score "
+        "classes it was not trained on (it holds a weight per trained class)"
+    )
+    lodo = tmp_path / "lodo.yaml"
+    lodo.write_text("table: lodo\ndataset: pacs\nprotocol: lodo\nsplits: [1shot]\nseeds: [0]\nmethods: [lpp]\n")
+    assert expand_grid(lodo, ["data.root=/d/pacs"]).closed_vocabulary == []  # held-out domains: the same classes
 
 
 def _has(*names) -> bool:
@@ -510,6 +558,32 @@ def test_the_transfer_layout_sets_the_published_numbers_beside_ours(tmp_path):
     elsewhere = layout(_transfer_summary(tmp_path, "pacs", {"pacs": 70.0, "caltech101": 90.0}))
     ((_, cells),) = elsewhere.blocks[0].rows
     assert [c.paper for c in cells] == [None, None, None] and len(elsewhere.notes) == 1  # not from ImageNet
+
+
+def test_a_closed_vocabulary_methods_transfer_cells_say_why(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from petl_bench.report.tables import GapCell, layout
+
+    summary = _transfer_summary(tmp_path, "pacs", {"pacs": 70.0, "caltech101": 90.0})
+    probe = summary.seeds.assign(label="linear-probe", method="linear-probe")
+    probe = probe[probe.dataset == "pacs"]  # its source run only: the grid made no transfer of it
+    both = dataclasses.replace(
+        summary,
+        labels=["coop", "linear-probe"],
+        methods={"coop": "coop", "linear-probe": "linear-probe"},
+        seeds=pd.concat([summary.seeds, probe]),
+    )
+    table = layout(both)
+    (_, coop), (_, lp) = table.blocks[0].rows
+    assert [c.mean for c in coop] == [70.0, 90.0, 90.0]
+    assert lp[0].mean == 70.0 and lp[1:] == [GapCell("n/a: closed vocabulary")] * 2
+    assert table.notes[-1] == (
+        "n/a: closed vocabulary: Linear probe cannot score classes it was not trained on (it holds a weight per "
+        "trained class); its runs are tested on the source only."
+    )
 
 
 def test_a_transfer_jobs_title_names_its_source_and_target(tmp_path):

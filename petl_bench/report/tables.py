@@ -20,6 +20,8 @@ import pandas as pd
 
 from ..datamodules.catalog import DOMAINS, IMAGENET_VARIANTS
 from ..files import write_text_atomic
+from ..registry import get_method
+from ..transfer import CLOSED_VOCABULARY
 from .paper import (
     DATASETS_NAMED,
     column_name,
@@ -173,33 +175,32 @@ def base2novel_layout(s: Summary) -> Layout:
     average = s.seeds[s.seeds.task == AVERAGE]
     datasets = list(dict.fromkeys(average.dataset)) or [s.dataset]
     published = {(r.method, r.dataset): r for r in published_base2novel().itertuples()}
-    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
-    means: dict[str, list[tuple[float, float] | None]] = {label: [] for label in s.labels}
+    closed = _closed_vocabulary(s)
+    rows: list[tuple[str, list[LayoutCell]]] = []
+    bases: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
+    novels: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
     for dataset in datasets:
-        cells: list[Cell | ParamCell | GapCell | None] = []
+        cells: list[LayoutCell] = []
         for label in s.labels:
             paper = published.get((s.methods[label], dataset))
             base, novel = _base_novel(average, dataset, label, s.digits)
-            means[label].append((base.mean, novel.mean) if base and novel else None)
-            cells += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
+            bases[label].append(base)
+            novels[label].append(novel)
+            cells += _base_novel_hm(base, novel, paper, label in closed, s.digits)
         rows.append((dataset_name(dataset), cells))
-    averages: list[Cell | ParamCell | GapCell | None] = []
+    averages: list[LayoutCell] = []
     for label in s.labels:
-        found = means[label]
-        base = novel = None
-        if found and all(found):
-            pairs = [pair for pair in found if pair is not None]
-            base = Cell(sum(b for b, _ in pairs) / len(pairs), digits=s.digits)
-            novel = Cell(sum(n for _, n in pairs) / len(pairs), digits=s.digits)
         paper = published.get((s.methods[label], "average")) if len(datasets) == 11 else None
-        averages += _with_published([base, novel, _hm_cell(base, novel, s.digits)], paper)
+        base, novel = _mean_cell(bases[label], s.digits), _mean_cell(novels[label], s.digits)
+        averages += _base_novel_hm(base, novel, paper, label in closed, s.digits)
     rows.append(("Average", averages))
     columns = [f"{column_name(label)} {part}" for label in s.labels for part in ("Base", "Novel", "HM")]
     notes = [
         "HM = 2BN/(B+N) of the seed-averaged Base (B) and Novel (N) accuracy; the Average row is the mean of B "
         "and of N over the datasets and the HM of those means (as CoCoOp and MaPLe average).",
-        "A method's Average is blank unless it has Base and Novel on every dataset; the published Average "
-        "(over CoOp's 11 datasets) shows only for a table of those 11.",
+        "A method's Average Base (Novel) is blank unless it has Base (Novel) on every dataset; the published "
+        "Average (over CoOp's 11 datasets) shows only for a table of those 11.",
+        *_closed_note(closed, "its runs are tested on the base classes only"),
         "Published values: petl_bench/data/published_base2novel.csv (CoCoOp, KgCoOp, MaPLe, PromptSRC: Table 1 "
         "of each; CLIP's as CoCoOp prints it).",
     ]
@@ -219,7 +220,8 @@ def transfer_layout(s: Summary) -> Layout:
     table = published_transfer(protocol) if s.dataset == "imagenet" else None
     published = {} if table is None else {(r.method, r.dataset): r.accuracy for r in table.itertuples()}
     papers_targets = set() if table is None else set(table.dataset) - {"imagenet", AVERAGE}
-    rows: list[tuple[str, list[Cell | ParamCell | GapCell | None]]] = []
+    closed = _closed_vocabulary(s)
+    rows: list[tuple[str, list[LayoutCell]]] = []
     for label in s.labels:
         method = s.methods[label]
         cells = [
@@ -227,8 +229,19 @@ def transfer_layout(s: Summary) -> Layout:
             for dataset in [s.dataset, *targets]
         ]
         paper_average = published.get((method, AVERAGE)) if set(targets) == papers_targets else None
-        rows.append((column_name(label), [*cells, _beside(_mean_cell(cells[1:], s.digits), paper_average)]))
-    notes = ["Average: the mean over the targets of each target's seed mean; blank unless every target has runs."]
+        transferred = (
+            [CLOSED] * (len(targets) + 1)
+            if label in closed
+            else [
+                *cells[1:],
+                _beside(_mean_cell(cells[1:], s.digits), paper_average),
+            ]
+        )
+        rows.append((column_name(label), [cells[0], *transferred]))
+    notes = [
+        "Average: the mean over the targets of each target's seed mean; blank unless every target has runs.",
+        *_closed_note(closed, "its runs are tested on the source only"),
+    ]
     if table is not None:
         notes.append(
             f"Published values: petl_bench/data/published_{protocol}.csv (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, "
@@ -280,6 +293,30 @@ def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> 
         return None
     std = float(runs.accuracy.std()) if len(runs) > 1 else None
     return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, runs.split.iloc[0], AVERAGE))
+
+
+CLOSED = GapCell("n/a: closed vocabulary")  # a method's cell for classes it cannot score (`_closed_note`)
+
+
+def _closed_vocabulary(s: Summary) -> set[str]:
+    """The labels whose method cannot score classes it never trained on: no novel or target cells."""
+    return {label for label in s.labels if not get_method(s.methods[label]).open_vocabulary}
+
+
+def _closed_note(closed: set[str], tested: str) -> list[str]:
+    """The footer line that says why the `closed` labels' transfer cells are n/a (none if none)."""
+    if not closed:
+        return []
+    names = ", ".join(column_name(label) for label in sorted(closed))
+    return [f"{CLOSED.why}: {names} {CLOSED_VOCABULARY}; {tested}."]
+
+
+def _base_novel_hm(base: Cell | None, novel: Cell | None, paper, closed: bool, digits: int) -> list[LayoutCell]:
+    """A dataset's (or the average's) Base, Novel and HM cells, the published ones beside them; a
+    closed-vocabulary method's Novel and HM say why they have no value."""
+    if closed:
+        return [_beside(base, None if paper is None else paper.base), CLOSED, CLOSED]
+    return list(_with_published([base, novel, _hm_cell(base, novel, digits)], paper))
 
 
 def _base_novel(average: pd.DataFrame, dataset: str, label: str, digits: int) -> tuple[Cell | None, Cell | None]:

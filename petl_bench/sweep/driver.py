@@ -16,6 +16,7 @@ from ..datamodules.catalog import dataset_folder, dataset_parts
 from ..errors import UserError
 from ..files import check_writable_folder
 from ..runargs import run_argv, transfer_argv
+from ..transfer import CLOSED_VOCABULARY
 from . import local, state
 from .grid import Grid, GridRun, record_of
 from .jobs import Job, JobResult, Outcome
@@ -140,14 +141,18 @@ def _count_line(grid: Grid) -> str:
         f"x seeds {', '.join(map(str, grid.seeds))}{held_out}{'' if several else f' on {grid.dataset}'}"
     )
     transfers = [run.cfg.data for run in grid.runs if run.cfg.transfer_from]
+    closed = ", ".join(grid.closed_vocabulary)  # the methods whose runs the protocol does not transfer
     if not transfers:
-        return f"{len(grid.runs)} runs = {product}"
+        return f"{len(grid.runs)} runs = {product}" + (
+            f"; no transfer runs: {closed} {CLOSED_VOCABULARY}" if closed else ""
+        )
     targets = {data.dataset for data in transfers} - set(grid.datasets)
     where = f"{len(targets)} other datasets" if targets else f"its {transfers[0].classes} classes"
     trainings = len(grid.runs) - len(transfers)
     return (
         f"{len(grid.runs)} runs: {trainings} trainings = {product}, "
         f"each then tested on {where} ({len(transfers)} transfer runs)"
+        + (f", but those of {closed}, which {CLOSED_VOCABULARY}" if closed else "")
     )
 
 

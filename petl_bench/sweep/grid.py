@@ -12,7 +12,9 @@ A grid file (`benchmarks/*.yaml`):
     classes: base                # all (default), base or novel: CoOp's class halves (data.classes)
     protocol: base2novel         # optional: each run on the base classes, then its transfer to the novel
                                  # ones (`petl-bench eval --from`), which a sweep runs once its source is done;
-                                 # xd | dg: each run, then its transfer to every dataset of `targets`
+                                 # xd | dg: each run, then its transfer to every dataset of `targets`; none
+                                 # for a method that cannot score classes it never trained on (a linear
+                                 # probe: `open_vocabulary`), whose table cells say so
     targets: [caltech101, dtd]   # xd, dg: the target datasets, each in the folder catalog.DATASET_FOLDERS
                                  # names beside the source's root (DATA/imagenet -> DATA/caltech-101)
                                  # lodo: leave-one-domain-out, each run once per domain of its dataset held
@@ -120,6 +122,9 @@ class Grid:
     overrides: list[str] = field(default_factory=list)  # the command line's --set items
     text: str = ""  # the grid file's content as expanded
     root: str = ""  # the dataset root given (`data.root`), for several datasets their common root
+    # the labels whose runs its protocol would transfer but does not: their methods cannot score
+    # classes they never trained on (`open_vocabulary` False)
+    closed_vocabulary: list[str] = field(default_factory=list)
 
     @property
     def dataset(self) -> str:
@@ -185,6 +190,7 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
 
     runs: list[GridRun] = []
     labels: list[str] = []
+    closed_vocabulary: list[str] = []
     roots: list[str] = []  # the root each entry's runs are given, before the per-dataset rule
     seen: dict[Path, str] = {}  # record -> the label of the entry that makes it
     entries = _list(path, "methods", _required(path, spec, "methods"))
@@ -192,6 +198,9 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         where = f"methods[{i}]"
         method, label, recipe, entry_sets = _entry(path, where, entry, grid_recipe)
         labels.append(label)
+        open_vocabulary = get_method(method).open_vocabulary
+        if not open_vocabulary and (protocol == "base2novel" or targets):
+            closed_vocabulary.append(label)
         if protocol == "lodo":
             _check_lodo(path, datasets, [*grid_sets, *entry_sets, *run_sets])
         for dataset in datasets:
@@ -215,11 +224,11 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
                 if len(datasets) > 1:
                     cfg = dataset_root(cfg)
                 made = [GridRun(label, cfg)]  # the run, then the transfer runs of its protocol
-                if protocol == "base2novel":
-                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, None, None, "novel")))
-                for target in targets:
-                    root = _beside(cfg.data.root, target)
-                    made.append(GridRun(label, _in(path, where, transfer_config, cfg, target, root, cfg.data.classes)))
+                if open_vocabulary:  # else each would only be refused (`transfer.refusal`); its table says why
+                    made += [
+                        GridRun(label, _in(path, where, transfer_config, cfg, *to))
+                        for to in _transfers(protocol, targets, cfg)
+                    ]
                 for run in made:
                     key = record_of(run)
                     if key in seen and seen[key] != label:
@@ -246,7 +255,15 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         overrides=list(overrides),
         text=text,
         root=roots[0] if roots else "",
+        closed_vocabulary=closed_vocabulary,
     )
+
+
+def _transfers(protocol: str | None, targets: list[str], cfg: RunConfig) -> list[tuple[str | None, str | None, str]]:
+    """What a run's protocol tests it on after its own test: (dataset, root, classes) of each
+    transfer, None for the source's own."""
+    novel: list[tuple[str | None, str | None, str]] = [(None, None, "novel")] if protocol == "base2novel" else []
+    return novel + [(target, _beside(cfg.data.root, target), cfg.data.classes) for target in targets]
 
 
 def _check_lodo(path: Path, datasets: list[str], items: list[str]) -> None:
