@@ -395,7 +395,7 @@ def test_a_protocol_makes_no_transfer_of_a_closed_vocabulary_method(tmp_path):
     assert b2n.closed_vocabulary == ["tip-adapter-f"]
     assert _count_line(b2n) == (
         "3 runs: 2 trainings = 2 methods x splits 1shot x seeds 0 on folder, each then tested on its novel classes "
-        "(1 transfer runs), but those of tip-adapter-f, which cannot score classes it was not trained on (it holds "
+        "(1 transfer run), but those of tip-adapter-f, which cannot score classes it was not trained on (it holds "
         "a weight per trained class)"
     )
     xd = tmp_path / "xd.yaml"

@@ -229,15 +229,11 @@ def transfer_layout(s: Summary) -> Layout:
             for dataset in [s.dataset, *targets]
         ]
         paper_average = published.get((method, AVERAGE)) if set(targets) == papers_targets else None
-        transferred = (
-            [CLOSED] * (len(targets) + 1)
-            if label in closed
-            else [
-                *cells[1:],
-                _beside(_mean_cell(cells[1:], s.digits), paper_average),
-            ]
+        average_cell = _beside(_mean_cell(cells[1:], s.digits), paper_average)
+        row: list[LayoutCell] = (
+            [cells[0], *[CLOSED] * (len(targets) + 1)] if label in closed else [*cells, average_cell]
         )
-        rows.append((column_name(label), [cells[0], *transferred]))
+        rows.append((column_name(label), row))
     notes = [
         "Average: the mean over the targets of each target's seed mean; blank unless every target has runs.",
         *_closed_note(closed, "its runs are tested on the source only"),

@@ -147,11 +147,13 @@ def _count_line(grid: Grid) -> str:
             f"; no transfer runs: {closed} {CLOSED_VOCABULARY}" if closed else ""
         )
     targets = {data.dataset for data in transfers} - set(grid.datasets)
-    where = f"{len(targets)} other datasets" if targets else f"its {transfers[0].classes} classes"
+    where = (
+        f"{len(targets)} other dataset{'s' * (len(targets) > 1)}" if targets else f"its {transfers[0].classes} classes"
+    )
     trainings = len(grid.runs) - len(transfers)
     return (
         f"{len(grid.runs)} runs: {trainings} trainings = {product}, "
-        f"each then tested on {where} ({len(transfers)} transfer runs)"
+        f"each then tested on {where} ({len(transfers)} transfer run{'s' * (len(transfers) > 1)})"
         + (f", but those of {closed}, which {CLOSED_VOCABULARY}" if closed else "")
     )
 
