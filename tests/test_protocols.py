@@ -2,6 +2,7 @@
 finished run, base-to-novel's harmonic mean and its table, on the tiny CLIP and generated data."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -262,9 +263,9 @@ def test_every_published_row_is_cited_and_consistent():
         )
 
 
-def _b2n_grid(path: Path, dataset: str, methods: str = "zeroshot, coop") -> Path:
+def _b2n_grid(path: Path, datasets: str, methods: str = "zeroshot, coop") -> Path:
     path.write_text(
-        f"name: b2n-{dataset}\ntable: base2novel\ndataset: {dataset}\nprotocol: base2novel\nsplits: [1shot]\n"
+        f"name: b2n\ntable: base2novel\ndatasets: [{datasets}]\nprotocol: base2novel\nsplits: [1shot]\n"
         f"seeds: [0]\nset: {{model.arch: tiny, train.epochs: 1, data.num_workers: 0}}\nmethods: [{methods}]\n"
     )
     return path
@@ -272,34 +273,36 @@ def _b2n_grid(path: Path, dataset: str, methods: str = "zeroshot, coop") -> Path
 
 @pytest.mark.slow
 def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tmp_path):
-    import dataclasses
-
     from petl_bench.report import render, summarize
     from petl_bench.report.paper import harmonic_mean
     from petl_bench.sweep.grid import expand_grid
 
-    out = tmp_path / "results"
-    grids = {"folder": five_classes, "pacs": pacs_root}
-    for dataset, root in grids.items():
-        path = _b2n_grid(tmp_path / f"{dataset}.yaml", dataset, "zeroshot, coop, tip-adapter-f")
-        sweep = ["sweep", path, "--out", out, "--set", f"data.root={root}"]
-        code, stdout, _ = call([*sweep, "--dry-run"])
-        listed = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
-        assert [(r[0], r[1], r[2]) for r in listed] == [
-            ("todo", "zeroshot", "1shot"),
-            ("todo", "zeroshot", "1shot"),
-            ("todo", "coop", "1shot"),
-            ("todo", "coop", "1shot"),
-            ("todo", "tip-adapter-f", "1shot"),  # trained and tested on the base classes: no novel run
-        ]
-        assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 2 + ["1shot-base"]
-        code, stdout, stderr = call(sweep)
-        assert code == 0, stdout + stderr
-        assert f"b2n-{dataset}: 5 done now" in stdout and " 0 failed" in stdout
-    # Both grids' runs as one table: a row per dataset, Base / Novel / HM per method, the Average row.
-    expanded = [expand_grid(tmp_path / f"{d}.yaml", [f"data.root={r}"], str(out)) for d, r in grids.items()]
-    both = dataclasses.replace(expanded[0], runs=[run for grid in expanded for run in grid.runs])
-    summary = summarize(both)
+    data, out = tmp_path / "data", tmp_path / "results"  # both datasets in their folders under one root
+    data.mkdir()
+    (data / "folder").symlink_to(five_classes)
+    (data / "pacs").symlink_to(pacs_root)
+    path = _b2n_grid(tmp_path / "b2n.yaml", "folder, pacs", "zeroshot, coop, tip-adapter-f")
+    sweep = ["sweep", path, "--out", out, "--set", f"data.root={data}"]
+    code, stdout, _ = call([*sweep, "--dry-run"])
+    listed = [line.split() for line in stdout.splitlines() if line.startswith("  ")]
+    assert [(r[0], r[1], r[2], r[3]) for r in listed] == [
+        ("todo", "zeroshot", "folder", "1shot"),
+        ("todo", "zeroshot", "folder", "1shot"),
+        ("todo", "zeroshot", "pacs", "1shot"),
+        ("todo", "zeroshot", "pacs", "1shot"),
+        ("todo", "coop", "folder", "1shot"),
+        ("todo", "coop", "folder", "1shot"),
+        ("todo", "coop", "pacs", "1shot"),
+        ("todo", "coop", "pacs", "1shot"),
+        ("todo", "tip-adapter-f", "folder", "1shot"),  # trained and tested on the base classes: no novel run
+        ("todo", "tip-adapter-f", "pacs", "1shot"),
+    ]
+    assert [Path(r[-1]).parts[-3] for r in listed] == ["1shot-base", "1shot-novel"] * 4 + ["1shot-base"] * 2
+    code, stdout, stderr = call(sweep)
+    assert code == 0, stdout + stderr
+    assert "b2n: 10 done now" in stdout and " 0 failed" in stdout
+    # A row per dataset, Base / Novel / HM per method, the Average row.
+    summary = summarize(expand_grid(path, [f"data.root={data}"], str(out)))
     assert summary.n_counted == 10 and not summary.missing
     accuracy = {
         (r.dataset, r.label, r.split): r.accuracy for r in summary.seeds[summary.seeds.task == "average"].itertuples()
@@ -311,12 +314,13 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     for dataset, title in (("folder", "folder"), ("pacs", "PACS")):
         base, novel = accuracy[(dataset, "coop", "1shot-base")], accuracy[(dataset, "coop", "1shot-novel")]
         assert rows[title][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
-    base = sum(accuracy[(d, "coop", "1shot-base")] for d in grids) / 2
-    novel = sum(accuracy[(d, "coop", "1shot-novel")] for d in grids) / 2
-    assert rows["Average"][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{harmonic_mean(base, novel):.2f}"]
+    base = sum(accuracy[(d, "coop", "1shot-base")] for d in ("folder", "pacs")) / 2
+    novel = sum(accuracy[(d, "coop", "1shot-novel")] for d in ("folder", "pacs")) / 2
+    hm = harmonic_mean(base, novel)
+    assert rows["Average"][3:6] == [f"{base:.2f}", f"{novel:.2f}", f"{hm:.2f}"]
     assert "the Average row is the mean of B and of N over the datasets and the HM of those means" in text
     # Tip-Adapter-F holds a cache value per trained class: its Base is measured, its Novel and HM say why not.
-    tip_base = sum(accuracy[(d, "tip-adapter-f", "1shot-base")] for d in grids) / 2
+    tip_base = sum(accuracy[(d, "tip-adapter-f", "1shot-base")] for d in ("folder", "pacs")) / 2
     assert rows["PACS"][6:] == [
         f"{accuracy[('pacs', 'tip-adapter-f', '1shot-base')]:.2f}",
         *["n/a: closed vocabulary"] * 2,
@@ -326,13 +330,47 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
         "n/a: closed vocabulary: Tip-Adapter-F cannot score classes it was not trained on (it holds a weight per "
         "trained class); its runs are tested on the base classes only." in text
     )
-    code, stdout, stderr = call(["table", tmp_path / "pacs.yaml", "--out", out, "--set", f"data.root={pacs_root}"])
+    code, stdout, stderr = call(["table", path, "--out", out])  # the root: the sweep's
     assert code == 0 and "| PACS |" in stdout, stderr
+    code, stdout, stderr = call(["table", path, "--out", out, "--format", "csv"])
+    assert code == 0, stderr
+    means = [line.split(",") for line in stdout.splitlines() if ",coop,average,mean," in line]
+    assert [(r[1], r[2], float(r[8])) for r in means] == [
+        (d, f"1shot-{c}", round(accuracy[(d, "coop", f"1shot-{c}")], 4))
+        for c in ("base", "novel")
+        for d in ("folder", "pacs")
+    ]  # a row per dataset: a label's runs of one split are on both
+    hms = [line.split(",") for line in stdout.splitlines() if ",coop,average,hm," in line]
+    assert [(r[1], float(r[8])) for r in hms] == [
+        (d, round(harmonic_mean(accuracy[(d, "coop", "1shot-base")], accuracy[(d, "coop", "1shot-novel")]), 4))
+        for d in ("folder", "pacs")
+    ]
     code, stdout, stderr = call(["report", "--out", out])
     assert code == 0, stderr
-    page = (out / "report" / "grids" / "b2n-pacs.html").read_text()
+    index = (out / "report" / "index.html").read_text()
+    assert f"Average: ZS HM {rows['Average'][2]}, CoOp HM {hm:.2f}</td>" in index
+    page = (out / "report" / "grids" / "b2n.html").read_text()
     assert "base-to-novel generalisation" in page and "CoOp HM" in page and "the HM of those means" in page
-    assert page.count('<td class="gap">n/a: closed vocabulary</td>') == 4  # Tip-Adapter-F's Novel, HM; twice
+    assert page.count('<td class="gap">n/a: closed vocabulary</td>') == 6  # Tip-Adapter-F's Novel, HM; 3 rows
+    seeds = re.findall(r'<span class="seeds">(.*?)</span>', page)
+    assert len(seeds) == 10 and all(s.count("<a ") == 1 for s in seeds)  # each cell its dataset's one seed
+    # A transfer run's page links to the run whose parameters it tested, and says when that one ran again.
+    from petl_bench.report.markup import Site, href
+    from petl_bench.report.run_page import _source
+
+    site = Site(out, out / "report")
+    novel = next((out / "runs" / "pacs").glob("*/1shot-novel/coop@tiny-from-*/seed0.json"))
+    base = next((out / "runs" / "pacs").glob("*/1shot-base/coop@tiny/seed0.json"))
+    run_html = site.run_page(novel).read_text()
+    assert f'href="{href(site.run_page(novel), site.run_page(base))}"' in run_html
+    assert "A transfer run: nothing trains here." in run_html and "its source run's page has the curves" in run_html
+    record = json.loads(novel.read_text())
+    assert "ran again since" not in _source(site, site.run_page(novel), record)[0]
+    base.write_text(json.dumps({**json.loads(base.read_text()), "config_sha256": "f" * 64}))
+    assert (
+        "That record now holds another config (hash <code>ffffffff</code>)"
+        in _source(site, site.run_page(novel), record)[0]
+    )
 
 
 # -- 5. protocol grids -------------------------------------------------------------------------------
@@ -363,6 +401,14 @@ def test_a_cross_dataset_sweep_transfers_beside_the_source_root(tmp_path):
     row = next(line for line in stdout.splitlines() if line.startswith("| CoOp-MT |"))
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     assert cells[1] == f"{record['accuracy']['average']:.2f}" and cells[2] == cells[1]  # one target: its average
+    zeroshot = next(line for line in stdout.splitlines() if line.startswith("| ZS |")).strip("|").split("|")
+    code, _, stderr = call(["report", "--out", out])
+    assert code == 0, stderr
+    index = (out / "report" / "index.html").read_text()
+    assert f"average over the targets: ZS {zeroshot[3].strip()}, CoOp-MT {cells[2]}</td>" in index
+    page = (out / "report" / "grids" / "xd-pacs.html").read_text()
+    seeds = re.findall(r'<span class="seeds">(.*?)</span>', page)
+    assert len(seeds) == 4 and all(s.count("<a ") == 1 for s in seeds)  # the source's seed, the target's apart
 
 
 def test_protocol_grid_keys_refused_in_one_line(tmp_path):

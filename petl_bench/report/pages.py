@@ -15,6 +15,7 @@ from .summary import AVERAGE, Cell, Summary
 from .tables import GapCell, LayoutCell, ParamCell, cell_text, counted_phrase, layout, seeds_phrase
 
 FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5", "fewshot": "fewshot"}
+PER_DATASET_TABLES = ("base2novel", "transfer", "lodo")  # a label's runs of one split span several datasets
 OUTSIDE_LISTED = 200  # runs outside any grid listed on the index; the rest are counted
 
 
@@ -101,11 +102,33 @@ def _averages(grid: GridReport) -> str:
     if grid.summary is None:
         return ""
     s = grid.summary
+    if s.table in PER_DATASET_TABLES:
+        return _table_averages(s)
     lines = []
     for split in s.splits:
         cells = [(column_name(label), s.cell(label, split, AVERAGE)) for label in s.labels]
         found = ", ".join(f"{name} {cell.mean:.{cell.digits}f}" for name, cell in cells if cell is not None)
         lines.append(f"{esc(split_name(s.dataset, split))}: {esc(found or 'none yet')}")
+    return "<br>".join(lines)
+
+
+def _table_averages(s: Summary) -> str:
+    """A base2novel, transfer or lodo grid's averages as its table has them, a line per block:
+    each method's Average HM, average over the targets, or average over the held-out domains."""
+    lay = layout(s)
+    lines = []
+    for block in lay.blocks:
+        if s.table == "transfer":  # a row per method, its average over the targets last
+            title, found = "average over the targets", [(name, cells[-1]) for name, cells in block.rows]
+        else:  # an Average row below the datasets or held-out domains
+            average = dict(block.rows).get("Average", [])
+            hm_only = s.table == "base2novel"
+            found = [
+                (c, cell) for c, cell in zip(lay.columns, average, strict=True) if c.endswith(" HM") or not hm_only
+            ]
+            title = block.title or "Average"
+        shown = ", ".join(f"{name} {cell.mean:.{cell.digits}f}" for name, cell in found if isinstance(cell, Cell))
+        lines.append(f"{esc(title)}: {esc(shown or 'none yet')}")
     return "<br>".join(lines)
 
 
@@ -176,7 +199,7 @@ def paper_table(site: Site, page: Path, summary: Summary) -> str:
     lay = layout(summary)
     seeds: dict[tuple, list] = {}
     for record in summary.seeds.sort_values("seed").itertuples():
-        seeds.setdefault((record.label, record.split, record.task), []).append(
+        seeds.setdefault((record.label, record.dataset, record.split, record.task), []).append(
             (record.seed, record.accuracy, Path(record.path))
         )
     head = "".join(f"<th>{esc(name)}</th>" for name in [lay.corner, *lay.columns])

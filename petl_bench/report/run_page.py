@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import plots
 from ..files import atomic_path
+from ..results import load_record
 from .markup import Site, accuracy, esc, facts, file_link, href, html_page, link, row, table
 from .paper import dataset_name, split_name
 from .state import (
@@ -36,6 +37,7 @@ def run_page(site: Site, path: Path, record: dict, grids: list[tuple[GridReport,
         title += f", {record['holdout']} held out (trained on the other domains)"
     body = [
         f"<h1>{esc(title)}</h1>",
+        *_source(site, page, record),
         _membership(site, page, record, grids),
         "<h2>Accuracy</h2>",
         table(
@@ -115,6 +117,32 @@ def _in_results(site: Site, record: dict, key: str) -> Path:
         return path
 
 
+def _source(site: Site, page: Path, record: dict) -> list[str]:
+    """A transfer run's source: the finished run whose trained parameters it tests, linked to its
+    page, and whether that record still holds the config this run tested."""
+    origin = record.get("transfer_from")
+    if not isinstance(origin, dict):
+        return []
+    path = site.out / str(origin.get("run"))
+    source, problem = load_record(path)
+    wanted = str(origin.get("config_sha256", ""))[:8]
+    if source is None:
+        named = f'<span class="absent">{esc(origin.get("run"))} ({esc(problem or "absent")})</span>'
+    else:
+        named = link(page, site.run_page(path), f"{run_label(source, run_argv_of(source))}, seed {source.get('seed')}")
+    data = record.get("config", {}).get("data", {})
+    text = (
+        f"A transfer run: nothing trains here. It tests the trained parameters of {named} (config hash "
+        f"<code>{esc(wanted)}</code>) on {esc(dataset_name(str(data.get('dataset', ''))))}, "
+        f"{esc(data.get('classes', 'all'))} classes."
+    )
+    if source is not None and short_hash(source) != wanted:
+        text += (
+            f" That record now holds another config (hash <code>{esc(short_hash(source))}</code>): it ran again since."
+        )
+    return [f'<p class="transfer">{text}</p>']
+
+
 def _membership(site: Site, page: Path, record: dict, grids: list[tuple[GridReport, RunState]]) -> str:
     if not grids:
         return "<p>In no swept grid.</p>"
@@ -138,6 +166,8 @@ def _changed(ours: dict, grids: dict) -> str:
 
 
 def _curves(page: Path, work: Path, record: dict, title: str) -> str:
+    if record.get("transfer_from"):
+        return "<p>A transfer run trains nothing: its source run's page has the curves.</p>"
     if record.get("trainable_params") == 0:
         return "<p>Nothing trained (0 trainable parameters): no curves.</p>"
     log_path = work / "logs" / "metrics.csv"

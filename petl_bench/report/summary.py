@@ -93,7 +93,9 @@ class Cell:
     paper: float | None = None
     paper_std: float | None = None
     digits: int = 1
-    key: tuple[str, str, str] | None = None  # (label, split, task) of `Summary.cells` it shows
+    # (label, dataset, split, task) of the records it averages: the grid's runs of a base2novel,
+    # transfer or lodo table share a label, split and task across datasets
+    key: tuple[str, str, str, str] | None = None
 
 
 @dataclass
@@ -150,8 +152,10 @@ class Summary:
         if key not in self.cells.index:
             return None
         row = self.cells.loc[key]
+        if isinstance(row, pd.DataFrame):  # a key of several datasets' rows: a table's own layout tells them apart
+            raise ValueError(f"{key} names the cells of datasets {', '.join(row.dataset)} in grid {self.name!r}")
         std, paper, paper_std = (number_or_none(row[c]) for c in ("std", "paper", "paper_std"))
-        return Cell(float(row["mean"]), std, paper, paper_std, self.digits, key)
+        return Cell(float(row["mean"]), std, paper, paper_std, self.digits, (label, str(row["dataset"]), split, task))
 
     def lacking(self, label: str, split: str) -> list[str]:
         """The datasets of which a row of the `fewshot` table has no record (so it has no average)."""

@@ -288,7 +288,7 @@ def _runs_cell(average: pd.DataFrame, dataset: str, label: str, digits: int) -> 
     if runs.empty:
         return None
     std = float(runs.accuracy.std()) if len(runs) > 1 else None
-    return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, runs.split.iloc[0], AVERAGE))
+    return Cell(float(runs.accuracy.mean()), std, digits=digits, key=(label, dataset, runs.split.iloc[0], AVERAGE))
 
 
 CLOSED = GapCell("n/a: closed vocabulary")  # a method's cell for classes it cannot score (`_closed_note`)
@@ -510,12 +510,16 @@ def to_csv(summary: Summary) -> str:
         )
     # A record's own count: a fewshot row's datasets differ in classes, and its average has none.
     params = {
-        (r.label, r.split, r.task): r.trainable_params
-        for r in summary.seeds.drop_duplicates(["label", "split", "task"]).itertuples()
+        (r.label, r.dataset, r.split, r.task): r.trainable_params
+        for r in summary.seeds.drop_duplicates(["label", "dataset", "split", "task"]).itertuples()
     }
     keys = [(label, split, task) for split in summary.splits for label in summary.labels for task in summary.tasks]
-    for label, split, task in filter(summary.cells.index.__contains__, keys):
-        r = summary.cells.loc[(label, split, task)]
+    # a key's row per dataset (one but in a base2novel, transfer or lodo grid over several)
+    for (label, split, task), r in (
+        (key, r)
+        for key in filter(summary.cells.index.__contains__, keys)
+        for _, r in summary.cells.loc[[key]].iterrows()
+    ):
         writer.writerow(
             {
                 **base,
@@ -531,7 +535,7 @@ def to_csv(summary: Summary) -> str:
                 "paper": _csv_num(r["paper"]),
                 "paper_std": _csv_num(r["paper_std"]),
                 "diff": _csv_num(r["diff"]),
-                "trainable_params": params.get((label, split, task), ""),
+                "trainable_params": params.get((label, r["dataset"], split, task), ""),
             }
         )
     if summary.table == "base2novel":
@@ -547,7 +551,7 @@ def _hm_rows(summary: Summary) -> list[dict]:
             base, novel = _base_novel(average, dataset, label, summary.digits)
             hm = _hm_cell(base, novel, summary.digits)
             if base is not None and hm is not None:
-                split = base.key[1] if base.key else ""
+                split = base.key[2] if base.key else ""
                 rows.append(
                     {
                         "dataset": dataset,
