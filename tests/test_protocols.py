@@ -395,6 +395,10 @@ def test_a_cross_dataset_sweep_transfers_beside_the_source_root(tmp_path):
     )
     record = json.loads(transfer.read_text())
     assert record["tasks"] == read_manifest("vlcs", data / "vlcs").domains and record["root"] == str(data / "vlcs")
+    # Both methods' image towers are frozen: the first transfer encodes the target's test images, the next reads them.
+    zeroshot = json.loads(next(transfer.parent.parent.glob("zeroshot@tiny-from-*/seed0.json")).read_text())
+    assert set(zeroshot["test_sources"].values()) == {"features (cached now)"}
+    assert set(record["test_sources"].values()) == {"features (cached)"}
     assert record["transfer_from"]["run"].startswith(f"runs/pacs/{root_folder(data / 'pacs')}/1shot/coop-mt@tiny/")
     code, stdout, stderr = call(["table", grid, "--out", out])
     assert code == 0, stderr
