@@ -13,7 +13,7 @@ demo demo-sweep beyond-demo: export OMP_NUM_THREADS ?= 1
 .PHONY: help install lint test test-fast demo clean-demo table1 table2 ablation kshot fewshot demo-sweep beyond beyond-demo report base2novel xd dg lodo
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install:  ## create $(VENV) and install petl-bench with its pinned torch pair
 	$(PYTHON) -m venv $(VENV)
@@ -98,16 +98,19 @@ base2novel:  ## CoCoOp's base-to-novel protocol on CoOp's 11 datasets (DATA=thei
 	$(call need-data,~/data)
 	$(call sweep,base2novel)
 	$(BIN)/petl-bench table base2novel --out $(RESULTS)
+	$(call report,$(RESULTS))
 
-xd dg:  ## CoCoOp's cross-dataset (xd) / domain-generalisation (dg) transfer from ImageNet (DATA=its folder)
+xd dg:  ## CoCoOp's cross-dataset (xd) / domain-generalisation (dg) transfer from ImageNet (DATA=its folder): table, report
 	$(call need-data,~/data/imagenet)
 	$(call sweep,$@)
 	$(BIN)/petl-bench table $@ --out $(RESULTS)
+	$(call report,$(RESULTS))
 
-lodo:  ## DomainBed's leave-one-domain-out on PACS, VLCS, Office-Home, TerraIncognita, DomainNet (DATA/{pacs,...})
+lodo:  ## DomainBed's leave-one-domain-out on PACS, VLCS, Office-Home, TerraIncognita, DomainNet (DATA/{pacs,...}): table, report
 	$(call need-data,~/data)
 	$(call sweep,lodo)
 	$(BIN)/petl-bench table lodo --out $(RESULTS)
+	$(call report,$(RESULTS))
 
 beyond:  ## Table 1's methods and the ones beyond the paper on Office-Home (DATA=its folder): table, fig1, report
 	$(call need-data,~/data/OfficeHomeDataset_10072016)
