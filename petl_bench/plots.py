@@ -378,6 +378,11 @@ def _save(fig, path: Path) -> Path:
 
 def draw(figure: str, summary: Summary, split: str | None = None, out: Path | None = None) -> Path:
     """Draw `figure` from `summary` to `out` (default `{results}/figures/...`); the PNG's path."""
+    if summary.spans_datasets:
+        raise UserError(
+            f"grid {summary.name!r} ({summary.table} table) has no figure: "
+            f"its numbers are `petl-bench table {summary.name}` and its page in `petl-bench report`"
+        )
     one_split = default_figure(figure)[1]
     chosen = choose_split(summary, split) if one_split else None
     path = Path(out) if out else figure_path(summary, figure, chosen)

@@ -25,8 +25,13 @@ from .errors import UserError
 from .results import load_record, record_path
 from .runargs import saved_config
 
-# why a method with `open_vocabulary` False has no transfer to other classes (in refusals and tables)
-CLOSED_VOCABULARY = "cannot score classes it was not trained on (it holds a weight per trained class)"
+
+def closed_vocabulary(methods: int) -> str:
+    """Why `methods` methods with `open_vocabulary` False have no transfer to other classes, after
+    their names (in refusals, count lines and tables)."""
+    if methods == 1:
+        return "cannot score classes it was not trained on (it holds a weight per trained class)"
+    return "cannot score classes they were not trained on (each holds a weight per trained class)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +115,7 @@ def refusal(
     method, source_data = cfg.method, source.cfg.data
     if not open_vocabulary and (cfg.data.dataset, cfg.data.classes) != (source_data.dataset, source_data.classes):
         return (
-            f"{method} {CLOSED_VOCABULARY}: "
+            f"{method} {closed_vocabulary(1)}: "
             f"no transfer from {source_data.dataset} {source_data.classes} classes "
             f"to {cfg.data.dataset} {cfg.data.classes} classes"
         )

@@ -345,6 +345,12 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
         (d, round(harmonic_mean(accuracy[(d, "coop", "1shot-base")], accuracy[(d, "coop", "1shot-novel")]), 4))
         for d in ("folder", "pacs")
     ]
+    code, _, stderr = call(["plot", "fig1", "--grid", path, "--out-dir", out])
+    assert (code, stderr.strip()) == (
+        2,
+        "petl-bench: error: grid 'b2n' (base2novel table) has no figure: its numbers are `petl-bench table b2n` "
+        "and its page in `petl-bench report`",
+    )
     code, stdout, stderr = call(["report", "--out", out])
     assert code == 0, stderr
     index = (out / "report" / "index.html").read_text()
@@ -426,6 +432,9 @@ def test_protocol_grid_keys_refused_in_one_line(tmp_path):
             "protocol: base2novel\nclasses: novel\n",
             "classes: the base2novel protocol trains on the base classes itself",
         ),
+        ("", "protocol: the transfer table shows the runs of protocol xd or dg: name it"),
+        ("protocol: base2novel\n", "table: the base2novel protocol's table is base2novel, not transfer"),
+        ("protocol: xd\ntargets: [pacs]\n", "targets: pacs is the source dataset (its own test is the source column)"),
     ):
         grid.write_text(base + extra)
         code, _, stderr = call(["sweep", grid, "--dry-run"])
@@ -460,7 +469,7 @@ def test_a_protocol_makes_no_transfer_of_a_closed_vocabulary_method(tmp_path):
     ]
     assert _count_line(grid) == (
         "4 runs = 2 methods x splits 1shot x seeds 0, 1 on pacs; no transfer runs: linear-probe, lpp cannot score "
-        "classes it was not trained on (it holds a weight per trained class)"
+        "classes they were not trained on (each holds a weight per trained class)"
     )
     lodo = tmp_path / "lodo.yaml"
     lodo.write_text("table: lodo\ndataset: pacs\nprotocol: lodo\nsplits: [1shot]\nseeds: [0]\nmethods: [lpp]\n")
@@ -518,7 +527,7 @@ def test_the_base2novel_layout_sets_the_published_numbers_beside_ours(tmp_path):
         ]
     )  # fmt: skip
     summary = Summary(
-        "b2n", "base2novel", "caltech101", ["CoOp"], {"CoOp": "coop"}, ["16shot-base", "16shot-novel"],
+        "b2n", "base2novel", ["caltech101"], ["CoOp"], {"CoOp": "coop"}, ["16shot-base", "16shot-novel"],
         ["average"], seeds, pd.DataFrame(), {}, tmp_path, 4, [], [],
     )  # fmt: skip
     (name, cells), (average, means) = layout(summary).blocks[0].rows
@@ -584,7 +593,7 @@ def _transfer_summary(tmp_path, source: str, accuracy: dict[str, float]):
     )  # fmt: skip
     return Summary(
         "t", "transfer", [source], ["coop"], {"coop": "coop"}, ["16shot"], ["average"], seeds, pd.DataFrame(), {},
-        tmp_path, len(accuracy), [], [],
+        tmp_path, len(accuracy), [], [], targets=[d for d in accuracy if d != source],
     )  # fmt: skip
 
 
@@ -634,6 +643,46 @@ def test_a_closed_vocabulary_methods_transfer_cells_say_why(tmp_path):
         "n/a: closed vocabulary: Linear probe cannot score classes it was not trained on (it holds a weight per "
         "trained class); its runs are tested on the source only."
     )
+
+
+def test_protocol_layouts_take_the_grids_datasets_and_targets_and_a_block_per_shot_count(tmp_path):
+    import pandas as pd
+
+    from petl_bench.report.summary import Summary
+    from petl_bench.report.tables import GapCell, layout
+
+    def summary(table, datasets, labels, splits, runs, targets=()):
+        seeds = pd.DataFrame(
+            [
+                {"label": label, "method": label, "dataset": dataset, "split": split, "seed": 1, "task": "average",
+                 "task_index": 0, "accuracy": value, "trainable_params": 0}
+                for (label, dataset, split), value in runs.items()
+            ]
+        )  # fmt: skip
+        return Summary(
+            "g", table, datasets, labels, {label: label for label in labels}, splits, ["average"], seeds,
+            pd.DataFrame(), {}, tmp_path, len(runs), [], [], targets=list(targets),
+        )  # fmt: skip
+
+    # base2novel over two shot counts, DTD without runs yet: a block per shot count, DTD blank, no Average.
+    runs = {
+        ("coop", "caltech101", f"{n}shot-{c}"): 10.0 * n + (c == "novel") for n in (1, 2) for c in ("base", "novel")
+    }
+    b2n = layout(
+        summary("base2novel", ["caltech101", "dtd"], ["coop"], list(dict.fromkeys(s for _, _, s in runs)), runs)
+    )
+    assert [block.title for block in b2n.blocks] == ["1shot", "2shot"] and "each shot count" in b2n.title
+    for block, n in zip(b2n.blocks, (1, 2), strict=True):
+        (_, caltech), (_, dtd), (_, average) = block.rows
+        assert [c.mean for c in caltech[:2]] == [10.0 * n, 10.0 * n + 1] and dtd == [None] * 3
+        assert average == [None] * 3  # not the average of Caltech101 alone
+    # xd: the grid's targets are the columns, with or without runs; a closed-vocabulary row says why.
+    runs = {("coop", "pacs", "1shot"): 70.0, ("coop", "vlcs", "1shot"): 40.0, ("linear-probe", "pacs", "1shot"): 80.0}
+    xd = layout(summary("transfer", ["pacs"], ["coop", "linear-probe"], ["1shot"], runs, ["vlcs", "officehome"]))
+    assert xd.columns == ["PACS (source)", "VLCS", "Office-Home", "Average"]
+    (_, coop), (_, probe) = xd.blocks[0].rows
+    assert [c and c.mean for c in coop] == [70.0, 40.0, None, None]  # no Office-Home runs yet: no Average
+    assert probe[0].mean == 80.0 and probe[1:] == [GapCell("n/a: closed vocabulary")] * 3
 
 
 def test_a_transfer_jobs_title_names_its_source_and_target(tmp_path):

@@ -15,7 +15,6 @@ from .summary import AVERAGE, Cell, Summary
 from .tables import GapCell, LayoutCell, ParamCell, cell_text, counted_phrase, layout, seeds_phrase
 
 FIGURE_OF_TABLE = {"table1": "fig1", "table2": "fig1", "ablation": "fig4", "kshot": "fig5", "fewshot": "fewshot"}
-PER_DATASET_TABLES = ("base2novel", "transfer", "lodo")  # a label's runs of one split span several datasets
 OUTSIDE_LISTED = 200  # runs outside any grid listed on the index; the rest are counted
 
 
@@ -102,7 +101,7 @@ def _averages(grid: GridReport) -> str:
     if grid.summary is None:
         return ""
     s = grid.summary
-    if s.table in PER_DATASET_TABLES:
+    if s.spans_datasets:
         return _table_averages(s)
     lines = []
     for split in s.splits:

@@ -123,18 +123,19 @@ def _source(site: Site, page: Path, record: dict) -> list[str]:
     origin = record.get("transfer_from")
     if not isinstance(origin, dict):
         return []
-    path = site.out / str(origin.get("run"))
-    source, problem = load_record(path)
+    path = (site.out / str(origin.get("run"))).resolve()
+    source, problem = (
+        load_record(path) if path.is_relative_to(site.out / "runs") else (None, "not a run of this folder")
+    )
     wanted = str(origin.get("config_sha256", ""))[:8]
     if source is None:
         named = f'<span class="absent">{esc(origin.get("run"))} ({esc(problem or "absent")})</span>'
     else:
         named = link(page, site.run_page(path), f"{run_label(source, run_argv_of(source))}, seed {source.get('seed')}")
-    data = record.get("config", {}).get("data", {})
     text = (
         f"A transfer run: nothing trains here. It tests the trained parameters of {named} (config hash "
-        f"<code>{esc(wanted)}</code>) on {esc(dataset_name(str(data.get('dataset', ''))))}, "
-        f"{esc(data.get('classes', 'all'))} classes."
+        f"<code>{esc(wanted)}</code>) on {esc(dataset_name(str(record.get('dataset', ''))))}, "
+        f"{esc(record.get('classes', 'all'))} classes."
     )
     if source is not None and short_hash(source) != wanted:
         text += (

@@ -119,6 +119,13 @@ class Summary:
     off_paper: list[str] = field(default_factory=list)  # why these results are not the paper's setting
     unusable: list[str] = field(default_factory=list)  # `path (why)` of the grid's record files that are none
     root: str = ""  # the dataset root of the grid's runs; "" when none was given or recorded
+    targets: list[str] = field(default_factory=list)  # xd, dg: the datasets the runs are transferred to
+
+    @property
+    def spans_datasets(self) -> bool:
+        """Whether a label's runs of one split and task lie on several datasets (a base2novel,
+        transfer or lodo table): only the table's layout tells their cells apart, `cell` cannot."""
+        return self.table in ("base2novel", "transfer", "lodo")
 
     @property
     def dataset(self) -> str:
@@ -239,6 +246,7 @@ def summarize(grid) -> Summary:
         ),
         unusable=[f"{path} ({unusable[path]})" for path in missing if path in unusable],
         root=grid.root,
+        targets=list(grid.targets),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 from ..datamodules.catalog import DOMAINS, IMAGENET_VARIANTS
 from ..files import write_text_atomic
 from ..registry import get_method
-from ..transfer import CLOSED_VOCABULARY
+from ..transfer import closed_vocabulary
 from .paper import (
     DATASETS_NAMED,
     column_name,
@@ -171,82 +172,104 @@ CLASSES = ("base", "novel")  # the class subsets of a base2novel grid's runs, in
 def base2novel_layout(s: Summary) -> Layout:
     """CoCoOp's Table 1: datasets x (Base, Novel, HM) per method. Base: the runs trained and tested
     on the base classes (`16shot-base`); Novel: their transfers to the novel classes (`16shot-novel`);
-    each the mean ± std over seeds of the average over tasks, the published value beside it."""
+    each the mean ± std over seeds of the average over tasks, the published value beside it; a block
+    per shot count where the grid has several."""
     average = s.seeds[s.seeds.task == AVERAGE]
-    datasets = list(dict.fromkeys(average.dataset)) or [s.dataset]
     published = {(r.method, r.dataset): r for r in published_base2novel().itertuples()}
     closed = _closed_vocabulary(s)
-    rows: list[tuple[str, list[LayoutCell]]] = []
-    bases: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
-    novels: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
-    for dataset in datasets:
-        cells: list[LayoutCell] = []
-        for label in s.labels:
-            paper = published.get((s.methods[label], dataset))
-            base, novel = _base_novel(average, dataset, label, s.digits)
-            bases[label].append(base)
-            novels[label].append(novel)
-            cells += _base_novel_hm(base, novel, paper, label in closed, s.digits)
-        rows.append((dataset_name(dataset), cells))
-    averages: list[LayoutCell] = []
-    for label in s.labels:
-        paper = published.get((s.methods[label], "average")) if len(datasets) == 11 else None
-        base, novel = _mean_cell(bases[label], s.digits), _mean_cell(novels[label], s.digits)
-        averages += _base_novel_hm(base, novel, paper, label in closed, s.digits)
-    rows.append(("Average", averages))
+    shots = _shot_counts(s.splits)
+    blocks = [
+        Block(n if len(shots) > 1 else "", _base2novel_rows(s, _of_shots(average, n), published, closed)) for n in shots
+    ]
     columns = [f"{column_name(label)} {part}" for label in s.labels for part in ("Base", "Novel", "HM")]
     notes = [
         "HM = 2BN/(B+N) of the seed-averaged Base (B) and Novel (N) accuracy; the Average row is the mean of B "
         "and of N over the datasets and the HM of those means (as CoCoOp and MaPLe average).",
         "A method's Average Base (Novel) is blank unless it has Base (Novel) on every dataset; the published "
         "Average (over CoOp's 11 datasets) shows only for a table of those 11.",
-        *_closed_note(closed, "its runs are tested on the base classes only"),
+        *_closed_note(s, closed, "its runs are tested on the base classes only"),
         "Published values: petl_bench/data/published_base2novel.csv (CoCoOp, KgCoOp, MaPLe, PromptSRC: Table 1 "
         "of each; CLIP's as CoCoOp prints it).",
     ]
-    split = s.splits[0].partition("-")[0] if s.splits else ""
-    title = f"{s.name}: base-to-novel generalisation, {split} on the base classes, accuracy (%)"
-    return Layout(title, "dataset", columns, [Block("", rows)], notes)
+    trained = shots[0] if len(shots) == 1 else "each shot count"
+    title = f"{s.name}: base-to-novel generalisation, {trained} on the base classes, accuracy (%)"
+    return Layout(title, "dataset", columns, blocks, notes)
+
+
+def _base2novel_rows(s: Summary, average: pd.DataFrame, published: dict, closed: set[str]) -> list:
+    """A row per dataset of the grid and the Average row, from the runs of one shot count."""
+    rows: list[tuple[str, list[LayoutCell]]] = []
+    bases: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
+    novels: dict[str, list[Cell | None]] = {label: [] for label in s.labels}
+    for dataset in s.datasets:
+        cells: list[LayoutCell] = []
+        for label in s.labels:
+            paper = published.get((s.methods[label], dataset))
+            base, novel = _base_novel(average, dataset, label, s.digits)
+            bases[label].append(base)
+            novels[label].append(novel)
+            cells += _base_novel_hm(base, novel, paper, label in closed and novel is None, s.digits)
+        rows.append((dataset_name(dataset), cells))
+    averages: list[LayoutCell] = []
+    for label in s.labels:
+        paper = published.get((s.methods[label], "average")) if len(s.datasets) == 11 else None
+        base, novel = _mean_cell(bases[label], s.digits), _mean_cell(novels[label], s.digits)
+        averages += _base_novel_hm(base, novel, paper, label in closed and novel is None, s.digits)
+    rows.append(("Average", averages))
+    return rows
 
 
 def transfer_layout(s: Summary) -> Layout:
     """CoCoOp's Tables 2-3 (cross-dataset, domain generalisation): methods x the source dataset (its
-    own test) and each target its runs were transferred to, then the average over the targets; from
-    ImageNet, the published value beside ours (`published_transfer`: dg where every target is an
-    ImageNet variant, else xd), the published average only over the paper's very targets."""
+    own test) and each target of the grid, then the average over the targets; from ImageNet, the
+    published value beside ours (`published_transfer`: dg where every target is an ImageNet variant,
+    else xd), the published average only over the paper's very targets; a block per shot count
+    where the grid has several."""
     average = s.seeds[s.seeds.task == AVERAGE]
-    targets = [d for d in dict.fromkeys(average.dataset) if d != s.dataset]
-    protocol = "dg" if targets and set(targets) <= set(IMAGENET_VARIANTS) else "xd"
+    protocol = "dg" if s.targets and set(s.targets) <= set(IMAGENET_VARIANTS) else "xd"
     table = published_transfer(protocol) if s.dataset == "imagenet" else None
     published = {} if table is None else {(r.method, r.dataset): r.accuracy for r in table.itertuples()}
-    papers_targets = set() if table is None else set(table.dataset) - {"imagenet", AVERAGE}
+    on_papers_targets = table is not None and set(s.targets) == set(table.dataset) - {"imagenet", AVERAGE}
     closed = _closed_vocabulary(s)
-    rows: list[tuple[str, list[LayoutCell]]] = []
-    for label in s.labels:
-        method = s.methods[label]
-        cells = [
-            _beside(_runs_cell(average, dataset, label, s.digits), published.get((method, dataset)))
-            for dataset in [s.dataset, *targets]
-        ]
-        paper_average = published.get((method, AVERAGE)) if set(targets) == papers_targets else None
-        average_cell = _beside(_mean_cell(cells[1:], s.digits), paper_average)
-        row: list[LayoutCell] = (
-            [cells[0], *[CLOSED] * (len(targets) + 1)] if label in closed else [*cells, average_cell]
-        )
-        rows.append((column_name(label), row))
+    shots = _shot_counts(s.splits)
+    blocks = []
+    for n in shots:
+        runs = _of_shots(average, n)
+        rows: list[tuple[str, list[LayoutCell]]] = []
+        for label in s.labels:
+            method = s.methods[label]
+            cells = [
+                _beside(_runs_cell(runs, dataset, label, s.digits), published.get((method, dataset)))
+                for dataset in [s.dataset, *s.targets]
+            ]
+            paper_average = published.get((method, AVERAGE)) if on_papers_targets else None
+            average_cell = _beside(_mean_cell(cells[1:], s.digits), paper_average)
+            row: list[LayoutCell] = (
+                [cells[0], *[CLOSED] * (len(s.targets) + 1)] if label in closed else [*cells, average_cell]
+            )
+            rows.append((column_name(label), row))
+        blocks.append(Block(n if len(shots) > 1 else "", rows))
     notes = [
         "Average: the mean over the targets of each target's seed mean; blank unless every target has runs.",
-        *_closed_note(closed, "its runs are tested on the source only"),
+        *_closed_note(s, closed, "its runs are tested on the source only"),
     ]
     if table is not None:
         notes.append(
             f"Published values: petl_bench/data/published_{protocol}.csv (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, "
             "each row citing its paper and table); the published Average shows only over the paper's targets."
         )
-    columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, targets), "Average"]
-    return Layout(
-        f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, [Block("", rows)], notes
-    )
+    columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, s.targets), "Average"]
+    return Layout(f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, blocks, notes)
+
+
+def _shot_counts(splits: Sequence[str]) -> list[str]:
+    """The shot counts of a grid's splits in order: `16shot` of `16shot`, `16shot-base`, `16shot-holdout-art`."""
+    return list(dict.fromkeys(split.partition("-")[0] for split in splits))
+
+
+def _of_shots(runs: pd.DataFrame, shots: str) -> pd.DataFrame:
+    """The runs of one shot count (their split `16shot` or `16shot-...`)."""
+    return runs[runs.split.str.partition("-")[0] == shots]
 
 
 def lodo_layout(s: Summary) -> Layout:
@@ -256,8 +279,8 @@ def lodo_layout(s: Summary) -> Layout:
     average = s.seeds[s.seeds.task == AVERAGE]
     blocks = []
     for dataset in s.datasets:
-        for shots in dict.fromkeys(split.partition("-")[0] for split in s.splits):
-            runs = average[average.split.str.startswith(f"{shots}-")]
+        for shots in _shot_counts(s.splits):
+            runs = _of_shots(average, shots)
             rows: list[tuple[str, list[LayoutCell]]] = [
                 (domain, [_runs_cell(runs[runs.holdout == domain], dataset, label, s.digits) for label in s.labels])
                 for domain in DOMAINS[dataset]
@@ -299,17 +322,17 @@ def _closed_vocabulary(s: Summary) -> set[str]:
     return {label for label in s.labels if not get_method(s.methods[label]).open_vocabulary}
 
 
-def _closed_note(closed: set[str], tested: str) -> list[str]:
+def _closed_note(s: Summary, closed: set[str], tested: str) -> list[str]:
     """The footer line that says why the `closed` labels' transfer cells are n/a (none if none)."""
     if not closed:
         return []
-    names = ", ".join(column_name(label) for label in sorted(closed))
-    return [f"{CLOSED.why}: {names} {CLOSED_VOCABULARY}; {tested}."]
+    names = ", ".join(column_name(label) for label in s.labels if label in closed)
+    return [f"{CLOSED.why}: {names} {closed_vocabulary(len(closed))}; {tested}."]
 
 
 def _base_novel_hm(base: Cell | None, novel: Cell | None, paper, closed: bool, digits: int) -> list[LayoutCell]:
-    """A dataset's (or the average's) Base, Novel and HM cells, the published ones beside them; a
-    closed-vocabulary method's Novel and HM say why they have no value."""
+    """A dataset's (or the average's) Base, Novel and HM cells, the published ones beside them;
+    `closed`: a closed-vocabulary method without novel runs, whose Novel and HM say why."""
     if closed:
         return [_beside(base, None if paper is None else paper.base), CLOSED, CLOSED]
     return list(_with_published([base, novel, _hm_cell(base, novel, digits)], paper))
@@ -546,23 +569,21 @@ def to_csv(summary: Summary) -> str:
 def _hm_rows(summary: Summary) -> list[dict]:
     """base2novel: a row (stat=hm) per dataset and label with both Base and Novel runs, their HM."""
     average, rows = summary.seeds[summary.seeds.task == AVERAGE], []
-    for dataset in dict.fromkeys(average.dataset):
-        for label in summary.labels:
-            base, novel = _base_novel(average, dataset, label, summary.digits)
-            hm = _hm_cell(base, novel, summary.digits)
-            if base is not None and hm is not None:
-                split = base.key[2] if base.key else ""
-                rows.append(
-                    {
-                        "dataset": dataset,
-                        "split": split.rpartition("-")[0],
-                        "label": label,
-                        "method": summary.methods[label],
-                        "task": AVERAGE,
-                        "stat": "hm",
-                        "accuracy": round(hm.mean, 4),
-                    }
-                )
+    for shots, dataset, label in itertools.product(_shot_counts(summary.splits), summary.datasets, summary.labels):
+        base, novel = _base_novel(_of_shots(average, shots), dataset, label, summary.digits)
+        hm = _hm_cell(base, novel, summary.digits)
+        if hm is not None:
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": shots,
+                    "label": label,
+                    "method": summary.methods[label],
+                    "task": AVERAGE,
+                    "stat": "hm",
+                    "accuracy": round(hm.mean, 4),
+                }
+            )
     return rows
 
 

@@ -16,7 +16,7 @@ from ..datamodules.catalog import dataset_folder, dataset_parts
 from ..errors import UserError
 from ..files import check_writable_folder
 from ..runargs import run_argv, transfer_argv
-from ..transfer import CLOSED_VOCABULARY
+from ..transfer import closed_vocabulary
 from . import local, state
 from .grid import Grid, GridRun, record_of
 from .jobs import Job, JobResult, Outcome
@@ -142,10 +142,9 @@ def _count_line(grid: Grid) -> str:
     )
     transfers = [run.cfg.data for run in grid.runs if run.cfg.transfer_from]
     closed = ", ".join(grid.closed_vocabulary)  # the methods whose runs the protocol does not transfer
+    why = closed_vocabulary(len(grid.closed_vocabulary))
     if not transfers:
-        return f"{len(grid.runs)} runs = {product}" + (
-            f"; no transfer runs: {closed} {CLOSED_VOCABULARY}" if closed else ""
-        )
+        return f"{len(grid.runs)} runs = {product}" + (f"; no transfer runs: {closed} {why}" if closed else "")
     targets = {data.dataset for data in transfers} - set(grid.datasets)
     where = (
         f"{len(targets)} other dataset{'s' * (len(targets) > 1)}" if targets else f"its {transfers[0].classes} classes"
@@ -154,7 +153,7 @@ def _count_line(grid: Grid) -> str:
     return (
         f"{len(grid.runs)} runs: {trainings} trainings = {product}, "
         f"each then tested on {where} ({len(transfers)} transfer run{'s' * (len(transfers) > 1)})"
-        + (f", but those of {closed}, which {CLOSED_VOCABULARY}" if closed else "")
+        + (f", but those of {closed}, which {why}" if closed else "")
     )
 
 

@@ -85,6 +85,7 @@ GRID_KEYS = (
 )
 # CoCoOp's base-to-novel, cross-dataset and domain-generalisation protocols; DomainBed's leave-one-domain-out
 PROTOCOLS = ("base2novel", "xd", "dg", "lodo")
+PROTOCOL_TABLES = {"base2novel": "base2novel", "xd": "transfer", "dg": "transfer", "lodo": "lodo"}
 ENTRY_KEYS = ("method", "label", "recipe", "set")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -125,6 +126,7 @@ class Grid:
     # the labels whose runs its protocol would transfer but does not: their methods cannot score
     # classes they never trained on (`open_vocabulary` False)
     closed_vocabulary: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)  # xd, dg: the datasets each run is transferred to
 
     @property
     def dataset(self) -> str:
@@ -184,6 +186,9 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     for target in targets:
         if target not in DATASETS:
             raise UserError(f"{path}: targets: unknown {target!r} (known: {', '.join(DATASETS)})")
+        if target in datasets:
+            raise UserError(f"{path}: targets: {target} is the source dataset (its own test is the source column)")
+    _check_table_of(path, table, protocol)
     grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
     slurm = _slurm_config(path, spec.get("slurm") or {}, [o for o in overrides if o.startswith("slurm.")])
@@ -256,7 +261,19 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
         text=text,
         root=roots[0] if roots else "",
         closed_vocabulary=closed_vocabulary,
+        targets=targets,
     )
+
+
+def _check_table_of(path: Path, table: str, protocol: str | None) -> None:
+    """A protocol's runs go in its own table, and that table takes only its protocol's runs: the
+    others key a label's runs by split and task alone, which a source and its transfers share."""
+    wanted = PROTOCOL_TABLES.get(protocol or "")
+    if wanted is not None and table != wanted:
+        raise UserError(f"{path}: table: the {protocol} protocol's table is {wanted}, not {table}")
+    if wanted is None and table in PROTOCOL_TABLES.values():
+        protocols = " or ".join(p for p, t in PROTOCOL_TABLES.items() if t == table)
+        raise UserError(f"{path}: protocol: the {table} table shows the runs of protocol {protocols}: name it")
 
 
 def _transfers(protocol: str | None, targets: list[str], cfg: RunConfig) -> list[tuple[str | None, str | None, str]]:
