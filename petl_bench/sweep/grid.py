@@ -4,7 +4,7 @@ A grid file (`benchmarks/*.yaml`):
 
     name: table1                 # default: the file's name
     table: table1                # the report's layout: table1 | table2 | ablation | kshot | fewshot | base2novel
-                                 # | transfer | lodo
+                                 # | transfer | lodo (the last three each the table of its protocol, and only)
     dataset: officehome          # a name in config.DATASETS (or several joined: a+b); or `datasets: [a, b, ...]`
     splits: [10pct, 20pct]       # Nshot or paper aliases
     seeds: [0, 1, 2]             # default [0, 1, 2]
