@@ -667,6 +667,7 @@ def test_protocol_layouts_take_the_grids_datasets_and_targets_and_a_block_per_sh
     for block, n in zip(b2n.blocks, (1, 2), strict=True):
         (_, caltech), (_, dtd), (_, average) = block.rows
         assert [c.mean for c in caltech[:2]] == [10.0 * n, 10.0 * n + 1] and dtd == [None] * 3
+        assert [c.paper for c in caltech] == [None] * 3  # the published values are 16-shot ones
         assert average == [None] * 3  # not the average of Caltech101 alone
     # xd: the grid's targets are the columns, with or without runs; a closed-vocabulary row says why.
     runs = {("coop", "pacs", "1shot"): 70.0, ("coop", "vlcs", "1shot"): 40.0, ("linear-probe", "pacs", "1shot"): 80.0}

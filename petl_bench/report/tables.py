@@ -167,6 +167,7 @@ def _average(s: Summary, label: str, split: str) -> Cell | GapCell:
 
 
 CLASSES = ("base", "novel")  # the class subsets of a base2novel grid's runs, in the table's order
+PUBLISHED_SHOTS = "16shot"  # the shots of every published base-to-novel, cross-dataset and dg number
 
 
 def base2novel_layout(s: Summary) -> Layout:
@@ -179,7 +180,11 @@ def base2novel_layout(s: Summary) -> Layout:
     closed = _closed_vocabulary(s)
     shots = _shot_counts(s.splits)
     blocks = [
-        Block(n if len(shots) > 1 else "", _base2novel_rows(s, _of_shots(average, n), published, closed)) for n in shots
+        Block(
+            n if len(shots) > 1 else "",
+            _base2novel_rows(s, _of_shots(average, n), published if n == PUBLISHED_SHOTS else {}, closed),
+        )
+        for n in shots
     ]
     columns = [f"{column_name(label)} {part}" for label in s.labels for part in ("Base", "Novel", "HM")]
     notes = [
@@ -189,7 +194,7 @@ def base2novel_layout(s: Summary) -> Layout:
         "Average (over CoOp's 11 datasets) shows only for a table of those 11.",
         *_closed_note(s, closed, "its runs are tested on the base classes only"),
         "Published values: petl_bench/data/published_base2novel.csv (CoCoOp, KgCoOp, MaPLe, PromptSRC: Table 1 "
-        "of each; CLIP's as CoCoOp prints it).",
+        f"of each; CLIP's as CoCoOp prints it), all {PUBLISHED_SHOTS}: beside the {PUBLISHED_SHOTS} runs only.",
     ]
     trained = shots[0] if len(shots) == 1 else "each shot count"
     title = f"{s.name}: base-to-novel generalisation, {trained} on the base classes, accuracy (%)"
@@ -238,11 +243,12 @@ def transfer_layout(s: Summary) -> Layout:
         rows: list[tuple[str, list[LayoutCell]]] = []
         for label in s.labels:
             method = s.methods[label]
+            paper = published if n == PUBLISHED_SHOTS else {}
             cells = [
-                _beside(_runs_cell(runs, dataset, label, s.digits), published.get((method, dataset)))
+                _beside(_runs_cell(runs, dataset, label, s.digits), paper.get((method, dataset)))
                 for dataset in [s.dataset, *s.targets]
             ]
-            paper_average = published.get((method, AVERAGE)) if on_papers_targets else None
+            paper_average = paper.get((method, AVERAGE)) if on_papers_targets else None
             average_cell = _beside(_mean_cell(cells[1:], s.digits), paper_average)
             row: list[LayoutCell] = (
                 [cells[0], *[CLOSED] * (len(s.targets) + 1)] if label in closed else [*cells, average_cell]
@@ -256,7 +262,8 @@ def transfer_layout(s: Summary) -> Layout:
     if table is not None:
         notes.append(
             f"Published values: petl_bench/data/published_{protocol}.csv (CoOp, CoCoOp, KgCoOp, MaPLe, PromptSRC, "
-            "each row citing its paper and table); the published Average shows only over the paper's targets."
+            f"each row citing its paper and table), all {PUBLISHED_SHOTS}: beside the {PUBLISHED_SHOTS} runs only; "
+            "the published Average shows only over the paper's targets."
         )
     columns = [f"{dataset_name(s.dataset)} (source)", *map(dataset_name, s.targets), "Average"]
     return Layout(f"{s.name}: transfer from {dataset_name(s.dataset)}, accuracy (%)", "method", columns, blocks, notes)
