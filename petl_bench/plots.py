@@ -381,7 +381,7 @@ def draw(figure: str, summary: Summary, split: str | None = None, out: Path | No
     if summary.spans_datasets:
         raise UserError(
             f"grid {summary.name!r} ({summary.table} table) has no figure: "
-            f"its numbers are `petl-bench table {summary.name}` and its page in `petl-bench report`"
+            "its numbers are in `petl-bench table` and its page in `petl-bench report`"
         )
     one_split = default_figure(figure)[1]
     chosen = choose_split(summary, split) if one_split else None

@@ -340,7 +340,7 @@ def test_a_base2novel_sweep_through_table_and_report(five_classes, pacs_root, tm
     code, _, stderr = call(["plot", "fig1", "--grid", path, "--out-dir", out])
     assert (code, stderr.strip()) == (
         2,
-        "petl-bench: error: grid 'b2n' (base2novel table) has no figure: its numbers are `petl-bench table b2n` "
+        "petl-bench: error: grid 'b2n' (base2novel table) has no figure: its numbers are in `petl-bench table` "
         "and its page in `petl-bench report`",
     )
     code, stdout, stderr = call(["report", "--out", out])
@@ -427,6 +427,7 @@ def test_protocol_grid_keys_refused_in_one_line(tmp_path):
         ("", "protocol: the transfer table shows the runs of protocol xd or dg: name it"),
         ("protocol: base2novel\n", "table: the base2novel protocol's table is base2novel, not transfer"),
         ("protocol: xd\ntargets: [pacs]\n", "targets: pacs is the source dataset (its own test is the source column)"),
+        ("protocol: xd\ntargets: [vlcs, vlcs]\n", "targets: each target once (got vlcs, vlcs)"),
     ):
         grid.write_text(base + extra)
         code, _, stderr = call(["sweep", grid, "--dry-run"])
@@ -466,6 +467,45 @@ def test_a_protocol_makes_no_transfer_of_a_closed_vocabulary_method(tmp_path):
     lodo = tmp_path / "lodo.yaml"
     lodo.write_text("table: lodo\ndataset: pacs\nprotocol: lodo\nsplits: [1shot]\nseeds: [0]\nmethods: [lpp]\n")
     assert expand_grid(lodo, ["data.root=/d/pacs"]).closed_vocabulary == []  # held-out domains: the same classes
+
+
+def test_a_joined_sources_targets_lie_under_its_common_root_and_none_is_one_of_its_parts(tmp_path):
+    from petl_bench.sweep.grid import expand_grid
+
+    grid = tmp_path / "xd.yaml"
+    spec = "table: transfer\ndataset: pacs+vlcs\nprotocol: xd\nsplits: [1shot]\nseeds: [0]\nmethods: [coop-mt]\n"
+    grid.write_text(spec + "targets: [officehome]\n")
+    source, transfer = expand_grid(grid, ["data.root=/data"]).runs
+    assert (source.cfg.data.root, transfer.cfg.data.root) == ("/data", "/data/officehome")  # not /officehome
+    grid.write_text(spec + "targets: [vlcs]\n")
+    code, _, stderr = call(["sweep", grid, "--dry-run"])
+    assert (code, stderr.strip()) == (
+        2,
+        f"petl-bench: error: {grid}: targets: vlcs is the source dataset (its own test is the source column)",
+    )
+
+
+@pytest.mark.parametrize("protocol", ["base2novel", "xd", "lodo"])
+def test_a_protocol_table_before_any_record(tmp_path, protocol):
+    from petl_bench.report import render, summarize
+    from petl_bench.report.pages import _table_averages
+    from petl_bench.sweep.grid import expand_grid
+
+    table, extra, row = {
+        "base2novel": ("base2novel", "", "| PACS |"),
+        "xd": ("transfer", "targets: [vlcs]\n", "| CoOp |"),
+        "lodo": ("lodo", "", "| art_painting |"),
+    }[protocol]
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        f"table: {table}\ndataset: pacs\nprotocol: {protocol}\n{extra}splits: [1shot]\nseeds: [0]\nmethods: [coop]\n"
+    )
+    summary = summarize(expand_grid(grid, ["data.root=/data/pacs"], str(tmp_path / "results")))
+    assert summary.n_counted == 0 and summary.missing
+    text = render(summary, "md")
+    assert f"\n{summary.n_expected} of {summary.n_expected} runs missing" in text and row in text  # blank cells
+    assert render(summary, "csv").startswith("table,dataset,split")
+    assert _table_averages(summary).endswith(": none yet")
 
 
 def _has(*names) -> bool:

@@ -118,7 +118,8 @@ def _table_averages(s: Summary) -> str:
     lines = []
     for block in lay.blocks:
         if s.table == "transfer":  # a row per method, its average over the targets last
-            title, found = "average over the targets", [(name, cells[-1]) for name, cells in block.rows]
+            title = ", ".join(filter(None, [block.title, "average over the targets"]))
+            found = [(name, cells[-1]) for name, cells in block.rows]
         else:  # an Average row below the datasets or held-out domains
             average = dict(block.rows).get("Average", [])
             hm_only = s.table == "base2novel"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..datamodules.catalog import DOMAINS, IMAGENET_VARIANTS
+from ..datamodules.catalog import COOP_DATASETS, DOMAINS, IMAGENET_VARIANTS
 from ..files import write_text_atomic
 from ..registry import get_method
 from ..transfer import closed_vocabulary
@@ -192,7 +192,7 @@ def base2novel_layout(s: Summary) -> Layout:
         "and of N over the datasets and the HM of those means (as CoCoOp and MaPLe average).",
         "A method's Average Base (Novel) is blank unless it has Base (Novel) on every dataset; the published "
         "Average (over CoOp's 11 datasets) shows only for a table of those 11.",
-        *_closed_note(s, closed, "its runs are tested on the base classes only"),
+        *_closed_note(s, closed, "tested on the base classes only"),
         "Published values: petl_bench/data/published_base2novel.csv (CoCoOp, KgCoOp, MaPLe, PromptSRC: Table 1 "
         f"of each; CLIP's as CoCoOp prints it), all {PUBLISHED_SHOTS}: beside the {PUBLISHED_SHOTS} runs only.",
     ]
@@ -217,7 +217,7 @@ def _base2novel_rows(s: Summary, average: pd.DataFrame, published: dict, closed:
         rows.append((dataset_name(dataset), cells))
     averages: list[LayoutCell] = []
     for label in s.labels:
-        paper = published.get((s.methods[label], "average")) if len(s.datasets) == 11 else None
+        paper = published.get((s.methods[label], "average")) if set(s.datasets) == set(COOP_DATASETS) else None
         base, novel = _mean_cell(bases[label], s.digits), _mean_cell(novels[label], s.digits)
         averages += _base_novel_hm(base, novel, paper, label in closed and novel is None, s.digits)
     rows.append(("Average", averages))
@@ -257,7 +257,7 @@ def transfer_layout(s: Summary) -> Layout:
         blocks.append(Block(n if len(shots) > 1 else "", rows))
     notes = [
         "Average: the mean over the targets of each target's seed mean; blank unless every target has runs.",
-        *_closed_note(s, closed, "its runs are tested on the source only"),
+        *_closed_note(s, closed, "tested on the source only"),
     ]
     if table is not None:
         notes.append(
@@ -276,7 +276,7 @@ def _shot_counts(splits: Sequence[str]) -> list[str]:
 
 def _of_shots(runs: pd.DataFrame, shots: str) -> pd.DataFrame:
     """The runs of one shot count (their split `16shot` or `16shot-...`)."""
-    return runs[runs.split.str.partition("-")[0] == shots]
+    return runs[(runs.split == shots) | runs.split.str.startswith(f"{shots}-")]
 
 
 def lodo_layout(s: Summary) -> Layout:
@@ -334,7 +334,8 @@ def _closed_note(s: Summary, closed: set[str], tested: str) -> list[str]:
     if not closed:
         return []
     names = ", ".join(column_name(label) for label in s.labels if label in closed)
-    return [f"{CLOSED.why}: {names} {closed_vocabulary(len(closed))}; {tested}."]
+    whose = "its runs are" if len(closed) == 1 else "their runs are"
+    return [f"{CLOSED.why}: {names} {closed_vocabulary(len(closed))}; {whose} {tested}."]
 
 
 def _base_novel_hm(base: Cell | None, novel: Cell | None, paper, closed: bool, digits: int) -> list[LayoutCell]:

@@ -183,11 +183,14 @@ def expand_grid(path: Path, overrides: Sequence[str] = (), out: str | None = Non
     targets = [str(t) for t in _list(path, "targets", spec.get("targets", []))]
     if bool(targets) != (protocol in ("xd", "dg")):
         raise UserError(f"{path}: targets: the xd and dg protocols name their target datasets, and only they")
+    sources = {part for dataset in datasets for part in dataset_parts(dataset)}
     for target in targets:
         if target not in DATASETS:
             raise UserError(f"{path}: targets: unknown {target!r} (known: {', '.join(DATASETS)})")
-        if target in datasets:
+        if target in sources:
             raise UserError(f"{path}: targets: {target} is the source dataset (its own test is the source column)")
+    if len(set(targets)) != len(targets):
+        raise UserError(f"{path}: targets: each target once (got {', '.join(targets)})")
     _check_table_of(path, table, protocol)
     grid_sets = [f"data.classes={classes}", *_set_items(path, "set", spec.get("set") or {})]
     run_sets = [o for o in overrides if not o.startswith("slurm.")]
@@ -280,7 +283,7 @@ def _transfers(protocol: str | None, targets: list[str], cfg: RunConfig) -> list
     """What a run's protocol tests it on after its own test: (dataset, root, classes) of each
     transfer, None for the source's own."""
     novel: list[tuple[str | None, str | None, str]] = [(None, None, "novel")] if protocol == "base2novel" else []
-    return novel + [(target, _beside(cfg.data.root, target), cfg.data.classes) for target in targets]
+    return novel + [(target, _beside(cfg, target), cfg.data.classes) for target in targets]
 
 
 def _check_lodo(path: Path, datasets: list[str], items: list[str]) -> None:
@@ -308,10 +311,15 @@ def record_of(run: GridRun) -> Path:
     return record_path(run.cfg)
 
 
-def _beside(root: str, dataset: str) -> str:
-    """The folder of `dataset` beside the dataset root `root` ("" for none), as CoOp's DATASETS.md
-    lays its datasets out under one folder (`catalog.DATASET_FOLDERS`)."""
-    return dataset_folder(str(Path(root).parent), dataset) if root else ""
+def _beside(source: RunConfig, dataset: str) -> str:
+    """The folder of `dataset` beside the source's data ("" without a root), as CoOp's DATASETS.md
+    lays its datasets out under one folder (`catalog.DATASET_FOLDERS`): beside a dataset's root, or
+    under a joined source's common root (where its parts lie)."""
+    root = source.data.root
+    if not root:
+        return ""
+    common = root if len(dataset_parts(source.data.dataset)) > 1 else str(Path(root).parent)
+    return dataset_folder(common, dataset)
 
 
 def _build(method, dataset, split, seed, out, recipe, grid_sets, run_sets) -> RunConfig:
