@@ -114,7 +114,7 @@ def _averages(grid: GridReport) -> str:
 def _table_averages(s: Summary) -> str:
     """A base2novel, transfer or lodo grid's averages as its table has them, a line per block:
     each method's Average HM, average over the targets, or average over the held-out domains."""
-    lay = layout(s)
+    lay, hm_only = layout(s), s.table == "base2novel"
     lines = []
     for block in lay.blocks:
         if s.table == "transfer":  # a row per method, its average over the targets last
@@ -122,7 +122,6 @@ def _table_averages(s: Summary) -> str:
             found = [(name, cells[-1]) for name, cells in block.rows]
         else:  # an Average row below the datasets or held-out domains
             average = dict(block.rows).get("Average", [])
-            hm_only = s.table == "base2novel"
             found = [
                 (c, cell) for c, cell in zip(lay.columns, average, strict=True) if c.endswith(" HM") or not hm_only
             ]

@@ -239,11 +239,10 @@ def transfer_layout(s: Summary) -> Layout:
     shots = _shot_counts(s.splits)
     blocks = []
     for n in shots:
-        runs = _of_shots(average, n)
+        runs, paper = _of_shots(average, n), published if n == PUBLISHED_SHOTS else {}
         rows: list[tuple[str, list[LayoutCell]]] = []
         for label in s.labels:
             method = s.methods[label]
-            paper = published if n == PUBLISHED_SHOTS else {}
             cells = [
                 _beside(_runs_cell(runs, dataset, label, s.digits), paper.get((method, dataset)))
                 for dataset in [s.dataset, *s.targets]
@@ -545,12 +544,9 @@ def to_csv(summary: Summary) -> str:
         for r in summary.seeds.drop_duplicates(["label", "dataset", "split", "task"]).itertuples()
     }
     keys = [(label, split, task) for split in summary.splits for label in summary.labels for task in summary.tasks]
-    # a key's row per dataset (one but in a base2novel, transfer or lodo grid over several)
-    for (label, split, task), r in (
-        (key, r)
-        for key in filter(summary.cells.index.__contains__, keys)
-        for _, r in summary.cells.loc[[key]].iterrows()
-    ):
+    present = [key for key in keys if key in summary.cells.index]
+    # in key order, a key's row per dataset (one but in a base2novel, transfer or lodo grid over several)
+    for (label, split, task), r in summary.cells.loc[present].iterrows():
         writer.writerow(
             {
                 **base,
